@@ -1,0 +1,100 @@
+//! The command line: clap types only, no I/O. Every configuration key is an
+//! `Option` here so that `config` can layer flag > env > file > default.
+
+use std::path::PathBuf;
+
+use clap::builder::BoolishValueParser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Keep a private updates mirror: copy an upstream release tree over HTTPS and
+/// publish each verified copy atomically.
+#[derive(Debug, Parser)]
+#[command(name = "upmirror", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List, plan, fetch, verify and publish a new snapshot.
+    Sync(SyncArgs),
+    /// Write upmirror-manifest.json for a directory.
+    Manifest {
+        /// The directory to describe; the manifest is written into it.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Override the delete guard and publish a listing that was rolled back.
+    #[arg(long)]
+    pub force: bool,
+    /// Accept a listing older than the published one.
+    #[arg(long)]
+    pub allow_rollback: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListingKind {
+    Auto,
+    Manifest,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Configuration file [default: /etc/upmirror/upmirror.toml; a missing default is not an error].
+    #[arg(long, global = true, env = "UPMIRROR_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Machine-readable output on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print errors only (cron mails nothing on success).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More detail on stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// The mirror root: snapshots/, current and .upmirror/ live here.
+    #[arg(long, global = true, env = "UPMIRROR_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Upstream base URL; repeat in order, primary first (env: comma-separated).
+    #[arg(long = "upstream", global = true, env = "UPMIRROR_UPSTREAMS", value_delimiter = ',', value_name = "URL")]
+    pub upstreams: Vec<String>,
+    /// PEM file of the only CA roots to trust (the pin).
+    #[arg(long, global = true, env = "UPMIRROR_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS.
+    #[arg(long, global = true, env = "UPMIRROR_CLIENT_CERT", value_name = "FILE")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[arg(long, global = true, env = "UPMIRROR_CLIENT_KEY", value_name = "FILE")]
+    pub client_key: Option<PathBuf>,
+    /// Snapshots kept, the published one included [default: 3].
+    #[arg(long, global = true, env = "UPMIRROR_KEEP", value_name = "N")]
+    pub keep: Option<usize>,
+    /// Where the file list comes from [default: auto].
+    #[arg(long, global = true, env = "UPMIRROR_LISTING", value_name = "KIND")]
+    pub listing: Option<ListingKind>,
+    /// Name of the manifest file on the upstream [default: upmirror-manifest.json].
+    #[arg(long, global = true, env = "UPMIRROR_MANIFEST_NAME", value_name = "NAME")]
+    pub manifest_name: Option<String>,
+    /// Permit plain http:// upstreams.
+    #[arg(long, global = true, env = "UPMIRROR_ALLOW_PLAIN_HTTP", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub allow_plain_http: Option<bool>,
+    /// Refuse a plan that deletes more than this percentage of the published files [default: 10].
+    #[arg(long, global = true, env = "UPMIRROR_MAX_DELETE_PERCENT", value_name = "P")]
+    pub max_delete_percent: Option<f64>,
+    /// Downloads in flight at once [default: 16].
+    #[arg(long, global = true, env = "UPMIRROR_CONCURRENCY", value_name = "N")]
+    pub concurrency: Option<usize>,
+}

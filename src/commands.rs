@@ -1,0 +1,269 @@
+//! One function per subcommand: the only place the stages meet.
+//! config → listing → plan → fetch → verify → build → publish → state/status.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+
+use crate::cli::{Command, SyncArgs};
+use crate::config::Config;
+use crate::fetch::fetch_all;
+use crate::manifest::Manifest;
+use crate::output::{Reporter, escape, human_bytes};
+use crate::plan::{self, Plan, Summary};
+use crate::scan::describe_dir;
+use crate::snapshot::{Published, SNAPSHOT_MANIFEST, Store, write_atomic};
+use crate::state::{Conditional, RunStatus, SnapshotInfo, State};
+use crate::upstream::{ListOutcome, Listing, Upstreams};
+
+/// A safety guard refused the run (exit 3).
+#[derive(Debug, thiserror::Error)]
+#[error("refused: {0}")]
+pub struct Refused(pub String);
+
+/// How far in the future a listing's `generated_at` may be (clock skew).
+const MAX_FUTURE: Duration = Duration::from_secs(24 * 3600);
+/// Free space kept beyond the bytes to download.
+const FREE_SPACE_MARGIN: u64 = 64 << 20;
+
+pub fn run(command: Command, cfg: &Config, out: Reporter) -> Result<()> {
+    match command {
+        Command::Sync(args) => sync(cfg, &args, out),
+        Command::Manifest { dir } => manifest(&dir, out),
+    }
+}
+
+/// What a sync ended with, for the report and status.json.
+enum Outcome {
+    Unchanged { upstream: String },
+    Published { id: String, upstream: String, summary: Summary },
+}
+
+fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
+    let store = Store::new(cfg.root()?);
+    if args.dry_run {
+        return dry_run(cfg, args, &store, out);
+    }
+    store.ensure_layout()?;
+    let _lock = store.lock()?;
+    let started = now_rfc3339();
+    let result = sync_locked(cfg, args, &store, out);
+    let status = run_status(started, &result);
+    if let Err(e) = status.write(&store.meta()) {
+        out.warn(format!("{e:#}"));
+    }
+    let outcome = result?;
+    if out.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    }
+    match outcome {
+        Outcome::Unchanged { upstream } => out.info(format!("nothing to do: {upstream} is unchanged")),
+        Outcome::Published { id, upstream, summary: s } => out.info(format!(
+            "published {id} from {upstream}: {} added, {} changed, {} removed, {} downloaded",
+            s.added,
+            s.changed,
+            s.removed,
+            human_bytes(s.download_bytes)
+        )),
+    }
+    Ok(())
+}
+
+fn sync_locked(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Result<Outcome> {
+    store.clean_leftovers()?;
+    let mut state = State::load(&store.meta())?;
+    let published = store.published()?;
+    let upstreams = Upstreams::new(cfg)?;
+    let rt = runtime()?;
+    let listing = match list(&rt, &upstreams, &state, published.as_ref())? {
+        ListOutcome::Unchanged { url, .. } => return Ok(Outcome::Unchanged { upstream: url.to_string() }),
+        ListOutcome::Fetched(listing) => listing,
+    };
+    let plan = accept(args, &state, published.as_ref(), &listing, out)?;
+    check_plan(cfg, args, &plan, published_count(published.as_ref()), &store.root)?;
+    let upstream = listing.url.to_string();
+    if plan.is_empty() {
+        if let Some(p) = &published {
+            state.record(&p.id, &listing);
+            state.save(&store.meta())?;
+        }
+        return Ok(Outcome::Unchanged { upstream });
+    }
+    let downloads = plan.downloads().cloned().collect();
+    let staged = rt.block_on(fetch_all(&upstreams, listing.upstream, downloads, &store.partial_dir(), cfg.concurrency))?;
+    let id = store.build(&plan, staged, published.as_ref(), listing.manifest.generated_at)?;
+    store.publish(&id)?;
+    state.record(&id, &listing);
+    let pruned = store.prune(cfg.keep, &id)?;
+    state.snapshots.retain(|k, _| !pruned.contains(k));
+    state.save(&store.meta())?;
+    Ok(Outcome::Published { id, upstream, summary: plan.summary() })
+}
+
+fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Result<()> {
+    let state = State::load(&store.meta())?;
+    let published = store.published()?;
+    let upstreams = Upstreams::new(cfg)?;
+    let rt = runtime()?;
+    let listing = match list(&rt, &upstreams, &state, published.as_ref())? {
+        ListOutcome::Fetched(listing) => listing,
+        ListOutcome::Unchanged { url, .. } => {
+            // The upstream says nothing changed since the published listing.
+            let plan = Plan::default();
+            print_plan(&plan, out);
+            out.info(format!("{url} is unchanged"));
+            return Ok(());
+        }
+    };
+    let plan = accept(args, &state, published.as_ref(), &listing, out)?;
+    print_plan(&plan, out);
+    check_plan(cfg, args, &plan, published_count(published.as_ref()), &store.root)
+}
+
+fn print_plan(plan: &Plan, out: Reporter) {
+    if out.json {
+        println!("{}", plan.to_json());
+    } else {
+        println!("{plan}");
+    }
+}
+
+fn list(rt: &tokio::runtime::Runtime, upstreams: &Upstreams, state: &State, published: Option<&Published>) -> Result<ListOutcome> {
+    let published = published.map(|p| p.id.as_str());
+    rt.block_on(upstreams.list(|url| state.validators_for(url.as_str(), published)))
+}
+
+/// Check the listing against the freshness guards and plan it against the
+/// published snapshot.
+fn accept(args: &SyncArgs, state: &State, published: Option<&Published>, listing: &Listing, out: Reporter) -> Result<Plan> {
+    let identity = listing.identity.to_string();
+    let generated = unix_seconds(listing.manifest.generated_at);
+    if state.rejected.contains(&identity) && !args.force {
+        return Err(Refused(format!(
+            "the listing from {} ({}) was rolled back; --force publishes it again",
+            listing.url,
+            &identity[..12]
+        ))
+        .into());
+    }
+    if let Some(high) = state.high_water
+        && generated < high
+        && !args.allow_rollback
+    {
+        return Err(Refused(format!(
+            "the listing from {} was generated at {}, before the published one ({}); --allow-rollback accepts it",
+            listing.url,
+            rfc3339(generated),
+            rfc3339(high)
+        ))
+        .into());
+    }
+    if listing.manifest.generated_at > SystemTime::now() + MAX_FUTURE {
+        return Err(Refused(format!("the listing from {} claims to be generated at {}, in the future", listing.url, rfc3339(generated))).into());
+    }
+    let files: Vec<_> = listing.manifest.files.iter().filter(|e| e.path.as_str() != SNAPSHOT_MANIFEST).cloned().collect();
+    if files.len() < listing.manifest.files.len() {
+        out.warn(format!("{} lists {SNAPSHOT_MANIFEST}, which each snapshot writes itself; not mirrored", listing.url));
+    }
+    let empty = Manifest { generated_at: UNIX_EPOCH, files: Vec::new() };
+    let current = published.map_or(&empty, |p| &p.manifest);
+    Ok(plan::diff(&files, &current.files))
+}
+
+fn published_count(published: Option<&Published>) -> usize {
+    published.map_or(0, |p| p.manifest.files.len())
+}
+
+/// The delete guard and the free-space guard.
+
+fn check_plan(cfg: &Config, args: &SyncArgs, plan: &Plan, published: usize, root: &Path) -> Result<()> {
+    let removed = plan.remove.len();
+    if published > 0 && !args.force && removed as f64 * 100.0 > cfg.max_delete_percent * published as f64 {
+        return Err(Refused(format!(
+            "the plan removes {removed} of {published} published files ({:.1}%), more than max_delete_percent = {}; --force allows it",
+            removed as f64 * 100.0 / published as f64,
+            cfg.max_delete_percent
+        ))
+        .into());
+    }
+    let need = plan.summary().download_bytes.saturating_add(FREE_SPACE_MARGIN);
+    let existing = root.ancestors().find(|p| p.exists()).unwrap_or(root);
+    let fs = rustix::fs::statvfs(existing).with_context(|| format!("could not read the free space of {}", existing.display()))?;
+    let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+    if free < need {
+        return Err(Refused(format!(
+            "{} needs {} ({} to download plus {} margin) but has {} free",
+            root.display(),
+            human_bytes(need),
+            human_bytes(plan.summary().download_bytes),
+            human_bytes(FREE_SPACE_MARGIN),
+            human_bytes(free)
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+fn manifest(dir: &Path, out: Reporter) -> Result<()> {
+    let manifest = describe_dir(dir, SNAPSHOT_MANIFEST)?;
+    let path = dir.join(SNAPSHOT_MANIFEST);
+    write_atomic(&path, &manifest.to_json())?;
+    out.info(format!(
+        "wrote {}: {} files, {}",
+        escape(&path.display().to_string()),
+        manifest.files.len(),
+        human_bytes(manifest.total_bytes())
+    ));
+    Ok(())
+}
+
+impl State {
+    /// Remember that snapshot `id` holds `listing`, and its validators.
+    fn record(&mut self, id: &str, listing: &Listing) {
+        let identity = listing.identity.to_string();
+        let generated_at = unix_seconds(listing.manifest.generated_at);
+        let upstream = listing.url.to_string();
+        self.high_water = Some(self.high_water.unwrap_or(0).max(generated_at));
+        self.snapshots.insert(id.to_owned(), SnapshotInfo { identity: identity.clone(), generated_at, upstream: upstream.clone() });
+        self.validators.insert(upstream, Conditional { identity, validators: listing.validators.clone() });
+    }
+}
+
+fn run_status(started: String, result: &Result<Outcome>) -> RunStatus {
+    let mut status = RunStatus { started, finished: now_rfc3339(), ..Default::default() };
+    match result {
+        Ok(Outcome::Unchanged { upstream }) => {
+            status.outcome = "unchanged".into();
+            status.upstream = Some(upstream.clone());
+        }
+        Ok(Outcome::Published { id, upstream, summary }) => {
+            status.outcome = "published".into();
+            status.snapshot = Some(id.clone());
+            status.upstream = Some(upstream.clone());
+            status.summary = *summary;
+        }
+        Err(e) => {
+            status.exit_code = crate::exit_code(e);
+            status.outcome = if status.exit_code == 3 { "refused" } else { "failed" }.into();
+            status.error = Some(format!("{e:#}"));
+        }
+    }
+    status
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("could not start the async runtime")
+}
+
+fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}

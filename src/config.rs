@@ -1,0 +1,176 @@
+//! Configuration: the TOML file model and its layering with flags and
+//! environment (flag > env > file > default) into one validated [`Config`].
+//! Nothing after this module sees clap types or `Option` soup.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::cli::{GlobalArgs, ListingKind};
+
+pub const DEFAULT_CONFIG: &str = "/etc/upmirror/upmirror.toml";
+
+/// A configuration or usage problem (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// The file as written by the operator; every key optional, unknown keys an error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub root: Option<PathBuf>,
+    pub upstreams: Option<Vec<String>>,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub keep: Option<usize>,
+    pub listing: Option<ListingKind>,
+    pub manifest_name: Option<String>,
+    pub allow_plain_http: Option<bool>,
+    pub max_delete_percent: Option<f64>,
+    pub concurrency: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+/// The resolved, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub root: Option<PathBuf>,
+    pub upstreams: Vec<Url>,
+    pub tls: Tls,
+    pub keep: usize,
+    pub listing: ListingKind,
+    pub manifest_name: String,
+    pub allow_plain_http: bool,
+    pub max_delete_percent: f64,
+    pub concurrency: usize,
+}
+
+impl Config {
+    /// Read the file (if any) and layer flags and environment over it.
+    pub fn resolve(args: &GlobalArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => load(path)?,
+            None if Path::new(DEFAULT_CONFIG).exists() => load(Path::new(DEFAULT_CONFIG))?,
+            None => FileConfig::default(),
+        };
+        let upstreams = if args.upstreams.is_empty() { file.upstreams.unwrap_or_default() } else { args.upstreams.clone() };
+        let allow_plain_http = args.allow_plain_http.or(file.allow_plain_http).unwrap_or(false);
+        let config = Config {
+            root: args.root.clone().or(file.root),
+            upstreams: upstreams
+                .iter()
+                .map(|u| parse_upstream(u, allow_plain_http))
+                .collect::<Result<_, _>>()?,
+            tls: Tls {
+                ca_file: args.ca_file.clone().or(file.ca_file),
+                client_cert: args.client_cert.clone().or(file.client_cert),
+                client_key: args.client_key.clone().or(file.client_key),
+            },
+            keep: args.keep.or(file.keep).unwrap_or(3),
+            listing: args.listing.or(file.listing).unwrap_or(ListingKind::Auto),
+            manifest_name: args.manifest_name.clone().or(file.manifest_name).unwrap_or("upmirror-manifest.json".into()),
+            allow_plain_http,
+            max_delete_percent: args.max_delete_percent.or(file.max_delete_percent).unwrap_or(10.0),
+            concurrency: args.concurrency.or(file.concurrency).unwrap_or(16),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.keep < 1 {
+            return Err(ConfigError("keep must be at least 1".into()));
+        }
+        if self.concurrency < 1 {
+            return Err(ConfigError("concurrency must be at least 1".into()));
+        }
+        if !(0.0..=100.0).contains(&self.max_delete_percent) {
+            return Err(ConfigError("max_delete_percent must be between 0 and 100".into()));
+        }
+        if crate::manifest::RelPath::parse(&self.manifest_name).is_err() || self.manifest_name.contains('/') {
+            return Err(ConfigError(format!("manifest_name \"{}\" must be a plain file name", self.manifest_name)));
+        }
+        if self.tls.client_cert.is_some() != self.tls.client_key.is_some() {
+            return Err(ConfigError("client_cert and client_key must be given together".into()));
+        }
+        for (key, path) in [("ca_file", &self.tls.ca_file), ("client_cert", &self.tls.client_cert), ("client_key", &self.tls.client_key)] {
+            if let Some(p) = path
+                && !p.is_file()
+            {
+                return Err(ConfigError(format!("{key} {}: no such file", p.display())));
+            }
+        }
+        Ok(())
+    }
+
+    /// The root, which every command but `manifest` needs.
+    pub fn root(&self) -> Result<&Path, ConfigError> {
+        self.root
+            .as_deref()
+            .ok_or_else(|| ConfigError("no mirror root: set root in the config, --root or UPMIRROR_ROOT".into()))
+    }
+}
+
+fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("config {}: {e}", path.display())))?;
+    parse_file(&text).map_err(|e| ConfigError(format!("config {}: {e}", path.display())))
+}
+
+fn parse_file(text: &str) -> Result<FileConfig, String> {
+    toml::from_str(text).map_err(|e| e.message().to_owned())
+}
+
+/// An upstream base URL: https, file, or http when permitted; always ending in `/`.
+fn parse_upstream(s: &str, allow_plain_http: bool) -> Result<Url, ConfigError> {
+    let mut url = Url::parse(s.trim()).map_err(|e| ConfigError(format!("upstream \"{s}\": {e}")))?;
+    match url.scheme() {
+        "https" | "file" => {}
+        "http" if allow_plain_http => {}
+        "http" => return Err(ConfigError(format!("upstream {url}: plain http is refused; use https or set allow_plain_http = true"))),
+        other => return Err(ConfigError(format!("upstream {url}: unsupported scheme \"{other}\" (use https or file)"))),
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError(format!("upstream {url}: no query, fragment or credentials in the URL")));
+    }
+    if !url.path().ends_with('/') {
+        url.set_path(&format!("{}/", url.path()));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_config_parses() {
+        let f = parse_file(include_str!("../etc/upmirror.toml")).unwrap();
+        assert_eq!(f.root.as_deref(), Some(Path::new("/srv/upmirror")));
+        assert!(!f.upstreams.unwrap().is_empty());
+        assert_eq!(f.keep, Some(3));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(parse_file("roots = \"/x\"").unwrap_err().contains("unknown field"));
+    }
+
+    #[test]
+    fn upstream_urls_are_checked_and_normalised() {
+        assert_eq!(parse_upstream("https://h/pub", false).unwrap().as_str(), "https://h/pub/");
+        assert!(parse_upstream("http://h/", false).unwrap_err().0.contains("plain http"));
+        assert!(parse_upstream("http://h/", true).is_ok());
+        assert!(parse_upstream("ftp://h/", true).is_err());
+        assert!(parse_upstream("https://u:p@h/", false).is_err());
+        assert_eq!(parse_upstream("file:///srv/x", false).unwrap().as_str(), "file:///srv/x/");
+    }
+}

@@ -1,0 +1,112 @@
+//! Everything a person reads: the reporter that owns stderr, human sizes and
+//! escaping of untrusted names. Workers never print; they return data or
+//! call the reporter handed to them.
+
+use std::fmt::Write as _;
+
+/// How much goes to stderr. JSON documents go to stdout whatever the level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Reporter {
+    pub level: Level,
+    pub json: bool,
+}
+
+impl Reporter {
+    pub fn new(quiet: bool, verbose: u8, json: bool) -> Self {
+        let level = match (quiet, verbose) {
+            (true, _) => Level::Quiet,
+            (false, 0) => Level::Normal,
+            (false, _) => Level::Verbose,
+        };
+        Reporter { level, json }
+    }
+
+    /// A progress or outcome line; silent under `--quiet`.
+    pub fn info(&self, msg: impl AsRef<str>) {
+        if self.level >= Level::Normal {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+
+    /// Detail shown with `-v`.
+    pub fn detail(&self, msg: impl AsRef<str>) {
+        if self.level >= Level::Verbose {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+
+    /// A problem that does not stop the run; silent under `--quiet`.
+    pub fn warn(&self, msg: impl AsRef<str>) {
+        if self.level >= Level::Normal {
+            eprintln!("upmirror: warning: {}", msg.as_ref());
+        }
+    }
+}
+
+/// `1536` → `1.5 KiB`; whole bytes below 1 KiB.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// Make an untrusted name safe to print on a terminal: control characters,
+/// bidi overrides, zero-width characters and backslashes become escapes.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || is_invisible(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_the_spec() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(2150), "2.1 KiB");
+        assert_eq!(human_bytes(100 * 1024 * 1024), "100.0 MiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn escape_neutralises_terminal_tricks() {
+        assert_eq!(escape("a\u{1b}[31mb"), "a\\u{1b}[31mb");
+        assert_eq!(escape("x\ny"), "x\\ny");
+        assert_eq!(escape("evil\u{202e}txt"), "evil\\u{202e}txt");
+        assert_eq!(escape("a\\b"), "a\\\\b");
+        assert_eq!(escape("plain/ünïcode.zip"), "plain/ünïcode.zip");
+    }
+}

@@ -1,0 +1,206 @@
+//! The plan: a pure, sorted merge of the new listing against the published
+//! snapshot's manifest. `--dry-run` prints a `Plan`; `sync` executes the same
+//! `Plan`, so what is shown is what runs. No I/O, no clock.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::Entry;
+use crate::output::human_bytes;
+
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// New paths, to download.
+    pub add: Vec<Entry>,
+    /// Paths whose content or metadata changed: (new entry, old size).
+    pub change: Vec<(Entry, u64)>,
+    /// Published paths the listing no longer has.
+    pub remove: Vec<Entry>,
+    /// Unchanged paths, hardlinked from the published snapshot. Carries the
+    /// published digest when the listing has none.
+    pub keep: Vec<Entry>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub added: usize,
+    pub changed: usize,
+    pub removed: usize,
+    pub kept: usize,
+    pub download_bytes: u64,
+}
+
+/// Compare `listing` with `published`; both sorted by path.
+pub fn diff(listing: &[Entry], published: &[Entry]) -> Plan {
+    let mut plan = Plan::default();
+    let (mut i, mut j) = (0, 0);
+    while i < listing.len() || j < published.len() {
+        let order = match (listing.get(i), published.get(j)) {
+            (Some(n), Some(o)) => n.path.cmp(&o.path),
+            (Some(_), None) => Ordering::Less,
+            (None, _) => Ordering::Greater,
+        };
+        match order {
+            Ordering::Less => {
+                plan.add.push(listing[i].clone());
+                i += 1;
+            }
+            Ordering::Greater => {
+                plan.remove.push(published[j].clone());
+                j += 1;
+            }
+            Ordering::Equal => {
+                let (new, old) = (&listing[i], &published[j]);
+                if same(new, old) {
+                    plan.keep.push(Entry { sha256: new.sha256.or(old.sha256), ..new.clone() });
+                } else {
+                    plan.change.push((new.clone(), old.size));
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    plan
+}
+
+/// Same size and mtime, and the same digest where both are known.
+fn same(new: &Entry, old: &Entry) -> bool {
+    new.size == old.size
+        && new.mtime == old.mtime
+        && match (new.sha256, old.sha256) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        }
+}
+
+impl Plan {
+    pub fn summary(&self) -> Summary {
+        Summary {
+            added: self.add.len(),
+            changed: self.change.len(),
+            removed: self.remove.len(),
+            kept: self.keep.len(),
+            download_bytes: self.downloads().map(|e| e.size).sum(),
+        }
+    }
+
+    /// Every entry to fetch, added then changed.
+    pub fn downloads(&self) -> impl Iterator<Item = &Entry> {
+        self.add.iter().chain(self.change.iter().map(|(e, _)| e))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.change.is_empty() && self.remove.is_empty()
+    }
+
+    /// The entries of the snapshot this plan builds, unsorted.
+    pub fn result_len(&self) -> usize {
+        self.add.len() + self.change.len() + self.keep.len()
+    }
+
+    /// The plan as a JSON document for `--dry-run --json`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let file = |e: &Entry| serde_json::json!({"path": e.path.as_str(), "size": e.size, "mtime": e.mtime});
+        serde_json::json!({
+            "added": self.add.iter().map(file).collect::<Vec<_>>(),
+            "changed": self.change.iter().map(|(e, old)| {
+                let mut v = file(e);
+                v["old_size"] = (*old).into();
+                v
+            }).collect::<Vec<_>>(),
+            "removed": self.remove.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
+            "summary": self.summary(),
+        })
+    }
+}
+
+/// The dry-run listing: one `+`/`~`/`-` line per path, then the summary.
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let paths: Vec<String> = self
+            .add
+            .iter()
+            .chain(self.change.iter().map(|(e, _)| e))
+            .chain(&self.remove)
+            .map(|e| e.path.to_string())
+            .collect();
+        let width = paths.iter().map(|p| p.chars().count() + 2).max().unwrap_or(0).max(30);
+        let mut names = paths.iter();
+        let mut next = || names.next().map(String::as_str).unwrap_or_default();
+        for e in &self.add {
+            writeln!(f, "+ {:<width$}{:>9}", next(), human_bytes(e.size))?;
+        }
+        for (e, old) in &self.change {
+            writeln!(f, "~ {:<width$}{:>9}   (was {})", next(), human_bytes(e.size), human_bytes(*old))?;
+        }
+        for _ in &self.remove {
+            writeln!(f, "- {}", next())?;
+        }
+        let s = self.summary();
+        write!(
+            f,
+            "{} added, {} changed, {} removed · {} to download · published tree unchanged",
+            s.added,
+            s.changed,
+            s.removed,
+            human_bytes(s.download_bytes)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{Digest, RelPath};
+
+    fn e(path: &str, size: u64, mtime: i64, d: Option<u8>) -> Entry {
+        Entry { path: RelPath::parse(path).unwrap(), size, mtime, sha256: d.map(|b| Digest([b; 32])) }
+    }
+
+    #[test]
+    fn diff_sorts_paths_into_add_change_remove_keep() {
+        let old = [e("a", 1, 1, Some(1)), e("b", 2, 2, Some(2)), e("c", 3, 3, Some(3)), e("d", 4, 4, Some(4))];
+        let new = [e("b", 2, 2, Some(2)), e("c", 3, 3, Some(9)), e("d", 4, 5, Some(4)), e("e", 5, 5, Some(5))];
+        let p = diff(&new, &old);
+        let names = |v: Vec<&Entry>| v.iter().map(|e| e.path.as_str().to_owned()).collect::<Vec<_>>();
+        assert_eq!(names(p.add.iter().collect()), ["e"]);
+        assert_eq!(names(p.change.iter().map(|(e, _)| e).collect()), ["c", "d"]);
+        assert_eq!(names(p.remove.iter().collect()), ["a"]);
+        assert_eq!(names(p.keep.iter().collect()), ["b"]);
+        assert_eq!(p.summary().download_bytes, 3 + 4 + 5);
+    }
+
+    #[test]
+    fn size_or_mtime_alone_is_a_change_without_digests() {
+        let old = [e("m", 1, 1, Some(7)), e("s", 1, 1, Some(7)), e("u", 1, 1, Some(7))];
+        let new = [e("m", 1, 2, None), e("s", 2, 1, None), e("u", 1, 1, None)];
+        let p = diff(&new, &old);
+        assert_eq!(p.change.len(), 2);
+        assert_eq!(p.keep[0].sha256, Some(Digest([7; 32])), "kept entry carries the published digest");
+    }
+
+    #[test]
+    fn dry_run_lines_match_the_spec_layout() {
+        let old = [e("releases/10.9/core.zip", 5, 1, Some(1)), e("releases/current.json", 2048, 1, Some(2))];
+        let new = [e("releases/11.3/core.zip", 100 << 20, 1, Some(3)), e("releases/current.json", 2150, 2, Some(4))];
+        let text = diff(&new, &old).to_string();
+        assert_eq!(
+            text,
+            "+ releases/11.3/core.zip        100.0 MiB\n\
+             ~ releases/current.json           2.1 KiB   (was 2.0 KiB)\n\
+             - releases/10.9/core.zip\n\
+             1 added, 1 changed, 1 removed · 100.0 MiB to download · published tree unchanged"
+        );
+    }
+
+    #[test]
+    fn an_empty_plan_says_so() {
+        let same = [e("a", 1, 1, Some(1))];
+        let p = diff(&same, &same);
+        assert!(p.is_empty());
+        assert_eq!(p.to_string(), "0 added, 0 changed, 0 removed · 0 B to download · published tree unchanged");
+    }
+}

@@ -1,0 +1,58 @@
+//! Local trees: hashing files and describing a directory as a manifest
+//! (`upmirror manifest DIR`). Blocking; parallel with rayon.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, anyhow};
+use rayon::prelude::*;
+use sha2::{Digest as _, Sha256};
+
+use crate::manifest::{Digest, Entry, Manifest, RelPath};
+
+/// The sha256 and length of a file's content.
+pub fn hash_file(path: &Path) -> Result<(Digest, u64)> {
+    let mut f = File::open(path).with_context(|| format!("could not open {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = f.read(&mut buf).with_context(|| format!("could not read {}", path.display()))?;
+        if n == 0 {
+            return Ok((Digest(hasher.finalize().into()), len));
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+}
+
+/// Describe every regular file below `dir` except `skip` at its top.
+/// Symlinks and special files are not followed and not listed.
+pub fn describe_dir(dir: &Path, skip: &str) -> Result<Manifest> {
+    let mut found = Vec::new();
+    for item in walkdir::WalkDir::new(dir).follow_links(false).sort_by_file_name() {
+        let item = item.with_context(|| format!("could not walk {}", dir.display()))?;
+        if !item.file_type().is_file() {
+            continue;
+        }
+        let rel = item.path().strip_prefix(dir).context("walk left the directory")?;
+        let rel = rel.to_str().ok_or_else(|| anyhow!("{}: file name is not UTF-8", item.path().display()))?;
+        if rel == skip {
+            continue;
+        }
+        let path = RelPath::parse(rel).map_err(|e| anyhow!("{}: {e}", dir.display()))?;
+        found.push((path, item.into_path()));
+    }
+    let files = found
+        .into_par_iter()
+        .map(|(path, full)| {
+            let meta = std::fs::symlink_metadata(&full).with_context(|| format!("could not stat {}", full.display()))?;
+            let mtime = filetime::FileTime::from_last_modification_time(&meta).unix_seconds();
+            let (digest, size) = hash_file(&full)?;
+            Ok(Entry { path, size, mtime, sha256: Some(digest) })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Manifest::new(SystemTime::now(), files).map_err(|e| anyhow!("{}: {e}", dir.display()))
+}

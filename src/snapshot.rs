@@ -1,0 +1,305 @@
+//! The on-disk store under the mirror root:
+//!
+//! ```text
+//! root/current -> snapshots/<id>    the one commit point, swapped atomically
+//! root/snapshots/<id>/              complete, immutable trees
+//! root/.upmirror/                   lock, state, partial downloads, builds
+//! ```
+//!
+//! Crash safety: a snapshot is built in `.upmirror/build-<id>/` (unchanged
+//! files hardlinked from the published snapshot, new files renamed in from
+//! staging, its manifest written last), renamed into `snapshots/`, and the
+//! whole filesystem is flushed with `syncfs` before `current` is replaced by
+//! renaming a fresh symlink over it; the root directory is fsynced after. A
+//! crash before the rename leaves `current` as it was; leftovers are removed
+//! by the next run under the lock. A failed flush aborts the run and is never
+//! retried.
+
+use std::fs::{self, File};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, bail};
+
+use crate::fetch::Staged;
+use crate::manifest::{Entry, Manifest};
+use crate::plan::Plan;
+
+/// Every snapshot carries its own manifest under this name, which makes each
+/// mirror a valid upstream for the next tier.
+pub const SNAPSHOT_MANIFEST: &str = "upmirror-manifest.json";
+
+/// Another sync holds the lock (exit 75).
+#[derive(Debug, thiserror::Error)]
+#[error("another sync holds the lock {0}")]
+pub struct LockHeld(pub PathBuf);
+
+/// Held for the life of a run; the lock file is never deleted.
+pub struct Lock(#[allow(dead_code)] File);
+
+/// The published snapshot: its id, directory and manifest.
+pub struct Published {
+    pub id: String,
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+pub struct Store {
+    pub root: PathBuf,
+}
+
+impl Store {
+    pub fn new(root: &Path) -> Store {
+        Store { root: root.to_path_buf() }
+    }
+
+    pub fn meta(&self) -> PathBuf {
+        self.root.join(".upmirror")
+    }
+
+    pub fn partial_dir(&self) -> PathBuf {
+        self.meta().join("partial")
+    }
+
+    fn snapshots(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    /// Create the layout if it is missing.
+    pub fn ensure_layout(&self) -> Result<()> {
+        for dir in [self.root.clone(), self.snapshots(), self.meta(), self.partial_dir()] {
+            fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Take the run lock without waiting; [`LockHeld`] when another run has it.
+    pub fn lock(&self) -> Result<Lock> {
+        let path = self.meta().join("lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("could not open {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Lock(file)),
+            Err(fs::TryLockError::WouldBlock) => Err(LockHeld(path).into()),
+            Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("could not lock {}", path.display())),
+        }
+    }
+
+    /// Remove what a killed run left behind: half-built snapshots and the
+    /// temporary symlink. Partial downloads are kept.
+    pub fn clean_leftovers(&self) -> Result<()> {
+        remove_if_exists(&self.root.join(".current.tmp"))?;
+        for entry in read_dir(&self.meta())? {
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with("build-") {
+                let path = entry.path();
+                fs::remove_dir_all(&path).with_context(|| format!("could not remove {}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The published snapshot, `None` before the first publish. A `current`
+    /// that is not a symlink to `snapshots/<id>` is an error, never repaired.
+    pub fn published(&self) -> Result<Option<Published>> {
+        let link = self.root.join("current");
+        let meta = match fs::symlink_metadata(&link) {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            other => other.with_context(|| format!("could not read {}", link.display()))?,
+        };
+        if !meta.file_type().is_symlink() {
+            bail!("{} is not a symlink; move it away before syncing", link.display());
+        }
+        let target = fs::read_link(&link).with_context(|| format!("could not read {}", link.display()))?;
+        let id = target
+            .strip_prefix("snapshots")
+            .ok()
+            .and_then(|p| p.to_str())
+            .filter(|id| is_snapshot_id(id))
+            .with_context(|| format!("{} points to {}, not to snapshots/<id>", link.display(), target.display()))?
+            .to_owned();
+        let dir = self.snapshots().join(&id);
+        if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            bail!("{} points to {}, which is not a snapshot directory", link.display(), dir.display());
+        }
+        let manifest = read_manifest(&dir)?;
+        Ok(Some(Published { id, dir, manifest }))
+    }
+
+    /// Ids of the snapshots on disk, oldest first.
+    pub fn snapshot_ids(&self) -> Result<Vec<String>> {
+        let mut ids: Vec<String> = read_dir(&self.snapshots())?
+            .into_iter()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| is_snapshot_id(n))
+            .collect();
+        ids.sort_by_key(|id| id_order(id));
+        Ok(ids)
+    }
+
+    /// Build a complete snapshot from the plan: unchanged files hardlinked from
+    /// `published`, fetched files moved in from staging, manifest last. The
+    /// result is in `snapshots/` but not yet published.
+    pub fn build(&self, plan: &Plan, staged: Vec<Staged>, published: Option<&Published>, generated_at: SystemTime) -> Result<String> {
+        let id = self.new_id()?;
+        let build = self.meta().join(format!("build-{id}"));
+        fs::create_dir(&build).with_context(|| format!("could not create {}", build.display()))?;
+        let mut files: Vec<Entry> = Vec::with_capacity(plan.result_len());
+        if let Some(p) = published {
+            for e in &plan.keep {
+                let (from, to) = (p.dir.join(e.path.as_str()), build.join(e.path.as_str()));
+                ensure_parent(&to)?;
+                fs::hard_link(&from, &to)
+                    .with_context(|| format!("could not hardlink {} to {} (run `upmirror verify --repair`)", from.display(), to.display()))?;
+                files.push(e.clone());
+            }
+        }
+        for s in staged {
+            let to = build.join(s.entry.path.as_str());
+            ensure_parent(&to)?;
+            fs::rename(&s.file, &to).with_context(|| format!("could not move {} to {}", s.file.display(), to.display()))?;
+            files.push(s.entry);
+        }
+        let manifest = Manifest::new(generated_at, files).map_err(anyhow::Error::msg)?;
+        write_new(&build.join(SNAPSHOT_MANIFEST), &manifest.to_json())?;
+        let dest = self.snapshots().join(&id);
+        fs::rename(&build, &dest).with_context(|| format!("could not move {} to {}", build.display(), dest.display()))?;
+        Ok(id)
+    }
+
+    /// Make everything written durable, then point `current` at `id`.
+    pub fn publish(&self, id: &str) -> Result<()> {
+        let root = File::open(&self.root).with_context(|| format!("could not open {}", self.root.display()))?;
+        rustix::fs::syncfs(&root).with_context(|| format!("could not flush the filesystem of {}", self.root.display()))?;
+        let tmp = self.root.join(".current.tmp");
+        remove_if_exists(&tmp)?;
+        std::os::unix::fs::symlink(Path::new("snapshots").join(id), &tmp)
+            .with_context(|| format!("could not create {}", tmp.display()))?;
+        let current = self.root.join("current");
+        fs::rename(&tmp, &current).with_context(|| format!("could not replace {}", current.display()))?;
+        root.sync_all().with_context(|| format!("could not flush {}", self.root.display()))
+    }
+
+    /// Remove the oldest snapshots beyond `keep`, never the published one.
+    pub fn prune(&self, keep: usize, published: &str) -> Result<Vec<String>> {
+        let others: Vec<String> = self.snapshot_ids()?.into_iter().filter(|id| id != published).collect();
+        let excess = (others.len() + 1).saturating_sub(keep.max(1));
+        let mut removed = Vec::new();
+        for id in others.into_iter().take(excess) {
+            let dir = self.snapshots().join(&id);
+            fs::remove_dir_all(&dir).with_context(|| format!("could not remove {}", dir.display()))?;
+            removed.push(id);
+        }
+        Ok(removed)
+    }
+
+    /// A fresh id from the clock, suffixed `-1`, `-2`, … when taken.
+    fn new_id(&self) -> Result<String> {
+        let base: String = humantime::format_rfc3339_seconds(SystemTime::now())
+            .to_string()
+            .chars()
+            .filter(|c| !matches!(c, '-' | ':'))
+            .collect();
+        let taken = self.snapshot_ids()?;
+        let mut id = base.clone();
+        let mut n = 0;
+        while taken.contains(&id) {
+            n += 1;
+            id = format!("{base}-{n}");
+        }
+        Ok(id)
+    }
+}
+
+/// `YYYYMMDDTHHMMSSZ` with an optional `-N` suffix.
+pub fn is_snapshot_id(s: &str) -> bool {
+    let (stamp, suffix) = s.split_once('-').unwrap_or((s, "1"));
+    let b = stamp.as_bytes();
+    b.len() == 16
+        && b[8] == b'T'
+        && b[15] == b'Z'
+        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
+        && !suffix.is_empty()
+        && suffix.bytes().all(|c| c.is_ascii_digit())
+}
+
+/// Sort key: time stamp, then numeric suffix.
+fn id_order(id: &str) -> (String, u64) {
+    let (stamp, n) = id.split_once('-').unwrap_or((id, "0"));
+    (stamp.to_owned(), n.parse().unwrap_or(0))
+}
+
+pub fn read_manifest(dir: &Path) -> Result<Manifest> {
+    let path = dir.join(SNAPSHOT_MANIFEST);
+    let bytes = fs::read(&path).with_context(|| format!("could not read {}", path.display()))?;
+    Manifest::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Write a file that must not exist yet, and flush it.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = File::options().write(true).create_new(true).open(path).with_context(|| format!("could not create {}", path.display()))?;
+    f.write_all(bytes).with_context(|| format!("could not write {}", path.display()))
+}
+
+/// Replace `path` with `bytes` atomically and durably: temp file, fsync,
+/// rename, fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().context("no parent directory")?;
+    let tmp = path.with_extension("tmp");
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("could not write {}", path.display()))
+}
+
+fn ensure_parent(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(dir) => fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display())),
+        None => Ok(()),
+    }
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
+    match fs::read_dir(dir) {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+        other => other
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("could not list {}", dir.display())),
+    }
+}
+
+fn remove_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(e).with_context(|| format!("could not remove {}", path.display())),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_ids_are_recognised_and_ordered() {
+        assert!(is_snapshot_id("20261124T190000Z"));
+        assert!(is_snapshot_id("20261124T190000Z-12"));
+        for bad in ["20261124T190000", "2026112T190000Z", "20261124T190000Z-", "20261124T190000Z-x", "../x", "current"] {
+            assert!(!is_snapshot_id(bad), "{bad}");
+        }
+        let mut ids = vec!["20261124T190000Z-10", "20261124T190000Z-2", "20261124T190000Z", "20261123T190000Z"];
+        ids.sort_by_key(|id| id_order(id));
+        assert_eq!(ids, ["20261123T190000Z", "20261124T190000Z", "20261124T190000Z-2", "20261124T190000Z-10"]);
+    }
+}

@@ -1,0 +1,208 @@
+//! The harness: a temp directory holding an upstream tree, a mirror root, a
+//! sentinel file outside both, certificates, and a runner for the real binary.
+
+#![allow(dead_code)]
+
+pub mod pki;
+pub mod server;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use filetime::FileTime;
+use tempfile::TempDir;
+
+pub use pki::Pki;
+pub use server::{Fault, Options, Server};
+
+/// The mtime every test file gets unless a test says otherwise.
+pub const MTIME: i64 = 1_700_000_000;
+const SENTINEL: &[u8] = b"outside the mirror root; must never change\n";
+
+pub struct Env {
+    pub dir: TempDir,
+    pub pki: Pki,
+    pub upstream: PathBuf,
+    pub root: PathBuf,
+    pub sentinel: PathBuf,
+    config: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let pki_dir = dir.path().join("pki");
+        std::fs::create_dir(&pki_dir).unwrap();
+        let upstream = dir.path().join("upstream");
+        std::fs::create_dir(&upstream).unwrap();
+        let sentinel = dir.path().join("sentinel.txt");
+        std::fs::write(&sentinel, SENTINEL).unwrap();
+        let config = dir.path().join("empty.toml");
+        std::fs::write(&config, "").unwrap();
+        Env { pki: Pki::new(&pki_dir), root: dir.path().join("mirror"), upstream, sentinel, config, dir }
+    }
+
+    /// A small tree with nested directories and awkward names.
+    pub fn with_sample_tree() -> Env {
+        let env = Env::new();
+        env.write("releases/11.2/core.zip", &pseudo_random(300_000, 1));
+        env.write("releases/11.2/SHA256SUMS", b"not checked in manifest mode\n");
+        env.write("releases/current.json", b"{\"version\":\"11.2\"}\n");
+        env.write("docs/read me #1 100%?.txt", b"spaces, hash, percent, question mark\n");
+        env.write(".treeinfo", b"dotfiles are mirrored too\n");
+        env.write("empty", b"");
+        for i in 0..20 {
+            env.write(&format!("pool/p{i:02}.deb"), &pseudo_random(1000 + i * 37, i as u64));
+        }
+        env.make_manifest();
+        env
+    }
+
+    pub fn write(&self, rel: &str, bytes: &[u8]) {
+        let path = self.upstream.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        filetime::set_file_mtime(&path, FileTime::from_unix_time(MTIME, 0)).unwrap();
+    }
+
+    pub fn remove(&self, rel: &str) {
+        std::fs::remove_file(self.upstream.join(rel)).unwrap();
+    }
+
+    /// Publish the upstream's manifest with `upmirror manifest`.
+    pub fn make_manifest(&self) {
+        let out = self.run(&["manifest", self.upstream.to_str().unwrap()]);
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+
+    /// Replace the upstream manifest's text.
+    pub fn edit_manifest(&self, f: impl FnOnce(String) -> String) {
+        let path = self.upstream.join("upmirror-manifest.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, f(text)).unwrap();
+    }
+
+    pub fn set_generated_at(&self, when: &str) {
+        self.edit_manifest(|t| {
+            let start = t.find("\"generated_at\":\"").unwrap() + 16;
+            let end = start + t[start..].find('"').unwrap();
+            format!("{}{when}{}", &t[..start], &t[end..])
+        });
+    }
+
+    pub fn serve(&self) -> Server {
+        self.serve_with(Options::default())
+    }
+
+    pub fn serve_with(&self, opts: Options) -> Server {
+        Server::start(&self.upstream, &self.pki, opts)
+    }
+
+    /// Run the binary with a clean environment and an empty config file.
+    pub fn run(&self, args: &[&str]) -> Out {
+        self.run_env(args, &[])
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_upmirror"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("UPMIRROR_") || k.starts_with("SSL_CERT") || k.ends_with("_proxy") || k.ends_with("_PROXY") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("UPMIRROR_CONFIG", &self.config).args(args).envs(env.iter().copied());
+        let out = cmd.output().unwrap();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `upmirror sync` of `url` into the root, trusting the test CA.
+    pub fn sync(&self, url: &str, extra: &[&str]) -> Out {
+        let mut args = vec!["sync", "--root", self.root.to_str().unwrap(), "--upstream", url, "--ca-file", self.pki.ca.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    pub fn current(&self) -> PathBuf {
+        self.root.join("current")
+    }
+
+    /// The snapshot `current` points to, if any.
+    pub fn published_id(&self) -> Option<String> {
+        let target = std::fs::read_link(self.current()).ok()?;
+        Some(target.file_name()?.to_str()?.to_owned())
+    }
+
+    pub fn snapshot_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(self.root.join("snapshots"))
+            .map(|rd| rd.map(|e| e.unwrap().file_name().into_string().unwrap()).collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    /// The published tree equals the upstream tree: names, bytes and mtimes.
+    pub fn assert_mirrors_upstream(&self) {
+        let want = files(&self.upstream);
+        let got = files(&self.current());
+        assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "file names differ");
+        for (rel, (bytes, mtime)) in &want {
+            if rel == "upmirror-manifest.json" {
+                continue;
+            }
+            assert!(got[rel].0 == *bytes, "{rel}: bytes differ");
+            assert_eq!(got[rel].1, *mtime, "{rel}: mtime differs");
+        }
+    }
+
+    pub fn assert_sentinel_intact(&self) {
+        assert_eq!(std::fs::read(&self.sentinel).unwrap(), SENTINEL);
+        let outside: Vec<_> = std::fs::read_dir(self.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        for name in &outside {
+            let n = name.to_str().unwrap();
+            assert!(["pki", "upstream", "mirror", "sentinel.txt", "empty.toml", "mirror2"].contains(&n), "unexpected {n} beside the root");
+        }
+    }
+}
+
+/// Every regular file below `dir`: relative path → (bytes, mtime).
+pub fn files(dir: &Path) -> BTreeMap<String, (Vec<u8>, i64)> {
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(dir).follow_links(false).min_depth(1) {
+        let e = e.unwrap();
+        if e.file_type().is_file() {
+            let rel = e.path().strip_prefix(dir).unwrap().to_str().unwrap().to_owned();
+            out.insert(rel, (std::fs::read(e.path()).unwrap(), e.metadata().unwrap().mtime()));
+        }
+    }
+    out
+}
+
+pub fn inode(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().ino()
+}
+
+/// Deterministic bytes that do not compress.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

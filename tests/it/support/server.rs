@@ -1,0 +1,210 @@
+//! A small HTTPS/1.1 upstream for the tests: serves a directory with ETag,
+//! `If-None-Match` (304) and `Range` (206), optionally demands a client
+//! certificate, logs every request, and injects per-path faults.
+
+use std::collections::HashMap;
+use std::io::BufReader;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{RootCertStore, ServerConfig};
+
+/// What the server does wrong for one path.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Serve the file with one byte flipped.
+    Corrupt,
+    /// Answer with this status and an empty body.
+    Status(u16),
+    /// Redirect to this location.
+    Redirect(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub status: u16,
+}
+
+#[derive(Default)]
+pub struct Options {
+    /// Demand a client certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
+    /// Serve this certificate and key instead of the test CA's.
+    pub cert: Option<(PathBuf, PathBuf)>,
+}
+
+struct Shared {
+    root: PathBuf,
+    log: Mutex<Vec<Request>>,
+    faults: Mutex<HashMap<String, Fault>>,
+}
+
+pub struct Server {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Server {
+    pub fn start(root: &Path, pki: &super::pki::Pki, opts: Options) -> Server {
+        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+        let (cert, key) = opts.cert.clone().unwrap_or((pki.server_cert.clone(), pki.server_key.clone()));
+        let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(&cert).unwrap().map(Result::unwrap).collect();
+        let key = PrivateKeyDer::from_pem_file(&key).unwrap();
+        let builder = ServerConfig::builder();
+        let config = match &opts.client_ca {
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                for c in CertificateDer::pem_file_iter(ca).unwrap() {
+                    roots.add(c.unwrap()).unwrap();
+                }
+                let verifier = WebPkiClientVerifier::builder(Arc::new(roots)).build().unwrap();
+                builder.with_client_cert_verifier(verifier).with_single_cert(certs, key).unwrap()
+            }
+            None => builder.with_no_client_auth().with_single_cert(certs, key).unwrap(),
+        };
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared { root: root.to_path_buf(), log: Mutex::default(), faults: Mutex::default() });
+        let s = shared.clone();
+        runtime.spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let (acceptor, s) = (acceptor.clone(), s.clone());
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        let _ = serve_connection(tls, s).await;
+                    }
+                });
+            }
+        });
+        Server { addr, shared, _runtime: runtime }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}/", self.addr.port())
+    }
+
+    pub fn fault(&self, path: &str, fault: Fault) {
+        self.shared.faults.lock().unwrap().insert(path.to_owned(), fault);
+    }
+
+    pub fn log(&self) -> Vec<Request> {
+        self.shared.log.lock().unwrap().clone()
+    }
+
+    pub fn clear_log(&self) {
+        self.shared.log.lock().unwrap().clear();
+    }
+
+    /// Requests for anything but the manifest.
+    pub fn file_requests(&self) -> Vec<Request> {
+        self.log().into_iter().filter(|r| !r.path.ends_with("upmirror-manifest.json")).collect()
+    }
+}
+
+async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(stream: S, shared: Arc<Shared>) -> std::io::Result<()> {
+    let (r, mut w) = tokio::io::split(stream);
+    let mut r = tokio::io::BufReader::new(r);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let mut parts = line.split_whitespace();
+        let (method, target) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("/").to_owned());
+        let mut headers = HashMap::new();
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).await? == 0 {
+                return Ok(());
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+            }
+        }
+        let fault = shared.faults.lock().unwrap().get(&target).cloned();
+        let (status, extra, body) = respond(&shared.root, &target, &headers, fault);
+        shared.log.lock().unwrap().push(Request { method: method.clone(), path: target, headers, status });
+        let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", body.len());
+        for (k, v) in extra {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        w.write_all(head.as_bytes()).await?;
+        if method != "HEAD" {
+            w.write_all(&body).await?;
+        }
+        w.flush().await?;
+    }
+}
+
+fn respond(root: &Path, target: &str, headers: &HashMap<String, String>, fault: Option<Fault>) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    match fault {
+        Some(Fault::Status(code)) => return (code, vec![], vec![]),
+        Some(Fault::Redirect(to)) => return (302, vec![("Location".into(), to)], vec![]),
+        _ => {}
+    }
+    let Some(rel) = decode(target.trim_start_matches('/')) else { return (400, vec![], vec![]) };
+    if rel.split('/').any(|s| s == "..") {
+        return (400, vec![], vec![]);
+    }
+    let path = root.join(&rel);
+    let Ok(meta) = std::fs::metadata(&path) else { return (404, vec![], vec![]) };
+    if !meta.is_file() {
+        return (404, vec![], vec![]);
+    }
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut BufReader::new(std::fs::File::open(&path).unwrap()), &mut body).unwrap();
+    // A content hash: tests rewrite files faster than an mtime-based tag could tell.
+    let etag = format!("\"{:x}-{:x}\"", Sha256::digest(&body)[..8].iter().fold(0u64, |a, b| a << 8 | *b as u64), meta.len());
+    if headers.get("if-none-match") == Some(&etag) {
+        return (304, vec![("ETag".into(), etag)], vec![]);
+    }
+    if matches!(fault, Some(Fault::Corrupt)) && !body.is_empty() {
+        body[0] ^= 0xff;
+    }
+    let mut extra = vec![("ETag".to_owned(), etag)];
+    if let Some(start) = headers.get("range").and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.strip_suffix('-')) {
+        let start: usize = start.parse().unwrap_or(0);
+        if start >= body.len() {
+            return (416, vec![("Content-Range".into(), format!("bytes */{}", body.len()))], vec![]);
+        }
+        extra.push(("Content-Range".into(), format!("bytes {start}-{}/{}", body.len() - 1, body.len())));
+        return (206, extra, body.split_off(start));
+    }
+    (200, extra, body)
+}
+
+fn decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
