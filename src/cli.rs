@@ -44,8 +44,12 @@ pub struct SyncArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ListingKind {
+    /// The manifest when the upstream has one, else a crawl of its directory listings.
     Auto,
+    /// Only the manifest.
     Manifest,
+    /// Only a crawl of directory listings (nginx JSON or HTML, Apache HTML).
+    Autoindex,
 }
 
 #[derive(Debug, Args)]
@@ -67,7 +71,13 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "UPMIRROR_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
     /// Upstream base URL; repeat in order, primary first (env: comma-separated).
-    #[arg(long = "upstream", global = true, env = "UPMIRROR_UPSTREAMS", value_delimiter = ',', value_name = "URL")]
+    #[arg(
+        long = "upstream",
+        global = true,
+        env = "UPMIRROR_UPSTREAMS",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
     pub upstreams: Vec<String>,
     /// PEM file of the only CA roots to trust (the pin).
     #[arg(long, global = true, env = "UPMIRROR_CA_FILE", value_name = "FILE")]
@@ -85,14 +95,24 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "UPMIRROR_LISTING", value_name = "KIND")]
     pub listing: Option<ListingKind>,
     /// Name of the manifest file on the upstream [default: upmirror-manifest.json].
-    #[arg(long, global = true, env = "UPMIRROR_MANIFEST_NAME", value_name = "NAME")]
+    #[arg(
+        long,
+        global = true,
+        env = "UPMIRROR_MANIFEST_NAME",
+        value_name = "NAME"
+    )]
     pub manifest_name: Option<String>,
     /// Permit plain http:// upstreams.
     #[arg(long, global = true, env = "UPMIRROR_ALLOW_PLAIN_HTTP", num_args = 0..=1,
           default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
     pub allow_plain_http: Option<bool>,
     /// Refuse a plan that deletes more than this percentage of the published files [default: 10].
-    #[arg(long, global = true, env = "UPMIRROR_MAX_DELETE_PERCENT", value_name = "P")]
+    #[arg(
+        long,
+        global = true,
+        env = "UPMIRROR_MAX_DELETE_PERCENT",
+        value_name = "P"
+    )]
     pub max_delete_percent: Option<f64>,
     /// Downloads in flight at once [default: 16].
     #[arg(long, global = true, env = "UPMIRROR_CONCURRENCY", value_name = "N")]

@@ -15,7 +15,7 @@ use crate::plan::{self, Plan, Summary};
 use crate::scan::describe_dir;
 use crate::snapshot::{Published, SNAPSHOT_MANIFEST, Store, write_atomic};
 use crate::state::{Conditional, RunStatus, SnapshotInfo, State};
-use crate::upstream::{ListOutcome, Listing, Upstreams};
+use crate::upstream::{ListOutcome, Listing, Source, Upstreams};
 
 /// A safety guard refused the run (exit 3).
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +36,14 @@ pub fn run(command: Command, cfg: &Config, out: Reporter) -> Result<()> {
 
 /// What a sync ended with, for the report and status.json.
 enum Outcome {
-    Unchanged { upstream: String },
-    Published { id: String, upstream: String, summary: Summary },
+    Unchanged {
+        upstream: String,
+    },
+    Published {
+        id: String,
+        upstream: String,
+        summary: Summary,
+    },
 }
 
 fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
@@ -58,8 +64,14 @@ fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&status)?);
     }
     match outcome {
-        Outcome::Unchanged { upstream } => out.info(format!("nothing to do: {upstream} is unchanged")),
-        Outcome::Published { id, upstream, summary: s } => out.info(format!(
+        Outcome::Unchanged { upstream } => {
+            out.info(format!("nothing to do: {upstream} is unchanged"))
+        }
+        Outcome::Published {
+            id,
+            upstream,
+            summary: s,
+        } => out.info(format!(
             "published {id} from {upstream}: {} added, {} changed, {} removed, {} downloaded",
             s.added,
             s.changed,
@@ -77,11 +89,21 @@ fn sync_locked(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> R
     let upstreams = Upstreams::new(cfg)?;
     let rt = runtime()?;
     let listing = match list(&rt, &upstreams, &state, published.as_ref())? {
-        ListOutcome::Unchanged { url, .. } => return Ok(Outcome::Unchanged { upstream: url.to_string() }),
+        ListOutcome::Unchanged { url, .. } => {
+            return Ok(Outcome::Unchanged {
+                upstream: url.to_string(),
+            });
+        }
         ListOutcome::Fetched(listing) => listing,
     };
     let plan = accept(args, &state, published.as_ref(), &listing, out)?;
-    check_plan(cfg, args, &plan, published_count(published.as_ref()), &store.root)?;
+    check_plan(
+        cfg,
+        args,
+        &plan,
+        published_count(published.as_ref()),
+        &store.root,
+    )?;
     let upstream = listing.url.to_string();
     if plan.is_empty() {
         if let Some(p) = &published {
@@ -91,14 +113,31 @@ fn sync_locked(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> R
         return Ok(Outcome::Unchanged { upstream });
     }
     let downloads = plan.downloads().cloned().collect();
-    let staged = rt.block_on(fetch_all(&upstreams, listing.upstream, downloads, &store.partial_dir(), cfg.concurrency))?;
-    let id = store.build(&plan, staged, published.as_ref(), listing.manifest.generated_at)?;
+    let precision = listing.source.mtime_precision();
+    let staged = rt.block_on(fetch_all(
+        &upstreams,
+        listing.upstream,
+        downloads,
+        precision,
+        &store.partial_dir(),
+        cfg.concurrency,
+    ))?;
+    let id = store.build(
+        &plan,
+        staged,
+        published.as_ref(),
+        listing.manifest.generated_at,
+    )?;
     store.publish(&id)?;
     state.record(&id, &listing);
     let pruned = store.prune(cfg.keep, &id)?;
     state.snapshots.retain(|k, _| !pruned.contains(k));
     state.save(&store.meta())?;
-    Ok(Outcome::Published { id, upstream, summary: plan.summary() })
+    Ok(Outcome::Published {
+        id,
+        upstream,
+        summary: plan.summary(),
+    })
 }
 
 fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Result<()> {
@@ -118,7 +157,13 @@ fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Resul
     };
     let plan = accept(args, &state, published.as_ref(), &listing, out)?;
     print_plan(&plan, out);
-    check_plan(cfg, args, &plan, published_count(published.as_ref()), &store.root)
+    check_plan(
+        cfg,
+        args,
+        &plan,
+        published_count(published.as_ref()),
+        &store.root,
+    )
 }
 
 fn print_plan(plan: &Plan, out: Reporter) {
@@ -129,14 +174,28 @@ fn print_plan(plan: &Plan, out: Reporter) {
     }
 }
 
-fn list(rt: &tokio::runtime::Runtime, upstreams: &Upstreams, state: &State, published: Option<&Published>) -> Result<ListOutcome> {
-    let published = published.map(|p| p.id.as_str());
-    rt.block_on(upstreams.list(|url| state.validators_for(url.as_str(), published)))
+fn list(
+    rt: &tokio::runtime::Runtime,
+    upstreams: &Upstreams,
+    state: &State,
+    published: Option<&Published>,
+) -> Result<ListOutcome> {
+    let id = published.map(|p| p.id.as_str());
+    rt.block_on(upstreams.list(
+        |url| state.validators_for(url.as_str(), id),
+        published.map(|p| &p.manifest),
+    ))
 }
 
 /// Check the listing against the freshness guards and plan it against the
 /// published snapshot.
-fn accept(args: &SyncArgs, state: &State, published: Option<&Published>, listing: &Listing, out: Reporter) -> Result<Plan> {
+fn accept(
+    args: &SyncArgs,
+    state: &State,
+    published: Option<&Published>,
+    listing: &Listing,
+    out: Reporter,
+) -> Result<Plan> {
     let identity = listing.identity.to_string();
     let generated = unix_seconds(listing.manifest.generated_at);
     if state.rejected.contains(&identity) && !args.force {
@@ -147,7 +206,9 @@ fn accept(args: &SyncArgs, state: &State, published: Option<&Published>, listing
         ))
         .into());
     }
+    let dated = listing.source == Source::Manifest;
     if let Some(high) = state.high_water
+        && dated
         && generated < high
         && !args.allow_rollback
     {
@@ -159,14 +220,31 @@ fn accept(args: &SyncArgs, state: &State, published: Option<&Published>, listing
         ))
         .into());
     }
-    if listing.manifest.generated_at > SystemTime::now() + MAX_FUTURE {
-        return Err(Refused(format!("the listing from {} claims to be generated at {}, in the future", listing.url, rfc3339(generated))).into());
+    if dated && listing.manifest.generated_at > SystemTime::now() + MAX_FUTURE {
+        return Err(Refused(format!(
+            "the listing from {} claims to be generated at {}, in the future",
+            listing.url,
+            rfc3339(generated)
+        ))
+        .into());
     }
-    let files: Vec<_> = listing.manifest.files.iter().filter(|e| e.path.as_str() != SNAPSHOT_MANIFEST).cloned().collect();
+    let files: Vec<_> = listing
+        .manifest
+        .files
+        .iter()
+        .filter(|e| e.path.as_str() != SNAPSHOT_MANIFEST)
+        .cloned()
+        .collect();
     if files.len() < listing.manifest.files.len() {
-        out.warn(format!("{} lists {SNAPSHOT_MANIFEST}, which each snapshot writes itself; not mirrored", listing.url));
+        out.warn(format!(
+            "{} lists {SNAPSHOT_MANIFEST}, which each snapshot writes itself; not mirrored",
+            listing.url
+        ));
     }
-    let empty = Manifest { generated_at: UNIX_EPOCH, files: Vec::new() };
+    let empty = Manifest {
+        generated_at: UNIX_EPOCH,
+        files: Vec::new(),
+    };
     let current = published.map_or(&empty, |p| &p.manifest);
     Ok(plan::diff(&files, &current.files))
 }
@@ -176,10 +254,18 @@ fn published_count(published: Option<&Published>) -> usize {
 }
 
 /// The delete guard and the free-space guard.
-
-fn check_plan(cfg: &Config, args: &SyncArgs, plan: &Plan, published: usize, root: &Path) -> Result<()> {
+fn check_plan(
+    cfg: &Config,
+    args: &SyncArgs,
+    plan: &Plan,
+    published: usize,
+    root: &Path,
+) -> Result<()> {
     let removed = plan.remove.len();
-    if published > 0 && !args.force && removed as f64 * 100.0 > cfg.max_delete_percent * published as f64 {
+    if published > 0
+        && !args.force
+        && removed as f64 * 100.0 > cfg.max_delete_percent * published as f64
+    {
         return Err(Refused(format!(
             "the plan removes {removed} of {published} published files ({:.1}%), more than max_delete_percent = {}; --force allows it",
             removed as f64 * 100.0 / published as f64,
@@ -187,9 +273,13 @@ fn check_plan(cfg: &Config, args: &SyncArgs, plan: &Plan, published: usize, root
         ))
         .into());
     }
-    let need = plan.summary().download_bytes.saturating_add(FREE_SPACE_MARGIN);
+    let need = plan
+        .summary()
+        .download_bytes
+        .saturating_add(FREE_SPACE_MARGIN);
     let existing = root.ancestors().find(|p| p.exists()).unwrap_or(root);
-    let fs = rustix::fs::statvfs(existing).with_context(|| format!("could not read the free space of {}", existing.display()))?;
+    let fs = rustix::fs::statvfs(existing)
+        .with_context(|| format!("could not read the free space of {}", existing.display()))?;
     let free = fs.f_bavail.saturating_mul(fs.f_frsize);
     if free < need {
         return Err(Refused(format!(
@@ -225,19 +315,40 @@ impl State {
         let generated_at = unix_seconds(listing.manifest.generated_at);
         let upstream = listing.url.to_string();
         self.high_water = Some(self.high_water.unwrap_or(0).max(generated_at));
-        self.snapshots.insert(id.to_owned(), SnapshotInfo { identity: identity.clone(), generated_at, upstream: upstream.clone() });
-        self.validators.insert(upstream, Conditional { identity, validators: listing.validators.clone() });
+        self.snapshots.insert(
+            id.to_owned(),
+            SnapshotInfo {
+                identity: identity.clone(),
+                generated_at,
+                upstream: upstream.clone(),
+            },
+        );
+        self.validators.insert(
+            upstream,
+            Conditional {
+                identity,
+                validators: listing.validators.clone(),
+            },
+        );
     }
 }
 
 fn run_status(started: String, result: &Result<Outcome>) -> RunStatus {
-    let mut status = RunStatus { started, finished: now_rfc3339(), ..Default::default() };
+    let mut status = RunStatus {
+        started,
+        finished: now_rfc3339(),
+        ..Default::default()
+    };
     match result {
         Ok(Outcome::Unchanged { upstream }) => {
             status.outcome = "unchanged".into();
             status.upstream = Some(upstream.clone());
         }
-        Ok(Outcome::Published { id, upstream, summary }) => {
+        Ok(Outcome::Published {
+            id,
+            upstream,
+            summary,
+        }) => {
             status.outcome = "published".into();
             status.snapshot = Some(id.clone());
             status.upstream = Some(upstream.clone());
@@ -245,7 +356,12 @@ fn run_status(started: String, result: &Result<Outcome>) -> RunStatus {
         }
         Err(e) => {
             status.exit_code = crate::exit_code(e);
-            status.outcome = if status.exit_code == 3 { "refused" } else { "failed" }.into();
+            status.outcome = if status.exit_code == 3 {
+                "refused"
+            } else {
+                "failed"
+            }
+            .into();
             status.error = Some(format!("{e:#}"));
         }
     }
@@ -253,11 +369,16 @@ fn run_status(started: String, result: &Result<Outcome>) -> RunStatus {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("could not start the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")
 }
 
 fn unix_seconds(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn rfc3339(secs: u64) -> String {

@@ -32,24 +32,45 @@ pub enum Mismatch {
     Size { got: u64, want: u64 },
     #[error("sha256 mismatch: the listing says {want}, got {got}")]
     Digest { want: Digest, got: Digest },
+    #[error("Last-Modified {got} differs from the listing's mtime {want} (a lagging upstream?)")]
+    Mtime { got: i64, want: i64 },
 }
 
 /// Fetch every entry into `staging`, trying upstream `first` before the others.
-pub async fn fetch_all(up: &Upstreams, first: usize, entries: Vec<Entry>, staging: &Path, concurrency: usize) -> Result<Vec<Staged>> {
-    tokio::fs::create_dir_all(staging).await.with_context(|| format!("could not create {}", staging.display()))?;
-    let order: Vec<usize> = std::iter::once(first).chain((0..up.bases.len()).filter(|&i| i != first)).collect();
+/// An entry without a digest is accepted only if the body's `Last-Modified`,
+/// cut to `precision` seconds, equals its listed mtime.
+pub async fn fetch_all(
+    up: &Upstreams,
+    first: usize,
+    entries: Vec<Entry>,
+    precision: i64,
+    staging: &Path,
+    concurrency: usize,
+) -> Result<Vec<Staged>> {
+    tokio::fs::create_dir_all(staging)
+        .await
+        .with_context(|| format!("could not create {}", staging.display()))?;
+    let order: Vec<usize> = std::iter::once(first)
+        .chain((0..up.bases.len()).filter(|&i| i != first))
+        .collect();
     stream::iter(entries)
-        .map(|entry| fetch_one(up, &order, entry, staging))
+        .map(|entry| fetch_one(up, &order, entry, precision, staging))
         .buffer_unordered(concurrency)
         .try_collect()
         .await
 }
 
-async fn fetch_one(up: &Upstreams, order: &[usize], mut entry: Entry, staging: &Path) -> Result<Staged> {
+async fn fetch_one(
+    up: &Upstreams,
+    order: &[usize],
+    mut entry: Entry,
+    precision: i64,
+    staging: &Path,
+) -> Result<Staged> {
     let file = staging.join(staging_name(&entry));
     let mut failures = Vec::new();
     for &i in order {
-        match download(up, i, &entry, &file).await {
+        match download(up, i, &entry, precision, &file).await {
             Ok(digest) => {
                 entry.sha256 = Some(digest);
                 return Ok(Staged { entry, file });
@@ -66,9 +87,27 @@ async fn fetch_one(up: &Upstreams, order: &[usize], mut entry: Entry, staging: &
 }
 
 /// Stream one body into `file`; return its digest once size and digest match.
-async fn download(up: &Upstreams, i: usize, entry: &Entry, file: &Path) -> Result<Digest> {
+async fn download(
+    up: &Upstreams,
+    i: usize,
+    entry: &Entry,
+    precision: i64,
+    file: &Path,
+) -> Result<Digest> {
     let mut body = up.open(i, &entry.path).await?;
-    let out = tokio::fs::File::create(file).await.with_context(|| format!("could not create {}", file.display()))?;
+    if entry.sha256.is_none()
+        && let Some(got) = body.last_modified()
+        && got - got.rem_euclid(precision) != entry.mtime
+    {
+        return Err(Mismatch::Mtime {
+            got,
+            want: entry.mtime,
+        }
+        .into());
+    }
+    let out = tokio::fs::File::create(file)
+        .await
+        .with_context(|| format!("could not create {}", file.display()))?;
     let mut out = tokio::io::BufWriter::with_capacity(256 << 10, out);
     let mut hasher = Sha256::new();
     let mut got = 0u64;
@@ -78,11 +117,19 @@ async fn download(up: &Upstreams, i: usize, entry: &Entry, file: &Path) -> Resul
             return Err(Mismatch::TooLong(entry.size).into());
         }
         hasher.update(&chunk);
-        out.write_all(&chunk).await.with_context(|| format!("could not write {}", file.display()))?;
+        out.write_all(&chunk)
+            .await
+            .with_context(|| format!("could not write {}", file.display()))?;
     }
-    out.flush().await.with_context(|| format!("could not write {}", file.display()))?;
+    out.flush()
+        .await
+        .with_context(|| format!("could not write {}", file.display()))?;
     if got != entry.size {
-        return Err(Mismatch::Size { got, want: entry.size }.into());
+        return Err(Mismatch::Size {
+            got,
+            want: entry.size,
+        }
+        .into());
     }
     let digest = Digest(hasher.finalize().into());
     if let Some(want) = entry.sha256
@@ -90,8 +137,14 @@ async fn download(up: &Upstreams, i: usize, entry: &Entry, file: &Path) -> Resul
     {
         return Err(Mismatch::Digest { want, got: digest }.into());
     }
+    // A listing that shows minutes gets the exact time from the body.
+    let mtime = if precision > 1 {
+        body.last_modified().unwrap_or(entry.mtime)
+    } else {
+        entry.mtime
+    };
     let out = out.into_inner().into_std().await;
-    filetime::set_file_handle_times(&out, None, Some(FileTime::from_unix_time(entry.mtime, 0)))
+    filetime::set_file_handle_times(&out, None, Some(FileTime::from_unix_time(mtime, 0)))
         .with_context(|| format!("could not set the mtime of {}", file.display()))?;
     Ok(digest)
 }

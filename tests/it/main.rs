@@ -2,6 +2,7 @@
 //! in the test (certificates made here), or a `file://` upstream.
 
 mod cli;
+mod crawl;
 mod support;
 mod sync;
 mod tls;

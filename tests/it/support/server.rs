@@ -58,8 +58,14 @@ pub struct Server {
 impl Server {
     pub fn start(root: &Path, pki: &super::pki::Pki, opts: Options) -> Server {
         let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
-        let (cert, key) = opts.cert.clone().unwrap_or((pki.server_cert.clone(), pki.server_key.clone()));
-        let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(&cert).unwrap().map(Result::unwrap).collect();
+        let (cert, key) = opts
+            .cert
+            .clone()
+            .unwrap_or((pki.server_cert.clone(), pki.server_key.clone()));
+        let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(&cert)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
         let key = PrivateKeyDer::from_pem_file(&key).unwrap();
         let builder = ServerConfig::builder();
         let config = match &opts.client_ca {
@@ -68,20 +74,38 @@ impl Server {
                 for c in CertificateDer::pem_file_iter(ca).unwrap() {
                     roots.add(c.unwrap()).unwrap();
                 }
-                let verifier = WebPkiClientVerifier::builder(Arc::new(roots)).build().unwrap();
-                builder.with_client_cert_verifier(verifier).with_single_cert(certs, key).unwrap()
+                let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+                    .build()
+                    .unwrap();
+                builder
+                    .with_client_cert_verifier(verifier)
+                    .with_single_cert(certs, key)
+                    .unwrap()
             }
-            None => builder.with_no_client_auth().with_single_cert(certs, key).unwrap(),
+            None => builder
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap(),
         };
         let acceptor = TlsAcceptor::from(Arc::new(config));
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr = listener.local_addr().unwrap();
-        let shared = Arc::new(Shared { root: root.to_path_buf(), log: Mutex::default(), faults: Mutex::default() });
+        let shared = Arc::new(Shared {
+            root: root.to_path_buf(),
+            log: Mutex::default(),
+            faults: Mutex::default(),
+        });
         let s = shared.clone();
         runtime.spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (acceptor, s) = (acceptor.clone(), s.clone());
                 tokio::spawn(async move {
                     if let Ok(tls) = acceptor.accept(tcp).await {
@@ -90,7 +114,11 @@ impl Server {
                 });
             }
         });
-        Server { addr, shared, _runtime: runtime }
+        Server {
+            addr,
+            shared,
+            _runtime: runtime,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -98,7 +126,11 @@ impl Server {
     }
 
     pub fn fault(&self, path: &str, fault: Fault) {
-        self.shared.faults.lock().unwrap().insert(path.to_owned(), fault);
+        self.shared
+            .faults
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), fault);
     }
 
     pub fn log(&self) -> Vec<Request> {
@@ -111,11 +143,17 @@ impl Server {
 
     /// Requests for anything but the manifest.
     pub fn file_requests(&self) -> Vec<Request> {
-        self.log().into_iter().filter(|r| !r.path.ends_with("upmirror-manifest.json")).collect()
+        self.log()
+            .into_iter()
+            .filter(|r| !r.path.ends_with("upmirror-manifest.json"))
+            .collect()
     }
 }
 
-async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(stream: S, shared: Arc<Shared>) -> std::io::Result<()> {
+async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: S,
+    shared: Arc<Shared>,
+) -> std::io::Result<()> {
     let (r, mut w) = tokio::io::split(stream);
     let mut r = tokio::io::BufReader::new(r);
     loop {
@@ -124,7 +162,10 @@ async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpi
             return Ok(());
         }
         let mut parts = line.split_whitespace();
-        let (method, target) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("/").to_owned());
+        let (method, target) = (
+            parts.next().unwrap_or("").to_owned(),
+            parts.next().unwrap_or("/").to_owned(),
+        );
         let mut headers = HashMap::new();
         loop {
             let mut h = String::new();
@@ -141,7 +182,12 @@ async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpi
         }
         let fault = shared.faults.lock().unwrap().get(&target).cloned();
         let (status, extra, body) = respond(&shared.root, &target, &headers, fault);
-        shared.log.lock().unwrap().push(Request { method: method.clone(), path: target, headers, status });
+        shared.log.lock().unwrap().push(Request {
+            method: method.clone(),
+            path: target,
+            headers,
+            status,
+        });
         let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", body.len());
         for (k, v) in extra {
             head.push_str(&format!("{k}: {v}\r\n"));
@@ -155,38 +201,75 @@ async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpi
     }
 }
 
-fn respond(root: &Path, target: &str, headers: &HashMap<String, String>, fault: Option<Fault>) -> (u16, Vec<(String, String)>, Vec<u8>) {
+fn respond(
+    root: &Path,
+    target: &str,
+    headers: &HashMap<String, String>,
+    fault: Option<Fault>,
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
     match fault {
         Some(Fault::Status(code)) => return (code, vec![], vec![]),
         Some(Fault::Redirect(to)) => return (302, vec![("Location".into(), to)], vec![]),
         _ => {}
     }
-    let Some(rel) = decode(target.trim_start_matches('/')) else { return (400, vec![], vec![]) };
+    let Some(rel) = decode(target.trim_start_matches('/')) else {
+        return (400, vec![], vec![]);
+    };
     if rel.split('/').any(|s| s == "..") {
         return (400, vec![], vec![]);
     }
     let path = root.join(&rel);
-    let Ok(meta) = std::fs::metadata(&path) else { return (404, vec![], vec![]) };
+    let Ok(meta) = std::fs::metadata(&path) else {
+        return (404, vec![], vec![]);
+    };
+    if meta.is_dir() && (rel.is_empty() || rel.ends_with('/')) {
+        return (200, vec![], autoindex_json(&path));
+    }
     if !meta.is_file() {
         return (404, vec![], vec![]);
     }
     let mut body = Vec::new();
-    std::io::Read::read_to_end(&mut BufReader::new(std::fs::File::open(&path).unwrap()), &mut body).unwrap();
+    std::io::Read::read_to_end(
+        &mut BufReader::new(std::fs::File::open(&path).unwrap()),
+        &mut body,
+    )
+    .unwrap();
     // A content hash: tests rewrite files faster than an mtime-based tag could tell.
-    let etag = format!("\"{:x}-{:x}\"", Sha256::digest(&body)[..8].iter().fold(0u64, |a, b| a << 8 | *b as u64), meta.len());
+    let etag = format!(
+        "\"{:x}-{:x}\"",
+        Sha256::digest(&body)[..8]
+            .iter()
+            .fold(0u64, |a, b| a << 8 | *b as u64),
+        meta.len()
+    );
     if headers.get("if-none-match") == Some(&etag) {
         return (304, vec![("ETag".into(), etag)], vec![]);
     }
     if matches!(fault, Some(Fault::Corrupt)) && !body.is_empty() {
         body[0] ^= 0xff;
     }
-    let mut extra = vec![("ETag".to_owned(), etag)];
-    if let Some(start) = headers.get("range").and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.strip_suffix('-')) {
+    let modified = httpdate(meta.modified().unwrap());
+    let mut extra = vec![
+        ("ETag".to_owned(), etag),
+        ("Last-Modified".to_owned(), modified),
+    ];
+    if let Some(start) = headers
+        .get("range")
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+    {
         let start: usize = start.parse().unwrap_or(0);
         if start >= body.len() {
-            return (416, vec![("Content-Range".into(), format!("bytes */{}", body.len()))], vec![]);
+            return (
+                416,
+                vec![("Content-Range".into(), format!("bytes */{}", body.len()))],
+                vec![],
+            );
         }
-        extra.push(("Content-Range".into(), format!("bytes {start}-{}/{}", body.len() - 1, body.len())));
+        extra.push((
+            "Content-Range".into(),
+            format!("bytes {start}-{}/{}", body.len() - 1, body.len()),
+        ));
         return (206, extra, body.split_off(start));
     }
     (200, extra, body)
@@ -207,4 +290,50 @@ fn decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// `Tue, 24 Nov 2026 19:00:00 GMT`.
+fn httpdate(t: std::time::SystemTime) -> String {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MO: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        WD[days.rem_euclid(7) as usize],
+        MO[month as usize - 1],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// A directory as nginx's `autoindex_format json` shows it (dotfiles hidden).
+fn autoindex_json(dir: &Path) -> Vec<u8> {
+    let mut items = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().into_string().unwrap();
+        let meta = e.metadata().unwrap();
+        if name.starts_with('.') {
+            continue;
+        }
+        let mut item = serde_json::json!({"name": name, "type": if meta.is_dir() { "directory" } else { "file" }, "mtime": httpdate(meta.modified().unwrap())});
+        if meta.is_file() {
+            item["size"] = meta.len().into();
+        }
+        items.push(item);
+    }
+    serde_json::to_vec(&items).unwrap()
 }

@@ -1,7 +1,10 @@
 //! Upstreams: the ordered list of base URLs, the one HTTPS client shared by
 //! every request (CA pin, mutual TLS, https-only, same-origin redirects) and
-//! `file://` roots. Fetches listings (conditionally) and opens file bodies;
-//! it never writes to disk.
+//! `file://` roots. Fetches listings — a manifest (conditionally) or a crawl
+//! of directory listings — and opens file bodies; it never writes to disk.
+
+mod autoindex;
+mod crawl;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,8 +18,11 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncReadExt;
 use url::Url;
 
+use crate::cli::ListingKind;
 use crate::config::{Config, ConfigError};
 use crate::manifest::{Digest, Manifest, RelPath};
+
+pub use autoindex::parse_http_date;
 
 /// The largest manifest accepted, a guard against endless or bloated bodies.
 pub const MAX_LISTING_BYTES: u64 = 512 << 20;
@@ -29,51 +35,144 @@ pub struct Validators {
     pub last_modified: Option<String>,
 }
 
-/// A listing as fetched: where from, its identity and the parsed manifest.
+/// Where a listing came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Manifest,
+    AutoindexJson,
+    AutoindexHtml,
+}
+
+impl Source {
+    pub fn label(self) -> &'static str {
+        match self {
+            Source::Manifest => "manifest",
+            Source::AutoindexJson => "autoindex-json",
+            Source::AutoindexHtml => "autoindex-html",
+        }
+    }
+
+    /// The resolution of the listing's mtimes, in seconds.
+    pub fn mtime_precision(self) -> i64 {
+        if self == Source::AutoindexHtml { 60 } else { 1 }
+    }
+}
+
+/// A listing as fetched: where from, its identity and the parsed entries.
 pub struct Listing {
     pub upstream: usize,
     pub url: Url,
-    /// sha256 of the manifest bytes: the listing's identity.
+    pub source: Source,
+    /// sha256 of the manifest bytes, or of the normalised crawled listing.
     pub identity: Digest,
     pub validators: Validators,
+    /// For a crawl, `generated_at` is the time of the crawl.
     pub manifest: Manifest,
+}
+
+/// An HTTP status that is not success.
+#[derive(Debug, thiserror::Error)]
+#[error("HTTP {status}{hint}")]
+pub struct HttpStatus {
+    pub status: u16,
+    hint: &'static str,
 }
 
 pub enum ListOutcome {
     /// The upstream answered 304 to our validators.
-    Unchanged { upstream: usize, url: Url },
+    Unchanged {
+        upstream: usize,
+        url: Url,
+    },
     Fetched(Listing),
 }
 
 pub struct Upstreams {
     pub bases: Vec<Url>,
     manifest_name: String,
+    listing: ListingKind,
+    concurrency: usize,
     client: Client,
 }
 
 impl Upstreams {
     pub fn new(cfg: &Config) -> Result<Upstreams> {
         if cfg.upstreams.is_empty() {
-            return Err(ConfigError("no upstream: set upstreams in the config, --upstream or UPMIRROR_UPSTREAMS".into()).into());
+            return Err(ConfigError(
+                "no upstream: set upstreams in the config, --upstream or UPMIRROR_UPSTREAMS".into(),
+            )
+            .into());
         }
-        Ok(Upstreams { bases: cfg.upstreams.clone(), manifest_name: cfg.manifest_name.clone(), client: build_client(cfg)? })
+        Ok(Upstreams {
+            bases: cfg.upstreams.clone(),
+            manifest_name: cfg.manifest_name.clone(),
+            listing: cfg.listing,
+            concurrency: cfg.concurrency,
+            client: build_client(cfg)?,
+        })
     }
 
     /// The listing from the first upstream that answers correctly. `known`
-    /// gives each upstream's validators from the last accepted listing.
-    pub async fn list(&self, known: impl Fn(&Url) -> Option<Validators>) -> Result<ListOutcome> {
+    /// gives each manifest URL's validators from the last accepted listing;
+    /// `published` lets a crawl reuse sizes that a listing shows rounded.
+    pub async fn list(
+        &self,
+        known: impl Fn(&Url) -> Option<Validators>,
+        published: Option<&Manifest>,
+    ) -> Result<ListOutcome> {
         let mut failures = Vec::new();
-        for (i, base) in self.bases.iter().enumerate() {
-            let url = base.join(&self.manifest_name).context("manifest URL")?;
-            match self.fetch_listing(i, &url, known(&url)).await {
+        for i in 0..self.bases.len() {
+            match self.list_one(i, &known, published).await {
                 Ok(outcome) => return Ok(outcome),
-                Err(e) => failures.push(format!("{url}: {e:#}")),
+                Err(e) => failures.push(format!("{e:#}")),
             }
         }
         bail!("no upstream gave a valid listing: {}", failures.join("; "))
     }
 
-    async fn fetch_listing(&self, upstream: usize, url: &Url, known: Option<Validators>) -> Result<ListOutcome> {
+    /// The listing of upstream `i` alone, as configured by `listing`.
+    pub async fn list_one(
+        &self,
+        i: usize,
+        known: impl Fn(&Url) -> Option<Validators>,
+        published: Option<&Manifest>,
+    ) -> Result<ListOutcome> {
+        let url = self.manifest_url(i)?;
+        let crawl = || async {
+            crawl::crawl(self, i, published)
+                .await
+                .map(ListOutcome::Fetched)
+        };
+        match self.listing {
+            ListingKind::Autoindex => crawl().await,
+            ListingKind::Manifest => self
+                .fetch_manifest(i, &url, known(&url))
+                .await
+                .with_context(|| url.to_string()),
+            ListingKind::Auto => match self.fetch_manifest(i, &url, known(&url)).await {
+                Err(e)
+                    if e.downcast_ref::<HttpStatus>()
+                        .is_some_and(|s| s.status == 404) =>
+                {
+                    crawl().await
+                }
+                other => other.with_context(|| url.to_string()),
+            },
+        }
+    }
+
+    pub fn manifest_url(&self, i: usize) -> Result<Url> {
+        self.bases[i]
+            .join(&self.manifest_name)
+            .context("manifest URL")
+    }
+
+    async fn fetch_manifest(
+        &self,
+        upstream: usize,
+        url: &Url,
+        known: Option<Validators>,
+    ) -> Result<ListOutcome> {
         let (bytes, validators) = if url.scheme() == "file" {
             (read_local(&file_path(url)?).await?, Validators::default())
         } else {
@@ -88,16 +187,34 @@ impl Upstreams {
             }
             let resp = send(req).await?;
             if resp.status() == StatusCode::NOT_MODIFIED && known.is_some() {
-                return Ok(ListOutcome::Unchanged { upstream, url: url.clone() });
+                return Ok(ListOutcome::Unchanged {
+                    upstream,
+                    url: url.clone(),
+                });
             }
             let resp = check_status(resp)?;
-            let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            let validators = Validators { etag: header(ETAG), last_modified: header(LAST_MODIFIED) };
+            let header = |name| {
+                resp.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let validators = Validators {
+                etag: header(ETAG),
+                last_modified: header(LAST_MODIFIED),
+            };
             (read_capped(resp, MAX_LISTING_BYTES).await?, validators)
         };
         let manifest = Manifest::parse(&bytes).map_err(anyhow::Error::msg)?;
         let identity = Digest(Sha256::digest(&bytes).into());
-        Ok(ListOutcome::Fetched(Listing { upstream, url: url.clone(), identity, validators, manifest }))
+        Ok(ListOutcome::Fetched(Listing {
+            upstream,
+            url: url.clone(),
+            source: Source::Manifest,
+            identity,
+            validators,
+            manifest,
+        }))
     }
 
     /// Where `rel` lives on upstream `i`.
@@ -114,11 +231,30 @@ impl Upstreams {
         let url = self.file_url(i, rel);
         if url.scheme() == "file" {
             let path = file_path(&url)?;
-            let f = tokio::fs::File::open(&path).await.with_context(|| format!("{}", path.display()))?;
+            let f = tokio::fs::File::open(&path)
+                .await
+                .with_context(|| format!("{}", path.display()))?;
             return Ok(Body::File(f));
         }
         let resp = check_status(send(self.client.get(url)).await?)?;
         Ok(Body::Http(resp))
+    }
+
+    /// GET a small document (a directory listing, a SHA256SUMS file) whole,
+    /// at most `cap` bytes.
+    async fn get_small(&self, url: &Url, cap: u64) -> Result<Vec<u8>> {
+        let resp = check_status(send(self.client.get(url.clone())).await?)?;
+        read_capped(resp, cap).await
+    }
+
+    /// The exact length of a file, from a HEAD request.
+    async fn content_length(&self, url: &Url) -> Result<u64> {
+        let resp = check_status(send(self.client.head(url.clone())).await?)?;
+        let len = resp
+            .headers()
+            .get(reqwest::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        len.ok_or_else(|| anyhow!("{url}: no Content-Length"))
     }
 }
 
@@ -129,6 +265,19 @@ pub enum Body {
 }
 
 impl Body {
+    /// The body's `Last-Modified`, in seconds since the epoch.
+    pub fn last_modified(&self) -> Option<i64> {
+        match self {
+            Body::Http(resp) => resp
+                .headers()
+                .get(LAST_MODIFIED)?
+                .to_str()
+                .ok()
+                .and_then(parse_http_date),
+            Body::File(_) => None,
+        }
+    }
+
     /// The next chunk, or `None` at the end.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>> {
         match self {
@@ -157,7 +306,11 @@ fn build_client(cfg: &Config) -> Result<Client> {
             if attempt.previous().len() > MAX_REDIRECTS {
                 attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
             } else if (next.scheme(), next.host_str(), next.port_or_known_default())
-                != (origin.scheme(), origin.host_str(), origin.port_or_known_default())
+                != (
+                    origin.scheme(),
+                    origin.host_str(),
+                    origin.port_or_known_default(),
+                )
             {
                 let refused = format!("redirect to another origin refused: {next}");
                 attempt.error(refused)
@@ -167,21 +320,34 @@ fn build_client(cfg: &Config) -> Result<Client> {
         }));
     if let Some(ca) = &cfg.tls.ca_file {
         let pem = std::fs::read(ca).with_context(|| format!("ca_file {}", ca.display()))?;
-        let certs = Certificate::from_pem_bundle(&pem).map_err(|e| ConfigError(format!("ca_file {}: {e}", ca.display())))?;
+        let certs = Certificate::from_pem_bundle(&pem)
+            .map_err(|e| ConfigError(format!("ca_file {}: {e}", ca.display())))?;
         if certs.is_empty() {
-            return Err(ConfigError(format!("ca_file {}: no PEM certificate in it", ca.display())).into());
+            return Err(ConfigError(format!(
+                "ca_file {}: no PEM certificate in it",
+                ca.display()
+            ))
+            .into());
         }
         builder = builder.tls_certs_only(certs);
     }
     if let (Some(cert), Some(key)) = (&cfg.tls.client_cert, &cfg.tls.client_key) {
-        let mut pem = std::fs::read(cert).with_context(|| format!("client_cert {}", cert.display()))?;
+        let mut pem =
+            std::fs::read(cert).with_context(|| format!("client_cert {}", cert.display()))?;
         pem.push(b'\n');
         pem.extend(std::fs::read(key).with_context(|| format!("client_key {}", key.display()))?);
-        let id = Identity::from_pem(&pem)
-            .map_err(|e| ConfigError(format!("client_cert {} / client_key {}: {e}", cert.display(), key.display())))?;
+        let id = Identity::from_pem(&pem).map_err(|e| {
+            ConfigError(format!(
+                "client_cert {} / client_key {}: {e}",
+                cert.display(),
+                key.display()
+            ))
+        })?;
         builder = builder.identity(id);
     }
-    builder.build().map_err(|e| anyhow!("could not build the HTTPS client: {}", describe(e)))
+    builder
+        .build()
+        .map_err(|e| anyhow!("could not build the HTTPS client: {}", describe(e)))
 }
 
 async fn send(req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
@@ -199,7 +365,11 @@ fn check_status(resp: reqwest::Response) -> Result<reqwest::Response> {
         401 | 403 => " (access denied)",
         _ => "",
     };
-    bail!("HTTP {status}{hint}")
+    Err(HttpStatus {
+        status: status.as_u16(),
+        hint,
+    }
+    .into())
 }
 
 /// The whole error chain on one line: reqwest hides the TLS cause in sources.
@@ -224,7 +394,7 @@ async fn read_capped(mut resp: reqwest::Response, cap: u64) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(describe)? {
         if out.len() as u64 + chunk.len() as u64 > cap {
-            bail!("listing larger than {cap} bytes");
+            bail!("larger than {cap} bytes");
         }
         out.extend_from_slice(&chunk);
     }
@@ -232,9 +402,14 @@ async fn read_capped(mut resp: reqwest::Response, cap: u64) -> Result<Vec<u8>> {
 }
 
 async fn read_local(path: &std::path::Path) -> Result<Vec<u8>> {
-    let f = tokio::fs::File::open(path).await.with_context(|| format!("{}", path.display()))?;
+    let f = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("{}", path.display()))?;
     let mut out = Vec::new();
-    f.take(MAX_LISTING_BYTES + 1).read_to_end(&mut out).await.with_context(|| format!("{}", path.display()))?;
+    f.take(MAX_LISTING_BYTES + 1)
+        .read_to_end(&mut out)
+        .await
+        .with_context(|| format!("{}", path.display()))?;
     if out.len() as u64 > MAX_LISTING_BYTES {
         bail!("listing larger than {MAX_LISTING_BYTES} bytes");
     }
@@ -242,5 +417,6 @@ async fn read_local(path: &std::path::Path) -> Result<Vec<u8>> {
 }
 
 fn file_path(url: &Url) -> Result<PathBuf> {
-    url.to_file_path().map_err(|_| anyhow!("{url}: not a local file path"))
+    url.to_file_path()
+        .map_err(|_| anyhow!("{url}: not a local file path"))
 }

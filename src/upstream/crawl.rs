@@ -1,0 +1,199 @@
+//! The listing of an upstream without a manifest: its directory listings
+//! crawled breadth first from the base URL, a bounded number of pages at a
+//! time, with caps on page size, depth and entry count. Sizes a listing shows
+//! rounded are taken from the published snapshot when the mtime is unchanged,
+//! else from a HEAD request; `SHA256SUMS` files name digests to verify.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures_util::{StreamExt, TryStreamExt, stream};
+use sha2::{Digest as _, Sha256};
+use url::Url;
+
+use super::autoindex::{Item, Kind, parse_html, parse_nginx_json, parse_sha256sums};
+use super::{Listing, Source, Upstreams, Validators};
+use crate::manifest::{Digest, Entry, Manifest, RelPath};
+
+const MAX_PAGE_BYTES: u64 = 16 << 20;
+const MAX_DEPTH: usize = 64;
+const MAX_ENTRIES: usize = 5_000_000;
+const SUMS_FILE: &str = "SHA256SUMS";
+
+/// A file found by the crawl, before sizes and digests are settled.
+struct Found {
+    path: RelPath,
+    size: Option<u64>,
+    mtime: i64,
+}
+
+pub(super) async fn crawl(
+    up: &Upstreams,
+    i: usize,
+    published: Option<&Manifest>,
+) -> Result<Listing> {
+    let base = &up.bases[i];
+    if base.scheme() == "file" {
+        bail!(
+            "{base}: a file:// upstream needs a manifest (write one with `upmirror manifest DIR`)"
+        );
+    }
+    let mut found = Vec::new();
+    let mut source = None;
+    let mut frontier = vec![String::new()];
+    for depth in 0.. {
+        if frontier.is_empty() {
+            break;
+        }
+        if depth > MAX_DEPTH {
+            bail!("{base}: directories nested deeper than {MAX_DEPTH} levels (a symlink loop?)");
+        }
+        let pages: Vec<(String, Vec<Item>, Source)> = stream::iter(std::mem::take(&mut frontier))
+            .map(|prefix| async move {
+                let (items, source) = fetch_page(up, &dir_url(base, &prefix)).await?;
+                Ok::<_, anyhow::Error>((prefix, items, source))
+            })
+            .buffer_unordered(up.concurrency)
+            .try_collect()
+            .await?;
+        for (prefix, items, page_source) in pages {
+            source.get_or_insert(page_source);
+            for item in items {
+                let path = format!("{prefix}{}", item.name);
+                let rel = RelPath::parse(&path)
+                    .map_err(|e| anyhow!("{}: {e}", dir_url(base, &prefix)))?;
+                match item.kind {
+                    Kind::Dir => frontier.push(format!("{path}/")),
+                    Kind::File => found.push(Found {
+                        path: rel,
+                        size: item.size,
+                        mtime: item.mtime.unwrap_or(0),
+                    }),
+                }
+                if found.len() + frontier.len() > MAX_ENTRIES {
+                    bail!("{base}: more than {MAX_ENTRIES} entries");
+                }
+            }
+        }
+    }
+    let source = source.unwrap_or(Source::AutoindexJson);
+    let digests = fetch_sums(up, i, &found).await?;
+    let files = settle_sizes(up, i, found, published, digests).await?;
+    let manifest = Manifest::new(SystemTime::now(), files).map_err(|e| anyhow!("{base}: {e}"))?;
+    Ok(Listing {
+        upstream: i,
+        url: base.clone(),
+        source,
+        identity: identity(&manifest),
+        validators: Validators::default(),
+        manifest,
+    })
+}
+
+/// One directory page, parsed by its format.
+async fn fetch_page(up: &Upstreams, url: &Url) -> Result<(Vec<Item>, Source)> {
+    let bytes = up
+        .get_small(url, MAX_PAGE_BYTES)
+        .await
+        .with_context(|| url.to_string())?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| anyhow!("{url}: listing is not UTF-8"))?;
+    let parsed = if text.trim_start().starts_with('[') {
+        parse_nginx_json(text).map(|items| (items, Source::AutoindexJson))
+    } else if text.contains("Index of ") {
+        parse_html(text).map(|items| (items, Source::AutoindexHtml))
+    } else {
+        Err("not a directory listing (an index.html page, or a login page?)".to_owned())
+    };
+    parsed.map_err(|e| anyhow!("{url}: {e}"))
+}
+
+/// Digests from every `SHA256SUMS` the crawl found, by full path.
+async fn fetch_sums(up: &Upstreams, i: usize, found: &[Found]) -> Result<HashMap<String, Digest>> {
+    let sums = found
+        .iter()
+        .filter(|f| f.path.as_str().rsplit('/').next() == Some(SUMS_FILE));
+    let lists: Vec<Vec<(String, Digest)>> = stream::iter(sums)
+        .map(|f| async move {
+            let url = up.file_url(i, &f.path);
+            let bytes = up
+                .get_small(&url, MAX_PAGE_BYTES)
+                .await
+                .with_context(|| url.to_string())?;
+            let prefix = &f.path.as_str()[..f.path.as_str().len() - SUMS_FILE.len()];
+            let text = String::from_utf8_lossy(&bytes);
+            let pairs = parse_sha256sums(&text).map_err(|e| anyhow!("{url}: {e}"))?;
+            Ok::<_, anyhow::Error>(
+                pairs
+                    .into_iter()
+                    .map(|(name, d)| (format!("{prefix}{name}"), d))
+                    .collect(),
+            )
+        })
+        .buffer_unordered(up.concurrency)
+        .try_collect()
+        .await?;
+    Ok(lists.into_iter().flatten().collect())
+}
+
+/// Give every file an exact size and, where known, its digest.
+async fn settle_sizes(
+    up: &Upstreams,
+    i: usize,
+    found: Vec<Found>,
+    published: Option<&Manifest>,
+    digests: HashMap<String, Digest>,
+) -> Result<Vec<Entry>> {
+    let known: HashMap<&str, &Entry> = published
+        .map(|m| m.files.iter().map(|e| (e.path.as_str(), e)).collect())
+        .unwrap_or_default();
+    stream::iter(found)
+        .map(|f| {
+            let old = known
+                .get(f.path.as_str())
+                .filter(|old| old.mtime == f.mtime)
+                .map(|old| old.size);
+            let sha256 = digests.get(f.path.as_str()).copied();
+            async move {
+                let size = match f.size.or(old) {
+                    Some(size) => size,
+                    None => up.content_length(&up.file_url(i, &f.path)).await?,
+                };
+                Ok(Entry {
+                    path: f.path,
+                    size,
+                    mtime: f.mtime,
+                    sha256,
+                })
+            }
+        })
+        .buffer_unordered(up.concurrency)
+        .try_collect()
+        .await
+}
+
+fn dir_url(base: &Url, prefix: &str) -> Url {
+    let mut url = base.clone();
+    if let Ok(mut segs) = url.path_segments_mut() {
+        segs.pop_if_empty().extend(prefix.split('/'));
+    }
+    url
+}
+
+/// The identity of a crawled listing: sha256 of its normalised entries.
+fn identity(m: &Manifest) -> Digest {
+    let mut h = Sha256::new();
+    for e in &m.files {
+        h.update(
+            format!(
+                "{}\0{}\0{}\0{:?}\n",
+                e.path.as_str(),
+                e.size,
+                e.mtime,
+                e.sha256
+            )
+            .as_bytes(),
+        );
+    }
+    Digest(h.finalize().into())
+}

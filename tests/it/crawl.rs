@@ -1,0 +1,286 @@
+//! Upstreams without a manifest (a real nginx with HTML and JSON autoindex),
+//! fail-over between upstreams, and a two-tier chain of mirrors.
+
+use std::fs;
+
+use crate::support::{Env, Fault, MTIME, Options, files, pseudo_random};
+
+/// A tree nginx can list whole: no dotfiles, no index.html, awkward names.
+fn crawlable() -> Env {
+    let env = Env::new();
+    env.write("releases/11.2/core.zip", &pseudo_random(200_000, 1));
+    env.write("releases/current.json", b"{\"version\":\"11.2\"}\n");
+    env.write(
+        "docs/read me #1 100%?.txt",
+        b"spaces, hash, percent, question mark\n",
+    );
+    env.write("docs/amp&er=sand;semi 'q' \"dq\".txt", b"entities\n");
+    env.write(
+        &format!("long/{}.bin", "n".repeat(120)),
+        b"a name longer than nginx shows\n",
+    );
+    env.write("ünï/日本語.txt", b"utf-8\n");
+    env.write("empty", b"");
+    for i in 0..12 {
+        env.write(
+            &format!("pool/p{i:02}.deb"),
+            &pseudo_random(1000 + i * 37, i as u64),
+        );
+    }
+    env
+}
+
+fn assert_same_files(env: &Env) {
+    let (want, got) = (files(&env.upstream), files(&env.current()));
+    let names = |m: &std::collections::BTreeMap<String, (Vec<u8>, i64)>| {
+        m.keys()
+            .filter(|k| k.as_str() != "upmirror-manifest.json")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&got), names(&want));
+    for (k, (bytes, mtime)) in &want {
+        assert!(got[k].0 == *bytes, "{k}: bytes differ");
+        assert_eq!(got[k].1, *mtime, "{k}: mtime differs");
+    }
+}
+
+#[test]
+fn nginx_json_listing_syncs_byte_identical_with_mtimes_then_only_what_changed() {
+    let env = crawlable();
+    let nginx = env.nginx(&env.upstream, "nginx");
+    let out = env.sync(&nginx.json_url(), &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_same_files(&env);
+
+    // A re-run reads listings only.
+    nginx.clear_log();
+    let out = env.sync(&nginx.json_url(), &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let hits = nginx.file_hits();
+    assert!(
+        hits.iter()
+            .all(|h| h.uri == "/upmirror-manifest.json" && h.status == 404),
+        "no file fetched: {hits:?}"
+    );
+    assert_eq!(env.snapshot_ids().len(), 1);
+
+    // Change one file, add one, remove one: exactly two file GETs.
+    env.write("pool/p03.deb", b"changed");
+    env.write("pool/new.deb", b"new");
+    env.remove("pool/p04.deb");
+    nginx.clear_log();
+    let out = env.sync(&nginx.json_url(), &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut got: Vec<String> = nginx
+        .file_hits()
+        .into_iter()
+        .filter(|h| h.method == "GET" && h.status == 200)
+        .map(|h| h.uri)
+        .collect();
+    got.sort();
+    assert_eq!(got, ["/pool/new.deb", "/pool/p03.deb"]);
+    assert_same_files(&env);
+}
+
+#[test]
+fn nginx_html_listing_syncs_every_name_with_exact_mtimes() {
+    let env = crawlable();
+    let nginx = env.nginx(&env.upstream, "nginx");
+    let out = env.sync(&nginx.html_url(), &["--listing", "autoindex"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_same_files(&env);
+    nginx.clear_log();
+    assert_eq!(
+        env.sync(&nginx.html_url(), &["--listing", "autoindex"])
+            .code,
+        0
+    );
+    assert!(nginx.file_hits().is_empty(), "{:?}", nginx.file_hits());
+}
+
+#[test]
+fn sha256sums_in_a_directory_verify_the_files_it_names() {
+    let env = crawlable();
+    let digest = |b: &[u8]| {
+        sha2::Sha256::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    };
+    use sha2::Digest as _;
+    let core = pseudo_random(200_000, 1);
+    env.write(
+        "releases/11.2/SHA256SUMS",
+        format!("{}  core.zip\n", digest(b"not the real bytes")).as_bytes(),
+    );
+    let nginx = env.nginx(&env.upstream, "nginx");
+    let out = env.sync(&nginx.json_url(), &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("sha256 mismatch") && out.stderr.contains("releases/11.2/core.zip"),
+        "{}",
+        out.stderr
+    );
+    assert!(!env.current().exists());
+    env.write(
+        "releases/11.2/SHA256SUMS",
+        format!("{}  core.zip\n", digest(&core)).as_bytes(),
+    );
+    assert_eq!(env.sync(&nginx.json_url(), &[]).code, 0);
+}
+
+#[test]
+fn a_page_that_is_not_a_listing_fails_the_run() {
+    let env = crawlable();
+    env.write(
+        "docs/index.html",
+        b"<html><body><a href=\"elsewhere.html\">a page, not a listing</a></body></html>",
+    );
+    let nginx = env.nginx(&env.upstream, "nginx");
+    let out = env.sync(&nginx.html_url(), &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("/docs/: not a directory listing"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_manifest_upstream_that_has_not_changed_gets_no_file_request_from_nginx() {
+    let env = crawlable();
+    env.make_manifest();
+    let nginx = env.nginx(&env.upstream, "nginx");
+    assert_eq!(env.sync(&nginx.json_url(), &[]).code, 0);
+    nginx.clear_log();
+    let out = env.sync(&nginx.json_url(), &["--quiet"]);
+    assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{out:?}");
+    let hits = nginx.hits();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(
+        (hits[0].uri.as_str(), hits[0].status),
+        ("/upmirror-manifest.json", 304)
+    );
+}
+
+#[test]
+fn a_file_failing_on_the_primary_comes_from_the_secondary() {
+    let env = Env::with_sample_tree();
+    let primary = env.serve();
+    let secondary = env.serve();
+    primary.fault("/pool/p03.deb", Fault::Status(500));
+    primary.fault("/pool/p04.deb", Fault::Status(404));
+    let out = env.run(&[
+        "sync",
+        "--root",
+        env.root.to_str().unwrap(),
+        "--ca-file",
+        env.pki.ca.to_str().unwrap(),
+        "--upstream",
+        &primary.url(),
+        "--upstream",
+        &secondary.url(),
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    env.assert_mirrors_upstream();
+    let mut from_secondary: Vec<String> = secondary.log().into_iter().map(|r| r.path).collect();
+    from_secondary.sort();
+    assert_eq!(
+        from_secondary,
+        ["/pool/p03.deb", "/pool/p04.deb"],
+        "only the two failed files"
+    );
+}
+
+#[test]
+fn a_lagging_secondary_can_never_mix_an_older_file_in() {
+    // Manifest mode: the secondary's copy fails the digest.
+    let env = Env::with_sample_tree();
+    let other = env.dir.path().join("other");
+    fs::create_dir_all(other.join("pool")).unwrap();
+    fs::write(other.join("pool/p03.deb"), b"an older build").unwrap();
+    let primary = env.serve();
+    let secondary = crate::support::Server::start(&other, &env.pki, Options::default());
+    primary.fault("/pool/p03.deb", Fault::Status(500));
+    let out = env.run(&[
+        "sync",
+        "--root",
+        env.root.to_str().unwrap(),
+        "--ca-file",
+        env.pki.ca.to_str().unwrap(),
+        "--upstream",
+        &primary.url(),
+        "--upstream",
+        &secondary.url(),
+    ]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("HTTP 500") && out.stderr.contains("got 14 bytes"),
+        "{}",
+        out.stderr
+    );
+    assert!(!env.current().exists());
+
+    // Crawl mode: same size, other mtime — the Last-Modified check rejects it.
+    let env = crawlable();
+    let other = env.dir.path().join("other");
+    fs::create_dir_all(other.join("pool")).unwrap();
+    fs::write(other.join("pool/p03.deb"), pseudo_random(1000 + 3 * 37, 99)).unwrap();
+    filetime::set_file_mtime(
+        other.join("pool/p03.deb"),
+        filetime::FileTime::from_unix_time(MTIME - 86_400, 0),
+    )
+    .unwrap();
+    let primary = env.serve();
+    let secondary = crate::support::Server::start(&other, &env.pki, Options::default());
+    primary.fault("/pool/p03.deb", Fault::Status(500));
+    let out = env.run(&[
+        "sync",
+        "--root",
+        env.root.to_str().unwrap(),
+        "--ca-file",
+        env.pki.ca.to_str().unwrap(),
+        "--listing",
+        "autoindex",
+        "--upstream",
+        &primary.url(),
+        "--upstream",
+        &secondary.url(),
+    ]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("differs from the listing's mtime"),
+        "{}",
+        out.stderr
+    );
+    assert!(!env.current().exists());
+}
+
+#[test]
+fn a_two_tier_chain_mirrors_the_upstream_through_the_first_mirrors_nginx() {
+    let env = crawlable();
+    let upstream = env.nginx(&env.upstream, "nginx");
+    assert_eq!(env.sync(&upstream.json_url(), &[]).code, 0);
+    // Tier 2 reads tier 1's published snapshot (served through `current`) by its manifest.
+    let tier1 = env.nginx(&env.current(), "nginx2");
+    let root2 = env.dir.path().join("mirror2");
+    let out = env.run(&[
+        "sync",
+        "--listing",
+        "manifest",
+        "--root",
+        root2.to_str().unwrap(),
+        "--upstream",
+        &tier1.json_url(),
+        "--ca-file",
+        env.pki.ca.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let (a, b) = (files(&env.current()), files(&root2.join("current")));
+    assert_eq!(a, b, "tier 2 equals tier 1, manifest included");
+    let (want, _) = (files(&env.upstream), ());
+    for (k, (bytes, mtime)) in &want {
+        assert_eq!((&b[k].0, b[k].1), (bytes, *mtime), "{k}");
+    }
+}
