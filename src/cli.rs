@@ -21,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// List, plan, fetch, verify and publish a new snapshot.
     Sync(SyncArgs),
+    /// Check each configured upstream: reachable, TLS, client certificate, latency, listing kind and age.
+    Mirrors,
     /// Write upmirror-manifest.json for a directory.
     Manifest {
         /// The directory to describe; the manifest is written into it.
@@ -71,13 +73,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "UPMIRROR_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
     /// Upstream base URL; repeat in order, primary first (env: comma-separated).
-    #[arg(
-        long = "upstream",
-        global = true,
-        env = "UPMIRROR_UPSTREAMS",
-        value_delimiter = ',',
-        value_name = "URL"
-    )]
+    #[arg(long = "upstream", global = true, env = "UPMIRROR_UPSTREAMS", value_delimiter = ',', value_name = "URL")]
     pub upstreams: Vec<String>,
     /// PEM file of the only CA roots to trust (the pin).
     #[arg(long, global = true, env = "UPMIRROR_CA_FILE", value_name = "FILE")]
@@ -95,24 +91,14 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "UPMIRROR_LISTING", value_name = "KIND")]
     pub listing: Option<ListingKind>,
     /// Name of the manifest file on the upstream [default: upmirror-manifest.json].
-    #[arg(
-        long,
-        global = true,
-        env = "UPMIRROR_MANIFEST_NAME",
-        value_name = "NAME"
-    )]
+    #[arg(long, global = true, env = "UPMIRROR_MANIFEST_NAME", value_name = "NAME")]
     pub manifest_name: Option<String>,
     /// Permit plain http:// upstreams.
     #[arg(long, global = true, env = "UPMIRROR_ALLOW_PLAIN_HTTP", num_args = 0..=1,
           default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
     pub allow_plain_http: Option<bool>,
     /// Refuse a plan that deletes more than this percentage of the published files [default: 10].
-    #[arg(
-        long,
-        global = true,
-        env = "UPMIRROR_MAX_DELETE_PERCENT",
-        value_name = "P"
-    )]
+    #[arg(long, global = true, env = "UPMIRROR_MAX_DELETE_PERCENT", value_name = "P")]
     pub max_delete_percent: Option<f64>,
     /// Downloads in flight at once [default: 16].
     #[arg(long, global = true, env = "UPMIRROR_CONCURRENCY", value_name = "N")]

@@ -10,12 +10,12 @@ use crate::cli::{Command, SyncArgs};
 use crate::config::Config;
 use crate::fetch::fetch_all;
 use crate::manifest::Manifest;
-use crate::output::{Reporter, escape, human_bytes};
+use crate::output::{Reporter, escape, human_bytes, human_duration};
 use crate::plan::{self, Plan, Summary};
 use crate::scan::describe_dir;
 use crate::snapshot::{Published, SNAPSHOT_MANIFEST, Store, write_atomic};
 use crate::state::{Conditional, RunStatus, SnapshotInfo, State};
-use crate::upstream::{ListOutcome, Listing, Source, Upstreams};
+use crate::upstream::{ListOutcome, Listing, Probe, Source, Upstreams};
 
 /// A safety guard refused the run (exit 3).
 #[derive(Debug, thiserror::Error)]
@@ -30,20 +30,15 @@ const FREE_SPACE_MARGIN: u64 = 64 << 20;
 pub fn run(command: Command, cfg: &Config, out: Reporter) -> Result<()> {
     match command {
         Command::Sync(args) => sync(cfg, &args, out),
+        Command::Mirrors => mirrors(cfg, out),
         Command::Manifest { dir } => manifest(&dir, out),
     }
 }
 
 /// What a sync ended with, for the report and status.json.
 enum Outcome {
-    Unchanged {
-        upstream: String,
-    },
-    Published {
-        id: String,
-        upstream: String,
-        summary: Summary,
-    },
+    Unchanged { upstream: String },
+    Published { id: String, upstream: String, summary: Summary },
 }
 
 fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
@@ -64,14 +59,8 @@ fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&status)?);
     }
     match outcome {
-        Outcome::Unchanged { upstream } => {
-            out.info(format!("nothing to do: {upstream} is unchanged"))
-        }
-        Outcome::Published {
-            id,
-            upstream,
-            summary: s,
-        } => out.info(format!(
+        Outcome::Unchanged { upstream } => out.info(format!("nothing to do: {upstream} is unchanged")),
+        Outcome::Published { id, upstream, summary: s } => out.info(format!(
             "published {id} from {upstream}: {} added, {} changed, {} removed, {} downloaded",
             s.added,
             s.changed,
@@ -90,20 +79,12 @@ fn sync_locked(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> R
     let rt = runtime()?;
     let listing = match list(&rt, &upstreams, &state, published.as_ref())? {
         ListOutcome::Unchanged { url, .. } => {
-            return Ok(Outcome::Unchanged {
-                upstream: url.to_string(),
-            });
+            return Ok(Outcome::Unchanged { upstream: url.to_string() });
         }
         ListOutcome::Fetched(listing) => listing,
     };
     let plan = accept(args, &state, published.as_ref(), &listing, out)?;
-    check_plan(
-        cfg,
-        args,
-        &plan,
-        published_count(published.as_ref()),
-        &store.root,
-    )?;
+    check_plan(cfg, args, &plan, published_count(published.as_ref()), &store.root)?;
     let upstream = listing.url.to_string();
     if plan.is_empty() {
         if let Some(p) = &published {
@@ -122,22 +103,13 @@ fn sync_locked(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> R
         &store.partial_dir(),
         cfg.concurrency,
     ))?;
-    let id = store.build(
-        &plan,
-        staged,
-        published.as_ref(),
-        listing.manifest.generated_at,
-    )?;
+    let id = store.build(&plan, staged, published.as_ref(), listing.manifest.generated_at)?;
     store.publish(&id)?;
     state.record(&id, &listing);
     let pruned = store.prune(cfg.keep, &id)?;
     state.snapshots.retain(|k, _| !pruned.contains(k));
     state.save(&store.meta())?;
-    Ok(Outcome::Published {
-        id,
-        upstream,
-        summary: plan.summary(),
-    })
+    Ok(Outcome::Published { id, upstream, summary: plan.summary() })
 }
 
 fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Result<()> {
@@ -157,13 +129,7 @@ fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Resul
     };
     let plan = accept(args, &state, published.as_ref(), &listing, out)?;
     print_plan(&plan, out);
-    check_plan(
-        cfg,
-        args,
-        &plan,
-        published_count(published.as_ref()),
-        &store.root,
-    )
+    check_plan(cfg, args, &plan, published_count(published.as_ref()), &store.root)
 }
 
 fn print_plan(plan: &Plan, out: Reporter) {
@@ -181,10 +147,7 @@ fn list(
     published: Option<&Published>,
 ) -> Result<ListOutcome> {
     let id = published.map(|p| p.id.as_str());
-    rt.block_on(upstreams.list(
-        |url| state.validators_for(url.as_str(), id),
-        published.map(|p| &p.manifest),
-    ))
+    rt.block_on(upstreams.list(|url| state.validators_for(url.as_str(), id), published.map(|p| &p.manifest)))
 }
 
 /// Check the listing against the freshness guards and plan it against the
@@ -228,23 +191,12 @@ fn accept(
         ))
         .into());
     }
-    let files: Vec<_> = listing
-        .manifest
-        .files
-        .iter()
-        .filter(|e| e.path.as_str() != SNAPSHOT_MANIFEST)
-        .cloned()
-        .collect();
+    let files: Vec<_> =
+        listing.manifest.files.iter().filter(|e| e.path.as_str() != SNAPSHOT_MANIFEST).cloned().collect();
     if files.len() < listing.manifest.files.len() {
-        out.warn(format!(
-            "{} lists {SNAPSHOT_MANIFEST}, which each snapshot writes itself; not mirrored",
-            listing.url
-        ));
+        out.warn(format!("{} lists {SNAPSHOT_MANIFEST}, which each snapshot writes itself; not mirrored", listing.url));
     }
-    let empty = Manifest {
-        generated_at: UNIX_EPOCH,
-        files: Vec::new(),
-    };
+    let empty = Manifest { generated_at: UNIX_EPOCH, files: Vec::new() };
     let current = published.map_or(&empty, |p| &p.manifest);
     Ok(plan::diff(&files, &current.files))
 }
@@ -254,18 +206,9 @@ fn published_count(published: Option<&Published>) -> usize {
 }
 
 /// The delete guard and the free-space guard.
-fn check_plan(
-    cfg: &Config,
-    args: &SyncArgs,
-    plan: &Plan,
-    published: usize,
-    root: &Path,
-) -> Result<()> {
+fn check_plan(cfg: &Config, args: &SyncArgs, plan: &Plan, published: usize, root: &Path) -> Result<()> {
     let removed = plan.remove.len();
-    if published > 0
-        && !args.force
-        && removed as f64 * 100.0 > cfg.max_delete_percent * published as f64
-    {
+    if published > 0 && !args.force && removed as f64 * 100.0 > cfg.max_delete_percent * published as f64 {
         return Err(Refused(format!(
             "the plan removes {removed} of {published} published files ({:.1}%), more than max_delete_percent = {}; --force allows it",
             removed as f64 * 100.0 / published as f64,
@@ -273,10 +216,7 @@ fn check_plan(
         ))
         .into());
     }
-    let need = plan
-        .summary()
-        .download_bytes
-        .saturating_add(FREE_SPACE_MARGIN);
+    let need = plan.summary().download_bytes.saturating_add(FREE_SPACE_MARGIN);
     let existing = root.ancestors().find(|p| p.exists()).unwrap_or(root);
     let fs = rustix::fs::statvfs(existing)
         .with_context(|| format!("could not read the free space of {}", existing.display()))?;
@@ -293,6 +233,59 @@ fn check_plan(
         .into());
     }
     Ok(())
+}
+
+fn mirrors(cfg: &Config, out: Reporter) -> Result<()> {
+    let upstreams = Upstreams::new(cfg)?;
+    let probes = runtime()?.block_on(futures_util::future::join_all((0..upstreams.bases.len()).map(|i| upstreams.probe(i))));
+    if out.json {
+        println!("{}", serde_json::to_string_pretty(&probes)?);
+    } else {
+        print!("{}", mirrors_table(&probes));
+    }
+    if !probes.iter().any(|p| p.usable) {
+        anyhow::bail!("no upstream is usable");
+    }
+    Ok(())
+}
+
+/// The human table of `upmirror mirrors`, errors and crawl limits below it.
+fn mirrors_table(probes: &[Probe]) -> String {
+    let mut rows = vec![["UPSTREAM", "STATUS", "TLS", "CLIENT CERT", "LATENCY", "LISTING", "AGE"].map(String::from)];
+    let mut notes = Vec::new();
+    for p in probes {
+        rows.push([
+            p.url.clone(),
+            if p.usable { "ok" } else { "DOWN" }.to_owned(),
+            p.tls.clone(),
+            p.client_cert.clone(),
+            p.latency_ms.map_or("-".into(), |ms| format!("{ms} ms")),
+            p.listing.unwrap_or("-").to_owned(),
+            p.age_secs.map_or("-".into(), |s| human_duration(s.max(0) as u64)),
+        ]);
+        if let Some(e) = &p.error {
+            notes.push(format!("{}: {e}", p.url));
+        }
+        if p.listing.is_some_and(|l| l.starts_with("autoindex")) {
+            notes.push(format!(
+                "{}: no manifest; directory listings never show dotfiles, and a directory holding index.html \
+                 shows that page instead: only a manifest lists everything",
+                p.url
+            ));
+        }
+    }
+    let widths: Vec<usize> = (0..7).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut text = String::new();
+    for r in &rows {
+        let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        text.push_str(cells.join("  ").trim_end());
+        text.push('\n');
+    }
+    for n in notes {
+        text.push_str(&n);
+        text.push('\n');
+    }
+    text
 }
 
 fn manifest(dir: &Path, out: Reporter) -> Result<()> {
@@ -317,38 +310,20 @@ impl State {
         self.high_water = Some(self.high_water.unwrap_or(0).max(generated_at));
         self.snapshots.insert(
             id.to_owned(),
-            SnapshotInfo {
-                identity: identity.clone(),
-                generated_at,
-                upstream: upstream.clone(),
-            },
+            SnapshotInfo { identity: identity.clone(), generated_at, upstream: upstream.clone() },
         );
-        self.validators.insert(
-            upstream,
-            Conditional {
-                identity,
-                validators: listing.validators.clone(),
-            },
-        );
+        self.validators.insert(upstream, Conditional { identity, validators: listing.validators.clone() });
     }
 }
 
 fn run_status(started: String, result: &Result<Outcome>) -> RunStatus {
-    let mut status = RunStatus {
-        started,
-        finished: now_rfc3339(),
-        ..Default::default()
-    };
+    let mut status = RunStatus { started, finished: now_rfc3339(), ..Default::default() };
     match result {
         Ok(Outcome::Unchanged { upstream }) => {
             status.outcome = "unchanged".into();
             status.upstream = Some(upstream.clone());
         }
-        Ok(Outcome::Published {
-            id,
-            upstream,
-            summary,
-        }) => {
+        Ok(Outcome::Published { id, upstream, summary }) => {
             status.outcome = "published".into();
             status.snapshot = Some(id.clone());
             status.upstream = Some(upstream.clone());
@@ -356,12 +331,7 @@ fn run_status(started: String, result: &Result<Outcome>) -> RunStatus {
         }
         Err(e) => {
             status.exit_code = crate::exit_code(e);
-            status.outcome = if status.exit_code == 3 {
-                "refused"
-            } else {
-                "failed"
-            }
-            .into();
+            status.outcome = if status.exit_code == 3 { "refused" } else { "failed" }.into();
             status.error = Some(format!("{e:#}"));
         }
     }
@@ -369,16 +339,11 @@ fn run_status(started: String, result: &Result<Outcome>) -> RunStatus {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("could not start the async runtime")
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("could not start the async runtime")
 }
 
 fn unix_seconds(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn rfc3339(secs: u64) -> String {

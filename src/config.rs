@@ -62,21 +62,12 @@ impl Config {
             None if Path::new(DEFAULT_CONFIG).exists() => load(Path::new(DEFAULT_CONFIG))?,
             None => FileConfig::default(),
         };
-        let upstreams = if args.upstreams.is_empty() {
-            file.upstreams.unwrap_or_default()
-        } else {
-            args.upstreams.clone()
-        };
-        let allow_plain_http = args
-            .allow_plain_http
-            .or(file.allow_plain_http)
-            .unwrap_or(false);
+        let upstreams =
+            if args.upstreams.is_empty() { file.upstreams.unwrap_or_default() } else { args.upstreams.clone() };
+        let allow_plain_http = args.allow_plain_http.or(file.allow_plain_http).unwrap_or(false);
         let config = Config {
             root: args.root.clone().or(file.root),
-            upstreams: upstreams
-                .iter()
-                .map(|u| parse_upstream(u, allow_plain_http))
-                .collect::<Result<_, _>>()?,
+            upstreams: upstreams.iter().map(|u| parse_upstream(u, allow_plain_http)).collect::<Result<_, _>>()?,
             tls: Tls {
                 ca_file: args.ca_file.clone().or(file.ca_file),
                 client_cert: args.client_cert.clone().or(file.client_cert),
@@ -84,16 +75,9 @@ impl Config {
             },
             keep: args.keep.or(file.keep).unwrap_or(3),
             listing: args.listing.or(file.listing).unwrap_or(ListingKind::Auto),
-            manifest_name: args
-                .manifest_name
-                .clone()
-                .or(file.manifest_name)
-                .unwrap_or("upmirror-manifest.json".into()),
+            manifest_name: args.manifest_name.clone().or(file.manifest_name).unwrap_or("upmirror-manifest.json".into()),
             allow_plain_http,
-            max_delete_percent: args
-                .max_delete_percent
-                .or(file.max_delete_percent)
-                .unwrap_or(10.0),
+            max_delete_percent: args.max_delete_percent.or(file.max_delete_percent).unwrap_or(10.0),
             concurrency: args.concurrency.or(file.concurrency).unwrap_or(16),
         };
         config.validate()?;
@@ -108,22 +92,13 @@ impl Config {
             return Err(ConfigError("concurrency must be at least 1".into()));
         }
         if !(0.0..=100.0).contains(&self.max_delete_percent) {
-            return Err(ConfigError(
-                "max_delete_percent must be between 0 and 100".into(),
-            ));
+            return Err(ConfigError("max_delete_percent must be between 0 and 100".into()));
         }
-        if crate::manifest::RelPath::parse(&self.manifest_name).is_err()
-            || self.manifest_name.contains('/')
-        {
-            return Err(ConfigError(format!(
-                "manifest_name \"{}\" must be a plain file name",
-                self.manifest_name
-            )));
+        if crate::manifest::RelPath::parse(&self.manifest_name).is_err() || self.manifest_name.contains('/') {
+            return Err(ConfigError(format!("manifest_name \"{}\" must be a plain file name", self.manifest_name)));
         }
         if self.tls.client_cert.is_some() != self.tls.client_key.is_some() {
-            return Err(ConfigError(
-                "client_cert and client_key must be given together".into(),
-            ));
+            return Err(ConfigError("client_cert and client_key must be given together".into()));
         }
         for (key, path) in [
             ("ca_file", &self.tls.ca_file),
@@ -141,15 +116,14 @@ impl Config {
 
     /// The root, which every command but `manifest` needs.
     pub fn root(&self) -> Result<&Path, ConfigError> {
-        self.root.as_deref().ok_or_else(|| {
-            ConfigError("no mirror root: set root in the config, --root or UPMIRROR_ROOT".into())
-        })
+        self.root
+            .as_deref()
+            .ok_or_else(|| ConfigError("no mirror root: set root in the config, --root or UPMIRROR_ROOT".into()))
     }
 }
 
 fn load(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("config {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("config {}: {e}", path.display())))?;
     parse_file(&text).map_err(|e| ConfigError(format!("config {}: {e}", path.display())))
 }
 
@@ -159,8 +133,7 @@ fn parse_file(text: &str) -> Result<FileConfig, String> {
 
 /// An upstream base URL: https, file, or http when permitted; always ending in `/`.
 fn parse_upstream(s: &str, allow_plain_http: bool) -> Result<Url, ConfigError> {
-    let mut url =
-        Url::parse(s.trim()).map_err(|e| ConfigError(format!("upstream \"{s}\": {e}")))?;
+    let mut url = Url::parse(s.trim()).map_err(|e| ConfigError(format!("upstream \"{s}\": {e}")))?;
     match url.scheme() {
         "https" | "file" => {}
         "http" if allow_plain_http => {}
@@ -170,19 +143,11 @@ fn parse_upstream(s: &str, allow_plain_http: bool) -> Result<Url, ConfigError> {
             )));
         }
         other => {
-            return Err(ConfigError(format!(
-                "upstream {url}: unsupported scheme \"{other}\" (use https or file)"
-            )));
+            return Err(ConfigError(format!("upstream {url}: unsupported scheme \"{other}\" (use https or file)")));
         }
     }
-    if url.query().is_some()
-        || url.fragment().is_some()
-        || !url.username().is_empty()
-        || url.password().is_some()
-    {
-        return Err(ConfigError(format!(
-            "upstream {url}: no query, fragment or credentials in the URL"
-        )));
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError(format!("upstream {url}: no query, fragment or credentials in the URL")));
     }
     if !url.path().ends_with('/') {
         url.set_path(&format!("{}/", url.path()));
@@ -204,31 +169,16 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors() {
-        assert!(
-            parse_file("roots = \"/x\"")
-                .unwrap_err()
-                .contains("unknown field")
-        );
+        assert!(parse_file("roots = \"/x\"").unwrap_err().contains("unknown field"));
     }
 
     #[test]
     fn upstream_urls_are_checked_and_normalised() {
-        assert_eq!(
-            parse_upstream("https://h/pub", false).unwrap().as_str(),
-            "https://h/pub/"
-        );
-        assert!(
-            parse_upstream("http://h/", false)
-                .unwrap_err()
-                .0
-                .contains("plain http")
-        );
+        assert_eq!(parse_upstream("https://h/pub", false).unwrap().as_str(), "https://h/pub/");
+        assert!(parse_upstream("http://h/", false).unwrap_err().0.contains("plain http"));
         assert!(parse_upstream("http://h/", true).is_ok());
         assert!(parse_upstream("ftp://h/", true).is_err());
         assert!(parse_upstream("https://u:p@h/", false).is_err());
-        assert_eq!(
-            parse_upstream("file:///srv/x", false).unwrap().as_str(),
-            "file:///srv/x/"
-        );
+        assert_eq!(parse_upstream("file:///srv/x", false).unwrap().as_str(), "file:///srv/x/");
     }
 }

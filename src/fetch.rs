@@ -47,12 +47,8 @@ pub async fn fetch_all(
     staging: &Path,
     concurrency: usize,
 ) -> Result<Vec<Staged>> {
-    tokio::fs::create_dir_all(staging)
-        .await
-        .with_context(|| format!("could not create {}", staging.display()))?;
-    let order: Vec<usize> = std::iter::once(first)
-        .chain((0..up.bases.len()).filter(|&i| i != first))
-        .collect();
+    tokio::fs::create_dir_all(staging).await.with_context(|| format!("could not create {}", staging.display()))?;
+    let order: Vec<usize> = std::iter::once(first).chain((0..up.bases.len()).filter(|&i| i != first)).collect();
     stream::iter(entries)
         .map(|entry| fetch_one(up, &order, entry, precision, staging))
         .buffer_unordered(concurrency)
@@ -87,27 +83,15 @@ async fn fetch_one(
 }
 
 /// Stream one body into `file`; return its digest once size and digest match.
-async fn download(
-    up: &Upstreams,
-    i: usize,
-    entry: &Entry,
-    precision: i64,
-    file: &Path,
-) -> Result<Digest> {
+async fn download(up: &Upstreams, i: usize, entry: &Entry, precision: i64, file: &Path) -> Result<Digest> {
     let mut body = up.open(i, &entry.path).await?;
     if entry.sha256.is_none()
         && let Some(got) = body.last_modified()
         && got - got.rem_euclid(precision) != entry.mtime
     {
-        return Err(Mismatch::Mtime {
-            got,
-            want: entry.mtime,
-        }
-        .into());
+        return Err(Mismatch::Mtime { got, want: entry.mtime }.into());
     }
-    let out = tokio::fs::File::create(file)
-        .await
-        .with_context(|| format!("could not create {}", file.display()))?;
+    let out = tokio::fs::File::create(file).await.with_context(|| format!("could not create {}", file.display()))?;
     let mut out = tokio::io::BufWriter::with_capacity(256 << 10, out);
     let mut hasher = Sha256::new();
     let mut got = 0u64;
@@ -117,19 +101,11 @@ async fn download(
             return Err(Mismatch::TooLong(entry.size).into());
         }
         hasher.update(&chunk);
-        out.write_all(&chunk)
-            .await
-            .with_context(|| format!("could not write {}", file.display()))?;
+        out.write_all(&chunk).await.with_context(|| format!("could not write {}", file.display()))?;
     }
-    out.flush()
-        .await
-        .with_context(|| format!("could not write {}", file.display()))?;
+    out.flush().await.with_context(|| format!("could not write {}", file.display()))?;
     if got != entry.size {
-        return Err(Mismatch::Size {
-            got,
-            want: entry.size,
-        }
-        .into());
+        return Err(Mismatch::Size { got, want: entry.size }.into());
     }
     let digest = Digest(hasher.finalize().into());
     if let Some(want) = entry.sha256
@@ -138,11 +114,7 @@ async fn download(
         return Err(Mismatch::Digest { want, got: digest }.into());
     }
     // A listing that shows minutes gets the exact time from the body.
-    let mtime = if precision > 1 {
-        body.last_modified().unwrap_or(entry.mtime)
-    } else {
-        entry.mtime
-    };
+    let mtime = if precision > 1 { body.last_modified().unwrap_or(entry.mtime) } else { entry.mtime };
     let out = out.into_inner().into_std().await;
     filetime::set_file_handle_times(&out, None, Some(FileTime::from_unix_time(mtime, 0)))
         .with_context(|| format!("could not set the mtime of {}", file.display()))?;

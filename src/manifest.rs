@@ -92,10 +92,7 @@ impl Digest {
     pub fn parse(s: &str) -> Result<Digest, String> {
         let mut d = [0u8; 32];
         if s.len() != 64 || hex::decode_to_slice(s, &mut d).is_err() {
-            return Err(format!(
-                "\"{}\" is not a sha256 hex digest",
-                escape(truncate(s, 80))
-            ));
+            return Err(format!("\"{}\" is not a sha256 hex digest", escape(truncate(s, 80))));
         }
         Ok(Digest(d))
     }
@@ -149,13 +146,9 @@ struct RawEntry {
 impl Manifest {
     /// Parse and validate a manifest document whole; any bad entry rejects it.
     pub fn parse(bytes: &[u8]) -> Result<Manifest, String> {
-        let raw: RawManifest =
-            serde_json::from_slice(bytes).map_err(|e| format!("not a valid manifest: {e}"))?;
+        let raw: RawManifest = serde_json::from_slice(bytes).map_err(|e| format!("not a valid manifest: {e}"))?;
         if raw.format != FORMAT {
-            return Err(format!(
-                "unknown format \"{}\" (expected {FORMAT})",
-                escape(&raw.format)
-            ));
+            return Err(format!("unknown format \"{}\" (expected {FORMAT})", escape(&raw.format)));
         }
         let generated_at = humantime::parse_rfc3339_weak(&raw.generated_at)
             .map_err(|e| format!("generated_at \"{}\": {e}", escape(&raw.generated_at)))?;
@@ -165,14 +158,8 @@ impl Manifest {
             .enumerate()
             .map(|(i, r)| {
                 let path = RelPath::parse(&r.path).map_err(|e| format!("file {}: {e}", i + 1))?;
-                let sha256 =
-                    Digest::parse(&r.sha256).map_err(|e| format!("file {}: {path}: {e}", i + 1))?;
-                Ok(Entry {
-                    path,
-                    size: r.size,
-                    mtime: r.mtime,
-                    sha256: Some(sha256),
-                })
+                let sha256 = Digest::parse(&r.sha256).map_err(|e| format!("file {}: {path}: {e}", i + 1))?;
+                Ok(Entry { path, size: r.size, mtime: r.mtime, sha256: Some(sha256) })
             })
             .collect::<Result<Vec<_>, String>>()?;
         Manifest::new(generated_at, files)
@@ -188,17 +175,10 @@ impl Manifest {
         let names: HashSet<&str> = files.iter().map(|e| e.path.as_str()).collect();
         for e in &files {
             if let Some(dir) = e.path.ancestors().find(|a| names.contains(a)) {
-                return Err(format!(
-                    "\"{}\" is listed as a file and as the directory of \"{}\"",
-                    escape(dir),
-                    e.path
-                ));
+                return Err(format!("\"{}\" is listed as a file and as the directory of \"{}\"", escape(dir), e.path));
             }
         }
-        Ok(Manifest {
-            generated_at,
-            files,
-        })
+        Ok(Manifest { generated_at, files })
     }
 
     pub fn total_bytes(&self) -> u64 {
@@ -211,8 +191,7 @@ impl Manifest {
         let mut out = Vec::with_capacity(64 + self.files.len() * 160);
         let generated = humantime::format_rfc3339_seconds(self.generated_at);
         out.extend_from_slice(
-            format!("{{\"format\":\"{FORMAT}\",\"generated_at\":\"{generated}\",\"files\":[")
-                .as_bytes(),
+            format!("{{\"format\":\"{FORMAT}\",\"generated_at\":\"{generated}\",\"files\":[").as_bytes(),
         );
         for (i, e) in self.files.iter().enumerate() {
             out.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
@@ -262,16 +241,8 @@ mod tests {
 
     #[test]
     fn ordinary_paths_are_accepted() {
-        for good in [
-            "a",
-            "a/b/c.zip",
-            ".treeinfo",
-            "dir/.hidden",
-            "with space/100% #1?.txt",
-            "ünï/cödé",
-            "...",
-            "a..b",
-        ] {
+        for good in ["a", "a/b/c.zip", ".treeinfo", "dir/.hidden", "with space/100% #1?.txt", "ünï/cödé", "...", "a..b"]
+        {
             assert!(RelPath::parse(good).is_ok(), "{good:?} was rejected");
         }
         assert!(RelPath::parse(&"a".repeat(255)).is_ok());
@@ -287,32 +258,17 @@ mod tests {
         let files: Vec<String> = paths
             .iter()
             .map(|p| {
-                format!(
-                    r#"{{"path":{},"size":1,"mtime":0,"sha256":"{}"}}"#,
-                    serde_json::json!(p),
-                    "ab".repeat(32)
-                )
+                format!(r#"{{"path":{},"size":1,"mtime":0,"sha256":"{}"}}"#, serde_json::json!(p), "ab".repeat(32))
             })
             .collect();
-        format!(
-            r#"{{"format":"{FORMAT}","generated_at":"2026-11-24T19:00:00Z","files":[{}]}}"#,
-            files.join(",")
-        )
+        format!(r#"{{"format":"{FORMAT}","generated_at":"2026-11-24T19:00:00Z","files":[{}]}}"#, files.join(","))
     }
 
     #[test]
     fn duplicates_and_file_dir_conflicts_reject_the_listing() {
         assert!(Manifest::parse(doc(&["a", "b"]).as_bytes()).is_ok());
-        assert!(
-            Manifest::parse(doc(&["a", "a"]).as_bytes())
-                .unwrap_err()
-                .contains("twice")
-        );
-        assert!(
-            Manifest::parse(doc(&["a/b", "a"]).as_bytes())
-                .unwrap_err()
-                .contains("directory")
-        );
+        assert!(Manifest::parse(doc(&["a", "a"]).as_bytes()).unwrap_err().contains("twice"));
+        assert!(Manifest::parse(doc(&["a/b", "a"]).as_bytes()).unwrap_err().contains("directory"));
         assert!(Manifest::parse(doc(&["a", "b/../x"]).as_bytes()).is_err());
     }
 
@@ -321,11 +277,7 @@ mod tests {
         let neg = doc(&["a"]).replace(r#""size":1"#, r#""size":-1"#);
         assert!(Manifest::parse(neg.as_bytes()).is_err());
         let fmt = doc(&["a"]).replace(FORMAT, "other/9");
-        assert!(
-            Manifest::parse(fmt.as_bytes())
-                .unwrap_err()
-                .contains("unknown format")
-        );
+        assert!(Manifest::parse(fmt.as_bytes()).unwrap_err().contains("unknown format"));
         let digest = doc(&["a"]).replace(&"ab".repeat(32), "xyz");
         assert!(Manifest::parse(digest.as_bytes()).is_err());
         assert!(Manifest::parse(b"<html>captive portal</html>").is_err());

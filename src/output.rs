@@ -65,6 +65,16 @@ pub fn human_bytes(n: u64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
+/// `7260` → `2h 1m`; `59` → `59s`.
+pub fn human_duration(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86400 => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d {}h", secs / 86400, secs % 86400 / 3600),
+    }
+}
+
 /// Make an untrusted name safe to print on a terminal: control characters,
 /// bidi overrides, zero-width characters and backslashes become escapes.
 pub fn escape(s: &str) -> String {
@@ -99,6 +109,13 @@ mod tests {
         assert_eq!(human_bytes(2150), "2.1 KiB");
         assert_eq!(human_bytes(100 * 1024 * 1024), "100.0 MiB");
         assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn durations_read_like_a_person_would_say_them() {
+        assert_eq!(human_duration(0), "0s");
+        assert_eq!(human_duration(7260), "2h 1m");
+        assert_eq!(human_duration(3 * 86400 + 7200), "3d 2h");
     }
 
     #[test]

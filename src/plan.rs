@@ -54,10 +54,7 @@ pub fn diff(listing: &[Entry], published: &[Entry]) -> Plan {
             Ordering::Equal => {
                 let (new, old) = (&listing[i], &published[j]);
                 if same(new, old) {
-                    plan.keep.push(Entry {
-                        sha256: new.sha256.or(old.sha256),
-                        ..new.clone()
-                    });
+                    plan.keep.push(Entry { sha256: new.sha256.or(old.sha256), ..new.clone() });
                 } else {
                     plan.change.push((new.clone(), old.size));
                 }
@@ -130,25 +127,14 @@ impl fmt::Display for Plan {
             .chain(&self.remove)
             .map(|e| e.path.to_string())
             .collect();
-        let width = paths
-            .iter()
-            .map(|p| p.chars().count() + 2)
-            .max()
-            .unwrap_or(0)
-            .max(30);
+        let width = paths.iter().map(|p| p.chars().count() + 2).max().unwrap_or(0).max(30);
         let mut names = paths.iter();
         let mut next = || names.next().map(String::as_str).unwrap_or_default();
         for e in &self.add {
             writeln!(f, "+ {:<width$}{:>9}", next(), human_bytes(e.size))?;
         }
         for (e, old) in &self.change {
-            writeln!(
-                f,
-                "~ {:<width$}{:>9}   (was {})",
-                next(),
-                human_bytes(e.size),
-                human_bytes(*old)
-            )?;
+            writeln!(f, "~ {:<width$}{:>9}   (was {})", next(), human_bytes(e.size), human_bytes(*old))?;
         }
         for _ in &self.remove {
             writeln!(f, "- {}", next())?;
@@ -171,34 +157,15 @@ mod tests {
     use crate::manifest::{Digest, RelPath};
 
     fn e(path: &str, size: u64, mtime: i64, d: Option<u8>) -> Entry {
-        Entry {
-            path: RelPath::parse(path).unwrap(),
-            size,
-            mtime,
-            sha256: d.map(|b| Digest([b; 32])),
-        }
+        Entry { path: RelPath::parse(path).unwrap(), size, mtime, sha256: d.map(|b| Digest([b; 32])) }
     }
 
     #[test]
     fn diff_sorts_paths_into_add_change_remove_keep() {
-        let old = [
-            e("a", 1, 1, Some(1)),
-            e("b", 2, 2, Some(2)),
-            e("c", 3, 3, Some(3)),
-            e("d", 4, 4, Some(4)),
-        ];
-        let new = [
-            e("b", 2, 2, Some(2)),
-            e("c", 3, 3, Some(9)),
-            e("d", 4, 5, Some(4)),
-            e("e", 5, 5, Some(5)),
-        ];
+        let old = [e("a", 1, 1, Some(1)), e("b", 2, 2, Some(2)), e("c", 3, 3, Some(3)), e("d", 4, 4, Some(4))];
+        let new = [e("b", 2, 2, Some(2)), e("c", 3, 3, Some(9)), e("d", 4, 5, Some(4)), e("e", 5, 5, Some(5))];
         let p = diff(&new, &old);
-        let names = |v: Vec<&Entry>| {
-            v.iter()
-                .map(|e| e.path.as_str().to_owned())
-                .collect::<Vec<_>>()
-        };
+        let names = |v: Vec<&Entry>| v.iter().map(|e| e.path.as_str().to_owned()).collect::<Vec<_>>();
         assert_eq!(names(p.add.iter().collect()), ["e"]);
         assert_eq!(names(p.change.iter().map(|(e, _)| e).collect()), ["c", "d"]);
         assert_eq!(names(p.remove.iter().collect()), ["a"]);
@@ -208,31 +175,17 @@ mod tests {
 
     #[test]
     fn size_or_mtime_alone_is_a_change_without_digests() {
-        let old = [
-            e("m", 1, 1, Some(7)),
-            e("s", 1, 1, Some(7)),
-            e("u", 1, 1, Some(7)),
-        ];
+        let old = [e("m", 1, 1, Some(7)), e("s", 1, 1, Some(7)), e("u", 1, 1, Some(7))];
         let new = [e("m", 1, 2, None), e("s", 2, 1, None), e("u", 1, 1, None)];
         let p = diff(&new, &old);
         assert_eq!(p.change.len(), 2);
-        assert_eq!(
-            p.keep[0].sha256,
-            Some(Digest([7; 32])),
-            "kept entry carries the published digest"
-        );
+        assert_eq!(p.keep[0].sha256, Some(Digest([7; 32])), "kept entry carries the published digest");
     }
 
     #[test]
     fn dry_run_lines_match_the_spec_layout() {
-        let old = [
-            e("releases/10.9/core.zip", 5, 1, Some(1)),
-            e("releases/current.json", 2048, 1, Some(2)),
-        ];
-        let new = [
-            e("releases/11.3/core.zip", 100 << 20, 1, Some(3)),
-            e("releases/current.json", 2150, 2, Some(4)),
-        ];
+        let old = [e("releases/10.9/core.zip", 5, 1, Some(1)), e("releases/current.json", 2048, 1, Some(2))];
+        let new = [e("releases/11.3/core.zip", 100 << 20, 1, Some(3)), e("releases/current.json", 2150, 2, Some(4))];
         let text = diff(&new, &old).to_string();
         assert_eq!(
             text,
@@ -248,9 +201,6 @@ mod tests {
         let same = [e("a", 1, 1, Some(1))];
         let p = diff(&same, &same);
         assert!(p.is_empty());
-        assert_eq!(
-            p.to_string(),
-            "0 added, 0 changed, 0 removed · 0 B to download · published tree unchanged"
-        );
+        assert_eq!(p.to_string(), "0 added, 0 changed, 0 removed · 0 B to download · published tree unchanged");
     }
 }

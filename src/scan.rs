@@ -19,9 +19,7 @@ pub fn hash_file(path: &Path) -> Result<(Digest, u64)> {
     let mut buf = vec![0u8; 1 << 20];
     let mut len = 0u64;
     loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("could not read {}", path.display()))?;
+        let n = f.read(&mut buf).with_context(|| format!("could not read {}", path.display()))?;
         if n == 0 {
             return Ok((Digest(hasher.finalize().into()), len));
         }
@@ -34,21 +32,13 @@ pub fn hash_file(path: &Path) -> Result<(Digest, u64)> {
 /// Symlinks and special files are not followed and not listed.
 pub fn describe_dir(dir: &Path, skip: &str) -> Result<Manifest> {
     let mut found = Vec::new();
-    for item in walkdir::WalkDir::new(dir)
-        .follow_links(false)
-        .sort_by_file_name()
-    {
+    for item in walkdir::WalkDir::new(dir).follow_links(false).sort_by_file_name() {
         let item = item.with_context(|| format!("could not walk {}", dir.display()))?;
         if !item.file_type().is_file() {
             continue;
         }
-        let rel = item
-            .path()
-            .strip_prefix(dir)
-            .context("walk left the directory")?;
-        let rel = rel
-            .to_str()
-            .ok_or_else(|| anyhow!("{}: file name is not UTF-8", item.path().display()))?;
+        let rel = item.path().strip_prefix(dir).context("walk left the directory")?;
+        let rel = rel.to_str().ok_or_else(|| anyhow!("{}: file name is not UTF-8", item.path().display()))?;
         if rel == skip {
             continue;
         }
@@ -58,16 +48,11 @@ pub fn describe_dir(dir: &Path, skip: &str) -> Result<Manifest> {
     let files = found
         .into_par_iter()
         .map(|(path, full)| {
-            let meta = std::fs::symlink_metadata(&full)
-                .with_context(|| format!("could not stat {}", full.display()))?;
+            let meta =
+                std::fs::symlink_metadata(&full).with_context(|| format!("could not stat {}", full.display()))?;
             let mtime = filetime::FileTime::from_last_modification_time(&meta).unix_seconds();
             let (digest, size) = hash_file(&full)?;
-            Ok(Entry {
-                path,
-                size,
-                mtime,
-                sha256: Some(digest),
-            })
+            Ok(Entry { path, size, mtime, sha256: Some(digest) })
         })
         .collect::<Result<Vec<_>>>()?;
     Manifest::new(SystemTime::now(), files).map_err(|e| anyhow!("{}: {e}", dir.display()))

@@ -51,9 +51,7 @@ pub struct Store {
 
 impl Store {
     pub fn new(root: &Path) -> Store {
-        Store {
-            root: root.to_path_buf(),
-        }
+        Store { root: root.to_path_buf() }
     }
 
     pub fn meta(&self) -> PathBuf {
@@ -70,14 +68,8 @@ impl Store {
 
     /// Create the layout if it is missing.
     pub fn ensure_layout(&self) -> Result<()> {
-        for dir in [
-            self.root.clone(),
-            self.snapshots(),
-            self.meta(),
-            self.partial_dir(),
-        ] {
-            fs::create_dir_all(&dir)
-                .with_context(|| format!("could not create {}", dir.display()))?;
+        for dir in [self.root.clone(), self.snapshots(), self.meta(), self.partial_dir()] {
+            fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
         }
         Ok(())
     }
@@ -94,9 +86,7 @@ impl Store {
         match file.try_lock() {
             Ok(()) => Ok(Lock(file)),
             Err(fs::TryLockError::WouldBlock) => Err(LockHeld(path).into()),
-            Err(fs::TryLockError::Error(e)) => {
-                Err(e).with_context(|| format!("could not lock {}", path.display()))
-            }
+            Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("could not lock {}", path.display())),
         }
     }
 
@@ -108,8 +98,7 @@ impl Store {
             let name = entry.file_name();
             if name.to_string_lossy().starts_with("build-") {
                 let path = entry.path();
-                fs::remove_dir_all(&path)
-                    .with_context(|| format!("could not remove {}", path.display()))?;
+                fs::remove_dir_all(&path).with_context(|| format!("could not remove {}", path.display()))?;
             }
         }
         Ok(())
@@ -124,33 +113,19 @@ impl Store {
             other => other.with_context(|| format!("could not read {}", link.display()))?,
         };
         if !meta.file_type().is_symlink() {
-            bail!(
-                "{} is not a symlink; move it away before syncing",
-                link.display()
-            );
+            bail!("{} is not a symlink; move it away before syncing", link.display());
         }
-        let target =
-            fs::read_link(&link).with_context(|| format!("could not read {}", link.display()))?;
+        let target = fs::read_link(&link).with_context(|| format!("could not read {}", link.display()))?;
         let id = target
             .strip_prefix("snapshots")
             .ok()
             .and_then(|p| p.to_str())
             .filter(|id| is_snapshot_id(id))
-            .with_context(|| {
-                format!(
-                    "{} points to {}, not to snapshots/<id>",
-                    link.display(),
-                    target.display()
-                )
-            })?
+            .with_context(|| format!("{} points to {}, not to snapshots/<id>", link.display(), target.display()))?
             .to_owned();
         let dir = self.snapshots().join(&id);
         if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
-            bail!(
-                "{} points to {}, which is not a snapshot directory",
-                link.display(),
-                dir.display()
-            );
+            bail!("{} points to {}, which is not a snapshot directory", link.display(), dir.display());
         }
         let manifest = read_manifest(&dir)?;
         Ok(Some(Published { id, dir, manifest }))
@@ -198,9 +173,8 @@ impl Store {
         for s in staged {
             let to = build.join(s.entry.path.as_str());
             ensure_parent(&to)?;
-            fs::rename(&s.file, &to).with_context(|| {
-                format!("could not move {} to {}", s.file.display(), to.display())
-            })?;
+            fs::rename(&s.file, &to)
+                .with_context(|| format!("could not move {} to {}", s.file.display(), to.display()))?;
             files.push(s.entry);
         }
         let manifest = Manifest::new(generated_at, files).map_err(anyhow::Error::msg)?;
@@ -213,35 +187,26 @@ impl Store {
 
     /// Make everything written durable, then point `current` at `id`.
     pub fn publish(&self, id: &str) -> Result<()> {
-        let root = File::open(&self.root)
-            .with_context(|| format!("could not open {}", self.root.display()))?;
-        rustix::fs::syncfs(&root).with_context(|| {
-            format!("could not flush the filesystem of {}", self.root.display())
-        })?;
+        let root = File::open(&self.root).with_context(|| format!("could not open {}", self.root.display()))?;
+        rustix::fs::syncfs(&root)
+            .with_context(|| format!("could not flush the filesystem of {}", self.root.display()))?;
         let tmp = self.root.join(".current.tmp");
         remove_if_exists(&tmp)?;
         std::os::unix::fs::symlink(Path::new("snapshots").join(id), &tmp)
             .with_context(|| format!("could not create {}", tmp.display()))?;
         let current = self.root.join("current");
-        fs::rename(&tmp, &current)
-            .with_context(|| format!("could not replace {}", current.display()))?;
-        root.sync_all()
-            .with_context(|| format!("could not flush {}", self.root.display()))
+        fs::rename(&tmp, &current).with_context(|| format!("could not replace {}", current.display()))?;
+        root.sync_all().with_context(|| format!("could not flush {}", self.root.display()))
     }
 
     /// Remove the oldest snapshots beyond `keep`, never the published one.
     pub fn prune(&self, keep: usize, published: &str) -> Result<Vec<String>> {
-        let others: Vec<String> = self
-            .snapshot_ids()?
-            .into_iter()
-            .filter(|id| id != published)
-            .collect();
+        let others: Vec<String> = self.snapshot_ids()?.into_iter().filter(|id| id != published).collect();
         let excess = (others.len() + 1).saturating_sub(keep.max(1));
         let mut removed = Vec::new();
         for id in others.into_iter().take(excess) {
             let dir = self.snapshots().join(&id);
-            fs::remove_dir_all(&dir)
-                .with_context(|| format!("could not remove {}", dir.display()))?;
+            fs::remove_dir_all(&dir).with_context(|| format!("could not remove {}", dir.display()))?;
             removed.push(id);
         }
         Ok(removed)
@@ -294,8 +259,7 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
         .create_new(true)
         .open(path)
         .with_context(|| format!("could not create {}", path.display()))?;
-    f.write_all(bytes)
-        .with_context(|| format!("could not write {}", path.display()))
+    f.write_all(bytes).with_context(|| format!("could not write {}", path.display()))
 }
 
 /// Replace `path` with `bytes` atomically and durably: temp file, fsync,
@@ -318,9 +282,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 fn ensure_parent(path: &Path) -> Result<()> {
     match path.parent() {
-        Some(dir) => {
-            fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display()))
-        }
+        Some(dir) => fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display())),
         None => Ok(()),
     }
 }
@@ -351,35 +313,13 @@ mod tests {
     fn snapshot_ids_are_recognised_and_ordered() {
         assert!(is_snapshot_id("20261124T190000Z"));
         assert!(is_snapshot_id("20261124T190000Z-12"));
-        for bad in [
-            "20261124T190000",
-            "2026112T190000Z",
-            "20261124T190000Z-",
-            "20261124T190000Z-x",
-            "../x",
-            "current",
-        ] {
+        for bad in ["20261124T190000", "2026112T190000Z", "20261124T190000Z-", "20261124T190000Z-x", "../x", "current"]
+        {
             assert!(!is_snapshot_id(bad), "{bad}");
         }
-        let mut ids = vec![
-            "20261124T190000Z-10",
-            "20261124T190000Z-2",
-            "20261124T190000Z",
-            "20261123T190000Z",
-        ];
-        assert_eq!(
-            id_order("20261124T190000Z"),
-            ("20261124T190000Z".to_owned(), 0)
-        );
+        let mut ids = vec!["20261124T190000Z-10", "20261124T190000Z-2", "20261124T190000Z", "20261123T190000Z"];
+        assert_eq!(id_order("20261124T190000Z"), ("20261124T190000Z".to_owned(), 0));
         ids.sort_by_key(|id| id_order(id));
-        assert_eq!(
-            ids,
-            [
-                "20261123T190000Z",
-                "20261124T190000Z",
-                "20261124T190000Z-2",
-                "20261124T190000Z-10"
-            ]
-        );
+        assert_eq!(ids, ["20261123T190000Z", "20261124T190000Z", "20261124T190000Z-2", "20261124T190000Z-10"]);
     }
 }

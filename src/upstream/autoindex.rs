@@ -37,24 +37,14 @@ struct JsonItem {
 
 /// nginx `autoindex_format json`: names are raw, mtimes to the second.
 pub fn parse_nginx_json(text: &str) -> Result<Vec<Item>, String> {
-    let raw: Vec<JsonItem> =
-        serde_json::from_str(text).map_err(|e| format!("not an nginx JSON listing: {e}"))?;
+    let raw: Vec<JsonItem> = serde_json::from_str(text).map_err(|e| format!("not an nginx JSON listing: {e}"))?;
     raw.into_iter()
         .filter(|r| r.kind == "file" || r.kind == "directory")
         .map(|r| {
             let name = check_name(r.name)?;
             let mtime = r.mtime.as_deref().and_then(parse_http_date);
-            let kind = if r.kind == "file" {
-                Kind::File
-            } else {
-                Kind::Dir
-            };
-            Ok(Item {
-                name,
-                kind,
-                size: if kind == Kind::File { r.size } else { None },
-                mtime,
-            })
+            let kind = if r.kind == "file" { Kind::File } else { Kind::Dir };
+            Ok(Item { name, kind, size: if kind == Kind::File { r.size } else { None }, mtime })
         })
         .collect()
 }
@@ -67,21 +57,12 @@ pub fn parse_html(text: &str) -> Result<Vec<Item>, String> {
     for line in text.lines() {
         let mut rest = line;
         while let Some(start) = find_ci(rest, "<a ") {
-            let tag_end = rest[start..]
-                .find('>')
-                .map(|i| start + i)
-                .ok_or("unterminated <a> tag")?;
+            let tag_end = rest[start..].find('>').map(|i| start + i).ok_or("unterminated <a> tag")?;
             let href = attr(&rest[start..tag_end], "href");
             let after = &rest[tag_end + 1..];
             let close = find_ci(after, "</a>").map(|i| i + 4).unwrap_or(after.len());
-            let tail_end = find_ci(&after[close..], "<a ")
-                .map(|i| close + i)
-                .unwrap_or(after.len());
-            if let Some(item) = href
-                .map(|h| item_from_link(&h, &after[close..tail_end]))
-                .transpose()?
-                .flatten()
-            {
+            let tail_end = find_ci(&after[close..], "<a ").map(|i| close + i).unwrap_or(after.len());
+            if let Some(item) = href.map(|h| item_from_link(&h, &after[close..tail_end])).transpose()?.flatten() {
                 items.push(item);
             }
             rest = &after[tail_end..];
@@ -109,12 +90,7 @@ fn item_from_link(href: &str, tail: &str) -> Result<Option<Item>, String> {
         (Kind::File, Some(s)) if s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
         _ => None,
     };
-    Ok(Some(Item {
-        name,
-        kind,
-        size,
-        mtime,
-    }))
+    Ok(Some(Item { name, kind, size, mtime }))
 }
 
 /// `SHA256SUMS` (`HEX  name`, `HEX *name`, or BSD `SHA256 (name) = HEX`) →
@@ -127,14 +103,10 @@ pub fn parse_sha256sums(text: &str) -> Result<Vec<(String, Digest)>, String> {
             continue;
         }
         let (hex, name) = if let Some(bsd) = line.strip_prefix("SHA256 (") {
-            let (name, hex) = bsd
-                .rsplit_once(") = ")
-                .ok_or_else(|| format!("line {}: unreadable", n + 1))?;
+            let (name, hex) = bsd.rsplit_once(") = ").ok_or_else(|| format!("line {}: unreadable", n + 1))?;
             (hex, name)
         } else {
-            let (hex, name) = line
-                .split_once(' ')
-                .ok_or_else(|| format!("line {}: unreadable", n + 1))?;
+            let (hex, name) = line.split_once(' ').ok_or_else(|| format!("line {}: unreadable", n + 1))?;
             (hex, name.strip_prefix([' ', '*']).unwrap_or(name))
         };
         let digest = Digest::parse(hex).map_err(|e| format!("line {}: {e}", n + 1))?;
@@ -146,10 +118,7 @@ pub fn parse_sha256sums(text: &str) -> Result<Vec<(String, Digest)>, String> {
 /// A listed name must be one path segment.
 fn check_name(name: String) -> Result<String, String> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
-        return Err(format!(
-            "listing names \"{}\", which is not a plain file name",
-            escape(&name)
-        ));
+        return Err(format!("listing names \"{}\", which is not a plain file name", escape(&name)));
     }
     Ok(name)
 }
@@ -157,19 +126,14 @@ fn check_name(name: String) -> Result<String, String> {
 fn has_scheme(href: &str) -> bool {
     match href.find(':') {
         Some(i) => {
-            href[..i]
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
-                && !href[..i].contains('/')
+            href[..i].bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) && !href[..i].contains('/')
         }
         None => false,
     }
 }
 
 fn find_ci(hay: &str, needle: &str) -> Option<usize> {
-    hay.as_bytes()
-        .windows(needle.len())
-        .position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    hay.as_bytes().windows(needle.len()).position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 fn attr(tag: &str, name: &str) -> Option<String> {
@@ -180,12 +144,7 @@ fn attr(tag: &str, name: &str) -> Option<String> {
         let end = value[1..].find(quote)? + 1;
         Some(value[1..end].to_owned())
     } else {
-        Some(
-            value
-                .split(|c: char| c.is_whitespace() || c == '>')
-                .next()?
-                .to_owned(),
-        )
+        Some(value.split(|c: char| c.is_whitespace() || c == '>').next()?.to_owned())
     }
 }
 
@@ -237,9 +196,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| format!("link \"{}\" is not UTF-8 once decoded", escape(s)))
 }
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
+const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
 /// `Tue, 24 Nov 2026 20:58:23 GMT` → seconds since the epoch.
 pub fn parse_http_date(s: &str) -> Option<i64> {
@@ -250,14 +207,7 @@ pub fn parse_http_date(s: &str) -> Option<i64> {
     let month = MONTHS.iter().position(|m| *m == month)? as i64 + 1;
     let mut hms = time.split(':').map(|x| x.parse::<i64>().ok());
     let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
-    Some(unix(
-        day.parse().ok()?,
-        month,
-        year.parse().ok()?,
-        h,
-        m,
-        sec,
-    ))
+    Some(unix(day.parse().ok()?, month, year.parse().ok()?, h, m, sec))
 }
 
 /// `24-Nov-2026 20:58` (nginx, older Apache) or `2026-11-24 20:58` (Apache).
@@ -292,32 +242,17 @@ mod tests {
     const NGINX_SUBDIR: &str = include_str!("../../tests/fixtures/autoindex/nginx-subdir.html");
 
     fn find<'a>(items: &'a [Item], name: &str) -> &'a Item {
-        items
-            .iter()
-            .find(|i| i.name == name)
-            .unwrap_or_else(|| panic!("{name} not listed"))
+        items.iter().find(|i| i.name == name).unwrap_or_else(|| panic!("{name} not listed"))
     }
 
     #[test]
     fn dates_convert_to_unix_seconds() {
-        assert_eq!(
-            parse_http_date("Tue, 24 Nov 2026 19:00:00 GMT"),
-            Some(1_795_546_800)
-        );
+        assert_eq!(parse_http_date("Tue, 24 Nov 2026 19:00:00 GMT"), Some(1_795_546_800));
         assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
         assert_eq!(parse_http_date("garbage"), None);
-        assert_eq!(
-            parse_listing_date("24-Nov-2026", "19:00"),
-            Some(1_795_546_800)
-        );
-        assert_eq!(
-            parse_listing_date("2026-11-24", "19:00"),
-            Some(1_795_546_800)
-        );
-        assert_eq!(
-            parse_listing_date("29-Feb-2024", "00:00"),
-            Some(1_709_164_800)
-        );
+        assert_eq!(parse_listing_date("24-Nov-2026", "19:00"), Some(1_795_546_800));
+        assert_eq!(parse_listing_date("2026-11-24", "19:00"), Some(1_795_546_800));
+        assert_eq!(parse_listing_date("29-Feb-2024", "00:00"), Some(1_709_164_800));
     }
 
     #[test]
@@ -326,11 +261,7 @@ mod tests {
         assert!(!items.iter().any(|i| i.name == ".."), "parent link skipped");
         let long = format!("{}.txt", "a".repeat(200));
         let cut = find(&items, &long);
-        assert_eq!(
-            (cut.kind, cut.size),
-            (Kind::File, Some(2972)),
-            "a cut link text still gives the whole name"
-        );
+        assert_eq!((cut.kind, cut.size), (Kind::File, Some(2972)), "a cut link text still gives the whole name");
         assert_eq!(find(&items, "amp&er=sand.txt").size, Some(3051));
         assert_eq!(find(&items, "percent%41.txt").size, Some(2371));
         assert_eq!(find(&items, "quote\"double.txt").size, Some(2460));
@@ -338,87 +269,46 @@ mod tests {
         assert_eq!(find(&items, "empty-file").size, Some(0));
         let dir = find(&items, "dir%25pct");
         assert_eq!((dir.kind, dir.size), (Kind::Dir, None));
-        assert_eq!(
-            find(&items, "-leading-dash.txt").mtime,
-            parse_listing_date("23-Apr-2025", "23:36")
-        );
+        assert_eq!(find(&items, "-leading-dash.txt").mtime, parse_listing_date("23-Apr-2025", "23:36"));
     }
 
     #[test]
     fn nginx_json_and_html_list_the_same_names() {
-        let mut html: Vec<String> = parse_html(NGINX_HTML)
-            .unwrap()
-            .into_iter()
-            .map(|i| i.name)
-            .collect();
-        let mut json: Vec<String> = parse_nginx_json(NGINX_JSON)
-            .unwrap()
-            .into_iter()
-            .map(|i| i.name)
-            .collect();
+        let mut html: Vec<String> = parse_html(NGINX_HTML).unwrap().into_iter().map(|i| i.name).collect();
+        let mut json: Vec<String> = parse_nginx_json(NGINX_JSON).unwrap().into_iter().map(|i| i.name).collect();
         html.sort();
         json.sort();
         assert_eq!(html, json);
         let items = parse_nginx_json(NGINX_JSON).unwrap();
         let f = find(&items, "plain.txt");
         assert_eq!(f.size, Some(1934));
-        assert_eq!(
-            f.mtime.map(|m| m - m % 60),
-            parse_listing_date("08-Oct-2025", "02:13")
-        );
-        assert!(
-            parse_html(NGINX_SUBDIR)
-                .unwrap()
-                .iter()
-                .any(|i| i.name == "inner file.txt")
-        );
+        assert_eq!(f.mtime.map(|m| m - m % 60), parse_listing_date("08-Oct-2025", "02:13"));
+        assert!(parse_html(NGINX_SUBDIR).unwrap().iter().any(|i| i.name == "inner file.txt"));
     }
 
     #[test]
     fn apache_table_listing_gives_names_dates_and_exact_sizes_only_below_1k() {
-        let items = parse_html(include_str!(
-            "../../tests/fixtures/autoindex/apache-names.html"
-        ))
-        .unwrap();
-        assert!(
-            !items
-                .iter()
-                .any(|i| i.name == "Parent Directory" || i.name.starts_with('?'))
-        );
+        let items = parse_html(include_str!("../../tests/fixtures/autoindex/apache-names.html")).unwrap();
+        assert!(!items.iter().any(|i| i.name == "Parent Directory" || i.name.starts_with('?')));
         assert_eq!(
             items.len(),
             39,
             "every name of the directory (captured without index.htm, which Apache would serve instead)"
         );
         let upper = find(&items, "UPPER.TXT");
-        assert_eq!(
-            (upper.size, upper.mtime),
-            (Some(677), parse_listing_date("2025-10-13", "09:33"))
-        );
-        assert_eq!(
-            find(&items, "日本語.txt").size,
-            None,
-            "3.3K is rounded, so no size"
-        );
+        assert_eq!((upper.size, upper.mtime), (Some(677), parse_listing_date("2025-10-13", "09:33")));
+        assert_eq!(find(&items, "日本語.txt").size, None, "3.3K is rounded, so no size");
         assert_eq!(find(&items, "amp&er=sand.txt").kind, Kind::File);
         assert_eq!(find(&items, "colon:name.txt").size, Some(665));
         assert_eq!(find(&items, "quote'single.txt").kind, Kind::File);
         assert_eq!(find(&items, "ünï").kind, Kind::Dir);
-        let sub = parse_html(include_str!(
-            "../../tests/fixtures/autoindex/apache-subdir.html"
-        ))
-        .unwrap();
-        assert_eq!(
-            sub.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
-            ["inner file.txt"]
-        );
+        let sub = parse_html(include_str!("../../tests/fixtures/autoindex/apache-subdir.html")).unwrap();
+        assert_eq!(sub.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["inner file.txt"]);
     }
 
     #[test]
     fn traversal_in_links_is_rejected_after_one_decode() {
-        for href in [
-            "%2e%2e/", "..%2Fetc", "a%2Fb", "%2e%2e", "x%00y", "%ff%fe", "%zz",
-        ] {
+        for href in ["%2e%2e/", "..%2Fetc", "a%2Fb", "%2e%2e", "x%00y", "%ff%fe", "%zz"] {
             let page = format!("<a href=\"{href}\">x</a> 24-Nov-2026 19:00 5\n");
             assert!(parse_html(&page).is_err(), "{href} accepted");
         }
@@ -435,24 +325,16 @@ mod tests {
                     <a href=\"https://elsewhere.example/x\">x</a>\n<a href=\"./colon:name.txt\">colon:name.txt</a> 2026-11-24 19:00 12\n";
         let items = parse_html(page).unwrap();
         assert_eq!(items.len(), 1);
-        assert_eq!(
-            (items[0].name.as_str(), items[0].size),
-            ("colon:name.txt", Some(12))
-        );
+        assert_eq!((items[0].name.as_str(), items[0].size), ("colon:name.txt", Some(12)));
     }
 
     #[test]
     fn sha256sums_in_both_styles() {
         let d = "ab".repeat(32);
-        let text = format!(
-            "# comment\n{d}  plain.iso\n{d} *binary.iso\nSHA256 (bsd name.iso) = {d}\n{d}  ./dot.iso\n"
-        );
+        let text = format!("# comment\n{d}  plain.iso\n{d} *binary.iso\nSHA256 (bsd name.iso) = {d}\n{d}  ./dot.iso\n");
         let sums = parse_sha256sums(&text).unwrap();
         let names: Vec<&str> = sums.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(
-            names,
-            ["plain.iso", "binary.iso", "bsd name.iso", "dot.iso"]
-        );
+        assert_eq!(names, ["plain.iso", "binary.iso", "bsd name.iso", "dot.iso"]);
         assert!(parse_sha256sums("nothex  x\n").is_err());
     }
 }

@@ -28,16 +28,10 @@ struct Found {
     mtime: i64,
 }
 
-pub(super) async fn crawl(
-    up: &Upstreams,
-    i: usize,
-    published: Option<&Manifest>,
-) -> Result<Listing> {
+pub(super) async fn crawl(up: &Upstreams, i: usize, published: Option<&Manifest>) -> Result<Listing> {
     let base = &up.bases[i];
     if base.scheme() == "file" {
-        bail!(
-            "{base}: a file:// upstream needs a manifest (write one with `upmirror manifest DIR`)"
-        );
+        bail!("{base}: a file:// upstream needs a manifest (write one with `upmirror manifest DIR`)");
     }
     let mut found = Vec::new();
     let mut source = None;
@@ -61,15 +55,10 @@ pub(super) async fn crawl(
             source.get_or_insert(page_source);
             for item in items {
                 let path = format!("{prefix}{}", item.name);
-                let rel = RelPath::parse(&path)
-                    .map_err(|e| anyhow!("{}: {e}", dir_url(base, &prefix)))?;
+                let rel = RelPath::parse(&path).map_err(|e| anyhow!("{}: {e}", dir_url(base, &prefix)))?;
                 match item.kind {
                     Kind::Dir => frontier.push(format!("{path}/")),
-                    Kind::File => found.push(Found {
-                        path: rel,
-                        size: item.size,
-                        mtime: item.mtime.unwrap_or(0),
-                    }),
+                    Kind::File => found.push(Found { path: rel, size: item.size, mtime: item.mtime.unwrap_or(0) }),
                 }
                 if found.len() + frontier.len() > MAX_ENTRIES {
                     bail!("{base}: more than {MAX_ENTRIES} entries");
@@ -91,12 +80,19 @@ pub(super) async fn crawl(
     })
 }
 
+/// The format of the top listing and the newest mtime in it.
+pub(super) async fn probe_top(up: &Upstreams, i: usize) -> Result<(Source, i64)> {
+    let base = &up.bases[i];
+    if base.scheme() == "file" {
+        bail!("{base}: no manifest");
+    }
+    let (items, source) = fetch_page(up, base).await?;
+    Ok((source, items.iter().filter_map(|i| i.mtime).max().unwrap_or(0)))
+}
+
 /// One directory page, parsed by its format.
 async fn fetch_page(up: &Upstreams, url: &Url) -> Result<(Vec<Item>, Source)> {
-    let bytes = up
-        .get_small(url, MAX_PAGE_BYTES)
-        .await
-        .with_context(|| url.to_string())?;
+    let bytes = up.get_small(url, MAX_PAGE_BYTES).await.with_context(|| url.to_string())?;
     let text = std::str::from_utf8(&bytes).map_err(|_| anyhow!("{url}: listing is not UTF-8"))?;
     let parsed = if text.trim_start().starts_with('[') {
         parse_nginx_json(text).map(|items| (items, Source::AutoindexJson))
@@ -110,25 +106,15 @@ async fn fetch_page(up: &Upstreams, url: &Url) -> Result<(Vec<Item>, Source)> {
 
 /// Digests from every `SHA256SUMS` the crawl found, by full path.
 async fn fetch_sums(up: &Upstreams, i: usize, found: &[Found]) -> Result<HashMap<String, Digest>> {
-    let sums = found
-        .iter()
-        .filter(|f| f.path.as_str().rsplit('/').next() == Some(SUMS_FILE));
+    let sums = found.iter().filter(|f| f.path.as_str().rsplit('/').next() == Some(SUMS_FILE));
     let lists: Vec<Vec<(String, Digest)>> = stream::iter(sums)
         .map(|f| async move {
             let url = up.file_url(i, &f.path);
-            let bytes = up
-                .get_small(&url, MAX_PAGE_BYTES)
-                .await
-                .with_context(|| url.to_string())?;
+            let bytes = up.get_small(&url, MAX_PAGE_BYTES).await.with_context(|| url.to_string())?;
             let prefix = &f.path.as_str()[..f.path.as_str().len() - SUMS_FILE.len()];
             let text = String::from_utf8_lossy(&bytes);
             let pairs = parse_sha256sums(&text).map_err(|e| anyhow!("{url}: {e}"))?;
-            Ok::<_, anyhow::Error>(
-                pairs
-                    .into_iter()
-                    .map(|(name, d)| (format!("{prefix}{name}"), d))
-                    .collect(),
-            )
+            Ok::<_, anyhow::Error>(pairs.into_iter().map(|(name, d)| (format!("{prefix}{name}"), d)).collect())
         })
         .buffer_unordered(up.concurrency)
         .try_collect()
@@ -144,27 +130,18 @@ async fn settle_sizes(
     published: Option<&Manifest>,
     digests: HashMap<String, Digest>,
 ) -> Result<Vec<Entry>> {
-    let known: HashMap<&str, &Entry> = published
-        .map(|m| m.files.iter().map(|e| (e.path.as_str(), e)).collect())
-        .unwrap_or_default();
+    let known: HashMap<&str, &Entry> =
+        published.map(|m| m.files.iter().map(|e| (e.path.as_str(), e)).collect()).unwrap_or_default();
     stream::iter(found)
         .map(|f| {
-            let old = known
-                .get(f.path.as_str())
-                .filter(|old| old.mtime == f.mtime)
-                .map(|old| old.size);
+            let old = known.get(f.path.as_str()).filter(|old| old.mtime == f.mtime).map(|old| old.size);
             let sha256 = digests.get(f.path.as_str()).copied();
             async move {
                 let size = match f.size.or(old) {
                     Some(size) => size,
                     None => up.content_length(&up.file_url(i, &f.path)).await?,
                 };
-                Ok(Entry {
-                    path: f.path,
-                    size,
-                    mtime: f.mtime,
-                    sha256,
-                })
+                Ok(Entry { path: f.path, size, mtime: f.mtime, sha256 })
             }
         })
         .buffer_unordered(up.concurrency)
@@ -184,16 +161,7 @@ fn dir_url(base: &Url, prefix: &str) -> Url {
 fn identity(m: &Manifest) -> Digest {
     let mut h = Sha256::new();
     for e in &m.files {
-        h.update(
-            format!(
-                "{}\0{}\0{}\0{:?}\n",
-                e.path.as_str(),
-                e.size,
-                e.mtime,
-                e.sha256
-            )
-            .as_bytes(),
-        );
+        h.update(format!("{}\0{}\0{}\0{:?}\n", e.path.as_str(), e.size, e.mtime, e.sha256).as_bytes());
     }
     Digest(h.finalize().into())
 }

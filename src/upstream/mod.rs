@@ -7,7 +7,7 @@ mod autoindex;
 mod crawl;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
@@ -70,6 +70,28 @@ pub struct Listing {
     pub manifest: Manifest,
 }
 
+/// What `upmirror mirrors` reports of one upstream.
+#[derive(Debug, Default, Serialize)]
+pub struct Probe {
+    pub url: String,
+    pub usable: bool,
+    /// `verified, pinned FILE`, `verified, system roots`, `FAILED` or `-`.
+    pub tls: String,
+    /// `accepted`, `REJECTED` or `-`.
+    pub client_cert: String,
+    pub latency_ms: Option<u64>,
+    pub listing: Option<&'static str>,
+    /// Seconds since `generated_at`, or since the newest mtime of the top listing.
+    pub age_secs: Option<i64>,
+    /// Files in the manifest (a crawl is not run to count them).
+    pub files: Option<usize>,
+    pub error: Option<String>,
+}
+
+fn is_not_found(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<HttpStatus>().is_some_and(|s| s.status == 404)
+}
+
 /// An HTTP status that is not success.
 #[derive(Debug, thiserror::Error)]
 #[error("HTTP {status}{hint}")]
@@ -92,6 +114,9 @@ pub struct Upstreams {
     manifest_name: String,
     listing: ListingKind,
     concurrency: usize,
+    /// What server certificates are checked against, for reports.
+    trust: String,
+    has_client_cert: bool,
     client: Client,
 }
 
@@ -108,6 +133,8 @@ impl Upstreams {
             manifest_name: cfg.manifest_name.clone(),
             listing: cfg.listing,
             concurrency: cfg.concurrency,
+            trust: cfg.tls.ca_file.as_ref().map_or("system roots".to_owned(), |f| format!("pinned {}", f.display())),
+            has_client_cert: cfg.tls.client_cert.is_some(),
             client: build_client(cfg)?,
         })
     }
@@ -138,41 +165,71 @@ impl Upstreams {
         published: Option<&Manifest>,
     ) -> Result<ListOutcome> {
         let url = self.manifest_url(i)?;
-        let crawl = || async {
-            crawl::crawl(self, i, published)
-                .await
-                .map(ListOutcome::Fetched)
-        };
+        let crawl = || async { crawl::crawl(self, i, published).await.map(ListOutcome::Fetched) };
         match self.listing {
             ListingKind::Autoindex => crawl().await,
-            ListingKind::Manifest => self
-                .fetch_manifest(i, &url, known(&url))
-                .await
-                .with_context(|| url.to_string()),
+            ListingKind::Manifest => self.fetch_manifest(i, &url, known(&url)).await.with_context(|| url.to_string()),
             ListingKind::Auto => match self.fetch_manifest(i, &url, known(&url)).await {
-                Err(e)
-                    if e.downcast_ref::<HttpStatus>()
-                        .is_some_and(|s| s.status == 404) =>
-                {
-                    crawl().await
-                }
+                Err(e) if is_not_found(&e) => crawl().await,
                 other => other.with_context(|| url.to_string()),
             },
         }
     }
 
-    pub fn manifest_url(&self, i: usize) -> Result<Url> {
-        self.bases[i]
-            .join(&self.manifest_name)
-            .context("manifest URL")
+    /// Check upstream `i` without crawling it: its manifest, or else its top
+    /// directory listing.
+    pub async fn probe(&self, i: usize) -> Probe {
+        let start = Instant::now();
+        let result = match self.manifest_url(i) {
+            Ok(url) => match self.fetch_manifest(i, &url, None).await {
+                Err(e) if self.listing != ListingKind::Manifest && is_not_found(&e) => {
+                    crawl::probe_top(self, i).await.map(|(source, newest)| (source, Some(newest), None))
+                }
+                Ok(ListOutcome::Fetched(l)) => {
+                    let generated = l.manifest.generated_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+                    Ok((Source::Manifest, Some(generated), Some(l.manifest.files.len())))
+                }
+                Ok(ListOutcome::Unchanged { .. }) => unreachable!("no validators were sent"),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        let latency_ms = start.elapsed().as_millis() as u64;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let https = self.bases[i].scheme() == "https";
+        let mut probe = Probe { url: self.bases[i].to_string(), usable: result.is_ok(), ..Probe::default() };
+        match result {
+            Ok((source, newest, files)) => {
+                probe.latency_ms = Some(latency_ms);
+                probe.listing = Some(source.label());
+                probe.age_secs = newest.map(|t| now - t);
+                probe.files = files;
+                probe.tls = if https { format!("verified, {}", self.trust) } else { "-".into() };
+                probe.client_cert = if self.has_client_cert { "accepted" } else { "-" }.into();
+            }
+            Err(e) => {
+                let err = format!("{e:#}");
+                let tls_failed = err.contains("invalid peer certificate");
+                let client_rejected = err.contains("client certificate");
+                // A status code or a client-certificate complaint means the handshake got that far.
+                let handshake_done = client_rejected || e.downcast_ref::<HttpStatus>().is_some();
+                probe.tls = match (https, tls_failed, handshake_done) {
+                    (true, true, _) => "FAILED".into(),
+                    (true, false, true) => format!("verified, {}", self.trust),
+                    _ => "-".into(),
+                };
+                probe.client_cert = if client_rejected { "REJECTED" } else { "-" }.into();
+                probe.error = Some(err);
+            }
+        }
+        probe
     }
 
-    async fn fetch_manifest(
-        &self,
-        upstream: usize,
-        url: &Url,
-        known: Option<Validators>,
-    ) -> Result<ListOutcome> {
+    pub fn manifest_url(&self, i: usize) -> Result<Url> {
+        self.bases[i].join(&self.manifest_name).context("manifest URL")
+    }
+
+    async fn fetch_manifest(&self, upstream: usize, url: &Url, known: Option<Validators>) -> Result<ListOutcome> {
         let (bytes, validators) = if url.scheme() == "file" {
             (read_local(&file_path(url)?).await?, Validators::default())
         } else {
@@ -187,22 +244,11 @@ impl Upstreams {
             }
             let resp = send(req).await?;
             if resp.status() == StatusCode::NOT_MODIFIED && known.is_some() {
-                return Ok(ListOutcome::Unchanged {
-                    upstream,
-                    url: url.clone(),
-                });
+                return Ok(ListOutcome::Unchanged { upstream, url: url.clone() });
             }
             let resp = check_status(resp)?;
-            let header = |name| {
-                resp.headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            };
-            let validators = Validators {
-                etag: header(ETAG),
-                last_modified: header(LAST_MODIFIED),
-            };
+            let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let validators = Validators { etag: header(ETAG), last_modified: header(LAST_MODIFIED) };
             (read_capped(resp, MAX_LISTING_BYTES).await?, validators)
         };
         let manifest = Manifest::parse(&bytes).map_err(anyhow::Error::msg)?;
@@ -231,9 +277,7 @@ impl Upstreams {
         let url = self.file_url(i, rel);
         if url.scheme() == "file" {
             let path = file_path(&url)?;
-            let f = tokio::fs::File::open(&path)
-                .await
-                .with_context(|| format!("{}", path.display()))?;
+            let f = tokio::fs::File::open(&path).await.with_context(|| format!("{}", path.display()))?;
             return Ok(Body::File(f));
         }
         let resp = check_status(send(self.client.get(url)).await?)?;
@@ -250,10 +294,7 @@ impl Upstreams {
     /// The exact length of a file, from a HEAD request.
     async fn content_length(&self, url: &Url) -> Result<u64> {
         let resp = check_status(send(self.client.head(url.clone())).await?)?;
-        let len = resp
-            .headers()
-            .get(reqwest::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let len = resp.headers().get(reqwest::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
         len.ok_or_else(|| anyhow!("{url}: no Content-Length"))
     }
 }
@@ -268,12 +309,7 @@ impl Body {
     /// The body's `Last-Modified`, in seconds since the epoch.
     pub fn last_modified(&self) -> Option<i64> {
         match self {
-            Body::Http(resp) => resp
-                .headers()
-                .get(LAST_MODIFIED)?
-                .to_str()
-                .ok()
-                .and_then(parse_http_date),
+            Body::Http(resp) => resp.headers().get(LAST_MODIFIED)?.to_str().ok().and_then(parse_http_date),
             Body::File(_) => None,
         }
     }
@@ -306,11 +342,7 @@ fn build_client(cfg: &Config) -> Result<Client> {
             if attempt.previous().len() > MAX_REDIRECTS {
                 attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
             } else if (next.scheme(), next.host_str(), next.port_or_known_default())
-                != (
-                    origin.scheme(),
-                    origin.host_str(),
-                    origin.port_or_known_default(),
-                )
+                != (origin.scheme(), origin.host_str(), origin.port_or_known_default())
             {
                 let refused = format!("redirect to another origin refused: {next}");
                 attempt.error(refused)
@@ -320,34 +352,22 @@ fn build_client(cfg: &Config) -> Result<Client> {
         }));
     if let Some(ca) = &cfg.tls.ca_file {
         let pem = std::fs::read(ca).with_context(|| format!("ca_file {}", ca.display()))?;
-        let certs = Certificate::from_pem_bundle(&pem)
-            .map_err(|e| ConfigError(format!("ca_file {}: {e}", ca.display())))?;
+        let certs =
+            Certificate::from_pem_bundle(&pem).map_err(|e| ConfigError(format!("ca_file {}: {e}", ca.display())))?;
         if certs.is_empty() {
-            return Err(ConfigError(format!(
-                "ca_file {}: no PEM certificate in it",
-                ca.display()
-            ))
-            .into());
+            return Err(ConfigError(format!("ca_file {}: no PEM certificate in it", ca.display())).into());
         }
         builder = builder.tls_certs_only(certs);
     }
     if let (Some(cert), Some(key)) = (&cfg.tls.client_cert, &cfg.tls.client_key) {
-        let mut pem =
-            std::fs::read(cert).with_context(|| format!("client_cert {}", cert.display()))?;
+        let mut pem = std::fs::read(cert).with_context(|| format!("client_cert {}", cert.display()))?;
         pem.push(b'\n');
         pem.extend(std::fs::read(key).with_context(|| format!("client_key {}", key.display()))?);
-        let id = Identity::from_pem(&pem).map_err(|e| {
-            ConfigError(format!(
-                "client_cert {} / client_key {}: {e}",
-                cert.display(),
-                key.display()
-            ))
-        })?;
+        let id = Identity::from_pem(&pem)
+            .map_err(|e| ConfigError(format!("client_cert {} / client_key {}: {e}", cert.display(), key.display())))?;
         builder = builder.identity(id);
     }
-    builder
-        .build()
-        .map_err(|e| anyhow!("could not build the HTTPS client: {}", describe(e)))
+    builder.build().map_err(|e| anyhow!("could not build the HTTPS client: {}", describe(e)))
 }
 
 async fn send(req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
@@ -365,11 +385,7 @@ fn check_status(resp: reqwest::Response) -> Result<reqwest::Response> {
         401 | 403 => " (access denied)",
         _ => "",
     };
-    Err(HttpStatus {
-        status: status.as_u16(),
-        hint,
-    }
-    .into())
+    Err(HttpStatus { status: status.as_u16(), hint }.into())
 }
 
 /// The whole error chain on one line: reqwest hides the TLS cause in sources.
@@ -402,14 +418,9 @@ async fn read_capped(mut resp: reqwest::Response, cap: u64) -> Result<Vec<u8>> {
 }
 
 async fn read_local(path: &std::path::Path) -> Result<Vec<u8>> {
-    let f = tokio::fs::File::open(path)
-        .await
-        .with_context(|| format!("{}", path.display()))?;
+    let f = tokio::fs::File::open(path).await.with_context(|| format!("{}", path.display()))?;
     let mut out = Vec::new();
-    f.take(MAX_LISTING_BYTES + 1)
-        .read_to_end(&mut out)
-        .await
-        .with_context(|| format!("{}", path.display()))?;
+    f.take(MAX_LISTING_BYTES + 1).read_to_end(&mut out).await.with_context(|| format!("{}", path.display()))?;
     if out.len() as u64 > MAX_LISTING_BYTES {
         bail!("listing larger than {MAX_LISTING_BYTES} bytes");
     }
@@ -417,6 +428,5 @@ async fn read_local(path: &std::path::Path) -> Result<Vec<u8>> {
 }
 
 fn file_path(url: &Url) -> Result<PathBuf> {
-    url.to_file_path()
-        .map_err(|_| anyhow!("{url}: not a local file path"))
+    url.to_file_path().map_err(|_| anyhow!("{url}: not a local file path"))
 }

@@ -7,11 +7,7 @@ fn a_plain_http_upstream_is_a_configuration_error_before_any_request() {
     let env = Env::new();
     let out = env.sync("http://127.0.0.1:9/", &[]);
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(
-        out.stderr.contains("plain http is refused"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("plain http is refused"), "{}", out.stderr);
     assert!(!env.root.exists(), "nothing created");
 }
 
@@ -20,11 +16,7 @@ fn a_missing_config_file_named_on_the_command_line_is_an_error() {
     let env = Env::new();
     let out = env.run(&["--config", "/nonexistent/upmirror.toml", "sync"]);
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(
-        out.stderr.contains("/nonexistent/upmirror.toml"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("/nonexistent/upmirror.toml"), "{}", out.stderr);
 }
 
 #[test]
@@ -34,31 +26,22 @@ fn config_file_env_and_flags_layer_in_order() {
     let config = env.dir.path().join("upmirror.toml");
     std::fs::write(
         &config,
-        format!("root = \"/nonexistent/never-used\"\nupstreams = [\"{}\"]\nca_file = \"{}\"\nkeep = 0\n", server.url(), env.pki.ca.display()),
+        format!(
+            "root = \"/nonexistent/never-used\"\nupstreams = [\"{}\"]\nca_file = \"{}\"\nkeep = 0\n",
+            server.url(),
+            env.pki.ca.display()
+        ),
     )
     .unwrap();
     let cfg = config.to_str().unwrap();
     // keep = 0 in the file is invalid; the env value wins over it, and the flag's root over the file's.
-    let out = env.run_env(
-        &[
-            "--config",
-            cfg,
-            "sync",
-            "--root",
-            env.root.to_str().unwrap(),
-        ],
-        &[("UPMIRROR_KEEP", "2")],
-    );
+    let out = env.run_env(&["--config", cfg, "sync", "--root", env.root.to_str().unwrap()], &[("UPMIRROR_KEEP", "2")]);
     assert_eq!(out.code, 0, "{out:?}");
     env.assert_mirrors_upstream();
     // The file alone is used when nothing overrides it, and its error names the key.
     let out = env.run(&["--config", cfg, "sync"]);
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(
-        out.stderr.contains("keep must be at least 1"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("keep must be at least 1"), "{}", out.stderr);
 }
 
 #[test]
@@ -68,11 +51,7 @@ fn an_unknown_config_key_is_an_error_naming_the_file() {
     std::fs::write(&config, "upstream = \"https://x/\"\n").unwrap();
     let out = env.run(&["--config", config.to_str().unwrap(), "sync"]);
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(
-        out.stderr.contains("bad.toml") && out.stderr.contains("unknown field"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("bad.toml") && out.stderr.contains("unknown field"), "{}", out.stderr);
 }
 
 #[test]
@@ -82,13 +61,7 @@ fn upstreams_from_the_environment_are_comma_separated_and_tried_in_order() {
     // The first upstream refuses connections (port 9 on loopback: discard, not listening).
     let list = format!("https://127.0.0.1:9/,{}", server.url());
     let out = env.run_env(
-        &[
-            "sync",
-            "--root",
-            env.root.to_str().unwrap(),
-            "--ca-file",
-            env.pki.ca.to_str().unwrap(),
-        ],
+        &["sync", "--root", env.root.to_str().unwrap(), "--ca-file", env.pki.ca.to_str().unwrap()],
         &[("UPMIRROR_UPSTREAMS", &list)],
     );
     assert_eq!(out.code, 0, "{out:?}");
@@ -98,24 +71,17 @@ fn upstreams_from_the_environment_are_comma_separated_and_tried_in_order() {
 #[test]
 fn manifest_writes_a_valid_manifest_for_any_directory() {
     let env = Env::with_sample_tree();
-    let doc: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(env.upstream.join("upmirror-manifest.json")).unwrap(),
-    )
-    .unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.upstream.join("upmirror-manifest.json")).unwrap()).unwrap();
     assert_eq!(doc["format"], "upmirror-manifest/1");
     let files = doc["files"].as_array().unwrap();
     assert_eq!(files.len(), 26, "every file but the manifest itself");
     let empty = files.iter().find(|f| f["path"] == "empty").unwrap();
-    assert_eq!(
-        empty["sha256"],
-        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-    );
+    assert_eq!(empty["sha256"], "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     assert_eq!(empty["mtime"], crate::support::MTIME);
     // Writing it again does not list the manifest itself.
     env.make_manifest();
-    let again: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(env.upstream.join("upmirror-manifest.json")).unwrap(),
-    )
-    .unwrap();
+    let again: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.upstream.join("upmirror-manifest.json")).unwrap()).unwrap();
     assert_eq!(again["files"], doc["files"]);
 }

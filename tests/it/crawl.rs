@@ -3,29 +3,20 @@
 
 use std::fs;
 
-use crate::support::{Env, Fault, MTIME, Options, files, pseudo_random};
+use crate::support::{Env, Fault, MTIME, Options, Server, files, pseudo_random};
 
 /// A tree nginx can list whole: no dotfiles, no index.html, awkward names.
 fn crawlable() -> Env {
     let env = Env::new();
     env.write("releases/11.2/core.zip", &pseudo_random(200_000, 1));
     env.write("releases/current.json", b"{\"version\":\"11.2\"}\n");
-    env.write(
-        "docs/read me #1 100%?.txt",
-        b"spaces, hash, percent, question mark\n",
-    );
+    env.write("docs/read me #1 100%?.txt", b"spaces, hash, percent, question mark\n");
     env.write("docs/amp&er=sand;semi 'q' \"dq\".txt", b"entities\n");
-    env.write(
-        &format!("long/{}.bin", "n".repeat(120)),
-        b"a name longer than nginx shows\n",
-    );
+    env.write(&format!("long/{}.bin", "n".repeat(120)), b"a name longer than nginx shows\n");
     env.write("ünï/日本語.txt", b"utf-8\n");
     env.write("empty", b"");
     for i in 0..12 {
-        env.write(
-            &format!("pool/p{i:02}.deb"),
-            &pseudo_random(1000 + i * 37, i as u64),
-        );
+        env.write(&format!("pool/p{i:02}.deb"), &pseudo_random(1000 + i * 37, i as u64));
     }
     env
 }
@@ -33,10 +24,7 @@ fn crawlable() -> Env {
 fn assert_same_files(env: &Env) {
     let (want, got) = (files(&env.upstream), files(&env.current()));
     let names = |m: &std::collections::BTreeMap<String, (Vec<u8>, i64)>| {
-        m.keys()
-            .filter(|k| k.as_str() != "upmirror-manifest.json")
-            .cloned()
-            .collect::<Vec<_>>()
+        m.keys().filter(|k| k.as_str() != "upmirror-manifest.json").cloned().collect::<Vec<_>>()
     };
     assert_eq!(names(&got), names(&want));
     for (k, (bytes, mtime)) in &want {
@@ -58,11 +46,7 @@ fn nginx_json_listing_syncs_byte_identical_with_mtimes_then_only_what_changed() 
     let out = env.sync(&nginx.json_url(), &[]);
     assert_eq!(out.code, 0, "{out:?}");
     let hits = nginx.file_hits();
-    assert!(
-        hits.iter()
-            .all(|h| h.uri == "/upmirror-manifest.json" && h.status == 404),
-        "no file fetched: {hits:?}"
-    );
+    assert!(hits.iter().all(|h| h.uri == "/upmirror-manifest.json" && h.status == 404), "no file fetched: {hits:?}");
     assert_eq!(env.snapshot_ids().len(), 1);
 
     // Change one file, add one, remove one: exactly two file GETs.
@@ -72,12 +56,8 @@ fn nginx_json_listing_syncs_byte_identical_with_mtimes_then_only_what_changed() 
     nginx.clear_log();
     let out = env.sync(&nginx.json_url(), &[]);
     assert_eq!(out.code, 0, "{out:?}");
-    let mut got: Vec<String> = nginx
-        .file_hits()
-        .into_iter()
-        .filter(|h| h.method == "GET" && h.status == 200)
-        .map(|h| h.uri)
-        .collect();
+    let mut got: Vec<String> =
+        nginx.file_hits().into_iter().filter(|h| h.method == "GET" && h.status == 200).map(|h| h.uri).collect();
     got.sort();
     assert_eq!(got, ["/pool/new.deb", "/pool/p03.deb"]);
     assert_same_files(&env);
@@ -91,60 +71,34 @@ fn nginx_html_listing_syncs_every_name_with_exact_mtimes() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_same_files(&env);
     nginx.clear_log();
-    assert_eq!(
-        env.sync(&nginx.html_url(), &["--listing", "autoindex"])
-            .code,
-        0
-    );
+    assert_eq!(env.sync(&nginx.html_url(), &["--listing", "autoindex"]).code, 0);
     assert!(nginx.file_hits().is_empty(), "{:?}", nginx.file_hits());
 }
 
 #[test]
 fn sha256sums_in_a_directory_verify_the_files_it_names() {
     let env = crawlable();
-    let digest = |b: &[u8]| {
-        sha2::Sha256::digest(b)
-            .iter()
-            .map(|x| format!("{x:02x}"))
-            .collect::<String>()
-    };
+    let digest = |b: &[u8]| sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect::<String>();
     use sha2::Digest as _;
     let core = pseudo_random(200_000, 1);
-    env.write(
-        "releases/11.2/SHA256SUMS",
-        format!("{}  core.zip\n", digest(b"not the real bytes")).as_bytes(),
-    );
+    env.write("releases/11.2/SHA256SUMS", format!("{}  core.zip\n", digest(b"not the real bytes")).as_bytes());
     let nginx = env.nginx(&env.upstream, "nginx");
     let out = env.sync(&nginx.json_url(), &[]);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(
-        out.stderr.contains("sha256 mismatch") && out.stderr.contains("releases/11.2/core.zip"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("sha256 mismatch") && out.stderr.contains("releases/11.2/core.zip"), "{}", out.stderr);
     assert!(!env.current().exists());
-    env.write(
-        "releases/11.2/SHA256SUMS",
-        format!("{}  core.zip\n", digest(&core)).as_bytes(),
-    );
+    env.write("releases/11.2/SHA256SUMS", format!("{}  core.zip\n", digest(&core)).as_bytes());
     assert_eq!(env.sync(&nginx.json_url(), &[]).code, 0);
 }
 
 #[test]
 fn a_page_that_is_not_a_listing_fails_the_run() {
     let env = crawlable();
-    env.write(
-        "docs/index.html",
-        b"<html><body><a href=\"elsewhere.html\">a page, not a listing</a></body></html>",
-    );
+    env.write("docs/index.html", b"<html><body><a href=\"elsewhere.html\">a page, not a listing</a></body></html>");
     let nginx = env.nginx(&env.upstream, "nginx");
     let out = env.sync(&nginx.html_url(), &[]);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(
-        out.stderr.contains("/docs/: not a directory listing"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("/docs/: not a directory listing"), "{}", out.stderr);
 }
 
 #[test]
@@ -158,10 +112,7 @@ fn a_manifest_upstream_that_has_not_changed_gets_no_file_request_from_nginx() {
     assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{out:?}");
     let hits = nginx.hits();
     assert_eq!(hits.len(), 1, "{hits:?}");
-    assert_eq!(
-        (hits[0].uri.as_str(), hits[0].status),
-        ("/upmirror-manifest.json", 304)
-    );
+    assert_eq!((hits[0].uri.as_str(), hits[0].status), ("/upmirror-manifest.json", 304));
 }
 
 #[test]
@@ -186,11 +137,7 @@ fn a_file_failing_on_the_primary_comes_from_the_secondary() {
     env.assert_mirrors_upstream();
     let mut from_secondary: Vec<String> = secondary.log().into_iter().map(|r| r.path).collect();
     from_secondary.sort();
-    assert_eq!(
-        from_secondary,
-        ["/pool/p03.deb", "/pool/p04.deb"],
-        "only the two failed files"
-    );
+    assert_eq!(from_secondary, ["/pool/p03.deb", "/pool/p04.deb"], "only the two failed files");
 }
 
 #[test]
@@ -201,7 +148,7 @@ fn a_lagging_secondary_can_never_mix_an_older_file_in() {
     fs::create_dir_all(other.join("pool")).unwrap();
     fs::write(other.join("pool/p03.deb"), b"an older build").unwrap();
     let primary = env.serve();
-    let secondary = crate::support::Server::start(&other, &env.pki, Options::default());
+    let secondary = Server::start(&other, &env.pki, Options::default());
     primary.fault("/pool/p03.deb", Fault::Status(500));
     let out = env.run(&[
         "sync",
@@ -215,11 +162,7 @@ fn a_lagging_secondary_can_never_mix_an_older_file_in() {
         &secondary.url(),
     ]);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(
-        out.stderr.contains("HTTP 500") && out.stderr.contains("got 14 bytes"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("HTTP 500") && out.stderr.contains("got 14 bytes"), "{}", out.stderr);
     assert!(!env.current().exists());
 
     // Crawl mode: same size, other mtime — the Last-Modified check rejects it.
@@ -227,13 +170,10 @@ fn a_lagging_secondary_can_never_mix_an_older_file_in() {
     let other = env.dir.path().join("other");
     fs::create_dir_all(other.join("pool")).unwrap();
     fs::write(other.join("pool/p03.deb"), pseudo_random(1000 + 3 * 37, 99)).unwrap();
-    filetime::set_file_mtime(
-        other.join("pool/p03.deb"),
-        filetime::FileTime::from_unix_time(MTIME - 86_400, 0),
-    )
-    .unwrap();
+    filetime::set_file_mtime(other.join("pool/p03.deb"), filetime::FileTime::from_unix_time(MTIME - 86_400, 0))
+        .unwrap();
     let primary = env.serve();
-    let secondary = crate::support::Server::start(&other, &env.pki, Options::default());
+    let secondary = Server::start(&other, &env.pki, Options::default());
     primary.fault("/pool/p03.deb", Fault::Status(500));
     let out = env.run(&[
         "sync",
@@ -249,11 +189,7 @@ fn a_lagging_secondary_can_never_mix_an_older_file_in() {
         &secondary.url(),
     ]);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(
-        out.stderr.contains("differs from the listing's mtime"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("differs from the listing's mtime"), "{}", out.stderr);
     assert!(!env.current().exists());
 }
 
@@ -283,4 +219,55 @@ fn a_two_tier_chain_mirrors_the_upstream_through_the_first_mirrors_nginx() {
     for (k, (bytes, mtime)) in &want {
         assert_eq!((&b[k].0, b[k].1), (bytes, *mtime), "{k}");
     }
+}
+
+#[test]
+fn mirrors_reports_each_upstream_in_order_and_succeeds_when_one_is_usable() {
+    let env = crawlable();
+    let nginx = env.nginx(&env.upstream, "nginx");
+    let manifest_env = Env::with_sample_tree();
+    manifest_env.set_generated_at("2026-01-01T00:00:00Z");
+    let with_manifest = Server::start(&manifest_env.upstream, &env.pki, Options::default());
+    let ca = env.pki.ca.to_str().unwrap();
+    let args = ["mirrors", "--json", "--ca-file", ca, "--upstream", "https://127.0.0.1:9/", "--upstream", &with_manifest.url()];
+    let out = env.run(&[&args[..], &["--upstream", &nginx.json_url(), "--upstream", &nginx.html_url()]].concat());
+    assert_eq!(out.code, 0, "{out:?}");
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let rows = doc.as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    assert_eq!((rows[0]["usable"].as_bool(), rows[0]["tls"].as_str()), (Some(false), Some("-")));
+    assert!(rows[0]["error"].as_str().unwrap().contains("Connection refused"));
+    assert_eq!(rows[1]["listing"], "manifest");
+    assert_eq!(rows[1]["files"], 26);
+    assert_eq!(rows[1]["tls"], format!("verified, pinned {ca}"));
+    assert!(rows[1]["age_secs"].as_i64().unwrap() > 86_400 * 30, "age from generated_at");
+    assert_eq!(rows[2]["listing"], "autoindex-json");
+    assert_eq!(rows[3]["listing"], "autoindex-html");
+    // The human table names the crawl limits.
+    let out = env.run(&["mirrors", "--ca-file", ca, "--upstream", &nginx.json_url()]);
+    assert!(out.stdout.contains("never show dotfiles"), "{}", out.stdout);
+}
+
+#[test]
+fn mirrors_fails_when_no_upstream_is_usable_and_says_why() {
+    let env = Env::with_sample_tree();
+    let mtls = env.serve_with(Options { client_ca: Some(env.pki.client_ca.clone()), ..Default::default() });
+    let plain = env.serve();
+    let rogue = env.pki.rogue_ca.to_str().unwrap();
+    let out = env.run(&["mirrors", "--json", "--ca-file", rogue, "--upstream", &plain.url()]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(doc[0]["tls"], "FAILED");
+    assert!(out.stderr.contains("no upstream is usable"));
+
+    let ca = env.pki.ca.to_str().unwrap();
+    let out = env.run(&["mirrors", "--json", "--ca-file", ca, "--upstream", &mtls.url()]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(doc[0]["client_cert"], "REJECTED");
+    let (cert, key) = (env.pki.client_cert.to_str().unwrap(), env.pki.client_key.to_str().unwrap());
+    let out = env.run(&["mirrors", "--json", "--ca-file", ca, "--client-cert", cert, "--client-key", key, "--upstream", &mtls.url()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(doc[0]["client_cert"], "accepted");
 }

@@ -16,11 +16,7 @@ fn a_server_from_another_ca_is_refused_and_nothing_is_published() {
         env.pki.rogue_ca.to_str().unwrap(),
     ]);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(
-        out.stderr.contains("UnknownIssuer") || out.stderr.contains("certificate"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("UnknownIssuer") || out.stderr.contains("certificate"), "{}", out.stderr);
     assert!(!env.current().exists());
     env.assert_sentinel_intact();
 }
@@ -35,32 +31,11 @@ fn the_pin_replaces_the_system_roots() {
     let trust_rogue = [("SSL_CERT_FILE", env.pki.rogue_ca.to_str().unwrap())];
     let root = env.root.to_str().unwrap();
     // The control: without a pin, a system-trusted root is accepted.
-    let out = env.run_env(
-        &[
-            "sync",
-            "--dry-run",
-            "--root",
-            root,
-            "--upstream",
-            &rogue.url(),
-        ],
-        &trust_rogue,
-    );
-    assert_eq!(
-        out.code, 0,
-        "the system roots (SSL_CERT_FILE) trust the rogue CA: {out:?}"
-    );
+    let out = env.run_env(&["sync", "--dry-run", "--root", root, "--upstream", &rogue.url()], &trust_rogue);
+    assert_eq!(out.code, 0, "the system roots (SSL_CERT_FILE) trust the rogue CA: {out:?}");
     // With the pin, the same system-trusted server is refused.
     let out = env.run_env(
-        &[
-            "sync",
-            "--root",
-            root,
-            "--upstream",
-            &rogue.url(),
-            "--ca-file",
-            env.pki.ca.to_str().unwrap(),
-        ],
+        &["sync", "--root", root, "--upstream", &rogue.url(), "--ca-file", env.pki.ca.to_str().unwrap()],
         &trust_rogue,
     );
     assert_eq!(out.code, 1, "{out:?}");
@@ -71,18 +46,10 @@ fn the_pin_replaces_the_system_roots() {
 #[test]
 fn mutual_tls_works_with_the_client_certificate() {
     let env = Env::with_sample_tree();
-    let server = env.serve_with(Options {
-        client_ca: Some(env.pki.client_ca.clone()),
-        ..Default::default()
-    });
+    let server = env.serve_with(Options { client_ca: Some(env.pki.client_ca.clone()), ..Default::default() });
     let out = env.sync(
         &server.url(),
-        &[
-            "--client-cert",
-            env.pki.client_cert.to_str().unwrap(),
-            "--client-key",
-            env.pki.client_key.to_str().unwrap(),
-        ],
+        &["--client-cert", env.pki.client_cert.to_str().unwrap(), "--client-key", env.pki.client_key.to_str().unwrap()],
     );
     assert_eq!(out.code, 0, "{out:?}");
     env.assert_mirrors_upstream();
@@ -91,22 +58,14 @@ fn mutual_tls_works_with_the_client_certificate() {
 #[test]
 fn a_missing_or_foreign_client_certificate_fails_clearly() {
     let env = Env::with_sample_tree();
-    let server = env.serve_with(Options {
-        client_ca: Some(env.pki.client_ca.clone()),
-        ..Default::default()
-    });
+    let server = env.serve_with(Options { client_ca: Some(env.pki.client_ca.clone()), ..Default::default() });
     let out = env.sync(&server.url(), &[]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("client certificate"), "{}", out.stderr);
     // A certificate from a CA the upstream does not accept (the server's own leaf).
     let out = env.sync(
         &server.url(),
-        &[
-            "--client-cert",
-            env.pki.server_cert.to_str().unwrap(),
-            "--client-key",
-            env.pki.server_key.to_str().unwrap(),
-        ],
+        &["--client-cert", env.pki.server_cert.to_str().unwrap(), "--client-key", env.pki.server_key.to_str().unwrap()],
     );
     assert_eq!(out.code, 1, "{out:?}");
     assert!(!env.current().exists());
@@ -121,8 +80,7 @@ fn a_redirect_to_another_host_is_refused_and_named() {
     let out = env.sync(&server.url(), &[]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
-        out.stderr.contains("redirect to another origin refused")
-            && out.stderr.contains(&elsewhere),
+        out.stderr.contains("redirect to another origin refused") && out.stderr.contains(&elsewhere),
         "{}",
         out.stderr
     );
@@ -133,15 +91,8 @@ fn a_redirect_to_another_host_is_refused_and_named() {
 fn a_same_origin_redirect_is_followed_and_a_loop_stops() {
     let env = Env::with_sample_tree();
     let server = env.serve();
-    server.fault(
-        "/pool/p01.deb",
-        Fault::Redirect("/pool/p01-moved.deb".into()),
-    );
-    std::fs::copy(
-        env.upstream.join("pool/p01.deb"),
-        env.upstream.join("pool/p01-moved.deb"),
-    )
-    .unwrap();
+    server.fault("/pool/p01.deb", Fault::Redirect("/pool/p01-moved.deb".into()));
+    std::fs::copy(env.upstream.join("pool/p01.deb"), env.upstream.join("pool/p01-moved.deb")).unwrap();
     env.make_manifest();
     assert_eq!(env.sync(&server.url(), &[]).code, 0);
 
@@ -150,9 +101,5 @@ fn a_same_origin_redirect_is_followed_and_a_loop_stops() {
     server.fault("/pool/p01.deb", Fault::Redirect("/pool/p01.deb".into()));
     let out = env.sync(&server.url(), &[]);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(
-        out.stderr.contains("more than 5 redirects"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("more than 5 redirects"), "{}", out.stderr);
 }

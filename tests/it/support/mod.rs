@@ -50,36 +50,20 @@ impl Env {
         std::fs::write(&sentinel, SENTINEL).unwrap();
         let config = dir.path().join("empty.toml");
         std::fs::write(&config, "").unwrap();
-        Env {
-            pki: Pki::new(&pki_dir),
-            root: dir.path().join("mirror"),
-            upstream,
-            sentinel,
-            config,
-            dir,
-        }
+        Env { pki: Pki::new(&pki_dir), root: dir.path().join("mirror"), upstream, sentinel, config, dir }
     }
 
     /// A small tree with nested directories and awkward names.
     pub fn with_sample_tree() -> Env {
         let env = Env::new();
         env.write("releases/11.2/core.zip", &pseudo_random(300_000, 1));
-        env.write(
-            "releases/11.2/SHA256SUMS",
-            b"not checked in manifest mode\n",
-        );
+        env.write("releases/11.2/SHA256SUMS", b"not checked in manifest mode\n");
         env.write("releases/current.json", b"{\"version\":\"11.2\"}\n");
-        env.write(
-            "docs/read me #1 100%?.txt",
-            b"spaces, hash, percent, question mark\n",
-        );
+        env.write("docs/read me #1 100%?.txt", b"spaces, hash, percent, question mark\n");
         env.write(".treeinfo", b"dotfiles are mirrored too\n");
         env.write("empty", b"");
         for i in 0..20 {
-            env.write(
-                &format!("pool/p{i:02}.deb"),
-                &pseudo_random(1000 + i * 37, i as u64),
-            );
+            env.write(&format!("pool/p{i:02}.deb"), &pseudo_random(1000 + i * 37, i as u64));
         }
         env.make_manifest();
         env
@@ -138,17 +122,12 @@ impl Env {
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_upmirror"));
         for (k, _) in std::env::vars() {
-            if k.starts_with("UPMIRROR_")
-                || k.starts_with("SSL_CERT")
-                || k.ends_with("_proxy")
-                || k.ends_with("_PROXY")
+            if k.starts_with("UPMIRROR_") || k.starts_with("SSL_CERT") || k.ends_with("_proxy") || k.ends_with("_PROXY")
             {
                 cmd.env_remove(k);
             }
         }
-        cmd.env("UPMIRROR_CONFIG", &self.config)
-            .args(args)
-            .envs(env.iter().copied());
+        cmd.env("UPMIRROR_CONFIG", &self.config).args(args).envs(env.iter().copied());
         let out = cmd.output().unwrap();
         Out {
             code: out.status.code().unwrap_or(-1),
@@ -184,10 +163,7 @@ impl Env {
 
     pub fn snapshot_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = std::fs::read_dir(self.root.join("snapshots"))
-            .map(|rd| {
-                rd.map(|e| e.unwrap().file_name().into_string().unwrap())
-                    .collect()
-            })
+            .map(|rd| rd.map(|e| e.unwrap().file_name().into_string().unwrap()).collect())
             .unwrap_or_default();
         ids.sort();
         ids
@@ -197,11 +173,7 @@ impl Env {
     pub fn assert_mirrors_upstream(&self) {
         let want = files(&self.upstream);
         let got = files(&self.current());
-        assert_eq!(
-            got.keys().collect::<Vec<_>>(),
-            want.keys().collect::<Vec<_>>(),
-            "file names differ"
-        );
+        assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "file names differ");
         for (rel, (bytes, mtime)) in &want {
             if rel == "upmirror-manifest.json" {
                 continue;
@@ -213,25 +185,12 @@ impl Env {
 
     pub fn assert_sentinel_intact(&self) {
         assert_eq!(std::fs::read(&self.sentinel).unwrap(), SENTINEL);
-        let outside: Vec<_> = std::fs::read_dir(self.dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let outside: Vec<_> = std::fs::read_dir(self.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         for name in &outside {
             let n = name.to_str().unwrap();
             assert!(
-                [
-                    "pki",
-                    "upstream",
-                    "mirror",
-                    "sentinel.txt",
-                    "empty.toml",
-                    "mirror2",
-                    "nginx",
-                    "nginx2",
-                    "other"
-                ]
-                .contains(&n),
+                ["pki", "upstream", "mirror", "sentinel.txt", "empty.toml", "mirror2", "nginx", "nginx2", "other"]
+                    .contains(&n),
                 "unexpected {n} beside the root"
             );
         }
@@ -244,20 +203,8 @@ pub fn files(dir: &Path) -> BTreeMap<String, (Vec<u8>, i64)> {
     for e in walkdir::WalkDir::new(dir).follow_links(false).min_depth(1) {
         let e = e.unwrap();
         if e.file_type().is_file() {
-            let rel = e
-                .path()
-                .strip_prefix(dir)
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .to_owned();
-            out.insert(
-                rel,
-                (
-                    std::fs::read(e.path()).unwrap(),
-                    e.metadata().unwrap().mtime(),
-                ),
-            );
+            let rel = e.path().strip_prefix(dir).unwrap().to_str().unwrap().to_owned();
+            out.insert(rel, (std::fs::read(e.path()).unwrap(), e.metadata().unwrap().mtime()));
         }
     }
     out

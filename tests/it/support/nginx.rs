@@ -25,28 +25,17 @@ pub struct Hit {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Nginx {
     /// Serve `root` (which may be a symlink, as a mirror's `current` is).
     pub fn start(root: &Path, pki: &Pki, prefix: &Path) -> Nginx {
-        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .into_iter()
-            .find(|p| Path::new(p).exists());
-        let binary =
-            binary.expect("nginx is not installed (apt-get install nginx); .ci/run installs it");
+        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| Path::new(p).exists());
+        let binary = binary.expect("nginx is not installed (apt-get install nginx); .ci/run installs it");
         std::fs::create_dir_all(prefix.join("logs")).unwrap();
         let (html_port, json_port) = (free_port(), free_port());
-        let user = if rustix_is_root() {
-            "user root root;"
-        } else {
-            ""
-        };
+        let user = if rustix_is_root() { "user root root;" } else { "" };
         let conf = format!(
             r#"{user}
 daemon off;
@@ -73,22 +62,10 @@ http {{
         let conf_path = prefix.join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
         let child = Command::new(binary)
-            .args([
-                "-p",
-                prefix.to_str().unwrap(),
-                "-c",
-                conf_path.to_str().unwrap(),
-                "-e",
-                "stderr",
-            ])
+            .args(["-p", prefix.to_str().unwrap(), "-c", conf_path.to_str().unwrap(), "-e", "stderr"])
             .spawn()
             .unwrap();
-        let nginx = Nginx {
-            html_port,
-            json_port,
-            prefix: prefix.to_path_buf(),
-            child,
-        };
+        let nginx = Nginx { html_port, json_port, prefix: prefix.to_path_buf(), child };
         nginx.wait_ready();
         nginx
     }
@@ -135,10 +112,7 @@ http {{
 
     /// Requests for files (not directory listings).
     pub fn file_hits(&self) -> Vec<Hit> {
-        self.hits()
-            .into_iter()
-            .filter(|h| !h.uri.ends_with('/'))
-            .collect()
+        self.hits().into_iter().filter(|h| !h.uri.ends_with('/')).collect()
     }
 
     pub fn clear_log(&self) {

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
 };
 
 pub struct Pki {
@@ -26,11 +26,7 @@ fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
 }
 
@@ -40,8 +36,7 @@ fn leaf(
     usage: ExtendedKeyUsagePurpose,
 ) -> (String, String) {
     let key = KeyPair::generate().unwrap();
-    let mut params =
-        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
     params.distinguished_name.push(DnType::CommonName, names[0]);
     params.extended_key_usages = vec![usage];
     let cert = params.signed_by(&key, issuer).unwrap();
@@ -56,23 +51,12 @@ impl Pki {
             p
         };
         let server_ca = ca("upmirror test CA");
-        let (server_cert, server_key) = leaf(
-            &server_ca,
-            &["127.0.0.1", "localhost"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
+        let (server_cert, server_key) =
+            leaf(&server_ca, &["127.0.0.1", "localhost"], ExtendedKeyUsagePurpose::ServerAuth);
         let client_ca = ca("upmirror test client CA");
-        let (client_cert, client_key) = leaf(
-            &client_ca,
-            &["mirror.test"],
-            ExtendedKeyUsagePurpose::ClientAuth,
-        );
+        let (client_cert, client_key) = leaf(&client_ca, &["mirror.test"], ExtendedKeyUsagePurpose::ClientAuth);
         let rogue = ca("rogue CA");
-        let (rogue_cert, rogue_key) = leaf(
-            &rogue,
-            &["127.0.0.1", "localhost"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
+        let (rogue_cert, rogue_key) = leaf(&rogue, &["127.0.0.1", "localhost"], ExtendedKeyUsagePurpose::ServerAuth);
         Pki {
             ca: write("ca.pem", &server_ca.pem()),
             server_cert: write("server.pem", &server_cert),

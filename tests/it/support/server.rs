@@ -58,14 +58,8 @@ pub struct Server {
 impl Server {
     pub fn start(root: &Path, pki: &super::pki::Pki, opts: Options) -> Server {
         let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
-        let (cert, key) = opts
-            .cert
-            .clone()
-            .unwrap_or((pki.server_cert.clone(), pki.server_key.clone()));
-        let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(&cert)
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let (cert, key) = opts.cert.clone().unwrap_or((pki.server_cert.clone(), pki.server_key.clone()));
+        let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(&cert).unwrap().map(Result::unwrap).collect();
         let key = PrivateKeyDer::from_pem_file(&key).unwrap();
         let builder = ServerConfig::builder();
         let config = match &opts.client_ca {
@@ -74,32 +68,16 @@ impl Server {
                 for c in CertificateDer::pem_file_iter(ca).unwrap() {
                     roots.add(c.unwrap()).unwrap();
                 }
-                let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
-                    .build()
-                    .unwrap();
-                builder
-                    .with_client_cert_verifier(verifier)
-                    .with_single_cert(certs, key)
-                    .unwrap()
+                let verifier = WebPkiClientVerifier::builder(Arc::new(roots)).build().unwrap();
+                builder.with_client_cert_verifier(verifier).with_single_cert(certs, key).unwrap()
             }
-            None => builder
-                .with_no_client_auth()
-                .with_single_cert(certs, key)
-                .unwrap(),
+            None => builder.with_no_client_auth().with_single_cert(certs, key).unwrap(),
         };
         let acceptor = TlsAcceptor::from(Arc::new(config));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr = listener.local_addr().unwrap();
-        let shared = Arc::new(Shared {
-            root: root.to_path_buf(),
-            log: Mutex::default(),
-            faults: Mutex::default(),
-        });
+        let shared = Arc::new(Shared { root: root.to_path_buf(), log: Mutex::default(), faults: Mutex::default() });
         let s = shared.clone();
         runtime.spawn(async move {
             loop {
@@ -114,11 +92,7 @@ impl Server {
                 });
             }
         });
-        Server {
-            addr,
-            shared,
-            _runtime: runtime,
-        }
+        Server { addr, shared, _runtime: runtime }
     }
 
     pub fn url(&self) -> String {
@@ -126,11 +100,7 @@ impl Server {
     }
 
     pub fn fault(&self, path: &str, fault: Fault) {
-        self.shared
-            .faults
-            .lock()
-            .unwrap()
-            .insert(path.to_owned(), fault);
+        self.shared.faults.lock().unwrap().insert(path.to_owned(), fault);
     }
 
     pub fn log(&self) -> Vec<Request> {
@@ -143,10 +113,7 @@ impl Server {
 
     /// Requests for anything but the manifest.
     pub fn file_requests(&self) -> Vec<Request> {
-        self.log()
-            .into_iter()
-            .filter(|r| !r.path.ends_with("upmirror-manifest.json"))
-            .collect()
+        self.log().into_iter().filter(|r| !r.path.ends_with("upmirror-manifest.json")).collect()
     }
 }
 
@@ -162,10 +129,7 @@ async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpi
             return Ok(());
         }
         let mut parts = line.split_whitespace();
-        let (method, target) = (
-            parts.next().unwrap_or("").to_owned(),
-            parts.next().unwrap_or("/").to_owned(),
-        );
+        let (method, target) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("/").to_owned());
         let mut headers = HashMap::new();
         loop {
             let mut h = String::new();
@@ -182,12 +146,7 @@ async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpi
         }
         let fault = shared.faults.lock().unwrap().get(&target).cloned();
         let (status, extra, body) = respond(&shared.root, &target, &headers, fault);
-        shared.log.lock().unwrap().push(Request {
-            method: method.clone(),
-            path: target,
-            headers,
-            status,
-        });
+        shared.log.lock().unwrap().push(Request { method: method.clone(), path: target, headers, status });
         let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", body.len());
         for (k, v) in extra {
             head.push_str(&format!("{k}: {v}\r\n"));
@@ -229,19 +188,10 @@ fn respond(
         return (404, vec![], vec![]);
     }
     let mut body = Vec::new();
-    std::io::Read::read_to_end(
-        &mut BufReader::new(std::fs::File::open(&path).unwrap()),
-        &mut body,
-    )
-    .unwrap();
+    std::io::Read::read_to_end(&mut BufReader::new(std::fs::File::open(&path).unwrap()), &mut body).unwrap();
     // A content hash: tests rewrite files faster than an mtime-based tag could tell.
-    let etag = format!(
-        "\"{:x}-{:x}\"",
-        Sha256::digest(&body)[..8]
-            .iter()
-            .fold(0u64, |a, b| a << 8 | *b as u64),
-        meta.len()
-    );
+    let etag =
+        format!("\"{:x}-{:x}\"", Sha256::digest(&body)[..8].iter().fold(0u64, |a, b| a << 8 | *b as u64), meta.len());
     if headers.get("if-none-match") == Some(&etag) {
         return (304, vec![("ETag".into(), etag)], vec![]);
     }
@@ -249,27 +199,13 @@ fn respond(
         body[0] ^= 0xff;
     }
     let modified = httpdate(meta.modified().unwrap());
-    let mut extra = vec![
-        ("ETag".to_owned(), etag),
-        ("Last-Modified".to_owned(), modified),
-    ];
-    if let Some(start) = headers
-        .get("range")
-        .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.strip_suffix('-'))
-    {
+    let mut extra = vec![("ETag".to_owned(), etag), ("Last-Modified".to_owned(), modified)];
+    if let Some(start) = headers.get("range").and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.strip_suffix('-')) {
         let start: usize = start.parse().unwrap_or(0);
         if start >= body.len() {
-            return (
-                416,
-                vec![("Content-Range".into(), format!("bytes */{}", body.len()))],
-                vec![],
-            );
+            return (416, vec![("Content-Range".into(), format!("bytes */{}", body.len()))], vec![]);
         }
-        extra.push((
-            "Content-Range".into(),
-            format!("bytes {start}-{}/{}", body.len() - 1, body.len()),
-        ));
+        extra.push(("Content-Range".into(), format!("bytes {start}-{}/{}", body.len() - 1, body.len())));
         return (206, extra, body.split_off(start));
     }
     (200, extra, body)
@@ -306,9 +242,7 @@ fn httpdate(t: std::time::SystemTime) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MO: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    const MO: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     format!(
         "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
         WD[days.rem_euclid(7) as usize],
