@@ -271,3 +271,14 @@ fn mirrors_fails_when_no_upstream_is_usable_and_says_why() {
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(doc[0]["client_cert"], "accepted");
 }
+
+#[test]
+fn a_directory_symlink_loop_trips_the_depth_cap() {
+    let env = crawlable();
+    std::os::unix::fs::symlink("..", env.upstream.join("pool/loop")).unwrap();
+    let nginx = env.nginx(&env.upstream, "nginx");
+    let out = env.sync(&nginx.json_url(), &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("deeper than 64 levels"), "{}", out.stderr);
+    assert!(!env.current().exists());
+}
