@@ -103,4 +103,28 @@ pub struct GlobalArgs {
     /// Downloads in flight at once [default: 16].
     #[arg(long, global = true, env = "UPMIRROR_CONCURRENCY", value_name = "N")]
     pub concurrency: Option<usize>,
+    /// Attempts per file beyond the first, across all upstreams [default: 5].
+    #[arg(long, global = true, env = "UPMIRROR_RETRIES", value_name = "N")]
+    pub retries: Option<u32>,
+    /// First wait before a file is retried, doubled each round [default: 1s].
+    #[arg(long, global = true, env = "UPMIRROR_RETRY_BACKOFF", value_name = "DURATION")]
+    pub retry_backoff: Option<String>,
+    /// Give up a TCP + TLS connection after this long [default: 15s].
+    #[arg(long, global = true, env = "UPMIRROR_CONNECT_TIMEOUT", value_name = "DURATION")]
+    pub connect_timeout: Option<String>,
+    /// Give up a request that sends no byte for this long [default: 60s].
+    #[arg(long, global = true, env = "UPMIRROR_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// Abort a transfer slower than this (bytes/s, e.g. 10KiB) for low_speed_time [default: 1KiB].
+    #[arg(long, global = true, env = "UPMIRROR_LOW_SPEED_LIMIT", value_name = "RATE")]
+    pub low_speed_limit: Option<String>,
+    /// The window of the low-speed check [default: 60s].
+    #[arg(long, global = true, env = "UPMIRROR_LOW_SPEED_TIME", value_name = "DURATION")]
+    pub low_speed_time: Option<String>,
+    /// Fail the whole run after this long [default: 12h].
+    #[arg(long, global = true, env = "UPMIRROR_RUN_TIMEOUT", value_name = "DURATION")]
+    pub run_timeout: Option<String>,
+    /// Cap on download speed, shared by all transfers (e.g. 20MiB/s) [default: none].
+    #[arg(long, global = true, env = "UPMIRROR_BANDWIDTH_LIMIT", value_name = "RATE")]
+    pub bandwidth_limit: Option<String>,
 }

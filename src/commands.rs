@@ -77,7 +77,8 @@ fn sync_locked(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> R
     let published = store.published()?;
     let upstreams = Upstreams::new(cfg)?;
     let rt = runtime()?;
-    let listing = match list(&rt, &upstreams, &state, published.as_ref())? {
+    let deadline = tokio::time::Instant::now() + cfg.net.run_timeout;
+    let listing = match list(&rt, deadline, &upstreams, &state, published.as_ref())? {
         ListOutcome::Unchanged { url, .. } => {
             return Ok(Outcome::Unchanged { upstream: url.to_string() });
         }
@@ -95,16 +96,12 @@ fn sync_locked(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> R
     }
     let downloads = plan.downloads().cloned().collect();
     let precision = listing.source.mtime_precision();
-    let staged = rt.block_on(fetch_all(
-        &upstreams,
-        listing.upstream,
-        downloads,
-        precision,
-        &store.partial_dir(),
-        cfg.concurrency,
-    ))?;
+    let partial = store.partial_dir();
+    let fetch = fetch_all(&upstreams, listing.upstream, downloads, precision, &partial, cfg.concurrency, &cfg.net);
+    let staged = rt.block_on(before(deadline, fetch))?;
     let id = store.build(&plan, staged, published.as_ref(), listing.manifest.generated_at)?;
     store.publish(&id)?;
+    store.clear_partials()?;
     state.record(&id, &listing);
     let pruned = store.prune(cfg.keep, &id)?;
     state.snapshots.retain(|k, _| !pruned.contains(k));
@@ -117,7 +114,8 @@ fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Resul
     let published = store.published()?;
     let upstreams = Upstreams::new(cfg)?;
     let rt = runtime()?;
-    let listing = match list(&rt, &upstreams, &state, published.as_ref())? {
+    let deadline = tokio::time::Instant::now() + cfg.net.run_timeout;
+    let listing = match list(&rt, deadline, &upstreams, &state, published.as_ref())? {
         ListOutcome::Fetched(listing) => listing,
         ListOutcome::Unchanged { url, .. } => {
             // The upstream says nothing changed since the published listing.
@@ -140,14 +138,25 @@ fn print_plan(plan: &Plan, out: Reporter) {
     }
 }
 
+/// The listing, conditional on what was published, within the deadline.
 fn list(
     rt: &tokio::runtime::Runtime,
+    deadline: tokio::time::Instant,
     upstreams: &Upstreams,
     state: &State,
     published: Option<&Published>,
 ) -> Result<ListOutcome> {
     let id = published.map(|p| p.id.as_str());
-    rt.block_on(upstreams.list(|url| state.validators_for(url.as_str(), id), published.map(|p| &p.manifest)))
+    let listing = upstreams.list(|url| state.validators_for(url.as_str(), id), published.map(|p| &p.manifest));
+    rt.block_on(before(deadline, listing))
+}
+
+/// Run `fut` unless the run's deadline passes first.
+async fn before<T>(deadline: tokio::time::Instant, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    match tokio::time::timeout_at(deadline, fut).await {
+        Ok(result) => result,
+        Err(_) => anyhow::bail!("the run exceeded run_timeout; partial downloads are kept for the next run"),
+    }
 }
 
 /// Check the listing against the freshness guards and plan it against the
@@ -237,7 +246,8 @@ fn check_plan(cfg: &Config, args: &SyncArgs, plan: &Plan, published: usize, root
 
 fn mirrors(cfg: &Config, out: Reporter) -> Result<()> {
     let upstreams = Upstreams::new(cfg)?;
-    let probes = runtime()?.block_on(futures_util::future::join_all((0..upstreams.bases.len()).map(|i| upstreams.probe(i))));
+    let probes =
+        runtime()?.block_on(futures_util::future::join_all((0..upstreams.bases.len()).map(|i| upstreams.probe(i))));
     if out.json {
         println!("{}", serde_json::to_string_pretty(&probes)?);
     } else {

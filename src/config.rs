@@ -3,6 +3,7 @@
 //! Nothing after this module sees clap types or `Option` soup.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
@@ -31,6 +32,30 @@ pub struct FileConfig {
     pub allow_plain_http: Option<bool>,
     pub max_delete_percent: Option<f64>,
     pub concurrency: Option<usize>,
+    pub retries: Option<u32>,
+    pub retry_backoff: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub low_speed_limit: Option<String>,
+    pub low_speed_time: Option<String>,
+    pub run_timeout: Option<String>,
+    pub bandwidth_limit: Option<String>,
+}
+
+/// How hard the network is pushed and how long it is waited for.
+#[derive(Debug, Clone)]
+pub struct Net {
+    pub retries: u32,
+    pub retry_backoff: Duration,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// Bytes per second below which a transfer is too slow …
+    pub low_speed_limit: u64,
+    /// … for this long.
+    pub low_speed_time: Duration,
+    pub run_timeout: Duration,
+    /// Bytes per second for all transfers together.
+    pub bandwidth_limit: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -52,6 +77,7 @@ pub struct Config {
     pub allow_plain_http: bool,
     pub max_delete_percent: f64,
     pub concurrency: usize,
+    pub net: Net,
 }
 
 impl Config {
@@ -79,6 +105,21 @@ impl Config {
             allow_plain_http,
             max_delete_percent: args.max_delete_percent.or(file.max_delete_percent).unwrap_or(10.0),
             concurrency: args.concurrency.or(file.concurrency).unwrap_or(16),
+            net: Net {
+                retries: args.retries.or(file.retries).unwrap_or(5),
+                retry_backoff: duration("retry_backoff", args.retry_backoff.clone().or(file.retry_backoff), "1s")?,
+                connect_timeout: duration(
+                    "connect_timeout",
+                    args.connect_timeout.clone().or(file.connect_timeout),
+                    "15s",
+                )?,
+                idle_timeout: duration("idle_timeout", args.idle_timeout.clone().or(file.idle_timeout), "60s")?,
+                low_speed_limit: rate("low_speed_limit", args.low_speed_limit.clone().or(file.low_speed_limit))?
+                    .unwrap_or(1024),
+                low_speed_time: duration("low_speed_time", args.low_speed_time.clone().or(file.low_speed_time), "60s")?,
+                run_timeout: duration("run_timeout", args.run_timeout.clone().or(file.run_timeout), "12h")?,
+                bandwidth_limit: rate("bandwidth_limit", args.bandwidth_limit.clone().or(file.bandwidth_limit))?,
+            },
         };
         config.validate()?;
         Ok(config)
@@ -119,6 +160,38 @@ impl Config {
         self.root
             .as_deref()
             .ok_or_else(|| ConfigError("no mirror root: set root in the config, --root or UPMIRROR_ROOT".into()))
+    }
+}
+
+fn duration(key: &str, value: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+    let text = value.unwrap_or_else(|| default.to_owned());
+    match humantime::parse_duration(&text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(ConfigError(format!("{key} = \"{text}\": must be more than zero"))),
+        Err(e) => Err(ConfigError(format!("{key} = \"{text}\": {e} (e.g. 30s, 5m, 2h)"))),
+    }
+}
+
+/// `20MiB/s`, `512K`, `1000` → bytes per second.
+fn rate(key: &str, value: Option<String>) -> Result<Option<u64>, ConfigError> {
+    let Some(text) = value else { return Ok(None) };
+    let t = text.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t).trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "KB" | "kB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => 0,
+    };
+    match num.parse::<f64>() {
+        Ok(n) if n > 0.0 && scale > 0 => Ok(Some((n * scale as f64) as u64)),
+        _ => Err(ConfigError(format!("{key} = \"{text}\": expected a rate like 20MiB/s, 512KiB or 1000"))),
     }
 }
 
@@ -165,6 +238,20 @@ mod tests {
         assert_eq!(f.root.as_deref(), Some(Path::new("/srv/upmirror")));
         assert!(!f.upstreams.unwrap().is_empty());
         assert_eq!(f.keep, Some(3));
+    }
+
+    #[test]
+    fn rates_and_durations_parse_with_units() {
+        assert_eq!(rate("k", Some("20MiB/s".into())).unwrap(), Some(20 << 20));
+        assert_eq!(rate("k", Some("512K".into())).unwrap(), Some(512 << 10));
+        assert_eq!(rate("k", Some("1.5 MB/s".into())).unwrap(), Some(1_500_000));
+        assert_eq!(rate("k", Some("1000".into())).unwrap(), Some(1000));
+        assert!(rate("k", Some("fast".into())).unwrap_err().0.contains("20MiB/s"));
+        assert!(rate("k", Some("0".into())).is_err());
+        assert_eq!(duration("k", None, "15s").unwrap(), Duration::from_secs(15));
+        assert_eq!(duration("k", Some("2h".into()), "1s").unwrap(), Duration::from_secs(7200));
+        assert!(duration("k", Some("0s".into()), "1s").is_err());
+        assert!(duration("k", Some("soon".into()), "1s").unwrap_err().0.contains("e.g. 30s"));
     }
 
     #[test]

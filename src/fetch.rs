@@ -1,20 +1,35 @@
 //! Downloads: every planned file streamed into `.upmirror/partial/` with
 //! bounded concurrency, counted and hashed chunk by chunk in one place, and
-//! accepted only when size and digest match the listing. A file that fails on
-//! one upstream is tried on the next. Memory per download is one buffer,
-//! whatever the file size. Files are not fsynced here: the snapshot is made
-//! durable as a whole before it is published.
+//! accepted only when size and digest (or, without a digest, `Last-Modified`)
+//! match the listing.
+//!
+//! A failed attempt moves on to the next upstream at once; when every
+//! upstream has failed, the file waits (exponential backoff with jitter,
+//! honouring `Retry-After`) and tries again, up to `retries` rounds and a
+//! retry budget shared by the run. Errors that a retry cannot fix (a 4xx, a
+//! certificate, bytes that do not match) rule that upstream out for the file.
+//!
+//! Partial files survive failures and runs: the next attempt asks for the
+//! rest with `Range` (and `If-Range`), and extends the file only on a 206
+//! that starts exactly there. Files are not fsynced here: the snapshot is
+//! made durable as a whole before it is published.
 
+use std::hash::{BuildHasher, Hasher};
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use filetime::FileTime;
-use futures_util::{StreamExt, TryStreamExt, stream};
+use futures_util::{StreamExt, stream};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use crate::config::Net;
 use crate::manifest::{Digest, Entry};
-use crate::upstream::Upstreams;
+use crate::upstream::{Body, HttpStatus, Upstreams};
 
 /// A verified file waiting in staging; `entry.sha256` is always set.
 #[derive(Debug)]
@@ -23,7 +38,7 @@ pub struct Staged {
     pub file: PathBuf,
 }
 
-/// The bytes did not match the listing (never retried on the same upstream).
+/// The bytes did not match the listing.
 #[derive(Debug, thiserror::Error)]
 pub enum Mismatch {
     #[error("body longer than the listed {0} bytes")]
@@ -34,11 +49,48 @@ pub enum Mismatch {
     Digest { want: Digest, got: Digest },
     #[error("Last-Modified {got} differs from the listing's mtime {want} (a lagging upstream?)")]
     Mtime { got: i64, want: i64 },
+    #[error("asked for bytes from {want}, got a 206 from {got}; the partial file was discarded")]
+    RangeStart { want: u64, got: u64 },
 }
 
-/// Fetch every entry into `staging`, trying upstream `first` before the others.
-/// An entry without a digest is accepted only if the body's `Last-Modified`,
-/// cut to `precision` seconds, equals its listed mtime.
+/// A transfer stopped making progress (retried).
+#[derive(Debug, thiserror::Error)]
+pub enum Stalled {
+    #[error("no data for {0:?}")]
+    Idle(Duration),
+    #[error("slower than {limit} bytes/s over {window:?}")]
+    TooSlow { limit: u64, window: Duration },
+}
+
+/// A local disk error: the run stops, no retry helps.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LocalIo(String);
+
+/// What to do after a failed attempt on one upstream.
+enum Verdict {
+    /// Rule this upstream out for the file.
+    Fatal,
+    /// Try again later, not before the given time.
+    Retry(Option<Duration>),
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+struct Fetcher<'a> {
+    up: &'a Upstreams,
+    order: Vec<usize>,
+    precision: i64,
+    staging: &'a Path,
+    net: &'a Net,
+    /// Retry rounds left for the whole run.
+    budget: AtomicUsize,
+    limiter: Option<Limiter>,
+}
+
+/// Fetch every entry into `staging`, trying upstream `first` before the
+/// others. An entry without a digest is accepted only if the body's
+/// `Last-Modified`, cut to `precision` seconds, equals its listed mtime.
 pub async fn fetch_all(
     up: &Upstreams,
     first: usize,
@@ -46,86 +98,295 @@ pub async fn fetch_all(
     precision: i64,
     staging: &Path,
     concurrency: usize,
+    net: &Net,
 ) -> Result<Vec<Staged>> {
     tokio::fs::create_dir_all(staging).await.with_context(|| format!("could not create {}", staging.display()))?;
-    let order: Vec<usize> = std::iter::once(first).chain((0..up.bases.len()).filter(|&i| i != first)).collect();
-    stream::iter(entries)
-        .map(|entry| fetch_one(up, &order, entry, precision, staging))
-        .buffer_unordered(concurrency)
-        .try_collect()
-        .await
+    let fetcher = Fetcher {
+        up,
+        order: std::iter::once(first).chain((0..up.bases.len()).filter(|&i| i != first)).collect(),
+        precision,
+        staging,
+        net,
+        budget: AtomicUsize::new(entries.len().max(100)),
+        limiter: net.bandwidth_limit.map(Limiter::new),
+    };
+    // Every file is tried even when one fails, so the next run finds the rest
+    // verified in staging; only a local disk error stops at once.
+    let mut results = stream::iter(entries).map(|entry| fetcher.fetch_one(entry)).buffer_unordered(concurrency);
+    let (mut staged, mut failures) = (Vec::new(), Vec::new());
+    while let Some(result) = results.next().await {
+        match result {
+            Ok(s) => staged.push(s),
+            Err(e) if e.is::<LocalIo>() => return Err(e),
+            Err(e) => failures.push(e),
+        }
+    }
+    match failures.len() {
+        0 => Ok(staged),
+        1 => Err(failures.remove(0)),
+        n => Err(failures.remove(0).context(format!("{n} files failed; the first"))),
+    }
 }
 
-async fn fetch_one(
-    up: &Upstreams,
-    order: &[usize],
-    mut entry: Entry,
-    precision: i64,
-    staging: &Path,
-) -> Result<Staged> {
-    let file = staging.join(staging_name(&entry));
-    let mut failures = Vec::new();
-    for &i in order {
-        match download(up, i, &entry, precision, &file).await {
-            Ok(digest) => {
-                entry.sha256 = Some(digest);
-                return Ok(Staged { entry, file });
-            }
-            Err(e) => {
-                if e.is::<Mismatch>() {
-                    let _ = tokio::fs::remove_file(&file).await;
+impl Fetcher<'_> {
+    async fn fetch_one(&self, mut entry: Entry) -> Result<Staged> {
+        let file = self.staging.join(staging_name(&entry));
+        let mut ruled_out = vec![false; self.up.bases.len()];
+        let mut failures = Vec::new();
+        for round in 0..=self.net.retries {
+            let mut wait = None;
+            for &i in &self.order {
+                if ruled_out[i] {
+                    continue;
                 }
-                failures.push(format!("{}: {e:#}", up.file_url(i, &entry.path)));
+                match self.attempt(i, &entry, &file).await {
+                    Ok(digest) => {
+                        entry.sha256 = Some(digest);
+                        return Ok(Staged { entry, file });
+                    }
+                    Err(e) if e.is::<LocalIo>() => return Err(e),
+                    Err(e) => {
+                        match verdict(&e) {
+                            Verdict::Fatal => ruled_out[i] = true,
+                            Verdict::Retry(after) => wait = wait.max(Some(after.unwrap_or_default())),
+                        }
+                        failures.push(format!("{}: {e:#}", self.up.file_url(i, &entry.path)));
+                    }
+                }
             }
+            let Some(after) = wait else { break };
+            if round == self.net.retries || self.budget.fetch_sub(1, Ordering::Relaxed) == 0 {
+                break;
+            }
+            tokio::time::sleep(backoff(self.net.retry_backoff, round).max(after.min(MAX_BACKOFF))).await;
+        }
+        failures.dedup();
+        bail!("could not fetch {}: {}", entry.path, failures.join("; "))
+    }
+
+    /// One try on upstream `i`: resume the partial file if there is one, and
+    /// return the digest once the whole file matches the listing.
+    async fn attempt(&self, i: usize, entry: &Entry, file: &Path) -> Result<Digest> {
+        let meta_path = file.with_extension("validator");
+        let existing = tokio::fs::metadata(file).await.ok().map(|m| m.len());
+        let validator = tokio::fs::read_to_string(&meta_path).await.ok();
+        if existing.is_some_and(|have| have >= entry.size)
+            && let Some(digest) = self.check_complete(entry, file).await?
+        {
+            return Ok(digest);
+        }
+        let have = existing.unwrap_or(0);
+        let resumable = have > 0 && have < entry.size && (entry.sha256.is_some() || validator.is_some());
+        let from = if resumable { have } else { 0 };
+        let open = self.up.open(i, &entry.path, from, validator.as_deref());
+        let body = match tokio::time::timeout(self.net.idle_timeout, open).await {
+            Err(_) => return Err(Stalled::Idle(self.net.idle_timeout).into()),
+            Ok(Err(e)) if e.downcast_ref::<HttpStatus>().is_some_and(|s| s.status == 416) => {
+                discard(file, &meta_path).await?;
+                return Err(e);
+            }
+            Ok(result) => result?,
+        };
+        if entry.sha256.is_none()
+            && let Some(got) = body.last_modified
+            && got - got.rem_euclid(self.precision) != entry.mtime
+        {
+            return Err(Mismatch::Mtime { got, want: entry.mtime }.into());
+        }
+        let digest = self.receive(body, entry, file, &meta_path, from).await?;
+        let _ = tokio::fs::remove_file(&meta_path).await;
+        Ok(digest)
+    }
+
+    /// Stream `body` into `file` (appending when it resumes at `from`).
+    async fn receive(&self, mut body: Body, entry: &Entry, file: &Path, meta_path: &Path, from: u64) -> Result<Digest> {
+        let io = |what: &str, e: std::io::Error| LocalIo(format!("could not {what} {}: {e}", file.display()));
+        let (out, mut hasher, mut got) = match body.range_start {
+            Some(start) if start == from => {
+                let (hasher, len) = hash_prefix(file).await?;
+                let out = tokio::fs::OpenOptions::new().append(true).open(file).await.map_err(|e| io("open", e))?;
+                (out, hasher, len)
+            }
+            Some(start) => {
+                discard(file, meta_path).await?;
+                return Err(Mismatch::RangeStart { want: from, got: start }.into());
+            }
+            None => (tokio::fs::File::create(file).await.map_err(|e| io("create", e))?, Sha256::new(), 0),
+        };
+        match &body.validator {
+            Some(v) => tokio::fs::write(meta_path, v).await.map_err(|e| io("write", e))?,
+            None => drop(tokio::fs::remove_file(meta_path).await),
+        }
+        let mut out = tokio::io::BufWriter::with_capacity(256 << 10, out);
+        let streamed = self.stream_body(&mut body, &mut out, &mut hasher, &mut got, entry.size).await;
+        // Keep what arrived for the next attempt, whatever happened.
+        out.flush().await.map_err(|e| io("write", e))?;
+        if let Err(e) = streamed {
+            if e.is::<Mismatch>() {
+                discard(file, meta_path).await?;
+            }
+            return Err(e);
+        }
+        if got != entry.size {
+            discard(file, meta_path).await?;
+            return Err(Mismatch::Size { got, want: entry.size }.into());
+        }
+        let digest = Digest(hasher.finalize().into());
+        if let Some(want) = entry.sha256
+            && want != digest
+        {
+            discard(file, meta_path).await?;
+            return Err(Mismatch::Digest { want, got: digest }.into());
+        }
+        // A listing that shows minutes gets the exact time from the body.
+        let mtime = if self.precision > 1 { body.last_modified.unwrap_or(entry.mtime) } else { entry.mtime };
+        let out = out.into_inner().into_std().await;
+        filetime::set_file_handle_times(&out, None, Some(FileTime::from_unix_time(mtime, 0)))
+            .map_err(|e| io("set the mtime of", e))?;
+        Ok(digest)
+    }
+
+    /// Copy chunks until the end, counting, hashing, pacing, and watching for
+    /// a stall or a trickle.
+    async fn stream_body(
+        &self,
+        body: &mut Body,
+        out: &mut tokio::io::BufWriter<tokio::fs::File>,
+        hasher: &mut Sha256,
+        got: &mut u64,
+        size: u64,
+    ) -> Result<()> {
+        let (window, floor) = (self.net.low_speed_time, self.net.low_speed_limit);
+        let (mut window_start, mut window_bytes) = (Instant::now(), 0u64);
+        loop {
+            let chunk = match tokio::time::timeout(self.net.idle_timeout, body.chunk()).await {
+                Err(_) => return Err(Stalled::Idle(self.net.idle_timeout).into()),
+                Ok(chunk) => chunk?,
+            };
+            let Some(chunk) = chunk else { return Ok(()) };
+            *got += chunk.len() as u64;
+            if *got > size {
+                return Err(Mismatch::TooLong(size).into());
+            }
+            window_bytes += chunk.len() as u64;
+            if window_start.elapsed() >= window {
+                if (window_bytes as f64) < floor as f64 * window_start.elapsed().as_secs_f64() {
+                    return Err(Stalled::TooSlow { limit: floor, window }.into());
+                }
+                (window_start, window_bytes) = (Instant::now(), 0);
+            }
+            if let Some(limiter) = &self.limiter {
+                limiter.take(chunk.len()).await;
+            }
+            hasher.update(&chunk);
+            out.write_all(&chunk).await.map_err(|e| LocalIo(format!("could not write {e}")))?;
         }
     }
-    bail!("could not fetch {}: {}", entry.path, failures.join("; "))
+
+    /// A partial file as long as the listed size is the whole file when its
+    /// digest matches (or, without a digest, when it is exactly that long: it
+    /// was started for this very size and mtime, and resumed only under
+    /// `If-Range`); otherwise it is discarded.
+    async fn check_complete(&self, entry: &Entry, file: &Path) -> Result<Option<Digest>> {
+        let (hasher, len) = hash_prefix(file).await?;
+        let digest = Digest(hasher.finalize().into());
+        if len == entry.size && entry.sha256.is_none_or(|want| want == digest) {
+            let f = std::fs::File::options().write(true).open(file).map_err(|e| LocalIo(format!("{e}")))?;
+            filetime::set_file_handle_times(&f, None, Some(FileTime::from_unix_time(entry.mtime, 0)))
+                .map_err(|e| LocalIo(format!("could not set the mtime of {}: {e}", file.display())))?;
+            return Ok(Some(digest));
+        }
+        discard(file, &file.with_extension("validator")).await?;
+        Ok(None)
+    }
 }
 
-/// Stream one body into `file`; return its digest once size and digest match.
-async fn download(up: &Upstreams, i: usize, entry: &Entry, precision: i64, file: &Path) -> Result<Digest> {
-    let mut body = up.open(i, &entry.path).await?;
-    if entry.sha256.is_none()
-        && let Some(got) = body.last_modified()
-        && got - got.rem_euclid(precision) != entry.mtime
-    {
-        return Err(Mismatch::Mtime { got, want: entry.mtime }.into());
+fn verdict(e: &anyhow::Error) -> Verdict {
+    if let Some(m) = e.downcast_ref::<Mismatch>() {
+        return match m {
+            Mismatch::RangeStart { .. } => Verdict::Retry(None),
+            _ => Verdict::Fatal,
+        };
     }
-    let out = tokio::fs::File::create(file).await.with_context(|| format!("could not create {}", file.display()))?;
-    let mut out = tokio::io::BufWriter::with_capacity(256 << 10, out);
-    let mut hasher = Sha256::new();
-    let mut got = 0u64;
-    while let Some(chunk) = body.chunk().await? {
-        got += chunk.len() as u64;
-        if got > entry.size {
-            return Err(Mismatch::TooLong(entry.size).into());
+    if let Some(s) = e.downcast_ref::<HttpStatus>() {
+        return match s.status {
+            408 | 416 | 429 | 500..=599 => Verdict::Retry(s.retry_after),
+            _ => Verdict::Fatal,
+        };
+    }
+    let text = format!("{e:#}");
+    if text.contains("certificate") || text.contains("redirect") {
+        return Verdict::Fatal;
+    }
+    Verdict::Retry(None)
+}
+
+/// `base × 2^round`, capped, plus up to half of it again as jitter.
+fn backoff(base: Duration, round: u32) -> Duration {
+    let d = base.saturating_mul(1 << round.min(16)).min(MAX_BACKOFF);
+    let jitter = std::hash::RandomState::new().build_hasher().finish() % (d.as_millis() as u64 / 2 + 1);
+    d + Duration::from_millis(jitter)
+}
+
+/// Remove a partial file and its validator.
+async fn discard(file: &Path, meta: &Path) -> Result<()> {
+    for p in [file, meta] {
+        match tokio::fs::remove_file(p).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(LocalIo(format!("could not remove {}: {e}", p.display())).into());
+            }
+            _ => {}
         }
-        hasher.update(&chunk);
-        out.write_all(&chunk).await.with_context(|| format!("could not write {}", file.display()))?;
     }
-    out.flush().await.with_context(|| format!("could not write {}", file.display()))?;
-    if got != entry.size {
-        return Err(Mismatch::Size { got, want: entry.size }.into());
-    }
-    let digest = Digest(hasher.finalize().into());
-    if let Some(want) = entry.sha256
-        && want != digest
-    {
-        return Err(Mismatch::Digest { want, got: digest }.into());
-    }
-    // A listing that shows minutes gets the exact time from the body.
-    let mtime = if precision > 1 { body.last_modified().unwrap_or(entry.mtime) } else { entry.mtime };
-    let out = out.into_inner().into_std().await;
-    filetime::set_file_handle_times(&out, None, Some(FileTime::from_unix_time(mtime, 0)))
-        .with_context(|| format!("could not set the mtime of {}", file.display()))?;
-    Ok(digest)
+    Ok(())
+}
+
+/// The hash state and length of what a partial file already holds.
+async fn hash_prefix(file: &Path) -> Result<(Sha256, u64)> {
+    let path = file.to_path_buf();
+    let task = tokio::task::spawn_blocking(move || -> std::io::Result<(Sha256, u64)> {
+        let mut f = std::fs::File::open(&path)?;
+        let (mut hasher, mut len, mut buf) = (Sha256::new(), 0u64, vec![0u8; 1 << 20]);
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                return Ok((hasher, len));
+            }
+            hasher.update(&buf[..n]);
+            len += n as u64;
+        }
+    });
+    let joined = task.await.map_err(|e| anyhow!("hashing task failed: {e}"))?;
+    joined.map_err(|e| LocalIo(format!("could not read {}: {e}", file.display())).into())
 }
 
 /// A staging name stable across runs for the same listed file, so a later run
-/// can find what an earlier one left.
+/// can resume what an earlier one left.
 fn staging_name(e: &Entry) -> String {
     let mut h = Sha256::new();
     h.update(e.path.as_str().as_bytes());
     h.update(format!("\0{}\0{}\0{:?}", e.size, e.mtime, e.sha256).as_bytes());
     hex::encode(&h.finalize()[..16])
+}
+
+/// A pace shared by all transfers: each chunk waits for its slot.
+struct Limiter {
+    bytes_per_sec: f64,
+    next: Mutex<Instant>,
+}
+
+impl Limiter {
+    fn new(bytes_per_sec: u64) -> Limiter {
+        Limiter { bytes_per_sec: bytes_per_sec as f64, next: Mutex::new(Instant::now()) }
+    }
+
+    async fn take(&self, n: usize) {
+        let at = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let start = (*next).max(Instant::now());
+            *next = start + Duration::from_secs_f64(n as f64 / self.bytes_per_sec);
+            start
+        };
+        tokio::time::sleep_until(at.into()).await;
+    }
 }

@@ -104,6 +104,16 @@ impl Store {
         Ok(())
     }
 
+    /// Remove every partial download: after a publish, what is left there is
+    /// stale.
+    pub fn clear_partials(&self) -> Result<()> {
+        for entry in read_dir(&self.partial_dir())? {
+            let path = entry.path();
+            fs::remove_file(&path).with_context(|| format!("could not remove {}", path.display()))?;
+        }
+        Ok(())
+    }
+
     /// The published snapshot, `None` before the first publish. A `current`
     /// that is not a symlink to `snapshots/<id>` is an error, never repaired.
     pub fn published(&self) -> Result<Option<Published>> {

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
-use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
+use reqwest::header::{CONTENT_RANGE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE};
 use reqwest::{Certificate, Client, Identity, StatusCode};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use url::Url;
 
 use crate::cli::ListingKind;
@@ -98,6 +98,8 @@ fn is_not_found(e: &anyhow::Error) -> bool {
 pub struct HttpStatus {
     pub status: u16,
     hint: &'static str,
+    /// The server's `Retry-After`, if it gave one.
+    pub retry_after: Option<Duration>,
 }
 
 pub enum ListOutcome {
@@ -186,7 +188,8 @@ impl Upstreams {
                     crawl::probe_top(self, i).await.map(|(source, newest)| (source, Some(newest), None))
                 }
                 Ok(ListOutcome::Fetched(l)) => {
-                    let generated = l.manifest.generated_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+                    let generated =
+                        l.manifest.generated_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
                     Ok((Source::Manifest, Some(generated), Some(l.manifest.files.len())))
                 }
                 Ok(ListOutcome::Unchanged { .. }) => unreachable!("no validators were sent"),
@@ -272,16 +275,37 @@ impl Upstreams {
         url
     }
 
-    /// Open the body of `rel` on upstream `i`.
-    pub async fn open(&self, i: usize, rel: &RelPath) -> Result<Body> {
+    /// Open the body of `rel` on upstream `i`, from byte `from` onwards.
+    /// A resumed request (`from > 0`) sends `If-Range: validator` when one is
+    /// given; the answer says whether it resumed (206) or starts over (200).
+    pub async fn open(&self, i: usize, rel: &RelPath, from: u64, validator: Option<&str>) -> Result<Body> {
         let url = self.file_url(i, rel);
         if url.scheme() == "file" {
             let path = file_path(&url)?;
-            let f = tokio::fs::File::open(&path).await.with_context(|| format!("{}", path.display()))?;
-            return Ok(Body::File(f));
+            let mut f = tokio::fs::File::open(&path).await.with_context(|| format!("{}", path.display()))?;
+            f.seek(std::io::SeekFrom::Start(from)).await.with_context(|| format!("{}", path.display()))?;
+            let range_start = (from > 0).then_some(from);
+            return Ok(Body { kind: BodyKind::File(f), range_start, validator: None, last_modified: None });
         }
-        let resp = check_status(send(self.client.get(url)).await?)?;
-        Ok(Body::Http(resp))
+        let mut req = self.client.get(url);
+        if from > 0 {
+            req = req.header(RANGE, format!("bytes={from}-"));
+            if let Some(v) = validator {
+                req = req.header(IF_RANGE, v);
+            }
+        }
+        let resp = check_status(send(req).await?)?;
+        let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let range_start = if resp.status() == StatusCode::PARTIAL_CONTENT {
+            let start = header(CONTENT_RANGE).and_then(|r| r.strip_prefix("bytes ")?.split('-').next()?.parse().ok());
+            Some(start.ok_or_else(|| anyhow!("206 without a readable Content-Range"))?)
+        } else {
+            None
+        };
+        let last_modified = header(LAST_MODIFIED);
+        let validator = header(ETAG).filter(|e| !e.starts_with("W/")).or_else(|| last_modified.clone());
+        let last_modified = last_modified.as_deref().and_then(parse_http_date);
+        Ok(Body { kind: BodyKind::Http(resp), range_start, validator, last_modified })
     }
 
     /// GET a small document (a directory listing, a SHA256SUMS file) whole,
@@ -300,25 +324,27 @@ impl Upstreams {
 }
 
 /// A file body being streamed, from either kind of upstream.
-pub enum Body {
+pub struct Body {
+    kind: BodyKind,
+    /// Where a 206 answer starts; `None` for a whole body.
+    pub range_start: Option<u64>,
+    /// The strong ETag, else the Last-Modified text, for a later `If-Range`.
+    pub validator: Option<String>,
+    /// `Last-Modified` in seconds since the epoch.
+    pub last_modified: Option<i64>,
+}
+
+enum BodyKind {
     Http(reqwest::Response),
     File(tokio::fs::File),
 }
 
 impl Body {
-    /// The body's `Last-Modified`, in seconds since the epoch.
-    pub fn last_modified(&self) -> Option<i64> {
-        match self {
-            Body::Http(resp) => resp.headers().get(LAST_MODIFIED)?.to_str().ok().and_then(parse_http_date),
-            Body::File(_) => None,
-        }
-    }
-
     /// The next chunk, or `None` at the end.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>> {
-        match self {
-            Body::Http(resp) => Ok(resp.chunk().await.map_err(describe)?),
-            Body::File(f) => {
+        match &mut self.kind {
+            BodyKind::Http(resp) => Ok(resp.chunk().await.map_err(describe)?),
+            BodyKind::File(f) => {
                 let mut buf = vec![0u8; 256 << 10];
                 let n = f.read(&mut buf).await?;
                 buf.truncate(n);
@@ -334,8 +360,8 @@ fn build_client(cfg: &Config) -> Result<Client> {
     let mut builder = Client::builder()
         .user_agent(concat!("upmirror/", env!("CARGO_PKG_VERSION")))
         .https_only(!cfg.allow_plain_http)
-        .connect_timeout(Duration::from_secs(15))
-        .read_timeout(Duration::from_secs(60))
+        .connect_timeout(cfg.net.connect_timeout)
+        .read_timeout(cfg.net.idle_timeout)
         .redirect(reqwest::redirect::Policy::custom(|attempt| {
             let origin = &attempt.previous()[0];
             let next = attempt.url();
@@ -385,7 +411,11 @@ fn check_status(resp: reqwest::Response) -> Result<reqwest::Response> {
         401 | 403 => " (access denied)",
         _ => "",
     };
-    Err(HttpStatus { status: status.as_u16(), hint }.into())
+    let retry_after = resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        v.trim().parse::<u64>().ok().or_else(|| parse_http_date(v).map(|t| (t - now).max(0) as u64))
+    });
+    Err(HttpStatus { status: status.as_u16(), hint, retry_after: retry_after.map(Duration::from_secs) }.into())
 }
 
 /// The whole error chain on one line: reqwest hides the TLS cause in sources.

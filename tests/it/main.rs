@@ -3,6 +3,7 @@
 
 mod cli;
 mod crawl;
+mod network;
 mod support;
 mod sync;
 mod tls;

@@ -49,7 +49,8 @@ impl Env {
         let sentinel = dir.path().join("sentinel.txt");
         std::fs::write(&sentinel, SENTINEL).unwrap();
         let config = dir.path().join("empty.toml");
-        std::fs::write(&config, "").unwrap();
+        // Tests wait milliseconds between retry rounds, not seconds.
+        std::fs::write(&config, "retry_backoff = \"10ms\"\n").unwrap();
         Env { pki: Pki::new(&pki_dir), root: dir.path().join("mirror"), upstream, sentinel, config, dir }
     }
 

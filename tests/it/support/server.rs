@@ -23,8 +23,32 @@ pub enum Fault {
     Corrupt,
     /// Answer with this status and an empty body.
     Status(u16),
+    /// Answer 503 with this `Retry-After` (seconds).
+    RetryAfter(u64),
     /// Redirect to this location.
     Redirect(String),
+    /// Send the headers and this many body bytes, then drop the connection.
+    ResetAfter(usize),
+    /// Send the headers, then nothing, until the client gives up.
+    Stall,
+    /// Send one byte every this many milliseconds.
+    Drip(u64),
+    /// Answer a range request with 200 and the whole body.
+    IgnoreRange,
+    /// Answer a range request with a 206 that starts one byte later.
+    WrongStart,
+    /// Append this many bytes beyond the file (and declare them).
+    Extra(usize),
+    /// Send the body gzip-compressed with `Content-Encoding: gzip`.
+    Gzip,
+}
+
+/// How the body is written.
+enum Mode {
+    Whole,
+    ResetAfter(usize),
+    Stall,
+    Drip(u64),
 }
 
 #[derive(Clone, Debug)]
@@ -46,7 +70,10 @@ pub struct Options {
 struct Shared {
     root: PathBuf,
     log: Mutex<Vec<Request>>,
+    /// Sticky faults, by request path.
     faults: Mutex<HashMap<String, Fault>>,
+    /// Faults used once each, before the sticky one, by request path.
+    queued: Mutex<HashMap<String, std::collections::VecDeque<Fault>>>,
 }
 
 pub struct Server {
@@ -77,7 +104,12 @@ impl Server {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr = listener.local_addr().unwrap();
-        let shared = Arc::new(Shared { root: root.to_path_buf(), log: Mutex::default(), faults: Mutex::default() });
+        let shared = Arc::new(Shared {
+            root: root.to_path_buf(),
+            log: Mutex::default(),
+            faults: Mutex::default(),
+            queued: Mutex::default(),
+        });
         let s = shared.clone();
         runtime.spawn(async move {
             loop {
@@ -101,6 +133,21 @@ impl Server {
 
     pub fn fault(&self, path: &str, fault: Fault) {
         self.shared.faults.lock().unwrap().insert(path.to_owned(), fault);
+    }
+
+    pub fn clear_faults(&self) {
+        self.shared.faults.lock().unwrap().clear();
+        self.shared.queued.lock().unwrap().clear();
+    }
+
+    /// `fault` for the next `n` requests of `path` only.
+    pub fn fault_times(&self, path: &str, fault: Fault, n: usize) {
+        self.shared.queued.lock().unwrap().entry(path.to_owned()).or_default().extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// Requests for `path`, in order.
+    pub fn requests_for(&self, path: &str) -> Vec<Request> {
+        self.log().into_iter().filter(|r| r.path == path).collect()
     }
 
     pub fn log(&self) -> Vec<Request> {
@@ -144,8 +191,9 @@ async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpi
                 headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
             }
         }
-        let fault = shared.faults.lock().unwrap().get(&target).cloned();
-        let (status, extra, body) = respond(&shared.root, &target, &headers, fault);
+        let queued = shared.queued.lock().unwrap().get_mut(&target).and_then(|q| q.pop_front());
+        let fault = queued.or_else(|| shared.faults.lock().unwrap().get(&target).cloned());
+        let (status, extra, body, mode) = respond(&shared.root, &target, &headers, fault);
         shared.log.lock().unwrap().push(Request { method: method.clone(), path: target, headers, status });
         let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", body.len());
         for (k, v) in extra {
@@ -153,14 +201,47 @@ async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpi
         }
         head.push_str("\r\n");
         w.write_all(head.as_bytes()).await?;
-        if method != "HEAD" {
-            w.write_all(&body).await?;
+        w.flush().await?;
+        if method == "HEAD" {
+            continue;
+        }
+        match mode {
+            Mode::Whole => w.write_all(&body).await?,
+            Mode::ResetAfter(k) => {
+                w.write_all(&body[..k.min(body.len())]).await?;
+                w.flush().await?;
+                return Ok(()); // dropping the stream closes the connection mid-body
+            }
+            Mode::Stall => {
+                tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                return Ok(());
+            }
+            Mode::Drip(ms) => {
+                for b in body {
+                    w.write_all(&[b]).await?;
+                    w.flush().await?;
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
+            }
         }
         w.flush().await?;
     }
 }
 
-fn respond(
+type Reply = (u16, Vec<(String, String)>, Vec<u8>, Mode);
+
+fn respond(root: &Path, target: &str, headers: &HashMap<String, String>, fault: Option<Fault>) -> Reply {
+    let (status, extra, body) = respond_file(root, target, headers, fault.clone());
+    let mode = match fault {
+        Some(Fault::ResetAfter(k)) => Mode::ResetAfter(k),
+        Some(Fault::Stall) => Mode::Stall,
+        Some(Fault::Drip(ms)) => Mode::Drip(ms),
+        _ => Mode::Whole,
+    };
+    (status, extra, body, mode)
+}
+
+fn respond_file(
     root: &Path,
     target: &str,
     headers: &HashMap<String, String>,
@@ -168,6 +249,7 @@ fn respond(
 ) -> (u16, Vec<(String, String)>, Vec<u8>) {
     match fault {
         Some(Fault::Status(code)) => return (code, vec![], vec![]),
+        Some(Fault::RetryAfter(secs)) => return (503, vec![("Retry-After".into(), secs.to_string())], vec![]),
         Some(Fault::Redirect(to)) => return (302, vec![("Location".into(), to)], vec![]),
         _ => {}
     }
@@ -195,18 +277,29 @@ fn respond(
     if headers.get("if-none-match") == Some(&etag) {
         return (304, vec![("ETag".into(), etag)], vec![]);
     }
-    if matches!(fault, Some(Fault::Corrupt)) && !body.is_empty() {
-        body[0] ^= 0xff;
+    match fault {
+        Some(Fault::Corrupt) if !body.is_empty() => body[0] ^= 0xff,
+        Some(Fault::Extra(n)) => body.extend(std::iter::repeat_n(b'x', n)),
+        _ => {}
     }
     let modified = httpdate(meta.modified().unwrap());
-    let mut extra = vec![("ETag".to_owned(), etag), ("Last-Modified".to_owned(), modified)];
-    if let Some(start) = headers.get("range").and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.strip_suffix('-')) {
+    let mut extra = vec![("ETag".to_owned(), etag.clone()), ("Last-Modified".to_owned(), modified)];
+    if matches!(fault, Some(Fault::Gzip)) {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &body).unwrap();
+        extra.push(("Content-Encoding".into(), "gzip".into()));
+        return (200, extra, gz.finish().unwrap());
+    }
+    let range = headers.get("range").and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.strip_suffix('-'));
+    let if_range_ok = headers.get("if-range").is_none_or(|v| *v == etag);
+    if let Some(start) = range.filter(|_| if_range_ok && !matches!(fault, Some(Fault::IgnoreRange))) {
         let start: usize = start.parse().unwrap_or(0);
         if start >= body.len() {
             return (416, vec![("Content-Range".into(), format!("bytes */{}", body.len()))], vec![]);
         }
-        extra.push(("Content-Range".into(), format!("bytes {start}-{}/{}", body.len() - 1, body.len())));
-        return (206, extra, body.split_off(start));
+        let from = if matches!(fault, Some(Fault::WrongStart)) { start + 1 } else { start };
+        extra.push(("Content-Range".into(), format!("bytes {from}-{}/{}", body.len() - 1, body.len())));
+        return (206, extra, body.split_off(from.min(body.len())));
     }
     (200, extra, body)
 }

@@ -1,0 +1,247 @@
+//! A hostile network: resets, retries, stalls, trickles, lies about ranges
+//! and lengths, compression, dead hosts, a bandwidth cap and a run deadline.
+//! Every failure leaves the published snapshot as it was.
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use crate::support::{Env, Fault, pseudo_random};
+
+const BIG: &str = "/releases/11.2/core.zip";
+
+fn two_upstreams(env: &Env, a: &str, b: &str, extra: &[&str]) -> crate::support::Out {
+    let mut args = vec!["sync", "--root", env.root.to_str().unwrap(), "--ca-file", env.pki.ca.to_str().unwrap()];
+    args.extend(["--upstream", a, "--upstream", b]);
+    args.extend_from_slice(extra);
+    env.run(&args)
+}
+
+#[test]
+fn a_reset_mid_file_is_resumed_from_the_offset_not_downloaded_again() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    server.fault_times(BIG, Fault::ResetAfter(100_000), 1);
+    let out = env.sync(&server.url(), &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let reqs = server.requests_for(BIG);
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[0].headers.get("range"), None);
+    assert_eq!(reqs[1].headers.get("range").map(String::as_str), Some("bytes=100000-"));
+    assert!(reqs[1].headers.contains_key("if-range"), "resumed with If-Range");
+    assert_eq!(reqs[1].status, 206);
+    env.assert_mirrors_upstream();
+}
+
+#[test]
+fn a_failed_run_keeps_its_partial_file_and_the_next_run_resumes_it() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    let published = env.published_id();
+    env.write("releases/11.2/core.zip", &pseudo_random(300_000, 77));
+    env.make_manifest();
+    server.fault(BIG, Fault::ResetAfter(120_000));
+    let out = env.sync(&server.url(), &["--retries", "1"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(env.published_id(), published, "the published snapshot is untouched");
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.root.join(".upmirror/status.json")).unwrap()).unwrap();
+    assert_eq!(status["outcome"], "failed");
+    let partial: u64 = std::fs::read_dir(env.root.join(".upmirror/partial"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .max()
+        .unwrap();
+    // Two attempts (--retries 1), each cut after 120,000 bytes, the second resuming the first.
+    assert_eq!(partial, 240_000, "the partial download is kept");
+
+    server.clear_faults();
+    server.clear_log();
+    let out = env.sync(&server.url(), &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let reqs = server.requests_for(BIG);
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].headers.get("range").map(String::as_str), Some("bytes=240000-"));
+    env.assert_mirrors_upstream();
+    let left = std::fs::read_dir(env.root.join(".upmirror/partial")).unwrap().count();
+    assert_eq!(left, 0, "staging is empty after a publish");
+}
+
+#[test]
+fn a_server_that_ignores_range_replaces_the_partial_instead_of_appending() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    server.fault_times(BIG, Fault::ResetAfter(50_000), 1);
+    server.fault_times(BIG, Fault::IgnoreRange, 1);
+    let out = env.sync(&server.url(), &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let reqs = server.requests_for(BIG);
+    assert_eq!((reqs.len(), reqs[1].status), (2, 200), "{reqs:?}");
+    env.assert_mirrors_upstream();
+}
+
+#[test]
+fn a_206_from_the_wrong_offset_is_rejected_and_the_file_restarts_from_zero() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    server.fault_times(BIG, Fault::ResetAfter(50_000), 1);
+    server.fault_times(BIG, Fault::WrongStart, 1);
+    let out = env.sync(&server.url(), &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let reqs = server.requests_for(BIG);
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    assert_eq!(reqs[1].status, 206);
+    assert_eq!(reqs[2].headers.get("range"), None, "restarted from zero");
+    env.assert_mirrors_upstream();
+}
+
+#[test]
+fn retry_after_is_honoured_and_the_file_then_arrives() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    server.fault_times("/pool/p01.deb", Fault::RetryAfter(1), 2);
+    let start = Instant::now();
+    let out = env.sync(&server.url(), &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(server.requests_for("/pool/p01.deb").len(), 3);
+    assert!(start.elapsed() >= Duration::from_millis(1900), "waited {:?}", start.elapsed());
+    env.assert_mirrors_upstream();
+}
+
+#[test]
+fn a_client_error_is_not_retried() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    server.fault("/pool/p01.deb", Fault::Status(403));
+    let out = env.sync(&server.url(), &["--retries", "5"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("HTTP 403"), "{}", out.stderr);
+    assert_eq!(server.requests_for("/pool/p01.deb").len(), 1, "no retry storm");
+}
+
+#[test]
+fn a_stalled_upstream_fails_over_within_the_idle_timeout() {
+    let env = Env::with_sample_tree();
+    let (primary, secondary) = (env.serve(), env.serve());
+    primary.fault(BIG, Fault::Stall);
+    let start = Instant::now();
+    let out = two_upstreams(&env, &primary.url(), &secondary.url(), &["--idle-timeout", "1s"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
+    assert_eq!(secondary.requests_for(BIG).len(), 1);
+    env.assert_mirrors_upstream();
+}
+
+#[test]
+fn a_trickle_below_the_speed_floor_is_aborted_and_failed_over() {
+    let env = Env::with_sample_tree();
+    let (primary, secondary) = (env.serve(), env.serve());
+    primary.fault("/pool/p05.deb", Fault::Drip(100));
+    let start = Instant::now();
+    let out =
+        two_upstreams(&env, &primary.url(), &secondary.url(), &["--low-speed-limit", "1KiB", "--low-speed-time", "1s"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
+    assert_eq!(secondary.requests_for("/pool/p05.deb").len(), 1);
+    env.assert_mirrors_upstream();
+}
+
+#[test]
+fn a_connection_that_never_completes_tls_times_out_and_the_next_upstream_is_used() {
+    let env = Env::with_sample_tree();
+    let good = env.serve();
+    // Accepts TCP, never answers the TLS handshake.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("https://127.0.0.1:{}/", silent.local_addr().unwrap().port());
+    let start = Instant::now();
+    let out = two_upstreams(&env, &silent_url, &good.url(), &["--connect-timeout", "1s", "--idle-timeout", "2s"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
+    env.assert_mirrors_upstream();
+    drop(silent);
+}
+
+#[test]
+fn a_body_longer_than_declared_is_cut_and_rejected() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    server.fault(BIG, Fault::Extra(1 << 20));
+    let out = env.sync(&server.url(), &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("longer than the listed 300000 bytes"), "{}", out.stderr);
+    assert!(!env.current().exists());
+    let largest = std::fs::read_dir(env.root.join(".upmirror/partial"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .max();
+    assert!(largest.unwrap_or(0) < 300_000, "nothing of the oversized body is kept: {largest:?}");
+}
+
+#[test]
+fn a_compressed_body_is_never_decoded_into_the_mirror() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    server.fault("/pool/p02.deb", Fault::Gzip);
+    let out = env.sync(&server.url(), &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("pool/p02.deb"), "{}", out.stderr);
+    assert!(!env.current().exists());
+}
+
+#[test]
+fn the_run_deadline_ends_a_hung_run() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    server.fault(BIG, Fault::Stall);
+    let start = Instant::now();
+    let out = env.sync(&server.url(), &["--run-timeout", "2s", "--idle-timeout", "60s"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("run_timeout"), "{}", out.stderr);
+    assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
+    assert!(!env.current().exists());
+}
+
+#[test]
+fn the_bandwidth_limit_holds_over_a_multi_second_transfer() {
+    let env = Env::new();
+    env.write("a.bin", &pseudo_random(2 << 20, 1));
+    env.write("b.bin", &pseudo_random(1 << 20, 2));
+    env.make_manifest();
+    let server = env.serve();
+    let start = Instant::now();
+    let out = env.sync(&server.url(), &["--bandwidth-limit", "1MiB/s"]);
+    let took = start.elapsed();
+    assert_eq!(out.code, 0, "{out:?}");
+    // 3 MiB at 1 MiB/s, shared by both transfers: at least 2.7 s (10% under).
+    assert!(took >= Duration::from_millis(2700), "3 MiB took only {took:?}");
+    assert!(took < Duration::from_secs(9), "3 MiB took {took:?}");
+    env.assert_mirrors_upstream();
+}
+
+#[test]
+fn a_partial_file_from_one_upstream_is_resumed_from_another() {
+    let env = Env::with_sample_tree();
+    let (primary, secondary) = (env.serve(), env.serve());
+    primary.fault(BIG, Fault::ResetAfter(100_000));
+    let out = two_upstreams(&env, &primary.url(), &secondary.url(), &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let reqs = secondary.requests_for(BIG);
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].headers.get("range").map(String::as_str), Some("bytes=100000-"));
+    env.assert_mirrors_upstream();
+}
+
+#[test]
+fn files_completed_by_a_failed_run_are_not_fetched_again() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    server.fault("/pool/p09.deb", Fault::Status(403));
+    assert_eq!(env.sync(&server.url(), &[]).code, 1);
+    server.clear_faults();
+    server.clear_log();
+    let out = env.sync(&server.url(), &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let fetched: Vec<String> = server.file_requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(fetched, ["/pool/p09.deb"], "the verified files of the failed run were reused");
+    env.assert_mirrors_upstream();
+}
