@@ -95,12 +95,14 @@ impl Server {
                 for c in CertificateDer::pem_file_iter(ca).unwrap() {
                     roots.add(c.unwrap()).unwrap();
                 }
-                let verifier = WebPkiClientVerifier::builder(Arc::new(roots)).build().unwrap();
+                // Like nginx: a missing certificate gets an HTTP 400, a foreign one a TLS alert.
+                let verifier = WebPkiClientVerifier::builder(Arc::new(roots)).allow_unauthenticated().build().unwrap();
                 builder.with_client_cert_verifier(verifier).with_single_cert(certs, key).unwrap()
             }
             None => builder.with_no_client_auth().with_single_cert(certs, key).unwrap(),
         };
         let acceptor = TlsAcceptor::from(Arc::new(config));
+        let require_cert = opts.client_ca.is_some();
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -119,7 +121,8 @@ impl Server {
                 let (acceptor, s) = (acceptor.clone(), s.clone());
                 tokio::spawn(async move {
                     if let Ok(tls) = acceptor.accept(tcp).await {
-                        let _ = serve_connection(tls, s).await;
+                        let refuse = require_cert && tls.get_ref().1.peer_certificates().is_none();
+                        let _ = serve_connection(tls, s, refuse).await;
                     }
                 });
             }
@@ -167,6 +170,7 @@ impl Server {
 async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     stream: S,
     shared: Arc<Shared>,
+    no_client_cert: bool,
 ) -> std::io::Result<()> {
     let (r, mut w) = tokio::io::split(stream);
     let mut r = tokio::io::BufReader::new(r);
@@ -193,6 +197,7 @@ async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpi
         }
         let queued = shared.queued.lock().unwrap().get_mut(&target).and_then(|q| q.pop_front());
         let fault = queued.or_else(|| shared.faults.lock().unwrap().get(&target).cloned());
+        let fault = if no_client_cert { Some(Fault::Status(400)) } else { fault };
         let (status, extra, body, mode) = respond(&shared.root, &target, &headers, fault);
         shared.log.lock().unwrap().push(Request { method: method.clone(), path: target, headers, status });
         let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", body.len());
