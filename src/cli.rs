@@ -21,6 +21,16 @@ pub struct Cli {
 pub enum Command {
     /// List, plan, fetch, verify and publish a new snapshot.
     Sync(SyncArgs),
+    /// Re-hash the published snapshot against its manifest; exit 1 if anything is wrong.
+    Verify {
+        /// Re-fetch what is wrong into a new snapshot and publish it.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Show the published snapshot, the last run, the snapshots kept and the disk used.
+    Status,
+    /// Publish the previous snapshot again and reject the rolled-back listing.
+    Rollback,
     /// Check each configured upstream: reachable, TLS, client certificate, latency, listing kind and age.
     Mirrors,
     /// Write upmirror-manifest.json for a directory.
@@ -100,6 +110,9 @@ pub struct GlobalArgs {
     /// Refuse a plan that deletes more than this percentage of the published files [default: 10].
     #[arg(long, global = true, env = "UPMIRROR_MAX_DELETE_PERCENT", value_name = "P")]
     pub max_delete_percent: Option<f64>,
+    /// Free space kept beyond the bytes to download (e.g. 1GiB) [default: 64MiB].
+    #[arg(long, global = true, env = "UPMIRROR_FREE_SPACE_MARGIN", value_name = "SIZE")]
+    pub free_space_margin: Option<String>,
     /// Downloads in flight at once [default: 16].
     #[arg(long, global = true, env = "UPMIRROR_CONCURRENCY", value_name = "N")]
     pub concurrency: Option<usize>,

@@ -32,6 +32,7 @@ pub struct FileConfig {
     pub allow_plain_http: Option<bool>,
     pub max_delete_percent: Option<f64>,
     pub concurrency: Option<usize>,
+    pub free_space_margin: Option<String>,
     pub retries: Option<u32>,
     pub retry_backoff: Option<String>,
     pub connect_timeout: Option<String>,
@@ -77,6 +78,8 @@ pub struct Config {
     pub allow_plain_http: bool,
     pub max_delete_percent: f64,
     pub concurrency: usize,
+    /// Bytes kept free beyond what a run downloads.
+    pub free_space_margin: u64,
     pub net: Net,
 }
 
@@ -105,6 +108,12 @@ impl Config {
             allow_plain_http,
             max_delete_percent: args.max_delete_percent.or(file.max_delete_percent).unwrap_or(10.0),
             concurrency: args.concurrency.or(file.concurrency).unwrap_or(16),
+            free_space_margin: bytes(
+                "free_space_margin",
+                args.free_space_margin.clone().or(file.free_space_margin),
+                true,
+            )?
+            .unwrap_or(64 << 20),
             net: Net {
                 retries: args.retries.or(file.retries).unwrap_or(5),
                 retry_backoff: duration("retry_backoff", args.retry_backoff.clone().or(file.retry_backoff), "1s")?,
@@ -114,11 +123,19 @@ impl Config {
                     "15s",
                 )?,
                 idle_timeout: duration("idle_timeout", args.idle_timeout.clone().or(file.idle_timeout), "60s")?,
-                low_speed_limit: rate("low_speed_limit", args.low_speed_limit.clone().or(file.low_speed_limit))?
-                    .unwrap_or(1024),
+                low_speed_limit: bytes(
+                    "low_speed_limit",
+                    args.low_speed_limit.clone().or(file.low_speed_limit),
+                    false,
+                )?
+                .unwrap_or(1024),
                 low_speed_time: duration("low_speed_time", args.low_speed_time.clone().or(file.low_speed_time), "60s")?,
                 run_timeout: duration("run_timeout", args.run_timeout.clone().or(file.run_timeout), "12h")?,
-                bandwidth_limit: rate("bandwidth_limit", args.bandwidth_limit.clone().or(file.bandwidth_limit))?,
+                bandwidth_limit: bytes(
+                    "bandwidth_limit",
+                    args.bandwidth_limit.clone().or(file.bandwidth_limit),
+                    false,
+                )?,
             },
         };
         config.validate()?;
@@ -172,8 +189,8 @@ fn duration(key: &str, value: Option<String>, default: &str) -> Result<Duration,
     }
 }
 
-/// `20MiB/s`, `512K`, `1000` → bytes per second.
-fn rate(key: &str, value: Option<String>) -> Result<Option<u64>, ConfigError> {
+/// `20MiB/s`, `512K`, `1000` → bytes (per second, for rates).
+fn bytes(key: &str, value: Option<String>, zero_ok: bool) -> Result<Option<u64>, ConfigError> {
     let Some(text) = value else { return Ok(None) };
     let t = text.trim();
     let t = t.strip_suffix("/s").unwrap_or(t).trim();
@@ -190,8 +207,8 @@ fn rate(key: &str, value: Option<String>) -> Result<Option<u64>, ConfigError> {
         _ => 0,
     };
     match num.parse::<f64>() {
-        Ok(n) if n > 0.0 && scale > 0 => Ok(Some((n * scale as f64) as u64)),
-        _ => Err(ConfigError(format!("{key} = \"{text}\": expected a rate like 20MiB/s, 512KiB or 1000"))),
+        Ok(n) if (n > 0.0 || zero_ok && n == 0.0) && scale > 0 => Ok(Some((n * scale as f64) as u64)),
+        _ => Err(ConfigError(format!("{key} = \"{text}\": expected an amount like 20MiB/s, 512KiB or 1000"))),
     }
 }
 
@@ -242,12 +259,13 @@ mod tests {
 
     #[test]
     fn rates_and_durations_parse_with_units() {
-        assert_eq!(rate("k", Some("20MiB/s".into())).unwrap(), Some(20 << 20));
-        assert_eq!(rate("k", Some("512K".into())).unwrap(), Some(512 << 10));
-        assert_eq!(rate("k", Some("1.5 MB/s".into())).unwrap(), Some(1_500_000));
-        assert_eq!(rate("k", Some("1000".into())).unwrap(), Some(1000));
-        assert!(rate("k", Some("fast".into())).unwrap_err().0.contains("20MiB/s"));
-        assert!(rate("k", Some("0".into())).is_err());
+        assert_eq!(bytes("k", Some("20MiB/s".into()), false).unwrap(), Some(20 << 20));
+        assert_eq!(bytes("k", Some("512K".into()), false).unwrap(), Some(512 << 10));
+        assert_eq!(bytes("k", Some("1.5 MB/s".into()), false).unwrap(), Some(1_500_000));
+        assert_eq!(bytes("k", Some("1000".into()), false).unwrap(), Some(1000));
+        assert!(bytes("k", Some("fast".into()), false).unwrap_err().0.contains("20MiB/s"));
+        assert!(bytes("k", Some("0".into()), false).is_err());
+        assert_eq!(bytes("k", Some("0".into()), true).unwrap(), Some(0));
         assert_eq!(duration("k", None, "15s").unwrap(), Duration::from_secs(15));
         assert_eq!(duration("k", Some("2h".into()), "1s").unwrap(), Duration::from_secs(7200));
         assert!(duration("k", Some("0s".into()), "1s").is_err());

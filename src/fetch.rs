@@ -16,6 +16,7 @@
 
 use std::hash::{BuildHasher, Hasher};
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +29,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::config::Net;
+use crate::disk::nofollow;
 use crate::manifest::{Digest, Entry};
 use crate::upstream::{Body, HttpStatus, Upstreams};
 
@@ -169,7 +171,7 @@ impl Fetcher<'_> {
     async fn attempt(&self, i: usize, entry: &Entry, file: &Path) -> Result<Digest> {
         let meta_path = file.with_extension("validator");
         let existing = tokio::fs::metadata(file).await.ok().map(|m| m.len());
-        let validator = tokio::fs::read_to_string(&meta_path).await.ok();
+        let validator = read_validator(&meta_path).await;
         if existing.is_some_and(|have| have >= entry.size)
             && let Some(digest) = self.check_complete(entry, file).await?
         {
@@ -204,18 +206,24 @@ impl Fetcher<'_> {
         let (out, mut hasher, mut got) = match body.range_start {
             Some(start) if start == from => {
                 let (hasher, len) = hash_prefix(file).await?;
-                let out = tokio::fs::OpenOptions::new().append(true).open(file).await.map_err(|e| io("open", e))?;
+                let out = tokio::fs::OpenOptions::new()
+                    .append(true)
+                    .custom_flags(nofollow())
+                    .open(file)
+                    .await
+                    .map_err(|e| io("open", e))?;
                 (out, hasher, len)
             }
             Some(start) => {
                 discard(file, meta_path).await?;
                 return Err(Mismatch::RangeStart { want: from, got: start }.into());
             }
-            None => (tokio::fs::File::create(file).await.map_err(|e| io("create", e))?, Sha256::new(), 0),
+            None => (create_nofollow(file).await.map_err(|e| io("create", e))?, Sha256::new(), 0),
         };
-        match &body.validator {
-            Some(v) => tokio::fs::write(meta_path, v).await.map_err(|e| io("write", e))?,
-            None => drop(tokio::fs::remove_file(meta_path).await),
+        let _ = tokio::fs::remove_file(meta_path).await;
+        if let Some(v) = &body.validator {
+            let mut f = create_nofollow(meta_path).await.map_err(|e| io("create", e))?;
+            f.write_all(v.as_bytes()).await.map_err(|e| io("write", e))?;
         }
         let mut out = tokio::io::BufWriter::with_capacity(256 << 10, out);
         let streamed = self.stream_body(&mut body, &mut out, &mut hasher, &mut got, entry.size).await;
@@ -291,7 +299,11 @@ impl Fetcher<'_> {
         let (hasher, len) = hash_prefix(file).await?;
         let digest = Digest(hasher.finalize().into());
         if len == entry.size && entry.sha256.is_none_or(|want| want == digest) {
-            let f = std::fs::File::options().write(true).open(file).map_err(|e| LocalIo(format!("{e}")))?;
+            let f = std::fs::File::options()
+                .write(true)
+                .custom_flags(nofollow())
+                .open(file)
+                .map_err(|e| LocalIo(format!("could not open {}: {e}", file.display())))?;
             filetime::set_file_handle_times(&f, None, Some(FileTime::from_unix_time(entry.mtime, 0)))
                 .map_err(|e| LocalIo(format!("could not set the mtime of {}: {e}", file.display())))?;
             return Ok(Some(digest));
@@ -328,6 +340,21 @@ fn backoff(base: Duration, round: u32) -> Duration {
     d + Duration::from_millis(jitter)
 }
 
+/// Create or truncate a staging file; a symlink planted in its place is an
+/// error, never followed.
+async fn create_nofollow(path: &Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new().write(true).create(true).truncate(true).custom_flags(nofollow()).open(path).await
+}
+
+/// The validator saved beside a partial file, if any (never through a symlink).
+async fn read_validator(path: &Path) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut f = tokio::fs::OpenOptions::new().read(true).custom_flags(nofollow()).open(path).await.ok()?;
+    let mut text = String::new();
+    f.read_to_string(&mut text).await.ok()?;
+    Some(text)
+}
+
 /// Remove a partial file and its validator.
 async fn discard(file: &Path, meta: &Path) -> Result<()> {
     for p in [file, meta] {
@@ -345,7 +372,7 @@ async fn discard(file: &Path, meta: &Path) -> Result<()> {
 async fn hash_prefix(file: &Path) -> Result<(Sha256, u64)> {
     let path = file.to_path_buf();
     let task = tokio::task::spawn_blocking(move || -> std::io::Result<(Sha256, u64)> {
-        let mut f = std::fs::File::open(&path)?;
+        let mut f = std::fs::File::options().read(true).custom_flags(nofollow()).open(&path)?;
         let (mut hasher, mut len, mut buf) = (Sha256::new(), 0u64, vec![0u8; 1 << 20]);
         loop {
             let n = f.read(&mut buf)?;

@@ -5,7 +5,9 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod disk;
 pub mod fetch;
+pub mod interrupt;
 pub mod manifest;
 pub mod output;
 pub mod plan;
@@ -13,6 +15,7 @@ pub mod scan;
 pub mod snapshot;
 pub mod state;
 pub mod upstream;
+pub mod verify;
 
 use config::ConfigError;
 use snapshot::LockHeld;

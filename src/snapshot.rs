@@ -16,13 +16,17 @@
 //! retried.
 
 use std::fs::{self, File};
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
+use rayon::prelude::*;
 
+use crate::disk::{ensure_real_dir, failpoint, read_dir, remove_if_exists, write_new};
 use crate::fetch::Staged;
+use crate::interrupt;
 use crate::manifest::{Entry, Manifest};
 use crate::plan::Plan;
 
@@ -67,9 +71,12 @@ impl Store {
     }
 
     /// Create the layout if it is missing.
+    /// Create the layout if it is missing; refuse store directories that are
+    /// symlinks. (The root itself may be one, e.g. to another disk.)
     pub fn ensure_layout(&self) -> Result<()> {
-        for dir in [self.root.clone(), self.snapshots(), self.meta(), self.partial_dir()] {
-            fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+        fs::create_dir_all(&self.root).with_context(|| format!("could not create {}", self.root.display()))?;
+        for dir in [self.snapshots(), self.meta(), self.partial_dir()] {
+            ensure_real_dir(&dir)?;
         }
         Ok(())
     }
@@ -154,7 +161,8 @@ impl Store {
 
     /// Build a complete snapshot from the plan: unchanged files hardlinked from
     /// `published`, fetched files moved in from staging, manifest last. The
-    /// result is in `snapshots/` but not yet published.
+    /// result is in `snapshots/` but not yet published. A build that fails or
+    /// is interrupted is removed.
     pub fn build(
         &self,
         plan: &Plan,
@@ -164,34 +172,24 @@ impl Store {
     ) -> Result<String> {
         let id = self.new_id()?;
         let build = self.meta().join(format!("build-{id}"));
-        fs::create_dir(&build).with_context(|| format!("could not create {}", build.display()))?;
-        let mut files: Vec<Entry> = Vec::with_capacity(plan.result_len());
-        if let Some(p) = published {
-            for e in &plan.keep {
-                let (from, to) = (p.dir.join(e.path.as_str()), build.join(e.path.as_str()));
-                ensure_parent(&to)?;
-                fs::hard_link(&from, &to).with_context(|| {
-                    format!(
-                        "could not hardlink {} to {} (run `upmirror verify --repair`)",
-                        from.display(),
-                        to.display()
-                    )
-                })?;
-                files.push(e.clone());
-            }
+        // Private while it is being filled: nobody else can plant anything in it.
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&build)
+            .with_context(|| format!("could not create {}", build.display()))?;
+        let filled = fill(&build, plan, staged, published, generated_at);
+        let result = filled.and_then(|()| {
+            fs::set_permissions(&build, fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("could not open up {}", build.display()))?;
+            failpoint("build-done");
+            let dest = self.snapshots().join(&id);
+            fs::rename(&build, &dest)
+                .with_context(|| format!("could not move {} to {}", build.display(), dest.display()))
+        });
+        if let Err(e) = result {
+            let _ = fs::remove_dir_all(&build);
+            return Err(e);
         }
-        for s in staged {
-            let to = build.join(s.entry.path.as_str());
-            ensure_parent(&to)?;
-            fs::rename(&s.file, &to)
-                .with_context(|| format!("could not move {} to {}", s.file.display(), to.display()))?;
-            files.push(s.entry);
-        }
-        let manifest = Manifest::new(generated_at, files).map_err(anyhow::Error::msg)?;
-        write_new(&build.join(SNAPSHOT_MANIFEST), &manifest.to_json())?;
-        let dest = self.snapshots().join(&id);
-        fs::rename(&build, &dest)
-            .with_context(|| format!("could not move {} to {}", build.display(), dest.display()))?;
         Ok(id)
     }
 
@@ -204,8 +202,11 @@ impl Store {
         remove_if_exists(&tmp)?;
         std::os::unix::fs::symlink(Path::new("snapshots").join(id), &tmp)
             .with_context(|| format!("could not create {}", tmp.display()))?;
+        failpoint("publish-before-swap");
+        interrupt::check()?;
         let current = self.root.join("current");
         fs::rename(&tmp, &current).with_context(|| format!("could not replace {}", current.display()))?;
+        failpoint("publish-after-swap");
         root.sync_all().with_context(|| format!("could not flush {}", self.root.display()))
     }
 
@@ -215,6 +216,7 @@ impl Store {
         let excess = (others.len() + 1).saturating_sub(keep.max(1));
         let mut removed = Vec::new();
         for id in others.into_iter().take(excess) {
+            failpoint("prune");
             let dir = self.snapshots().join(&id);
             fs::remove_dir_all(&dir).with_context(|| format!("could not remove {}", dir.display()))?;
             removed.push(id);
@@ -236,6 +238,51 @@ impl Store {
             _ => now,
         })
     }
+}
+
+/// Fill a fresh build directory: directories first, then hardlinks and
+/// renames in parallel, then the manifest.
+fn fill(
+    build: &Path,
+    plan: &Plan,
+    staged: Vec<Staged>,
+    published: Option<&Published>,
+    generated_at: SystemTime,
+) -> Result<()> {
+    let keep: &[Entry] = if published.is_some() { &plan.keep } else { &[] };
+    let mut dirs: Vec<&str> =
+        keep.iter().chain(staged.iter().map(|s| &s.entry)).filter_map(|e| e.path.ancestors().last()).collect();
+    dirs.sort_unstable();
+    dirs.dedup();
+    for dir in dirs {
+        let dir = build.join(dir);
+        fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+    }
+    interrupt::check()?;
+    if let Some(p) = published {
+        keep.par_iter().enumerate().try_for_each(|(n, e)| {
+            if n == keep.len() / 2 {
+                failpoint("build-link");
+            }
+            let (from, to) = (p.dir.join(e.path.as_str()), build.join(e.path.as_str()));
+            fs::hard_link(&from, &to).with_context(|| {
+                format!(
+                    "could not hardlink {} to {} (`upmirror verify --repair` mends the published snapshot)",
+                    from.display(),
+                    to.display()
+                )
+            })
+        })?;
+    }
+    interrupt::check()?;
+    staged.par_iter().try_for_each(|s| {
+        let to = build.join(s.entry.path.as_str());
+        fs::rename(&s.file, &to).with_context(|| format!("could not move {} to {}", s.file.display(), to.display()))
+    })?;
+    interrupt::check()?;
+    let files = keep.iter().cloned().chain(staged.into_iter().map(|s| s.entry)).collect();
+    let manifest = Manifest::new(generated_at, files).map_err(anyhow::Error::msg)?;
+    write_new(&build.join(SNAPSHOT_MANIFEST), &manifest.to_json())
 }
 
 /// `YYYYMMDDTHHMMSSZ` with an optional `-N` suffix.
@@ -260,59 +307,6 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     let path = dir.join(SNAPSHOT_MANIFEST);
     let bytes = fs::read(&path).with_context(|| format!("could not read {}", path.display()))?;
     Manifest::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
-}
-
-/// Write a file that must not exist yet, and flush it.
-fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = File::options()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .with_context(|| format!("could not create {}", path.display()))?;
-    f.write_all(bytes).with_context(|| format!("could not write {}", path.display()))
-}
-
-/// Replace `path` with `bytes` atomically and durably: temp file, fsync,
-/// rename, fsync of the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().context("no parent directory")?;
-    let tmp = path.with_extension("tmp");
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("could not write {}", path.display()))
-}
-
-fn ensure_parent(path: &Path) -> Result<()> {
-    match path.parent() {
-        Some(dir) => fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display())),
-        None => Ok(()),
-    }
-}
-
-fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
-    match fs::read_dir(dir) {
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
-        other => other
-            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .with_context(|| format!("could not list {}", dir.display())),
-    }
-}
-
-fn remove_if_exists(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("could not remove {}", path.display()))
-        }
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::disk::write_atomic;
 use crate::plan::Summary;
-use crate::snapshot::write_atomic;
 use crate::upstream::Validators;
 
 #[derive(Debug, Default, Serialize, Deserialize)]

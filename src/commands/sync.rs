@@ -1,39 +1,24 @@
-//! One function per subcommand: the only place the stages meet.
-//! config → listing → plan → fetch → verify → build → publish → state/status.
+//! `upmirror sync`: lock, list, plan, guard, fetch, build, publish, record.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
-use crate::cli::{Command, SyncArgs};
+use super::{Refused, before, now_rfc3339, rfc3339, runtime, unix_seconds};
+use crate::cli::SyncArgs;
 use crate::config::Config;
+use crate::disk::failpoint;
 use crate::fetch::fetch_all;
 use crate::manifest::Manifest;
-use crate::output::{Reporter, escape, human_bytes, human_duration};
+use crate::output::{Reporter, human_bytes};
 use crate::plan::{self, Plan, Summary};
-use crate::scan::describe_dir;
-use crate::snapshot::{Published, SNAPSHOT_MANIFEST, Store, write_atomic};
+use crate::snapshot::{Published, SNAPSHOT_MANIFEST, Store};
 use crate::state::{Conditional, RunStatus, SnapshotInfo, State};
-use crate::upstream::{ListOutcome, Listing, Probe, Source, Upstreams};
-
-/// A safety guard refused the run (exit 3).
-#[derive(Debug, thiserror::Error)]
-#[error("refused: {0}")]
-pub struct Refused(pub String);
+use crate::upstream::{ListOutcome, Listing, Source, Upstreams};
 
 /// How far in the future a listing's `generated_at` may be (clock skew).
 const MAX_FUTURE: Duration = Duration::from_secs(24 * 3600);
-/// Free space kept beyond the bytes to download.
-const FREE_SPACE_MARGIN: u64 = 64 << 20;
-
-pub fn run(command: Command, cfg: &Config, out: Reporter) -> Result<()> {
-    match command {
-        Command::Sync(args) => sync(cfg, &args, out),
-        Command::Mirrors => mirrors(cfg, out),
-        Command::Manifest { dir } => manifest(&dir, out),
-    }
-}
 
 /// What a sync ended with, for the report and status.json.
 enum Outcome {
@@ -41,7 +26,7 @@ enum Outcome {
     Published { id: String, upstream: String, summary: Summary },
 }
 
-fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
+pub(super) fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
     let store = Store::new(cfg.root()?);
     if args.dry_run {
         return dry_run(cfg, args, &store, out);
@@ -76,7 +61,7 @@ fn sync_locked(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> R
     let mut state = State::load(&store.meta())?;
     let published = store.published()?;
     let upstreams = Upstreams::new(cfg)?;
-    let rt = runtime()?;
+    let rt = runtime(true)?;
     let deadline = tokio::time::Instant::now() + cfg.net.run_timeout;
     let listing = match list(&rt, deadline, &upstreams, &state, published.as_ref())? {
         ListOutcome::Unchanged { url, .. } => {
@@ -99,6 +84,7 @@ fn sync_locked(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> R
     let partial = store.partial_dir();
     let fetch = fetch_all(&upstreams, listing.upstream, downloads, precision, &partial, cfg.concurrency, &cfg.net);
     let staged = rt.block_on(before(deadline, fetch))?;
+    failpoint("fetched");
     let id = store.build(&plan, staged, published.as_ref(), listing.manifest.generated_at)?;
     store.publish(&id)?;
     store.clear_partials()?;
@@ -113,7 +99,7 @@ fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Resul
     let state = State::load(&store.meta())?;
     let published = store.published()?;
     let upstreams = Upstreams::new(cfg)?;
-    let rt = runtime()?;
+    let rt = runtime(false)?;
     let deadline = tokio::time::Instant::now() + cfg.net.run_timeout;
     let listing = match list(&rt, deadline, &upstreams, &state, published.as_ref())? {
         ListOutcome::Fetched(listing) => listing,
@@ -149,14 +135,6 @@ fn list(
     let id = published.map(|p| p.id.as_str());
     let listing = upstreams.list(|url| state.validators_for(url.as_str(), id), published.map(|p| &p.manifest));
     rt.block_on(before(deadline, listing))
-}
-
-/// Run `fut` unless the run's deadline passes first.
-async fn before<T>(deadline: tokio::time::Instant, fut: impl Future<Output = Result<T>>) -> Result<T> {
-    match tokio::time::timeout_at(deadline, fut).await {
-        Ok(result) => result,
-        Err(_) => anyhow::bail!("the run exceeded run_timeout; partial downloads are kept for the next run"),
-    }
 }
 
 /// Check the listing against the freshness guards and plan it against the
@@ -225,7 +203,7 @@ fn check_plan(cfg: &Config, args: &SyncArgs, plan: &Plan, published: usize, root
         ))
         .into());
     }
-    let need = plan.summary().download_bytes.saturating_add(FREE_SPACE_MARGIN);
+    let need = plan.summary().download_bytes.saturating_add(cfg.free_space_margin);
     let existing = root.ancestors().find(|p| p.exists()).unwrap_or(root);
     let fs = rustix::fs::statvfs(existing)
         .with_context(|| format!("could not read the free space of {}", existing.display()))?;
@@ -236,7 +214,7 @@ fn check_plan(cfg: &Config, args: &SyncArgs, plan: &Plan, published: usize, root
             root.display(),
             human_bytes(need),
             human_bytes(plan.summary().download_bytes),
-            human_bytes(FREE_SPACE_MARGIN),
+            human_bytes(cfg.free_space_margin),
             human_bytes(free)
         ))
         .into());
@@ -244,80 +222,14 @@ fn check_plan(cfg: &Config, args: &SyncArgs, plan: &Plan, published: usize, root
     Ok(())
 }
 
-fn mirrors(cfg: &Config, out: Reporter) -> Result<()> {
-    let upstreams = Upstreams::new(cfg)?;
-    let probes =
-        runtime()?.block_on(futures_util::future::join_all((0..upstreams.bases.len()).map(|i| upstreams.probe(i))));
-    if out.json {
-        println!("{}", serde_json::to_string_pretty(&probes)?);
-    } else {
-        print!("{}", mirrors_table(&probes));
-    }
-    if !probes.iter().any(|p| p.usable) {
-        anyhow::bail!("no upstream is usable");
-    }
-    Ok(())
-}
-
-/// The human table of `upmirror mirrors`, errors and crawl limits below it.
-fn mirrors_table(probes: &[Probe]) -> String {
-    let mut rows = vec![["UPSTREAM", "STATUS", "TLS", "CLIENT CERT", "LATENCY", "LISTING", "AGE"].map(String::from)];
-    let mut notes = Vec::new();
-    for p in probes {
-        rows.push([
-            p.url.clone(),
-            if p.usable { "ok" } else { "DOWN" }.to_owned(),
-            p.tls.clone(),
-            p.client_cert.clone(),
-            p.latency_ms.map_or("-".into(), |ms| format!("{ms} ms")),
-            p.listing.unwrap_or("-").to_owned(),
-            p.age_secs.map_or("-".into(), |s| human_duration(s.max(0) as u64)),
-        ]);
-        if let Some(e) = &p.error {
-            notes.push(format!("{}: {e}", p.url));
-        }
-        if p.listing.is_some_and(|l| l.starts_with("autoindex")) {
-            notes.push(format!(
-                "{}: no manifest; directory listings never show dotfiles, and a directory holding index.html \
-                 shows that page instead: only a manifest lists everything",
-                p.url
-            ));
-        }
-    }
-    let widths: Vec<usize> = (0..7).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
-    let mut text = String::new();
-    for r in &rows {
-        let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        text.push_str(cells.join("  ").trim_end());
-        text.push('\n');
-    }
-    for n in notes {
-        text.push_str(&n);
-        text.push('\n');
-    }
-    text
-}
-
-fn manifest(dir: &Path, out: Reporter) -> Result<()> {
-    let manifest = describe_dir(dir, SNAPSHOT_MANIFEST)?;
-    let path = dir.join(SNAPSHOT_MANIFEST);
-    write_atomic(&path, &manifest.to_json())?;
-    out.info(format!(
-        "wrote {}: {} files, {}",
-        escape(&path.display().to_string()),
-        manifest.files.len(),
-        human_bytes(manifest.total_bytes())
-    ));
-    Ok(())
-}
-
 impl State {
     /// Remember that snapshot `id` holds `listing`, and its validators.
-    fn record(&mut self, id: &str, listing: &Listing) {
+    pub(super) fn record(&mut self, id: &str, listing: &Listing) {
         let identity = listing.identity.to_string();
         let generated_at = unix_seconds(listing.manifest.generated_at);
         let upstream = listing.url.to_string();
         self.high_water = Some(self.high_water.unwrap_or(0).max(generated_at));
+        self.rejected.retain(|r| *r != identity);
         self.snapshots.insert(
             id.to_owned(),
             SnapshotInfo { identity: identity.clone(), generated_at, upstream: upstream.clone() },
@@ -346,20 +258,4 @@ fn run_status(started: String, result: &Result<Outcome>) -> RunStatus {
         }
     }
     status
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("could not start the async runtime")
-}
-
-fn unix_seconds(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-fn rfc3339(secs: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
-}
-
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }

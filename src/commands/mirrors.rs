@@ -1,0 +1,62 @@
+//! `upmirror mirrors`: each upstream's health, as a table or JSON.
+
+use anyhow::Result;
+
+use super::runtime;
+use crate::config::Config;
+use crate::output::{Reporter, human_duration};
+use crate::upstream::{Probe, Upstreams};
+
+pub(super) fn mirrors(cfg: &Config, out: Reporter) -> Result<()> {
+    let upstreams = Upstreams::new(cfg)?;
+    let probes = runtime(false)?
+        .block_on(futures_util::future::join_all((0..upstreams.bases.len()).map(|i| upstreams.probe(i))));
+    if out.json {
+        println!("{}", serde_json::to_string_pretty(&probes)?);
+    } else {
+        print!("{}", mirrors_table(&probes));
+    }
+    if !probes.iter().any(|p| p.usable) {
+        anyhow::bail!("no upstream is usable");
+    }
+    Ok(())
+}
+
+/// The human table of `upmirror mirrors`, errors and crawl limits below it.
+fn mirrors_table(probes: &[Probe]) -> String {
+    let mut rows = vec![["UPSTREAM", "STATUS", "TLS", "CLIENT CERT", "LATENCY", "LISTING", "AGE"].map(String::from)];
+    let mut notes = Vec::new();
+    for p in probes {
+        rows.push([
+            p.url.clone(),
+            if p.usable { "ok" } else { "DOWN" }.to_owned(),
+            p.tls.clone(),
+            p.client_cert.clone(),
+            p.latency_ms.map_or("-".into(), |ms| format!("{ms} ms")),
+            p.listing.unwrap_or("-").to_owned(),
+            p.age_secs.map_or("-".into(), |s| human_duration(s.max(0) as u64)),
+        ]);
+        if let Some(e) = &p.error {
+            notes.push(format!("{}: {e}", p.url));
+        }
+        if p.listing.is_some_and(|l| l.starts_with("autoindex")) {
+            notes.push(format!(
+                "{}: no manifest; directory listings never show dotfiles, and a directory holding index.html \
+                 shows that page instead: only a manifest lists everything",
+                p.url
+            ));
+        }
+    }
+    let widths: Vec<usize> = (0..7).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut text = String::new();
+    for r in &rows {
+        let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        text.push_str(cells.join("  ").trim_end());
+        text.push('\n');
+    }
+    for n in notes {
+        text.push_str(&n);
+        text.push('\n');
+    }
+    text
+}

@@ -1,0 +1,84 @@
+//! One function per subcommand: the only place the stages meet.
+//! config → listing → plan → fetch → verify → build → publish → state/status.
+
+mod maintain;
+mod mirrors;
+mod sync;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+
+use crate::cli::Command;
+use crate::config::Config;
+use crate::disk::write_atomic;
+use crate::interrupt::{self, Interrupted};
+use crate::output::{Reporter, escape, human_bytes};
+use crate::scan::describe_dir;
+use crate::snapshot::SNAPSHOT_MANIFEST;
+
+/// A safety guard refused the run (exit 3).
+#[derive(Debug, thiserror::Error)]
+#[error("refused: {0}")]
+pub struct Refused(pub String);
+
+pub fn run(command: Command, cfg: &Config, out: Reporter) -> Result<()> {
+    match command {
+        Command::Sync(args) => sync::sync(cfg, &args, out),
+        Command::Verify { repair } => maintain::verify(cfg, repair, out),
+        Command::Status => maintain::status(cfg, out),
+        Command::Mirrors => mirrors::mirrors(cfg, out),
+        Command::Rollback => maintain::rollback(cfg, out),
+        Command::Manifest { dir } => manifest(&dir, out),
+    }
+}
+
+fn manifest(dir: &Path, out: Reporter) -> Result<()> {
+    let manifest = describe_dir(dir, SNAPSHOT_MANIFEST)?;
+    let path = dir.join(SNAPSHOT_MANIFEST);
+    write_atomic(&path, &manifest.to_json())?;
+    out.info(format!(
+        "wrote {}: {} files, {}",
+        escape(&path.display().to_string()),
+        manifest.files.len(),
+        human_bytes(manifest.total_bytes())
+    ));
+    Ok(())
+}
+
+/// A runtime for the network stages. With `signals`, SIGTERM and SIGINT
+/// stop the run at its next check instead of killing the process.
+fn runtime(signals: bool) -> Result<tokio::runtime::Runtime> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    if signals {
+        interrupt::install(&rt).context("could not catch SIGTERM/SIGINT")?;
+    }
+    Ok(rt)
+}
+
+/// Run `fut` unless the run's deadline passes or a signal arrives first.
+async fn before<T>(deadline: tokio::time::Instant, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::select! {
+        result = tokio::time::timeout_at(deadline, fut) => match result {
+            Ok(result) => result,
+            Err(_) => anyhow::bail!("the run exceeded run_timeout; partial downloads are kept for the next run"),
+        },
+        () = interrupt::wait() => Err(Interrupted.into()),
+    }
+}
+
+fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}

@@ -1,0 +1,90 @@
+//! Filesystem primitives the rest of the store is built from: writes that
+//! never follow a symlink planted in their place, the atomic-and-durable
+//! write recipe, checks that the store's own directories are real ones, and
+//! debug-build failpoints that stop the process like `kill -9` would.
+
+use std::fs::{self, File};
+use std::io::{ErrorKind, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+/// `O_NOFOLLOW` for `OpenOptionsExt::custom_flags`: opening a symlink fails.
+pub fn nofollow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
+}
+
+/// Refuse a store directory that is a symlink or not a directory: a symlink
+/// there could send writes outside the root.
+pub fn ensure_real_dir(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => bail!("{} is a symlink; refusing to write through it", path.display()),
+        Ok(m) if !m.is_dir() => bail!("{} is not a directory", path.display()),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            fs::create_dir(path).with_context(|| format!("could not create {}", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("could not read {}", path.display())),
+    }
+}
+
+/// Replace `path` with `bytes` atomically and durably: a new temp file (never
+/// through a symlink), fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().context("no parent directory")?;
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let result = (|| {
+        let mut f = File::options().write(true).create_new(true).custom_flags(nofollow()).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("could not write {}", path.display()))
+}
+
+/// Write a file that must not exist yet.
+pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = File::options()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("could not create {}", path.display()))?;
+    f.write_all(bytes).with_context(|| format!("could not write {}", path.display()))
+}
+
+pub fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
+    match fs::read_dir(dir) {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+        other => other
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("could not list {}", dir.display())),
+    }
+}
+
+pub fn remove_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("could not remove {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// In debug builds, `UPMIRROR_FAILPOINT=name` aborts the process at the
+/// named point, with no cleanup, as `kill -9` would; the crash tests use it.
+/// Release builds compile it away.
+pub fn failpoint(name: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("UPMIRROR_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("upmirror: failpoint {name}");
+        std::process::abort();
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
+}

@@ -1,0 +1,428 @@
+//! Crash safety and on-disk integrity: a process stopped at every step (by
+//! failpoints and by kill -9 at random moments), SIGTERM, a full disk,
+//! symlinks planted in the store, `verify --repair` and `rollback`.
+//!
+//! After every case: `current` is absent (nothing was ever published) or a
+//! complete snapshot that verifies clean (I1); nothing outside the root
+//! changed (I2); a following clean run converges (I3).
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::support::{Env, Fault, inode, pseudo_random};
+
+fn upstream_v2(env: &Env) {
+    env.write("releases/11.3/core.zip", &pseudo_random(400_000, 33));
+    env.write("releases/current.json", b"{\"version\":\"11.3\"}\n");
+    env.remove("pool/p00.deb");
+    env.make_manifest();
+}
+
+/// I1: `current` is absent or a complete, verified snapshot; no leftovers
+/// are published.
+fn assert_published_is_whole(env: &Env) {
+    if !env.current().exists() {
+        assert!(fs::symlink_metadata(env.current()).is_err(), "current is a dangling link");
+        return;
+    }
+    let out = env.run(&["verify", "--root", env.root.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "published snapshot does not verify: {out:?}");
+}
+
+/// I3: a clean run converges to the upstream and leaves no leftovers.
+fn assert_converges(env: &Env, url: &str) {
+    let out = env.sync(url, &["--force"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    env.assert_mirrors_upstream();
+    let meta: Vec<String> = fs::read_dir(env.root.join(".upmirror"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(!meta.iter().any(|n| n.starts_with("build-")), "{meta:?}");
+    assert!(!env.root.join(".current.tmp").exists());
+}
+
+#[test]
+fn a_process_stopped_at_every_step_never_breaks_current() {
+    let points = ["fetched", "build-link", "build-done", "publish-before-swap", "publish-after-swap", "prune"];
+    for point in points {
+        let env = Env::with_sample_tree();
+        let server = env.serve();
+        assert_eq!(env.sync(&server.url(), &[]).code, 0);
+        let v1 = env.published_id();
+        upstream_v2(&env);
+        let out = env.run_env(
+            &[
+                "sync",
+                "--root",
+                env.root.to_str().unwrap(),
+                "--upstream",
+                &server.url(),
+                "--ca-file",
+                env.pki.ca.to_str().unwrap(),
+                "--keep",
+                "1",
+            ],
+            &[("UPMIRROR_FAILPOINT", point)],
+        );
+        assert_ne!(out.code, 0, "{point}: {out:?}");
+        assert!(out.stderr.contains(&format!("failpoint {point}")), "{point} was not reached: {}", out.stderr);
+        assert_published_is_whole(&env);
+        if ["fetched", "build-link", "build-done", "publish-before-swap"].contains(&point) {
+            assert_eq!(env.published_id(), v1, "{point}: nothing new is published before the swap");
+        }
+        env.assert_sentinel_intact();
+        assert_converges(&env, &server.url());
+    }
+}
+
+#[test]
+fn a_first_run_stopped_before_the_swap_publishes_nothing() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    let args = [
+        "sync",
+        "--root",
+        env.root.to_str().unwrap(),
+        "--upstream",
+        &server.url(),
+        "--ca-file",
+        env.pki.ca.to_str().unwrap(),
+    ];
+    let out = env.run_env(&args, &[("UPMIRROR_FAILPOINT", "publish-before-swap")]);
+    assert_ne!(out.code, 0);
+    assert!(fs::symlink_metadata(env.current()).is_err(), "no current before the first swap");
+    assert_converges(&env, &server.url());
+}
+
+#[test]
+fn kill_9_at_random_moments_never_breaks_current() {
+    let env = Env::new();
+    for i in 0..40 {
+        env.write(&format!("big/f{i:02}.bin"), &pseudo_random(150_000, i));
+    }
+    for i in 0..200 {
+        env.write(&format!("small/{}/s{i:03}.txt", i % 10), format!("file {i}\n").as_bytes());
+    }
+    env.make_manifest();
+    let server = env.serve();
+    let binary = env!("CARGO_BIN_EXE_upmirror");
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut kills = 0;
+    for round in 0..16 {
+        // Alternate the upstream between two states so every run has work.
+        env.write("big/f00.bin", &pseudo_random(150_000, 1000 + round));
+        env.write(&format!("small/0/s{round:03}.txt"), format!("round {round}\n").as_bytes());
+        env.make_manifest();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = Duration::from_millis(seed % 700);
+        let mut child = Command::new(binary)
+            .args([
+                "sync",
+                "--force",
+                "--keep",
+                "2",
+                "--bandwidth-limit",
+                "8MiB/s",
+                "--root",
+                env.root.to_str().unwrap(),
+            ])
+            .args(["--upstream", &server.url(), "--ca-file", env.pki.ca.to_str().unwrap(), "--config", "/dev/null"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The moment of the kill is the experiment, not a synchronisation.
+        let start = Instant::now();
+        while start.elapsed() < delay && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+        assert_published_is_whole(&env);
+        env.assert_sentinel_intact();
+    }
+    assert!(kills >= 8, "only {kills} runs were killed mid-way");
+    assert_converges(&env, &server.url());
+}
+
+#[test]
+fn sigterm_aborts_cleanly_and_releases_the_lock() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    let v1 = env.published_id();
+    upstream_v2(&env);
+    server.fault("/releases/11.3/core.zip", Fault::Drip(50));
+    let child = Command::new(env!("CARGO_BIN_EXE_upmirror"))
+        .args(["sync", "--root", env.root.to_str().unwrap(), "--upstream", &server.url()])
+        .args(["--ca-file", env.pki.ca.to_str().unwrap(), "--config", "/dev/null"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) until the slow file is being received.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.requests_for("/releases/11.3/core.zip").is_empty() {
+        assert!(Instant::now() < deadline, "the download never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"), "{out:?}");
+    assert_eq!(env.published_id(), v1);
+    let status: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.root.join(".upmirror/status.json")).unwrap()).unwrap();
+    assert_eq!(status["outcome"], "failed");
+    server.clear_faults();
+    assert_converges(&env, &server.url());
+}
+
+#[test]
+fn a_full_disk_fails_the_run_and_the_next_run_succeeds_once_there_is_room() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root (.ci/run runs as root)");
+        return;
+    }
+    let env = Env::new();
+    for i in 0..300 {
+        env.write(&format!("d{}/f{i:03}.txt", i % 7), format!("small file {i}\n").as_bytes());
+    }
+    env.make_manifest();
+    let server = env.serve();
+    fs::create_dir(&env.root).unwrap();
+    let mount = Mount::tmpfs(&env.root, "600k");
+    let out = env.sync(&server.url(), &["--free-space-margin", "0"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("No space left"), "{}", out.stderr);
+    assert!(fs::symlink_metadata(env.current()).is_err());
+    mount.resize("16m");
+    let out = env.sync(&server.url(), &["--free-space-margin", "0"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    env.assert_mirrors_upstream();
+}
+
+/// A tmpfs mounted for one test, unmounted on drop.
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &std::path::Path, size: &str) -> Mount {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mount tmpfs failed");
+        Mount(at.to_path_buf())
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = Command::new("mount").args(["-o", &format!("remount,size={size}")]).arg(&self.0).status().unwrap();
+        assert!(ok.success(), "remount failed");
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The staging name the fetcher uses for a manifest entry.
+fn staging_name(path: &str, size: u64, mtime: i64, sha: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(path.as_bytes());
+    h.update(format!("\0{size}\0{mtime}\0Some({sha})").as_bytes());
+    h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn symlinks_planted_in_the_store_never_redirect_a_write() {
+    // A staging file replaced by a symlink to a file outside the root.
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.upstream.join("upmirror-manifest.json")).unwrap()).unwrap();
+    fs::create_dir_all(env.root.join(".upmirror/partial")).unwrap();
+    for f in manifest["files"].as_array().unwrap() {
+        let name = staging_name(
+            f["path"].as_str().unwrap(),
+            f["size"].as_u64().unwrap(),
+            f["mtime"].as_i64().unwrap(),
+            f["sha256"].as_str().unwrap(),
+        );
+        symlink(&env.sentinel, env.root.join(".upmirror/partial").join(&name)).unwrap();
+        symlink(&env.sentinel, env.root.join(".upmirror/partial").join(format!("{name}.validator"))).unwrap();
+    }
+    let out = env.sync(&server.url(), &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    env.assert_sentinel_intact();
+    assert!(fs::symlink_metadata(env.current()).is_err());
+    for r in server.log() {
+        assert!(!r.headers.get("if-range").is_some_and(|v| v.contains("never change")), "a planted validator was read");
+    }
+
+    // The staging directory itself replaced by a symlink.
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    let outside = env.dir.path().join("other");
+    fs::create_dir_all(&outside).unwrap();
+    fs::create_dir_all(env.root.join(".upmirror")).unwrap();
+    symlink(&outside, env.root.join(".upmirror/partial")).unwrap();
+    let out = env.sync(&server.url(), &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("is a symlink"), "{}", out.stderr);
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "nothing written through the link");
+
+    // A half-built snapshot left with a symlink inside: removed, not followed.
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    fs::create_dir_all(env.root.join(".upmirror/build-20260101T000000Z")).unwrap();
+    symlink(env.dir.path(), env.root.join(".upmirror/build-20260101T000000Z/escape")).unwrap();
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    assert!(!env.root.join(".upmirror/build-20260101T000000Z").exists());
+    env.assert_sentinel_intact();
+    assert!(env.upstream.join("upmirror-manifest.json").exists());
+}
+
+#[test]
+fn a_current_that_is_not_a_link_into_snapshots_is_refused_not_repaired() {
+    type Make = fn(&Env);
+    let cases: [(&str, Make); 3] = [
+        ("is not a symlink", |env| fs::create_dir_all(env.current()).unwrap()),
+        ("not a snapshot directory", |env| symlink("snapshots/20260101T000000Z", env.current()).unwrap()),
+        ("not to snapshots/<id>", |env| symlink("/etc", env.current()).unwrap()),
+    ];
+    for (message, make) in cases {
+        let env = Env::with_sample_tree();
+        let server = env.serve();
+        fs::create_dir_all(&env.root).unwrap();
+        make(&env);
+        let out = env.sync(&server.url(), &[]);
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(out.stderr.contains(message), "{message}: {}", out.stderr);
+        assert!(env.snapshot_ids().is_empty(), "nothing built");
+    }
+}
+
+#[test]
+fn verify_finds_damage_and_repair_publishes_new_inodes_leaving_old_snapshots_alone() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    let old = env.current().canonicalize().unwrap();
+    upstream_v2(&env);
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    let cur = env.current().canonicalize().unwrap();
+    let root = env.root.to_str().unwrap();
+    assert_eq!(env.run(&["verify", "--root", root]).code, 0, "clean to begin with");
+
+    // Damage only files the current snapshot does not share with the old one.
+    let mut core = fs::read(cur.join("releases/11.3/core.zip")).unwrap();
+    core[1000] ^= 1;
+    fs::write(cur.join("releases/11.3/core.zip"), &core).unwrap();
+    fs::write(cur.join("releases/current.json"), b"{\"ver").unwrap();
+    fs::remove_file(cur.join("pool/p05.deb")).unwrap_or(()); // shared with old: its link in cur only
+    fs::write(cur.join("stray.txt"), b"not listed").unwrap();
+    let before_old = crate::support::files(&old);
+
+    let out = env.run(&["verify", "--root", root]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", out.stdout);
+    assert!(lines.iter().any(|l| l.starts_with("digest") && l.contains("releases/11.3/core.zip")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("size") && l.contains("releases/current.json")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("missing") && l.contains("pool/p05.deb")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("extra") && l.contains("stray.txt")), "{lines:?}");
+
+    let damaged_inode = inode(&cur.join("releases/11.3/core.zip"));
+    let out = env.run(&[
+        "verify",
+        "--repair",
+        "--root",
+        root,
+        "--upstream",
+        &server.url(),
+        "--ca-file",
+        env.pki.ca.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let repaired = env.current().canonicalize().unwrap();
+    assert_ne!(repaired, cur, "a new snapshot is published");
+    assert_ne!(inode(&repaired.join("releases/11.3/core.zip")), damaged_inode);
+    assert!(!repaired.join("stray.txt").exists());
+    assert_eq!(env.run(&["verify", "--root", root]).code, 0);
+    env.assert_mirrors_upstream();
+    assert_eq!(crate::support::files(&old), before_old, "the older snapshot is untouched");
+}
+
+#[test]
+fn rollback_republishes_the_previous_snapshot_and_refuses_that_listing_until_a_newer_one() {
+    let env = Env::with_sample_tree();
+    env.set_generated_at("2026-01-01T00:00:00Z");
+    let server = env.serve();
+    let root = env.root.to_str().unwrap();
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    let v1 = env.published_id().unwrap();
+    let out = env.run(&["rollback", "--root", root]);
+    assert_eq!(out.code, 1, "one snapshot: nothing to roll back to: {out:?}");
+    assert!(out.stderr.contains("no snapshot older"), "{}", out.stderr);
+
+    upstream_v2(&env);
+    env.set_generated_at("2026-02-01T00:00:00Z");
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    let v2 = env.published_id().unwrap();
+    let out = env.run(&["rollback", "--root", root]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(env.published_id().unwrap(), v1);
+
+    let out = env.sync(&server.url(), &[]);
+    assert_eq!(out.code, 3, "the rolled-back listing is refused: {out:?}");
+    assert!(out.stderr.contains("rolled back"), "{}", out.stderr);
+    assert_eq!(env.published_id().unwrap(), v1);
+
+    env.write("releases/current.json", b"{\"version\":\"11.4\"}\n");
+    env.make_manifest();
+    env.set_generated_at("2026-03-01T00:00:00Z");
+    let out = env.sync(&server.url(), &[]);
+    assert_eq!(out.code, 0, "the next newer listing is published: {out:?}");
+    let v3 = env.published_id().unwrap();
+    assert!(v3 != v1 && v3 != v2);
+    env.assert_mirrors_upstream();
+}
+
+#[test]
+fn status_reports_the_published_snapshot_and_the_last_run() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    let root = env.root.to_str().unwrap();
+    let out = env.run(&["status", "--root", root]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("published   nothing yet"), "{}", out.stdout);
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    server.fault("/pool/p01.deb", Fault::Status(500));
+    env.write("pool/p01.deb", b"new");
+    env.make_manifest();
+    assert_eq!(env.sync(&server.url(), &["--retries", "0"]).code, 1);
+    let out = env.run(&["status", "--root", root, "--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(doc["published"]["id"].as_str(), env.published_id().as_deref());
+    assert_eq!(doc["published"]["files"], 26);
+    assert_eq!(doc["last_run"]["outcome"], "failed");
+    assert!(doc["last_run"]["error"].as_str().unwrap().contains("HTTP 500"));
+    assert_eq!(doc["snapshots"].as_array().unwrap().len(), 1);
+    assert!(doc["disk_used_bytes"].as_u64().unwrap() > 300_000);
+    let text = env.run(&["status", "--root", root]).stdout;
+    assert!(text.contains("last run    failed") && text.contains("(current)"), "{text}");
+}
