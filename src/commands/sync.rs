@@ -219,6 +219,20 @@ fn check_plan(cfg: &Config, args: &SyncArgs, plan: &Plan, published: usize, root
         ))
         .into());
     }
+    // Each snapshot is a new tree of directories; downloads are new files too.
+    if fs.f_files > 0 {
+        let dirs: std::collections::HashSet<&str> =
+            plan.keep.iter().chain(plan.downloads()).flat_map(|e| e.path.ancestors()).collect();
+        let inodes = (dirs.len() + plan.add.len() + plan.change.len() + 16) as u64;
+        if fs.f_favail < inodes {
+            return Err(Refused(format!(
+                "{} needs {inodes} inodes for the new snapshot but has {} free",
+                root.display(),
+                fs.f_favail
+            ))
+            .into());
+        }
+    }
     Ok(())
 }
 

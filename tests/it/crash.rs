@@ -426,3 +426,50 @@ fn status_reports_the_published_snapshot_and_the_last_run() {
     let text = env.run(&["status", "--root", root]).stdout;
     assert!(text.contains("last run    failed") && text.contains("(current)"), "{text}");
 }
+
+#[test]
+fn the_inode_preflight_refuses_before_any_download() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root (.ci/run runs as root)");
+        return;
+    }
+    let env = Env::new();
+    for i in 0..200 {
+        env.write(&format!("f{i:03}.txt"), b"x");
+    }
+    env.make_manifest();
+    let server = env.serve();
+    fs::create_dir(&env.root).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m,nr_inodes=100", "tmpfs"])
+        .arg(&env.root)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let _mount = Mount(env.root.clone());
+    let out = env.sync(&server.url(), &["--free-space-margin", "0"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("inodes"), "{}", out.stderr);
+    assert!(server.file_requests().is_empty());
+}
+
+#[test]
+fn dry_run_writes_nothing_even_on_a_read_only_root() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: a read-only bind mount needs root (.ci/run runs as root)");
+        return;
+    }
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    upstream_v2(&env);
+    let bind = |args: &[&str]| {
+        assert!(Command::new("mount").args(args).arg(&env.root).arg(&env.root).status().unwrap().success())
+    };
+    bind(&["--bind"]);
+    let _mount = Mount(env.root.clone());
+    assert!(Command::new("mount").args(["-o", "remount,ro,bind"]).arg(&env.root).status().unwrap().success());
+    let out = env.sync(&server.url(), &["--dry-run"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("+ releases/11.3/core.zip"), "{}", out.stdout);
+}
