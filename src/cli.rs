@@ -113,6 +113,9 @@ pub struct GlobalArgs {
     /// Free space kept beyond the bytes to download (e.g. 1GiB) [default: 64MiB].
     #[arg(long, global = true, env = "UPMIRROR_FREE_SPACE_MARGIN", value_name = "SIZE")]
     pub free_space_margin: Option<String>,
+    /// Also write Prometheus metrics to this file (node_exporter textfile collector).
+    #[arg(long, global = true, env = "UPMIRROR_METRICS_FILE", value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     /// Downloads in flight at once [default: 16].
     #[arg(long, global = true, env = "UPMIRROR_CONCURRENCY", value_name = "N")]
     pub concurrency: Option<usize>,

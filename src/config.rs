@@ -33,6 +33,7 @@ pub struct FileConfig {
     pub max_delete_percent: Option<f64>,
     pub concurrency: Option<usize>,
     pub free_space_margin: Option<String>,
+    pub metrics_file: Option<PathBuf>,
     pub retries: Option<u32>,
     pub retry_backoff: Option<String>,
     pub connect_timeout: Option<String>,
@@ -80,6 +81,8 @@ pub struct Config {
     pub concurrency: usize,
     /// Bytes kept free beyond what a run downloads.
     pub free_space_margin: u64,
+    /// A Prometheus textfile written after every run.
+    pub metrics_file: Option<PathBuf>,
     pub net: Net,
 }
 
@@ -95,12 +98,12 @@ impl Config {
             if args.upstreams.is_empty() { file.upstreams.unwrap_or_default() } else { args.upstreams.clone() };
         let allow_plain_http = args.allow_plain_http.or(file.allow_plain_http).unwrap_or(false);
         let config = Config {
-            root: args.root.clone().or(file.root),
+            root: expand(args.root.clone().or(file.root))?,
             upstreams: upstreams.iter().map(|u| parse_upstream(u, allow_plain_http)).collect::<Result<_, _>>()?,
             tls: Tls {
-                ca_file: args.ca_file.clone().or(file.ca_file),
-                client_cert: args.client_cert.clone().or(file.client_cert),
-                client_key: args.client_key.clone().or(file.client_key),
+                ca_file: expand(args.ca_file.clone().or(file.ca_file))?,
+                client_cert: expand(args.client_cert.clone().or(file.client_cert))?,
+                client_key: expand(args.client_key.clone().or(file.client_key))?,
             },
             keep: args.keep.or(file.keep).unwrap_or(3),
             listing: args.listing.or(file.listing).unwrap_or(ListingKind::Auto),
@@ -114,6 +117,7 @@ impl Config {
                 true,
             )?
             .unwrap_or(64 << 20),
+            metrics_file: expand(args.metrics_file.clone().or(file.metrics_file))?,
             net: Net {
                 retries: args.retries.or(file.retries).unwrap_or(5),
                 retry_backoff: duration("retry_backoff", args.retry_backoff.clone().or(file.retry_backoff), "1s")?,
@@ -172,12 +176,48 @@ impl Config {
         Ok(())
     }
 
+    /// Where run status goes; host paths of this config are hidden in the public copy.
+    pub fn status_sinks(&self, root: &Path) -> crate::status::Sinks {
+        let mut redact: Vec<(String, String)> = [
+            (Some(root), "<root>"),
+            (self.tls.ca_file.as_deref(), "<ca_file>"),
+            (self.tls.client_cert.as_deref(), "<client_cert>"),
+            (self.tls.client_key.as_deref(), "<client_key>"),
+        ]
+        .into_iter()
+        .filter_map(|(p, name)| Some((p?.to_str()?.to_owned(), name.to_owned())))
+        .filter(|(p, _)| !p.is_empty())
+        .collect();
+        // Longest first, so a path inside the root is not half replaced.
+        redact.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        crate::status::sinks(root, self.metrics_file.clone(), redact)
+    }
+
     /// The root, which every command but `manifest` needs.
     pub fn root(&self) -> Result<&Path, ConfigError> {
         self.root
             .as_deref()
             .ok_or_else(|| ConfigError("no mirror root: set root in the config, --root or UPMIRROR_ROOT".into()))
     }
+}
+
+/// Expand `${NAME}` from the environment in a path, e.g.
+/// `${CREDENTIALS_DIRECTORY}/client.key` under systemd.
+fn expand(path: Option<PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(path) = path else { return Ok(None) };
+    let Some(text) = path.to_str().filter(|t| t.contains("${")) else { return Ok(Some(path)) };
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let end = rest[start..].find('}').ok_or_else(|| ConfigError(format!("{text}: unclosed ${{")))? + start;
+        let name = &rest[start + 2..end];
+        let value = std::env::var(name).map_err(|_| ConfigError(format!("{text}: ${{{name}}} is not set")))?;
+        out.push_str(&rest[..start]);
+        out.push_str(&value);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(Some(PathBuf::from(out)))
 }
 
 fn duration(key: &str, value: Option<String>, default: &str) -> Result<Duration, ConfigError> {
@@ -270,6 +310,14 @@ mod tests {
         assert_eq!(duration("k", Some("2h".into()), "1s").unwrap(), Duration::from_secs(7200));
         assert!(duration("k", Some("0s".into()), "1s").is_err());
         assert!(duration("k", Some("soon".into()), "1s").unwrap_err().0.contains("e.g. 30s"));
+    }
+
+    #[test]
+    fn paths_expand_environment_variables() {
+        let home = std::env::var("PATH").unwrap();
+        assert_eq!(expand(Some("${PATH}/k".into())).unwrap(), Some(PathBuf::from(format!("{home}/k"))));
+        assert_eq!(expand(Some("/plain/k".into())).unwrap(), Some(PathBuf::from("/plain/k")));
+        assert!(expand(Some("${UPMIRROR_SURELY_UNSET_VAR}/k".into())).unwrap_err().0.contains("is not set"));
     }
 
     #[test]

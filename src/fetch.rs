@@ -143,6 +143,7 @@ impl Fetcher<'_> {
                 }
                 match self.attempt(i, &entry, &file).await {
                     Ok(digest) => {
+                        self.up.note(i, None);
                         entry.sha256 = Some(digest);
                         return Ok(Staged { entry, file });
                     }
@@ -152,7 +153,9 @@ impl Fetcher<'_> {
                             Verdict::Fatal => ruled_out[i] = true,
                             Verdict::Retry(after) => wait = wait.max(Some(after.unwrap_or_default())),
                         }
-                        failures.push(format!("{}: {e:#}", self.up.file_url(i, &entry.path)));
+                        let failure = format!("{}: {e:#}", self.up.file_url(i, &entry.path));
+                        self.up.note(i, Some(failure.clone()));
+                        failures.push(failure);
                     }
                 }
             }

@@ -14,6 +14,7 @@ pub mod plan;
 pub mod scan;
 pub mod snapshot;
 pub mod state;
+pub mod status;
 pub mod upstream;
 pub mod verify;
 

@@ -2,7 +2,7 @@
 //! snapshot's listing identity, the freshness high-water mark, rejected
 //! listings and the conditional-request validators. Written atomically and
 //! only after a publish (or an accepted no-change run) succeeded; the
-//! per-run outcome goes to `.upmirror/status.json`.
+//! per-run outcome is `status`'s.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,7 +11,6 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::disk::write_atomic;
-use crate::plan::Summary;
 use crate::upstream::Validators;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -62,27 +61,5 @@ impl State {
         let identity = &self.snapshots.get(published?)?.identity;
         let c = self.validators.get(url)?;
         (&c.identity == identity).then(|| c.validators.clone())
-    }
-}
-
-/// The outcome of one run, written on every exit path of `sync`.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct RunStatus {
-    pub started: String,
-    pub finished: String,
-    /// `published`, `unchanged`, `refused` or `failed`.
-    pub outcome: String,
-    pub exit_code: i32,
-    pub error: Option<String>,
-    pub snapshot: Option<String>,
-    pub upstream: Option<String>,
-    #[serde(flatten)]
-    pub summary: Summary,
-}
-
-impl RunStatus {
-    pub fn write(&self, meta: &Path) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(self).context("serialise status")?;
-        write_atomic(&meta.join("status.json"), &bytes)
     }
 }

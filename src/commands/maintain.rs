@@ -13,7 +13,8 @@ use crate::fetch::fetch_all;
 use crate::output::{Reporter, human_bytes, human_duration};
 use crate::plan::Plan;
 use crate::snapshot::{Published, Store, read_manifest};
-use crate::state::{RunStatus, State};
+use crate::state::State;
+use crate::status::RunStatus;
 use crate::upstream::Upstreams;
 use crate::verify::{Problem, check_tree};
 
@@ -34,7 +35,18 @@ pub(super) fn verify(cfg: &Config, repair: bool, out: Reporter) -> Result<()> {
     if !repair {
         bail!("{} problems in snapshot {}; `upmirror verify --repair` re-fetches them", problems.len(), published.id);
     }
+    let started = now_rfc3339();
     let id = repair_snapshot(cfg, &store, &published, &problems)?;
+    let status = RunStatus {
+        started,
+        finished: now_rfc3339(),
+        outcome: "repaired".into(),
+        snapshot: Some(id.clone()),
+        published_files: Some(published.manifest.files.len()),
+        published_bytes: Some(published.manifest.total_bytes()),
+        ..RunStatus::default()
+    };
+    status.record(&cfg.status_sinks(&store.root))?;
     out.info(format!("repaired {} problems of {} into snapshot {id}, now published", problems.len(), published.id));
     Ok(())
 }
@@ -103,7 +115,7 @@ pub(super) fn rollback(cfg: &Config, out: Reporter) -> Result<()> {
         snapshot: Some(previous.clone()),
         ..RunStatus::default()
     };
-    status.write(&store.meta())?;
+    status.record(&cfg.status_sinks(&store.root))?;
     out.info(format!(
         "published {previous} again; later syncs refuse the listing of {} and publish the next newer one",
         current.id

@@ -14,7 +14,8 @@ use crate::manifest::Manifest;
 use crate::output::{Reporter, human_bytes};
 use crate::plan::{self, Plan, Summary};
 use crate::snapshot::{Published, SNAPSHOT_MANIFEST, Store};
-use crate::state::{Conditional, RunStatus, SnapshotInfo, State};
+use crate::state::{Conditional, SnapshotInfo, State};
+use crate::status::RunStatus;
 use crate::upstream::{ListOutcome, Listing, Source, Upstreams};
 
 /// How far in the future a listing's `generated_at` may be (clock skew).
@@ -33,11 +34,11 @@ pub(super) fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
     }
     store.ensure_layout()?;
     let _lock = store.lock()?;
-    let started = now_rfc3339();
-    let result = sync_locked(cfg, args, &store, out);
-    let status = run_status(started, &result);
-    if let Err(e) = status.write(&store.meta()) {
-        out.warn(format!("{e:#}"));
+    let mut status = RunStatus { started: now_rfc3339(), ..RunStatus::default() };
+    let result = sync_locked(cfg, args, &store, out, &mut status);
+    finish(&mut status, &result);
+    if let Err(e) = status.clone().record(&cfg.status_sinks(&store.root)) {
+        out.warn(format!("could not write the run's status: {e:#}"));
     }
     let outcome = result?;
     if out.json {
@@ -56,22 +57,44 @@ pub(super) fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
     Ok(())
 }
 
-fn sync_locked(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Result<Outcome> {
+fn sync_locked(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter, status: &mut RunStatus) -> Result<Outcome> {
     store.clean_leftovers()?;
+    let upstreams = Upstreams::new(cfg)?;
+    let result = sync_with(cfg, args, store, out, &upstreams, status);
+    status.upstreams = upstreams.health();
+    result
+}
+
+fn sync_with(
+    cfg: &Config,
+    args: &SyncArgs,
+    store: &Store,
+    out: Reporter,
+    upstreams: &Upstreams,
+    status: &mut RunStatus,
+) -> Result<Outcome> {
     let mut state = State::load(&store.meta())?;
     let published = store.published()?;
-    let upstreams = Upstreams::new(cfg)?;
+    if let Some(p) = &published {
+        status.snapshot = Some(p.id.clone());
+        status.published_files = Some(p.manifest.files.len());
+        status.published_bytes = Some(p.manifest.total_bytes());
+        status.listing_generated_at = Some(humantime::format_rfc3339_seconds(p.manifest.generated_at).to_string());
+    }
     let rt = runtime(true)?;
     let deadline = tokio::time::Instant::now() + cfg.net.run_timeout;
-    let listing = match list(&rt, deadline, &upstreams, &state, published.as_ref())? {
+    let listing = match list(&rt, deadline, upstreams, &state, published.as_ref())? {
         ListOutcome::Unchanged { url, .. } => {
+            status.upstream = Some(url.to_string());
             return Ok(Outcome::Unchanged { upstream: url.to_string() });
         }
         ListOutcome::Fetched(listing) => listing,
     };
+    let upstream = listing.url.to_string();
+    status.upstream = Some(upstream.clone());
     let plan = accept(args, &state, published.as_ref(), &listing, out)?;
     check_plan(cfg, args, &plan, published_count(published.as_ref()), &store.root)?;
-    let upstream = listing.url.to_string();
+    status.summary = plan.summary();
     if plan.is_empty() {
         if let Some(p) = &published {
             state.record(&p.id, &listing);
@@ -82,7 +105,7 @@ fn sync_locked(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> R
     let downloads = plan.downloads().cloned().collect();
     let precision = listing.source.mtime_precision();
     let partial = store.partial_dir();
-    let fetch = fetch_all(&upstreams, listing.upstream, downloads, precision, &partial, cfg.concurrency, &cfg.net);
+    let fetch = fetch_all(upstreams, listing.upstream, downloads, precision, &partial, cfg.concurrency, &cfg.net);
     let staged = rt.block_on(before(deadline, fetch))?;
     failpoint("fetched");
     let id = store.build(&plan, staged, published.as_ref(), listing.manifest.generated_at)?;
@@ -92,6 +115,10 @@ fn sync_locked(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> R
     let pruned = store.prune(cfg.keep, &id)?;
     state.snapshots.retain(|k, _| !pruned.contains(k));
     state.save(&store.meta())?;
+    status.snapshot = Some(id.clone());
+    status.published_files = Some(plan.result_len());
+    status.published_bytes = Some(plan.keep.iter().chain(plan.downloads()).map(|e| e.size).sum());
+    status.listing_generated_at = Some(humantime::format_rfc3339_seconds(listing.manifest.generated_at).to_string());
     Ok(Outcome::Published { id, upstream, summary: plan.summary() })
 }
 
@@ -252,24 +279,19 @@ impl State {
     }
 }
 
-fn run_status(started: String, result: &Result<Outcome>) -> RunStatus {
-    let mut status = RunStatus { started, finished: now_rfc3339(), ..Default::default() };
+/// Close the run's status with its outcome.
+fn finish(status: &mut RunStatus, result: &Result<Outcome>) {
+    status.finished = now_rfc3339();
     match result {
-        Ok(Outcome::Unchanged { upstream }) => {
+        Ok(Outcome::Unchanged { .. }) => {
             status.outcome = "unchanged".into();
-            status.upstream = Some(upstream.clone());
+            status.summary = Summary::default();
         }
-        Ok(Outcome::Published { id, upstream, summary }) => {
-            status.outcome = "published".into();
-            status.snapshot = Some(id.clone());
-            status.upstream = Some(upstream.clone());
-            status.summary = *summary;
-        }
+        Ok(Outcome::Published { .. }) => status.outcome = "published".into(),
         Err(e) => {
             status.exit_code = crate::exit_code(e);
             status.outcome = if status.exit_code == 3 { "refused" } else { "failed" }.into();
             status.error = Some(format!("{e:#}"));
         }
     }
-    status
 }

@@ -120,6 +120,8 @@ pub struct Upstreams {
     trust: String,
     has_client_cert: bool,
     client: Client,
+    /// What this run saw of each upstream: used, and its first error.
+    health: std::sync::Mutex<Vec<(bool, Option<String>)>>,
 }
 
 impl Upstreams {
@@ -138,6 +140,7 @@ impl Upstreams {
             trust: cfg.tls.ca_file.as_ref().map_or("system roots".to_owned(), |f| format!("pinned {}", f.display())),
             has_client_cert: cfg.tls.client_cert.is_some(),
             client: build_client(cfg)?,
+            health: std::sync::Mutex::new(vec![(false, None); cfg.upstreams.len()]),
         })
     }
 
@@ -152,8 +155,14 @@ impl Upstreams {
         let mut failures = Vec::new();
         for i in 0..self.bases.len() {
             match self.list_one(i, &known, published).await {
-                Ok(outcome) => return Ok(outcome),
-                Err(e) => failures.push(format!("{e:#}")),
+                Ok(outcome) => {
+                    self.note(i, None);
+                    return Ok(outcome);
+                }
+                Err(e) => {
+                    self.note(i, Some(format!("{e:#}")));
+                    failures.push(format!("{e:#}"));
+                }
             }
         }
         bail!("no upstream gave a valid listing: {}", failures.join("; "))
@@ -226,6 +235,35 @@ impl Upstreams {
             }
         }
         probe
+    }
+
+    /// Remember that upstream `i` was used, and its first failure if any.
+    pub fn note(&self, i: usize, error: Option<String>) {
+        let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = &mut health[i];
+        entry.0 = true;
+        if entry.1.is_none() {
+            entry.1 = error;
+        }
+    }
+
+    /// Each upstream as this run found it.
+    pub fn health(&self) -> Vec<crate::status::UpstreamHealth> {
+        let health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        self.bases
+            .iter()
+            .zip(health.iter())
+            .map(|(url, (used, error))| crate::status::UpstreamHealth {
+                url: url.to_string(),
+                state: match (used, error) {
+                    (false, _) => "not used",
+                    (true, None) => "ok",
+                    (true, Some(_)) => "failed",
+                }
+                .into(),
+                error: error.clone(),
+            })
+            .collect()
     }
 
     pub fn manifest_url(&self, i: usize) -> Result<Url> {

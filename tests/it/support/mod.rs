@@ -190,8 +190,21 @@ impl Env {
         for name in &outside {
             let n = name.to_str().unwrap();
             assert!(
-                ["pki", "upstream", "mirror", "sentinel.txt", "empty.toml", "mirror2", "nginx", "nginx2", "other"]
-                    .contains(&n),
+                [
+                    "pki",
+                    "upstream",
+                    "mirror",
+                    "sentinel.txt",
+                    "empty.toml",
+                    "mirror2",
+                    "nginx",
+                    "nginx2",
+                    "other",
+                    "nginx-allow.conf",
+                    "chromium-profile",
+                    "status.png"
+                ]
+                .contains(&n),
                 "unexpected {n} beside the root"
             );
         }

@@ -24,18 +24,35 @@ pub struct Hit {
     pub uri: String,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Nginx {
     /// Serve `root` (which may be a symlink, as a mirror's `current` is).
     pub fn start(root: &Path, pki: &Pki, prefix: &Path) -> Nginx {
+        let (html_port, json_port) = (free_port(), free_port());
+        let servers = format!(
+            r#"
+    ssl_certificate {cert}; ssl_certificate_key {key};
+    server {{ listen 127.0.0.1:{html_port} ssl http2; root {root}; autoindex on; }}
+    server {{ listen 127.0.0.1:{json_port} ssl http2; root {root}; autoindex on; autoindex_format json; }}
+"#,
+            cert = pki.server_cert.display(),
+            key = pki.server_key.display(),
+            root = root.display(),
+        );
+        Nginx::with_servers(prefix, &servers, html_port, json_port)
+    }
+
+    /// Run nginx with these `server` blocks (and http-level lines) on two
+    /// ports the caller put in them.
+    pub fn with_servers(prefix: &Path, servers: &str, html_port: u16, json_port: u16) -> Nginx {
         let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| Path::new(p).exists());
         let binary = binary.expect("nginx is not installed (apt-get install nginx); .ci/run installs it");
         std::fs::create_dir_all(prefix.join("logs")).unwrap();
-        let (html_port, json_port) = (free_port(), free_port());
         let user = if rustix_is_root() { "user root root;" } else { "" };
+        let mime = if Path::new("/etc/nginx/mime.types").exists() { "include /etc/nginx/mime.types;" } else { "" };
         let conf = format!(
             r#"{user}
 daemon off;
@@ -44,23 +61,24 @@ pid {p}/nginx.pid;
 error_log {p}/logs/error.log warn;
 events {{ worker_connections 256; }}
 http {{
+    {mime}
     default_type application/octet-stream;
     log_format t '$request_method $status "$request_uri"';
     access_log {p}/logs/access.log t;
     client_body_temp_path {p}/body; proxy_temp_path {p}/proxy; fastcgi_temp_path {p}/fastcgi;
     uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;
-    ssl_certificate {cert}; ssl_certificate_key {key};
-    server {{ listen 127.0.0.1:{html_port} ssl http2; root {root}; autoindex on; }}
-    server {{ listen 127.0.0.1:{json_port} ssl http2; root {root}; autoindex on; autoindex_format json; }}
+{servers}
 }}
 "#,
             p = prefix.display(),
-            cert = pki.server_cert.display(),
-            key = pki.server_key.display(),
-            root = root.display(),
         );
         let conf_path = prefix.join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
+        let test = Command::new(binary)
+            .args(["-t", "-p", prefix.to_str().unwrap(), "-c", conf_path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(test.status.success(), "nginx -t: {}", String::from_utf8_lossy(&test.stderr));
         let child = Command::new(binary)
             .args(["-p", prefix.to_str().unwrap(), "-c", conf_path.to_str().unwrap(), "-e", "stderr"])
             .spawn()

@@ -1,0 +1,288 @@
+//! What each run leaves for monitoring: `.upmirror/status.json` (the last
+//! run, private), `.upmirror/history.json` (the last runs), a sanitised public
+//! copy with a small HTML page in `ROOT/public/` (served by nginx at
+//! `/.well-known/upmirror/`), and optionally a Prometheus textfile. Written
+//! on every exit path of a run; every file atomically.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::disk::{ensure_real_dir, write_atomic};
+use crate::output::{human_bytes, human_duration};
+use crate::plan::Summary;
+
+const HISTORY: usize = 30;
+const PAGE_HISTORY: usize = 10;
+
+/// The outcome of one run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunStatus {
+    pub started: String,
+    pub finished: String,
+    /// `published`, `unchanged`, `refused`, `failed`, `rolled-back` or `repaired`.
+    pub outcome: String,
+    pub exit_code: i32,
+    pub error: Option<String>,
+    pub snapshot: Option<String>,
+    /// Where the listing came from.
+    pub upstream: Option<String>,
+    #[serde(flatten)]
+    pub summary: Summary,
+    pub listing_generated_at: Option<String>,
+    pub published_files: Option<usize>,
+    pub published_bytes: Option<u64>,
+    /// Each configured upstream as this run found it.
+    pub upstreams: Vec<UpstreamHealth>,
+    /// Bytes downloaded into published snapshots, over all runs.
+    pub bytes_downloaded_total: u64,
+    /// The root's filesystem: bytes in use and its size.
+    pub disk_used_bytes: Option<u64>,
+    pub disk_size_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UpstreamHealth {
+    pub url: String,
+    /// `ok`, `failed` or `not used`.
+    pub state: String,
+    pub error: Option<String>,
+}
+
+/// Where the run's status goes, and what to hide in the public copy.
+pub struct Sinks {
+    pub meta: PathBuf,
+    pub public: PathBuf,
+    pub metrics: Option<PathBuf>,
+    /// (host path, placeholder) pairs removed from public text.
+    pub redact: Vec<(String, String)>,
+}
+
+impl RunStatus {
+    pub fn succeeded(&self) -> bool {
+        self.exit_code == 0
+    }
+
+    /// Write every status file for this run; the history gains one entry.
+    pub fn record(mut self, sinks: &Sinks) -> Result<()> {
+        let history_path = sinks.meta.join("history.json");
+        let mut history: Vec<RunStatus> =
+            std::fs::read(&history_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let before = history.last().map_or(0, |r| r.bytes_downloaded_total);
+        let published_now = if self.outcome == "published" { self.summary.download_bytes } else { 0 };
+        self.bytes_downloaded_total = before + published_now;
+        if let Ok(fs) = rustix::fs::statvfs(&sinks.meta) {
+            self.disk_size_bytes = Some(fs.f_blocks * fs.f_frsize);
+            self.disk_used_bytes = Some(fs.f_blocks.saturating_sub(fs.f_bfree) * fs.f_frsize);
+        }
+        write_atomic(&sinks.meta.join("status.json"), &serde_json::to_vec_pretty(&self)?)?;
+        history.push(self);
+        let start = history.len().saturating_sub(HISTORY);
+        history.drain(..start);
+        write_atomic(&history_path, &serde_json::to_vec(&history)?)?;
+
+        let public: Vec<RunStatus> = history.iter().map(|r| r.sanitised(&sinks.redact)).collect();
+        ensure_real_dir(&sinks.public)?;
+        let recent: Vec<&RunStatus> = public.iter().rev().take(PAGE_HISTORY).collect();
+        let doc =
+            serde_json::json!({"last_run": recent.first(), "last_success": last_success(&public), "history": recent});
+        write_atomic(&sinks.public.join("status.json"), &serde_json::to_vec_pretty(&doc)?)?;
+        write_atomic(&sinks.public.join("index.html"), page(&recent, last_success(&public)).as_bytes())?;
+        if let Some(path) = &sinks.metrics {
+            write_atomic(path, metrics(&history).as_bytes())
+                .with_context(|| format!("metrics_file {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// A copy fit for anyone on the network: no host paths.
+    fn sanitised(&self, redact: &[(String, String)]) -> RunStatus {
+        let clean = |s: &String| redact.iter().fold(s.clone(), |acc, (from, to)| acc.replace(from.as_str(), to));
+        let mut copy = self.clone();
+        copy.error = self.error.as_ref().map(clean);
+        for u in &mut copy.upstreams {
+            u.error = u.error.as_ref().map(clean);
+        }
+        copy
+    }
+}
+
+fn last_success(history: &[RunStatus]) -> Option<&RunStatus> {
+    history.iter().rev().find(|r| r.succeeded() && matches!(r.outcome.as_str(), "published" | "unchanged"))
+}
+
+fn unix(rfc3339: &str) -> Option<u64> {
+    let t = humantime::parse_rfc3339_weak(rfc3339).ok()?;
+    t.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs())
+}
+
+/// The node_exporter textfile.
+fn metrics(history: &[RunStatus]) -> String {
+    let last = history.last();
+    let success = last_success(history).and_then(|r| unix(&r.finished)).unwrap_or(0);
+    let published = history.iter().rev().find_map(|r| r.published_files).unwrap_or(0);
+    let generated = history.iter().rev().find_map(|r| r.listing_generated_at.as_deref().and_then(unix)).unwrap_or(0);
+    let mut text = String::new();
+    for (name, kind, help, value) in [
+        (
+            "upmirror_last_success_timestamp_seconds",
+            "gauge",
+            "Unix time of the last run that published or found nothing to do.",
+            success,
+        ),
+        ("upmirror_last_run_exit_code", "gauge", "Exit code of the last run.", last.map_or(0, |r| r.exit_code as u64)),
+        (
+            "upmirror_bytes_downloaded_total",
+            "counter",
+            "Bytes downloaded into published snapshots.",
+            last.map_or(0, |r| r.bytes_downloaded_total),
+        ),
+        ("upmirror_published_files", "gauge", "Files in the published snapshot.", published as u64),
+        ("upmirror_listing_generated_timestamp_seconds", "gauge", "generated_at of the published listing.", generated),
+    ] {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
+    text
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The status page: plain HTML and CSS; a few lines of script only turn
+/// absolute times into "2 h ago".
+fn page(recent: &[&RunStatus], success: Option<&RunStatus>) -> String {
+    let last = recent.first();
+    let mut html = String::from(concat!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        "<meta name=\"viewport\" content=\"width=device-width\"><title>upmirror status</title><style>",
+        "body{font:15px/1.4 system-ui,sans-serif;margin:2em auto;max-width:60em;padding:0 1em;color:#222}",
+        "table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.3em .6em;border-bottom:1px solid #ddd}",
+        ".ok{color:#186a1e}.bad{color:#b00020;font-weight:bold}.big{font-size:1.6em}code{font-size:.9em}",
+        "</style></head><body>\n<h1>upmirror</h1>\n",
+    ));
+    match success {
+        Some(s) => {
+            let _ = writeln!(
+                html,
+                "<p class=\"big\">Synced <time datetime=\"{t}\">at {t}</time>{snap}.</p>",
+                t = esc(&s.finished),
+                snap =
+                    s.snapshot.as_deref().map(|id| format!(", snapshot <code>{}</code>", esc(id))).unwrap_or_default()
+            );
+        }
+        None => html.push_str("<p class=\"big bad\">Never synced successfully.</p>\n"),
+    }
+    if let Some(r) = last {
+        let class = if r.succeeded() { "ok" } else { "bad" };
+        let _ = writeln!(
+            html,
+            "<h2>Last run</h2>\n<p><span class=\"{class}\">{}</span> (exit {}) at <time datetime=\"{t}\">{t}</time>{}</p>",
+            esc(&r.outcome),
+            r.exit_code,
+            r.error.as_deref().map(|e| format!("<br><span class=\"bad\">{}</span>", esc(e))).unwrap_or_default(),
+            t = esc(&r.finished),
+        );
+        if let (Some(files), Some(bytes)) = (r.published_files, r.published_bytes) {
+            let age = r
+                .listing_generated_at
+                .as_deref()
+                .and_then(unix)
+                .zip(unix(&r.finished))
+                .map(|(g, f)| f.saturating_sub(g));
+            let _ = writeln!(
+                html,
+                "<p>Published: {files} files, {}{}.</p>",
+                human_bytes(bytes),
+                age.map(|a| format!("; the upstream listing was {} old", human_duration(a))).unwrap_or_default()
+            );
+        }
+        if let (Some(used), Some(size)) = (r.disk_used_bytes, r.disk_size_bytes) {
+            let _ = writeln!(html, "<p>Disk: {} used of {}.</p>", human_bytes(used), human_bytes(size));
+        }
+        html.push_str(
+            "<h2>Upstreams at the last run</h2>\n<table><tr><th>upstream</th><th>state</th><th>detail</th></tr>\n",
+        );
+        for u in &r.upstreams {
+            let class = if u.state == "failed" { "bad" } else { "ok" };
+            let _ = writeln!(
+                html,
+                "<tr><td><code>{}</code></td><td class=\"{class}\">{}</td><td>{}</td></tr>",
+                esc(&u.url),
+                esc(&u.state),
+                esc(u.error.as_deref().unwrap_or(""))
+            );
+        }
+        html.push_str("</table>\n");
+    }
+    html.push_str("<h2>Recent runs</h2>\n<table><tr><th>finished</th><th>outcome</th><th>added</th><th>changed</th><th>removed</th><th>downloaded</th></tr>\n");
+    for r in recent {
+        let _ = writeln!(
+            html,
+            "<tr><td><time datetime=\"{t}\">{t}</time></td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            if r.succeeded() { "ok" } else { "bad" },
+            esc(&r.outcome),
+            r.summary.added,
+            r.summary.changed,
+            r.summary.removed,
+            human_bytes(r.summary.download_bytes),
+            t = esc(&r.finished),
+        );
+    }
+    html.push_str(concat!(
+        "</table>\n<p><a href=\"status.json\">status.json</a></p>\n<script>\n",
+        "for (const t of document.querySelectorAll('time')) {\n",
+        "  const s = (Date.now() - Date.parse(t.dateTime)) / 1000, d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60);\n",
+        "  t.title = t.dateTime; t.textContent = (d ? d + ' d ' + h + ' h' : h ? h + ' h ' + m + ' min' : m + ' min') + ' ago';\n",
+        "}\n</script>\n</body></html>\n",
+    ));
+    html
+}
+
+/// Status sinks for the mirror at `root`.
+pub fn sinks(root: &Path, metrics: Option<PathBuf>, redact: Vec<(String, String)>) -> Sinks {
+    Sinks { meta: root.join(".upmirror"), public: root.join("public"), metrics, redact }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(outcome: &str, code: i32, finished: &str) -> RunStatus {
+        RunStatus { outcome: outcome.into(), exit_code: code, finished: finished.into(), ..RunStatus::default() }
+    }
+
+    #[test]
+    fn public_copies_hide_host_paths() {
+        let mut r = run("failed", 1, "2026-11-24T19:00:00Z");
+        r.error = Some("could not write /srv/upmirror/.upmirror/partial/x: No space left".into());
+        let clean = r.sanitised(&[("/srv/upmirror".into(), "<root>".into())]);
+        assert_eq!(clean.error.as_deref(), Some("could not write <root>/.upmirror/partial/x: No space left"));
+    }
+
+    #[test]
+    fn metrics_name_the_last_success_and_exit_code() {
+        let mut ok = run("published", 0, "2026-11-24T19:00:00Z");
+        ok.published_files = Some(7);
+        ok.bytes_downloaded_total = 1234;
+        let failed = RunStatus { bytes_downloaded_total: 1234, ..run("failed", 1, "2026-11-24T20:00:00Z") };
+        let text = metrics(&[ok, failed]);
+        assert!(text.contains("upmirror_last_success_timestamp_seconds 1795546800\n"), "{text}");
+        assert!(text.contains("upmirror_last_run_exit_code 1\n"));
+        assert!(text.contains("upmirror_bytes_downloaded_total 1234\n"));
+        assert!(text.contains("upmirror_published_files 7\n"));
+        assert!(text.contains("# TYPE upmirror_bytes_downloaded_total counter"));
+    }
+
+    #[test]
+    fn the_page_escapes_what_it_shows() {
+        let mut r = run("failed", 1, "2026-11-24T19:00:00Z");
+        r.error = Some("<script>alert(1)</script>".into());
+        let html = page(&[&r], None);
+        assert!(!html.contains("<script>alert"), "{html}");
+        assert!(html.contains("Never synced successfully"));
+    }
+}
