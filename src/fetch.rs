@@ -78,6 +78,9 @@ enum Verdict {
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Smaller files are fetched whole on every attempt: resuming them would cost
+/// more in bookkeeping than it saves.
+const RESUME_MIN: u64 = 256 << 10;
 
 struct Fetcher<'a> {
     up: &'a Upstreams,
@@ -174,14 +177,15 @@ impl Fetcher<'_> {
     async fn attempt(&self, i: usize, entry: &Entry, file: &Path) -> Result<Digest> {
         let meta_path = file.with_extension("validator");
         let existing = tokio::fs::metadata(file).await.ok().map(|m| m.len());
-        let validator = read_validator(&meta_path).await;
         if existing.is_some_and(|have| have >= entry.size)
             && let Some(digest) = self.check_complete(entry, file).await?
         {
             return Ok(digest);
         }
         let have = existing.unwrap_or(0);
-        let resumable = have > 0 && have < entry.size && (entry.sha256.is_some() || validator.is_some());
+        let big = entry.size >= RESUME_MIN;
+        let validator = if big && have > 0 { read_validator(&meta_path).await } else { None };
+        let resumable = big && have > 0 && have < entry.size && (entry.sha256.is_some() || validator.is_some());
         let from = if resumable { have } else { 0 };
         let open = self.up.open(i, &entry.path, from, validator.as_deref());
         let body = match tokio::time::timeout(self.net.idle_timeout, open).await {
@@ -199,7 +203,9 @@ impl Fetcher<'_> {
             return Err(Mismatch::Mtime { got, want: entry.mtime }.into());
         }
         let digest = self.receive(body, entry, file, &meta_path, from).await?;
-        let _ = tokio::fs::remove_file(&meta_path).await;
+        if big {
+            let _ = tokio::fs::remove_file(&meta_path).await;
+        }
         Ok(digest)
     }
 
@@ -223,12 +229,14 @@ impl Fetcher<'_> {
             }
             None => (create_nofollow(file).await.map_err(|e| io("create", e))?, Sha256::new(), 0),
         };
-        let _ = tokio::fs::remove_file(meta_path).await;
-        if let Some(v) = &body.validator {
-            let mut f = create_nofollow(meta_path).await.map_err(|e| io("create", e))?;
-            f.write_all(v.as_bytes()).await.map_err(|e| io("write", e))?;
+        if entry.size >= RESUME_MIN {
+            let _ = tokio::fs::remove_file(meta_path).await;
+            if let Some(v) = &body.validator {
+                let mut f = create_nofollow(meta_path).await.map_err(|e| io("create", e))?;
+                f.write_all(v.as_bytes()).await.map_err(|e| io("write", e))?;
+            }
         }
-        let mut out = tokio::io::BufWriter::with_capacity(256 << 10, out);
+        let mut out = tokio::io::BufWriter::with_capacity((entry.size as usize).clamp(4096, 256 << 10), out);
         let streamed = self.stream_body(&mut body, &mut out, &mut hasher, &mut got, entry.size).await;
         // Keep what arrived for the next attempt, whatever happened.
         out.flush().await.map_err(|e| io("write", e))?;
