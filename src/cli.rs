@@ -116,6 +116,10 @@ pub struct GlobalArgs {
     /// Also write Prometheus metrics to this file (node_exporter textfile collector).
     #[arg(long, global = true, env = "UPMIRROR_METRICS_FILE", value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,
+    /// Multiplex all transfers over one HTTP/2 connection instead of a pool of HTTP/1.1 ones.
+    #[arg(long, global = true, env = "UPMIRROR_HTTP2", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub http2: Option<bool>,
     /// Downloads in flight at once [default: 16].
     #[arg(long, global = true, env = "UPMIRROR_CONCURRENCY", value_name = "N")]
     pub concurrency: Option<usize>,

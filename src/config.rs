@@ -34,6 +34,7 @@ pub struct FileConfig {
     pub concurrency: Option<usize>,
     pub free_space_margin: Option<String>,
     pub metrics_file: Option<PathBuf>,
+    pub http2: Option<bool>,
     pub retries: Option<u32>,
     pub retry_backoff: Option<String>,
     pub connect_timeout: Option<String>,
@@ -83,6 +84,8 @@ pub struct Config {
     pub free_space_margin: u64,
     /// A Prometheus textfile written after every run.
     pub metrics_file: Option<PathBuf>,
+    /// One multiplexed HTTP/2 connection per upstream instead of an HTTP/1.1 pool.
+    pub http2: bool,
     pub net: Net,
 }
 
@@ -118,6 +121,7 @@ impl Config {
             )?
             .unwrap_or(64 << 20),
             metrics_file: expand(args.metrics_file.clone().or(file.metrics_file))?,
+            http2: args.http2.or(file.http2).unwrap_or(false),
             net: Net {
                 retries: args.retries.or(file.retries).unwrap_or(5),
                 retry_backoff: duration("retry_backoff", args.retry_backoff.clone().or(file.retry_backoff), "1s")?,

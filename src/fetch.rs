@@ -13,20 +13,23 @@
 //! rest with `Range` (and `If-Range`), and extends the file only on a 206
 //! that starts exactly there. Files are not fsynced here: the snapshot is
 //! made durable as a whole before it is published.
+//!
+//! Writes go to the page cache from the download task itself, through a
+//! 1 MiB buffer: they never wait on the disk, and handing each one to a
+//! blocking thread cost more (futex wake-ups) than the write.
 
 use std::hash::{BuildHasher, Hasher};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use filetime::FileTime;
 use futures_util::{StreamExt, stream};
 use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncWriteExt;
 
 use crate::config::Net;
 use crate::disk::nofollow;
@@ -82,12 +85,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// more in bookkeeping than it saves.
 const RESUME_MIN: u64 = 256 << 10;
 
-struct Fetcher<'a> {
-    up: &'a Upstreams,
+struct Fetcher {
+    up: Upstreams,
     order: Vec<usize>,
     precision: i64,
-    staging: &'a Path,
-    net: &'a Net,
+    staging: PathBuf,
+    net: Net,
     /// Retry rounds left for the whole run.
     budget: AtomicUsize,
     limiter: Option<Limiter>,
@@ -106,20 +109,28 @@ pub async fn fetch_all(
     net: &Net,
 ) -> Result<Vec<Staged>> {
     tokio::fs::create_dir_all(staging).await.with_context(|| format!("could not create {}", staging.display()))?;
-    let fetcher = Fetcher {
-        up,
+    let fetcher = Arc::new(Fetcher {
+        up: up.clone(),
         order: std::iter::once(first).chain((0..up.bases.len()).filter(|&i| i != first)).collect(),
         precision,
-        staging,
-        net,
+        staging: staging.to_path_buf(),
+        net: net.clone(),
         budget: AtomicUsize::new(entries.len().max(100)),
         limiter: net.bandwidth_limit.map(Limiter::new),
-    };
-    // Every file is tried even when one fails, so the next run finds the rest
-    // verified in staging; only a local disk error stops at once.
-    let mut results = stream::iter(entries).map(|entry| fetcher.fetch_one(entry)).buffer_unordered(concurrency);
+    });
+    // Each download is a task of its own, so hashing and writing spread over
+    // the runtime's threads. Every file is tried even when one fails, so the
+    // next run finds the rest verified in staging; only a local disk error
+    // stops at once.
+    let mut results = stream::iter(entries)
+        .map(|entry| {
+            let fetcher = fetcher.clone();
+            tokio::spawn(async move { fetcher.fetch_one(entry).await })
+        })
+        .buffer_unordered(concurrency);
     let (mut staged, mut failures) = (Vec::new(), Vec::new());
-    while let Some(result) = results.next().await {
+    while let Some(joined) = results.next().await {
+        let result = joined.unwrap_or_else(|e| Err(anyhow!("a download task failed: {e}")));
         match result {
             Ok(s) => staged.push(s),
             Err(e) if e.is::<LocalIo>() => return Err(e),
@@ -133,7 +144,7 @@ pub async fn fetch_all(
     }
 }
 
-impl Fetcher<'_> {
+impl Fetcher {
     async fn fetch_one(&self, mut entry: Entry) -> Result<Staged> {
         let file = self.staging.join(staging_name(&entry));
         let mut ruled_out = vec![false; self.up.bases.len()];
@@ -176,7 +187,7 @@ impl Fetcher<'_> {
     /// return the digest once the whole file matches the listing.
     async fn attempt(&self, i: usize, entry: &Entry, file: &Path) -> Result<Digest> {
         let meta_path = file.with_extension("validator");
-        let existing = tokio::fs::metadata(file).await.ok().map(|m| m.len());
+        let existing = std::fs::symlink_metadata(file).ok().map(|m| m.len());
         if existing.is_some_and(|have| have >= entry.size)
             && let Some(digest) = self.check_complete(entry, file).await?
         {
@@ -184,14 +195,14 @@ impl Fetcher<'_> {
         }
         let have = existing.unwrap_or(0);
         let big = entry.size >= RESUME_MIN;
-        let validator = if big && have > 0 { read_validator(&meta_path).await } else { None };
+        let validator = if big && have > 0 { read_validator(&meta_path) } else { None };
         let resumable = big && have > 0 && have < entry.size && (entry.sha256.is_some() || validator.is_some());
         let from = if resumable { have } else { 0 };
         let open = self.up.open(i, &entry.path, from, validator.as_deref());
         let body = match tokio::time::timeout(self.net.idle_timeout, open).await {
             Err(_) => return Err(Stalled::Idle(self.net.idle_timeout).into()),
             Ok(Err(e)) if e.downcast_ref::<HttpStatus>().is_some_and(|s| s.status == 416) => {
-                discard(file, &meta_path).await?;
+                discard(file, &meta_path)?;
                 return Err(e);
             }
             Ok(result) => result?,
@@ -204,7 +215,7 @@ impl Fetcher<'_> {
         }
         let digest = self.receive(body, entry, file, &meta_path, from).await?;
         if big {
-            let _ = tokio::fs::remove_file(&meta_path).await;
+            let _ = std::fs::remove_file(&meta_path);
         }
         Ok(digest)
     }
@@ -215,51 +226,49 @@ impl Fetcher<'_> {
         let (out, mut hasher, mut got) = match body.range_start {
             Some(start) if start == from => {
                 let (hasher, len) = hash_prefix(file).await?;
-                let out = tokio::fs::OpenOptions::new()
+                let out = std::fs::File::options()
                     .append(true)
                     .custom_flags(nofollow())
                     .open(file)
-                    .await
                     .map_err(|e| io("open", e))?;
                 (out, hasher, len)
             }
             Some(start) => {
-                discard(file, meta_path).await?;
+                discard(file, meta_path)?;
                 return Err(Mismatch::RangeStart { want: from, got: start }.into());
             }
-            None => (create_nofollow(file).await.map_err(|e| io("create", e))?, Sha256::new(), 0),
+            None => (create_nofollow(file).map_err(|e| io("create", e))?, Sha256::new(), 0),
         };
         if entry.size >= RESUME_MIN {
-            let _ = tokio::fs::remove_file(meta_path).await;
+            let _ = std::fs::remove_file(meta_path);
             if let Some(v) = &body.validator {
-                let mut f = create_nofollow(meta_path).await.map_err(|e| io("create", e))?;
-                f.write_all(v.as_bytes()).await.map_err(|e| io("write", e))?;
+                create_nofollow(meta_path).and_then(|mut f| f.write_all(v.as_bytes())).map_err(|e| io("write", e))?;
             }
         }
-        let mut out = tokio::io::BufWriter::with_capacity((entry.size as usize).clamp(4096, 256 << 10), out);
+        let mut out = std::io::BufWriter::with_capacity((entry.size as usize).clamp(4096, 1 << 20), out);
         let streamed = self.stream_body(&mut body, &mut out, &mut hasher, &mut got, entry.size).await;
         // Keep what arrived for the next attempt, whatever happened.
-        out.flush().await.map_err(|e| io("write", e))?;
+        out.flush().map_err(|e| io("write", e))?;
         if let Err(e) = streamed {
             if e.is::<Mismatch>() {
-                discard(file, meta_path).await?;
+                discard(file, meta_path)?;
             }
             return Err(e);
         }
         if got != entry.size {
-            discard(file, meta_path).await?;
+            discard(file, meta_path)?;
             return Err(Mismatch::Size { got, want: entry.size }.into());
         }
         let digest = Digest(hasher.finalize().into());
         if let Some(want) = entry.sha256
             && want != digest
         {
-            discard(file, meta_path).await?;
+            discard(file, meta_path)?;
             return Err(Mismatch::Digest { want, got: digest }.into());
         }
         // A listing that shows minutes gets the exact time from the body.
         let mtime = if self.precision > 1 { body.last_modified.unwrap_or(entry.mtime) } else { entry.mtime };
-        let out = out.into_inner().into_std().await;
+        let out = out.into_inner().map_err(|e| io("write", e.into_error()))?;
         filetime::set_file_handle_times(&out, None, Some(FileTime::from_unix_time(mtime, 0)))
             .map_err(|e| io("set the mtime of", e))?;
         Ok(digest)
@@ -270,7 +279,7 @@ impl Fetcher<'_> {
     async fn stream_body(
         &self,
         body: &mut Body,
-        out: &mut tokio::io::BufWriter<tokio::fs::File>,
+        out: &mut std::io::BufWriter<std::fs::File>,
         hasher: &mut Sha256,
         got: &mut u64,
         size: u64,
@@ -298,7 +307,7 @@ impl Fetcher<'_> {
                 limiter.take(chunk.len()).await;
             }
             hasher.update(&chunk);
-            out.write_all(&chunk).await.map_err(|e| LocalIo(format!("could not write {e}")))?;
+            out.write_all(&chunk).map_err(|e| LocalIo(format!("could not write {e}")))?;
         }
     }
 
@@ -319,7 +328,7 @@ impl Fetcher<'_> {
                 .map_err(|e| LocalIo(format!("could not set the mtime of {}: {e}", file.display())))?;
             return Ok(Some(digest));
         }
-        discard(file, &file.with_extension("validator")).await?;
+        discard(file, &file.with_extension("validator"))?;
         Ok(None)
     }
 }
@@ -353,23 +362,22 @@ fn backoff(base: Duration, round: u32) -> Duration {
 
 /// Create or truncate a staging file; a symlink planted in its place is an
 /// error, never followed.
-async fn create_nofollow(path: &Path) -> std::io::Result<tokio::fs::File> {
-    tokio::fs::OpenOptions::new().write(true).create(true).truncate(true).custom_flags(nofollow()).open(path).await
+fn create_nofollow(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::File::options().write(true).create(true).truncate(true).custom_flags(nofollow()).open(path)
 }
 
 /// The validator saved beside a partial file, if any (never through a symlink).
-async fn read_validator(path: &Path) -> Option<String> {
-    use tokio::io::AsyncReadExt;
-    let mut f = tokio::fs::OpenOptions::new().read(true).custom_flags(nofollow()).open(path).await.ok()?;
+fn read_validator(path: &Path) -> Option<String> {
+    let mut f = std::fs::File::options().read(true).custom_flags(nofollow()).open(path).ok()?;
     let mut text = String::new();
-    f.read_to_string(&mut text).await.ok()?;
+    f.read_to_string(&mut text).ok()?;
     Some(text)
 }
 
 /// Remove a partial file and its validator.
-async fn discard(file: &Path, meta: &Path) -> Result<()> {
+fn discard(file: &Path, meta: &Path) -> Result<()> {
     for p in [file, meta] {
-        match tokio::fs::remove_file(p).await {
+        match std::fs::remove_file(p) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(LocalIo(format!("could not remove {}: {e}", p.display())).into());
             }

@@ -106,10 +106,16 @@ fn sync_with(
     let precision = listing.source.mtime_precision();
     let partial = store.partial_dir();
     let fetch = fetch_all(upstreams, listing.upstream, downloads, precision, &partial, cfg.concurrency, &cfg.net);
+    let clock = std::time::Instant::now();
     let staged = rt.block_on(before(deadline, fetch))?;
+    out.detail(format!("fetched {} files in {:.3} s", staged.len(), clock.elapsed().as_secs_f64()));
     failpoint("fetched");
+    let clock = std::time::Instant::now();
     let id = store.build(&plan, staged, published.as_ref(), listing.manifest.generated_at)?;
+    out.detail(format!("built snapshot {id} in {:.3} s", clock.elapsed().as_secs_f64()));
+    let clock = std::time::Instant::now();
     store.publish(&id)?;
+    out.detail(format!("flushed and published in {:.3} s", clock.elapsed().as_secs_f64()));
     store.clear_partials()?;
     state.record(&id, &listing);
     let pruned = store.prune(cfg.keep, &id)?;

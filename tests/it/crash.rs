@@ -114,8 +114,14 @@ fn kill_9_at_random_moments_never_breaks_current() {
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     let mut kills = 0;
     for round in 0..16 {
-        // Alternate the upstream between two states so every run has work.
-        env.write("big/f00.bin", &pseudo_random(150_000, 1000 + round));
+        // Change a tenth of the big files each round, so every run has work:
+        // about 1.5 MB at 2 MiB/s, longer than the longest delay below.
+        for f in 0..10 {
+            env.write(
+                &format!("big/f{:02}.bin", (round as usize * 10 + f) % 40),
+                &pseudo_random(150_000, 1000 + round * 10 + f as u64),
+            );
+        }
         env.write(&format!("small/0/s{round:03}.txt"), format!("round {round}\n").as_bytes());
         env.make_manifest();
         seed ^= seed << 13;
@@ -151,6 +157,7 @@ fn kill_9_at_random_moments_never_breaks_current() {
         assert_published_is_whole(&env);
         env.assert_sentinel_intact();
     }
+    eprintln!("kill -9: {kills} of 16 runs killed mid-way, every one left a whole current");
     assert!(kills >= 8, "only {kills} runs were killed mid-way");
     assert_converges(&env, &server.url());
 }
