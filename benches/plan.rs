@@ -33,7 +33,7 @@ fn main() {
     let new = Manifest::parse(&new_json).unwrap();
     let parse_new = t.elapsed();
     let t = Instant::now();
-    let p = plan::diff(&new.files, &old.files);
+    let p = plan::diff(&new.files, &old.files, &upmirror::filter::Filter::all());
     let diff = t.elapsed();
     let s = p.summary();
     println!("parse published manifest  {:>8.3} s", parse_old.as_secs_f64());

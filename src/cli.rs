@@ -31,6 +31,16 @@ pub enum Command {
     Status,
     /// Publish the previous snapshot again and reject the rolled-back listing.
     Rollback,
+    /// Create the layout of a new mirror root and print the next steps.
+    Init {
+        /// The mirror root [default: root from the config].
+        dir: Option<PathBuf>,
+    },
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff).
+    #[command(hide = true)]
+    Man,
     /// Check each configured upstream: reachable, TLS, client certificate, latency, listing kind and age.
     Mirrors,
     /// Write upmirror-manifest.json for a directory.
@@ -51,6 +61,12 @@ pub struct SyncArgs {
     /// Accept a listing older than the published one.
     #[arg(long)]
     pub allow_rollback: bool,
+    /// With --dry-run: save the plan to FILE, to apply later with --plan.
+    #[arg(long, value_name = "FILE", requires = "dry_run")]
+    pub save_plan: Option<PathBuf>,
+    /// Apply exactly the plan saved in FILE; refuse (exit 3) if the upstream or the mirror changed since.
+    #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
+    pub plan: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
@@ -110,6 +126,12 @@ pub struct GlobalArgs {
     /// Refuse a plan that deletes more than this percentage of the published files [default: 10].
     #[arg(long, global = true, env = "UPMIRROR_MAX_DELETE_PERCENT", value_name = "P")]
     pub max_delete_percent: Option<f64>,
+    /// Mirror only paths matching this glob (repeat; `*` within a segment, `**` across) [default: all].
+    #[arg(long = "include", global = true, env = "UPMIRROR_INCLUDE", value_delimiter = ',', value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Never mirror paths matching this glob (repeat); they are neither fetched nor deleted.
+    #[arg(long = "exclude", global = true, env = "UPMIRROR_EXCLUDE", value_delimiter = ',', value_name = "GLOB")]
+    pub exclude: Vec<String>,
     /// Free space kept beyond the bytes to download (e.g. 1GiB) [default: 64MiB].
     #[arg(long, global = true, env = "UPMIRROR_FREE_SPACE_MARGIN", value_name = "SIZE")]
     pub free_space_margin: Option<String>,

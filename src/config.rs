@@ -9,6 +9,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::cli::{GlobalArgs, ListingKind};
+use crate::filter::Filter;
 
 pub const DEFAULT_CONFIG: &str = "/etc/upmirror/upmirror.toml";
 
@@ -35,6 +36,8 @@ pub struct FileConfig {
     pub free_space_margin: Option<String>,
     pub metrics_file: Option<PathBuf>,
     pub http2: Option<bool>,
+    pub include: Option<Vec<String>>,
+    pub exclude: Option<Vec<String>>,
     pub retries: Option<u32>,
     pub retry_backoff: Option<String>,
     pub connect_timeout: Option<String>,
@@ -86,6 +89,8 @@ pub struct Config {
     pub metrics_file: Option<PathBuf>,
     /// One multiplexed HTTP/2 connection per upstream instead of an HTTP/1.1 pool.
     pub http2: bool,
+    /// Which paths are mirrored.
+    pub filter: Filter,
     pub net: Net,
 }
 
@@ -122,6 +127,10 @@ impl Config {
             .unwrap_or(64 << 20),
             metrics_file: expand(args.metrics_file.clone().or(file.metrics_file))?,
             http2: args.http2.or(file.http2).unwrap_or(false),
+            filter: Filter::new(
+                &(if args.include.is_empty() { file.include.unwrap_or_default() } else { args.include.clone() }),
+                &(if args.exclude.is_empty() { file.exclude.unwrap_or_default() } else { args.exclude.clone() }),
+            )?,
             net: Net {
                 retries: args.retries.or(file.retries).unwrap_or(5),
                 retry_backoff: duration("retry_backoff", args.retry_backoff.clone().or(file.retry_backoff), "1s")?,

@@ -34,6 +34,7 @@ use sha2::{Digest as _, Sha256};
 use crate::config::Net;
 use crate::disk::nofollow;
 use crate::manifest::{Digest, Entry};
+use crate::output::Progress;
 use crate::upstream::{Body, HttpStatus, Upstreams};
 
 /// A verified file waiting in staging; `entry.sha256` is always set.
@@ -94,29 +95,37 @@ struct Fetcher {
     /// Retry rounds left for the whole run.
     budget: AtomicUsize,
     limiter: Option<Limiter>,
+    progress: Progress,
 }
 
-/// Fetch every entry into `staging`, trying upstream `first` before the
-/// others. An entry without a digest is accepted only if the body's
-/// `Last-Modified`, cut to `precision` seconds, equals its listed mtime.
-pub async fn fetch_all(
-    up: &Upstreams,
-    first: usize,
-    entries: Vec<Entry>,
-    precision: i64,
-    staging: &Path,
-    concurrency: usize,
-    net: &Net,
-) -> Result<Vec<Staged>> {
+/// How one run fetches.
+pub struct Job<'a> {
+    /// The upstream tried first (the one that gave the listing).
+    pub first: usize,
+    /// Resolution of the listing's mtimes, in seconds (see [`fetch_all`]).
+    pub precision: i64,
+    /// Where files are staged (`.upmirror/partial/`).
+    pub staging: &'a Path,
+    pub concurrency: usize,
+    pub net: &'a Net,
+    pub progress: Progress,
+}
+
+/// Fetch every entry into `job.staging`, trying upstream `job.first` before
+/// the others. An entry without a digest is accepted only if the body's
+/// `Last-Modified`, cut to `job.precision` seconds, equals its listed mtime.
+pub async fn fetch_all(up: &Upstreams, entries: Vec<Entry>, job: Job<'_>) -> Result<Vec<Staged>> {
+    let staging = job.staging;
     tokio::fs::create_dir_all(staging).await.with_context(|| format!("could not create {}", staging.display()))?;
     let fetcher = Arc::new(Fetcher {
         up: up.clone(),
-        order: std::iter::once(first).chain((0..up.bases.len()).filter(|&i| i != first)).collect(),
-        precision,
+        order: std::iter::once(job.first).chain((0..up.bases.len()).filter(|&i| i != job.first)).collect(),
+        precision: job.precision,
         staging: staging.to_path_buf(),
-        net: net.clone(),
+        net: job.net.clone(),
         budget: AtomicUsize::new(entries.len().max(100)),
-        limiter: net.bandwidth_limit.map(Limiter::new),
+        limiter: job.net.bandwidth_limit.map(Limiter::new),
+        progress: job.progress,
     });
     // Each download is a task of its own, so hashing and writing spread over
     // the runtime's threads. Every file is tried even when one fails, so the
@@ -127,7 +136,7 @@ pub async fn fetch_all(
             let fetcher = fetcher.clone();
             tokio::spawn(async move { fetcher.fetch_one(entry).await })
         })
-        .buffer_unordered(concurrency);
+        .buffer_unordered(job.concurrency);
     let (mut staged, mut failures) = (Vec::new(), Vec::new());
     while let Some(joined) = results.next().await {
         let result = joined.unwrap_or_else(|e| Err(anyhow!("a download task failed: {e}")));
@@ -145,7 +154,15 @@ pub async fn fetch_all(
 }
 
 impl Fetcher {
-    async fn fetch_one(&self, mut entry: Entry) -> Result<Staged> {
+    async fn fetch_one(&self, entry: Entry) -> Result<Staged> {
+        let (path, size) = (entry.path.as_str().to_owned(), entry.size);
+        self.progress.start_file(&path, size);
+        let result = self.fetch_retrying(entry).await;
+        self.progress.end_file(&path, size, result.is_ok());
+        result
+    }
+
+    async fn fetch_retrying(&self, mut entry: Entry) -> Result<Staged> {
         let file = self.staging.join(staging_name(&entry));
         let mut ruled_out = vec![false; self.up.bases.len()];
         let mut failures = Vec::new();
@@ -306,6 +323,7 @@ impl Fetcher {
             if let Some(limiter) = &self.limiter {
                 limiter.take(chunk.len()).await;
             }
+            self.progress.add_bytes(chunk.len() as u64);
             hasher.update(&chunk);
             out.write_all(&chunk).map_err(|e| LocalIo(format!("could not write {e}")))?;
         }

@@ -7,6 +7,7 @@ pub mod commands;
 pub mod config;
 pub mod disk;
 pub mod fetch;
+pub mod filter;
 pub mod interrupt;
 pub mod manifest;
 pub mod output;

@@ -50,6 +50,143 @@ impl Reporter {
     }
 }
 
+impl Reporter {
+    /// A progress display for a download of `files` files and `bytes` bytes:
+    /// a bar on a terminal, a line a minute when stderr is a log, nothing
+    /// under `--quiet` or `--json`.
+    pub fn progress(&self, files: usize, bytes: u64) -> Progress {
+        use std::io::IsTerminal;
+        let mode = if self.level == Level::Quiet || self.json {
+            Mode::Hidden
+        } else if std::io::stderr().is_terminal() {
+            Mode::Bar
+        } else {
+            Mode::Log
+        };
+        Progress::new(mode, files as u64, bytes)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Hidden,
+    Bar,
+    Log,
+}
+
+/// Shared by every download of a run: counts bytes and files, and knows the
+/// largest file in flight. Cheap to clone.
+#[derive(Clone)]
+pub struct Progress(Option<std::sync::Arc<ProgressInner>>);
+
+struct ProgressInner {
+    mode: Mode,
+    bar: indicatif::ProgressBar,
+    files: u64,
+    bytes: u64,
+    started: std::time::Instant,
+    state: std::sync::Mutex<ProgressState>,
+}
+
+#[derive(Default)]
+struct ProgressState {
+    bytes: u64,
+    files: u64,
+    in_flight: std::collections::BTreeMap<(u64, String), ()>,
+    last_log: Option<std::time::Instant>,
+}
+
+impl Progress {
+    fn new(mode: Mode, files: u64, bytes: u64) -> Progress {
+        if mode == Mode::Hidden {
+            return Progress(None);
+        }
+        let bar = if mode == Mode::Bar {
+            let bar = indicatif::ProgressBar::new(bytes);
+            let style = indicatif::ProgressStyle::with_template(
+                "{bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta} · {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            bar.set_style(style);
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let started = std::time::Instant::now();
+        Progress(Some(std::sync::Arc::new(ProgressInner {
+            mode,
+            bar,
+            files,
+            bytes,
+            started,
+            state: Default::default(),
+        })))
+    }
+
+    /// A progress that shows nothing (tests, benches, other commands).
+    pub fn hidden() -> Progress {
+        Progress(None)
+    }
+
+    pub fn start_file(&self, path: &str, size: u64) {
+        self.update(|s| {
+            s.in_flight.insert((size, path.to_owned()), ());
+        });
+    }
+
+    pub fn add_bytes(&self, n: u64) {
+        self.update(|s| s.bytes += n);
+    }
+
+    /// A file is done: fetched (`ok`) or given up.
+    pub fn end_file(&self, path: &str, size: u64, ok: bool) {
+        self.update(|s| {
+            s.in_flight.remove(&(size, path.to_owned()));
+            s.files += u64::from(ok);
+        });
+    }
+
+    pub fn finish(&self) {
+        if let Some(p) = &self.0 {
+            p.bar.finish_and_clear();
+        }
+    }
+
+    fn update(&self, change: impl FnOnce(&mut ProgressState)) {
+        let Some(p) = &self.0 else { return };
+        let mut s = p.state.lock().unwrap_or_else(|e| e.into_inner());
+        change(&mut s);
+        let largest =
+            s.in_flight.keys().next_back().map(|(size, path)| format!(" · {} ({})", escape(path), human_bytes(*size)));
+        let files = format!("{}/{} files{}", s.files, p.files, largest.unwrap_or_default());
+        match p.mode {
+            Mode::Bar => {
+                p.bar.set_position(s.bytes);
+                p.bar.set_message(files);
+            }
+            Mode::Log if s.last_log.unwrap_or(p.started).elapsed().as_secs() >= 60 => {
+                s.last_log = Some(std::time::Instant::now());
+                let secs = p.started.elapsed().as_secs_f64().max(0.001);
+                let rate = s.bytes as f64 / secs;
+                let eta = if rate > 0.0 {
+                    human_duration((p.bytes.saturating_sub(s.bytes) as f64 / rate) as u64)
+                } else {
+                    "-".into()
+                };
+                eprintln!(
+                    "progress: {} of {}, {files}, {}/s, ETA {eta}",
+                    human_bytes(s.bytes),
+                    human_bytes(p.bytes),
+                    human_bytes(rate as u64)
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
 /// `1536` → `1.5 KiB`; whole bytes below 1 KiB.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];

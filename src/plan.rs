@@ -7,6 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::filter::Filter;
 use crate::manifest::Entry;
 use crate::output::human_bytes;
 
@@ -19,8 +20,11 @@ pub struct Plan {
     /// Published paths the listing no longer has.
     pub remove: Vec<Entry>,
     /// Unchanged paths, hardlinked from the published snapshot. Carries the
-    /// published digest when the listing has none.
+    /// published digest when the listing has none. Published paths outside
+    /// the filter are kept as they are.
     pub keep: Vec<Entry>,
+    /// Listed paths outside the filter: neither fetched nor deleted.
+    pub skipped: usize,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,11 +33,13 @@ pub struct Summary {
     pub changed: usize,
     pub removed: usize,
     pub kept: usize,
+    pub skipped: usize,
     pub download_bytes: u64,
 }
 
-/// Compare `listing` with `published`; both sorted by path.
-pub fn diff(listing: &[Entry], published: &[Entry]) -> Plan {
+/// Compare `listing` with `published`, both sorted by path, for the paths
+/// `filter` allows.
+pub fn diff(listing: &[Entry], published: &[Entry], filter: &Filter) -> Plan {
     let mut plan = Plan::default();
     let (mut i, mut j) = (0, 0);
     while i < listing.len() || j < published.len() {
@@ -44,16 +50,25 @@ pub fn diff(listing: &[Entry], published: &[Entry]) -> Plan {
         };
         match order {
             Ordering::Less => {
-                plan.add.push(listing[i].clone());
+                match filter.allows(listing[i].path.as_str()) {
+                    true => plan.add.push(listing[i].clone()),
+                    false => plan.skipped += 1,
+                }
                 i += 1;
             }
             Ordering::Greater => {
-                plan.remove.push(published[j].clone());
+                match filter.allows(published[j].path.as_str()) {
+                    true => plan.remove.push(published[j].clone()),
+                    false => plan.keep.push(published[j].clone()),
+                }
                 j += 1;
             }
             Ordering::Equal => {
                 let (new, old) = (&listing[i], &published[j]);
-                if same(new, old) {
+                if !filter.allows(new.path.as_str()) {
+                    plan.skipped += 1;
+                    plan.keep.push(old.clone());
+                } else if same(new, old) {
                     plan.keep.push(Entry { sha256: new.sha256.or(old.sha256), ..new.clone() });
                 } else {
                     plan.change.push((new.clone(), old.size));
@@ -83,6 +98,7 @@ impl Plan {
             changed: self.change.len(),
             removed: self.remove.len(),
             kept: self.keep.len(),
+            skipped: self.skipped,
             download_bytes: self.downloads().map(|e| e.size).sum(),
         }
     }
@@ -142,12 +158,16 @@ impl fmt::Display for Plan {
         let s = self.summary();
         write!(
             f,
-            "{} added, {} changed, {} removed · {} to download · published tree unchanged",
+            "{} added, {} changed, {} removed · {} to download",
             s.added,
             s.changed,
             s.removed,
             human_bytes(s.download_bytes)
-        )
+        )?;
+        if s.skipped > 0 {
+            write!(f, " · {} skipped by filters", s.skipped)?;
+        }
+        write!(f, " · published tree unchanged")
     }
 }
 
@@ -164,7 +184,7 @@ mod tests {
     fn diff_sorts_paths_into_add_change_remove_keep() {
         let old = [e("a", 1, 1, Some(1)), e("b", 2, 2, Some(2)), e("c", 3, 3, Some(3)), e("d", 4, 4, Some(4))];
         let new = [e("b", 2, 2, Some(2)), e("c", 3, 3, Some(9)), e("d", 4, 5, Some(4)), e("e", 5, 5, Some(5))];
-        let p = diff(&new, &old);
+        let p = diff(&new, &old, &Filter::all());
         let names = |v: Vec<&Entry>| v.iter().map(|e| e.path.as_str().to_owned()).collect::<Vec<_>>();
         assert_eq!(names(p.add.iter().collect()), ["e"]);
         assert_eq!(names(p.change.iter().map(|(e, _)| e).collect()), ["c", "d"]);
@@ -177,7 +197,7 @@ mod tests {
     fn size_or_mtime_alone_is_a_change_without_digests() {
         let old = [e("m", 1, 1, Some(7)), e("s", 1, 1, Some(7)), e("u", 1, 1, Some(7))];
         let new = [e("m", 1, 2, None), e("s", 2, 1, None), e("u", 1, 1, None)];
-        let p = diff(&new, &old);
+        let p = diff(&new, &old, &Filter::all());
         assert_eq!(p.change.len(), 2);
         assert_eq!(p.keep[0].sha256, Some(Digest([7; 32])), "kept entry carries the published digest");
     }
@@ -186,7 +206,7 @@ mod tests {
     fn dry_run_lines_match_the_spec_layout() {
         let old = [e("releases/10.9/core.zip", 5, 1, Some(1)), e("releases/current.json", 2048, 1, Some(2))];
         let new = [e("releases/11.3/core.zip", 100 << 20, 1, Some(3)), e("releases/current.json", 2150, 2, Some(4))];
-        let text = diff(&new, &old).to_string();
+        let text = diff(&new, &old, &Filter::all()).to_string();
         assert_eq!(
             text,
             "+ releases/11.3/core.zip        100.0 MiB\n\
@@ -197,9 +217,31 @@ mod tests {
     }
 
     #[test]
+    fn filtered_paths_are_neither_fetched_nor_deleted() {
+        let filter = Filter::new(&["keep/**".into()], &[]).unwrap();
+        let old = [e("keep/a", 1, 1, Some(1)), e("other/gone", 1, 1, Some(2)), e("other/old", 1, 1, Some(3))];
+        let new = [
+            e("keep/a", 1, 1, Some(1)),
+            e("keep/b", 2, 2, Some(4)),
+            e("other/new", 5, 5, Some(5)),
+            e("other/old", 9, 9, Some(6)),
+        ];
+        let p = diff(&new, &old, &filter);
+        assert_eq!(p.add.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(), ["keep/b"]);
+        assert!(p.change.is_empty() && p.remove.is_empty(), "{p:?}");
+        assert_eq!(p.skipped, 2);
+        let kept: Vec<&str> = p.keep.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(kept, ["keep/a", "other/gone", "other/old"], "out-of-scope published files stay");
+        assert_eq!(p.keep[2].size, 1, "kept as published");
+        assert!(p.to_string().ends_with(
+            "1 added, 0 changed, 0 removed · 2 B to download · 2 skipped by filters · published tree unchanged"
+        ));
+    }
+
+    #[test]
     fn an_empty_plan_says_so() {
         let same = [e("a", 1, 1, Some(1))];
-        let p = diff(&same, &same);
+        let p = diff(&same, &same, &Filter::all());
         assert!(p.is_empty());
         assert_eq!(p.to_string(), "0 added, 0 changed, 0 removed · 0 B to download · published tree unchanged");
     }

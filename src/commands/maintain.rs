@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 
 use super::{before, now_rfc3339, runtime, unix_seconds};
 use crate::config::Config;
-use crate::fetch::fetch_all;
+use crate::fetch::{Job, fetch_all};
 use crate::output::{Reporter, human_bytes, human_duration};
 use crate::plan::Plan;
 use crate::snapshot::{Published, Store, read_manifest};
@@ -72,7 +72,9 @@ fn repair_snapshot(cfg: &Config, store: &Store, published: &Published, problems:
     let rt = runtime(true)?;
     let deadline = tokio::time::Instant::now() + cfg.net.run_timeout;
     let partial = store.partial_dir();
-    let fetch = fetch_all(&upstreams, 0, plan.downloads().cloned().collect(), 1, &partial, cfg.concurrency, &cfg.net);
+    let progress = crate::output::Progress::hidden();
+    let job = Job { first: 0, precision: 1, staging: &partial, concurrency: cfg.concurrency, net: &cfg.net, progress };
+    let fetch = fetch_all(&upstreams, plan.downloads().cloned().collect(), job);
     let staged = rt.block_on(before(deadline, fetch))?;
     let id = store.build(&plan, staged, Some(published), published.manifest.generated_at)?;
     store.publish(&id)?;
@@ -120,6 +122,26 @@ pub(super) fn rollback(cfg: &Config, out: Reporter) -> Result<()> {
         "published {previous} again; later syncs refuse the listing of {} and publish the next newer one",
         current.id
     ));
+    Ok(())
+}
+
+pub(super) fn init(cfg: &Config, dir: Option<&Path>, out: Reporter) -> Result<()> {
+    let root = match dir {
+        Some(d) => d,
+        None => cfg.root()?,
+    };
+    let store = Store::new(root);
+    store.ensure_layout()?;
+    crate::disk::ensure_real_dir(&root.join("public"))?;
+    out.info(format!("created the mirror root {} (snapshots/, .upmirror/, public/)", root.display()));
+    println!(
+        "next steps:\n\
+         1. in /etc/upmirror/upmirror.toml set root = \"{}\", the upstreams, and ca_file / client_cert / client_key if needed\n\
+         2. upmirror mirrors            # every upstream reachable, TLS verified?\n\
+         3. upmirror sync --dry-run     # the first plan; then: upmirror sync\n\
+         4. nginx/upmirror.conf and cron/upmirror.timer: see README, \"Install on a server\"",
+        root.display()
+    );
     Ok(())
 }
 

@@ -31,6 +31,16 @@ pub fn run(command: Command, cfg: &Config, out: Reporter) -> Result<()> {
         Command::Mirrors => mirrors::mirrors(cfg, out),
         Command::Rollback => maintain::rollback(cfg, out),
         Command::Manifest { dir } => manifest(&dir, out),
+        Command::Init { dir } => maintain::init(cfg, dir.as_deref(), out),
+        Command::Completions { shell } => {
+            let mut cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "upmirror", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout()).context("could not write the manual page")
+        }
     }
 }
 

@@ -9,7 +9,8 @@ use super::{Refused, before, now_rfc3339, rfc3339, runtime, unix_seconds};
 use crate::cli::SyncArgs;
 use crate::config::Config;
 use crate::disk::failpoint;
-use crate::fetch::fetch_all;
+use crate::fetch::{Job, fetch_all};
+use crate::filter::Filter;
 use crate::manifest::Manifest;
 use crate::output::{Reporter, human_bytes};
 use crate::plan::{self, Plan, Summary};
@@ -83,7 +84,8 @@ fn sync_with(
     }
     let rt = runtime(true)?;
     let deadline = tokio::time::Instant::now() + cfg.net.run_timeout;
-    let listing = match list(&rt, deadline, upstreams, &state, published.as_ref())? {
+    let conditional = args.plan.is_none();
+    let listing = match list(&rt, deadline, upstreams, &state, published.as_ref(), conditional)? {
         ListOutcome::Unchanged { url, .. } => {
             status.upstream = Some(url.to_string());
             return Ok(Outcome::Unchanged { upstream: url.to_string() });
@@ -92,8 +94,11 @@ fn sync_with(
     };
     let upstream = listing.url.to_string();
     status.upstream = Some(upstream.clone());
-    let plan = accept(args, &state, published.as_ref(), &listing, out)?;
+    let plan = accept(args, &state, published.as_ref(), &listing, &cfg.filter, out)?;
     check_plan(cfg, args, &plan, published_count(published.as_ref()), &store.root)?;
+    if let Some(file) = &args.plan {
+        SavedPlan::load(file)?.check(&listing, published.as_ref(), &plan, file)?;
+    }
     status.summary = plan.summary();
     if plan.is_empty() {
         if let Some(p) = &published {
@@ -102,12 +107,22 @@ fn sync_with(
         }
         return Ok(Outcome::Unchanged { upstream });
     }
-    let downloads = plan.downloads().cloned().collect();
-    let precision = listing.source.mtime_precision();
     let partial = store.partial_dir();
-    let fetch = fetch_all(upstreams, listing.upstream, downloads, precision, &partial, cfg.concurrency, &cfg.net);
+    let s = plan.summary();
+    let progress = out.progress(s.added + s.changed, s.download_bytes);
+    let job = Job {
+        first: listing.upstream,
+        precision: listing.source.mtime_precision(),
+        staging: &partial,
+        concurrency: cfg.concurrency,
+        net: &cfg.net,
+        progress: progress.clone(),
+    };
+    let fetch = fetch_all(upstreams, plan.downloads().cloned().collect(), job);
     let clock = std::time::Instant::now();
-    let staged = rt.block_on(before(deadline, fetch))?;
+    let staged = rt.block_on(before(deadline, fetch));
+    progress.finish();
+    let staged = staged?;
     out.detail(format!("fetched {} files in {:.3} s", staged.len(), clock.elapsed().as_secs_f64()));
     failpoint("fetched");
     let clock = std::time::Instant::now();
@@ -134,7 +149,8 @@ fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Resul
     let upstreams = Upstreams::new(cfg)?;
     let rt = runtime(false)?;
     let deadline = tokio::time::Instant::now() + cfg.net.run_timeout;
-    let listing = match list(&rt, deadline, &upstreams, &state, published.as_ref())? {
+    let conditional = args.save_plan.is_none();
+    let listing = match list(&rt, deadline, &upstreams, &state, published.as_ref(), conditional)? {
         ListOutcome::Fetched(listing) => listing,
         ListOutcome::Unchanged { url, .. } => {
             // The upstream says nothing changed since the published listing.
@@ -144,9 +160,73 @@ fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Resul
             return Ok(());
         }
     };
-    let plan = accept(args, &state, published.as_ref(), &listing, out)?;
+    let plan = accept(args, &state, published.as_ref(), &listing, &cfg.filter, out)?;
     print_plan(&plan, out);
-    check_plan(cfg, args, &plan, published_count(published.as_ref()), &store.root)
+    check_plan(cfg, args, &plan, published_count(published.as_ref()), &store.root)?;
+    if let Some(file) = &args.save_plan {
+        SavedPlan::new(&listing, published.as_ref(), &plan).save(file)?;
+        out.info(format!("plan saved to {}; apply it with `upmirror sync --plan {}`", file.display(), file.display()));
+    }
+    Ok(())
+}
+
+/// A plan saved by `--dry-run --save-plan`, applied by `--plan` only while
+/// the upstream listing, the published snapshot and the plan are unchanged.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedPlan {
+    format: String,
+    listing: String,
+    published: Option<String>,
+    plan_sha256: String,
+    plan: serde_json::Value,
+}
+
+const PLAN_FORMAT: &str = "upmirror-plan/1";
+
+impl SavedPlan {
+    fn new(listing: &Listing, published: Option<&Published>, plan: &Plan) -> SavedPlan {
+        SavedPlan {
+            format: PLAN_FORMAT.into(),
+            listing: listing.identity.to_string(),
+            published: published.map(|p| p.id.clone()),
+            plan_sha256: plan_digest(plan),
+            plan: plan.to_json(),
+        }
+    }
+
+    fn save(&self, file: &Path) -> Result<()> {
+        crate::disk::write_atomic(file, &serde_json::to_vec_pretty(self)?)
+    }
+
+    fn load(file: &Path) -> Result<SavedPlan> {
+        let bytes = std::fs::read(file).with_context(|| format!("could not read the plan {}", file.display()))?;
+        let saved: SavedPlan =
+            serde_json::from_slice(&bytes).with_context(|| format!("{} is not a saved plan", file.display()))?;
+        if saved.format != PLAN_FORMAT {
+            anyhow::bail!("{}: unknown plan format \"{}\"", file.display(), saved.format);
+        }
+        Ok(saved)
+    }
+
+    /// Refuse unless `plan` is exactly the saved one, for the same listing and snapshot.
+    fn check(&self, listing: &Listing, published: Option<&Published>, plan: &Plan, file: &Path) -> Result<()> {
+        let why = if self.listing != listing.identity.to_string() {
+            "the upstream listing changed since it was saved"
+        } else if self.published.as_deref() != published.map(|p| p.id.as_str()) {
+            "another snapshot was published since it was saved"
+        } else if self.plan_sha256 != plan_digest(plan) {
+            "the plan now differs (were filters or guards changed?)"
+        } else {
+            return Ok(());
+        };
+        Err(Refused(format!("not applying {}: {why}; save a new plan with --dry-run --save-plan", file.display()))
+            .into())
+    }
+}
+
+fn plan_digest(plan: &Plan) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(plan.to_string().as_bytes()))
 }
 
 fn print_plan(plan: &Plan, out: Reporter) {
@@ -157,15 +237,16 @@ fn print_plan(plan: &Plan, out: Reporter) {
     }
 }
 
-/// The listing, conditional on what was published, within the deadline.
+/// The listing, within the deadline; `conditional` on what was published.
 fn list(
     rt: &tokio::runtime::Runtime,
     deadline: tokio::time::Instant,
     upstreams: &Upstreams,
     state: &State,
     published: Option<&Published>,
+    conditional: bool,
 ) -> Result<ListOutcome> {
-    let id = published.map(|p| p.id.as_str());
+    let id = published.map(|p| p.id.as_str()).filter(|_| conditional);
     let listing = upstreams.list(|url| state.validators_for(url.as_str(), id), published.map(|p| &p.manifest));
     rt.block_on(before(deadline, listing))
 }
@@ -177,6 +258,7 @@ fn accept(
     state: &State,
     published: Option<&Published>,
     listing: &Listing,
+    filter: &Filter,
     out: Reporter,
 ) -> Result<Plan> {
     let identity = listing.identity.to_string();
@@ -218,7 +300,7 @@ fn accept(
     }
     let empty = Manifest { generated_at: UNIX_EPOCH, files: Vec::new() };
     let current = published.map_or(&empty, |p| &p.manifest);
-    Ok(plan::diff(&files, &current.files))
+    Ok(plan::diff(&files, &current.files, filter))
 }
 
 fn published_count(published: Option<&Published>) -> usize {

@@ -197,8 +197,7 @@ fn sigterm_aborts_cleanly_and_releases_the_lock() {
 
 #[test]
 fn a_full_disk_fails_the_run_and_the_next_run_succeeds_once_there_is_room() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: mounting a small tmpfs needs root (.ci/run runs as root)");
+    if !as_root("mounting a small tmpfs") {
         return;
     }
     let env = Env::new();
@@ -208,7 +207,7 @@ fn a_full_disk_fails_the_run_and_the_next_run_succeeds_once_there_is_room() {
     env.make_manifest();
     let server = env.serve();
     fs::create_dir(&env.root).unwrap();
-    let mount = Mount::tmpfs(&env.root, "600k");
+    let mount = Mount::tmpfs(&env.root, "size=600k");
     let out = env.sync(&server.url(), &["--free-space-margin", "0"]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("No space left"), "{}", out.stderr);
@@ -219,16 +218,21 @@ fn a_full_disk_fails_the_run_and_the_next_run_succeeds_once_there_is_room() {
     env.assert_mirrors_upstream();
 }
 
+/// Whether the test runs as root; says why it is skipped otherwise.
+fn as_root(needs: &str) -> bool {
+    let root = rustix::process::geteuid().is_root();
+    if !root {
+        eprintln!("skipped: {needs} needs root (.ci/run runs the tests as root)");
+    }
+    root
+}
+
 /// A tmpfs mounted for one test, unmounted on drop.
 struct Mount(std::path::PathBuf);
 
 impl Mount {
-    fn tmpfs(at: &std::path::Path, size: &str) -> Mount {
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .unwrap();
+    fn tmpfs(at: &std::path::Path, options: &str) -> Mount {
+        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", options, "tmpfs"]).arg(at).status().unwrap();
         assert!(ok.success(), "mount tmpfs failed");
         Mount(at.to_path_buf())
     }
@@ -436,8 +440,7 @@ fn status_reports_the_published_snapshot_and_the_last_run() {
 
 #[test]
 fn the_inode_preflight_refuses_before_any_download() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: mounting a small tmpfs needs root (.ci/run runs as root)");
+    if !as_root("mounting a small tmpfs") {
         return;
     }
     let env = Env::new();
@@ -447,13 +450,7 @@ fn the_inode_preflight_refuses_before_any_download() {
     env.make_manifest();
     let server = env.serve();
     fs::create_dir(&env.root).unwrap();
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=16m,nr_inodes=100", "tmpfs"])
-        .arg(&env.root)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let _mount = Mount(env.root.clone());
+    let _mount = Mount::tmpfs(&env.root, "size=16m,nr_inodes=100");
     let out = env.sync(&server.url(), &["--free-space-margin", "0"]);
     assert_eq!(out.code, 3, "{out:?}");
     assert!(out.stderr.contains("inodes"), "{}", out.stderr);
@@ -462,8 +459,7 @@ fn the_inode_preflight_refuses_before_any_download() {
 
 #[test]
 fn dry_run_writes_nothing_even_on_a_read_only_root() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: a read-only bind mount needs root (.ci/run runs as root)");
+    if !as_root("a read-only bind mount") {
         return;
     }
     let env = Env::with_sample_tree();

@@ -122,17 +122,7 @@ fn a_file_failing_on_the_primary_comes_from_the_secondary() {
     let secondary = env.serve();
     primary.fault("/pool/p03.deb", Fault::Status(500));
     primary.fault("/pool/p04.deb", Fault::Status(404));
-    let out = env.run(&[
-        "sync",
-        "--root",
-        env.root.to_str().unwrap(),
-        "--ca-file",
-        env.pki.ca.to_str().unwrap(),
-        "--upstream",
-        &primary.url(),
-        "--upstream",
-        &secondary.url(),
-    ]);
+    let out = env.sync_from(&[&primary.url(), &secondary.url()], &[]);
     assert_eq!(out.code, 0, "{out:?}");
     env.assert_mirrors_upstream();
     let mut from_secondary: Vec<String> = secondary.log().into_iter().map(|r| r.path).collect();
@@ -150,17 +140,7 @@ fn a_lagging_secondary_can_never_mix_an_older_file_in() {
     let primary = env.serve();
     let secondary = Server::start(&other, &env.pki, Options::default());
     primary.fault("/pool/p03.deb", Fault::Status(500));
-    let out = env.run(&[
-        "sync",
-        "--root",
-        env.root.to_str().unwrap(),
-        "--ca-file",
-        env.pki.ca.to_str().unwrap(),
-        "--upstream",
-        &primary.url(),
-        "--upstream",
-        &secondary.url(),
-    ]);
+    let out = env.sync_from(&[&primary.url(), &secondary.url()], &[]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("HTTP 500") && out.stderr.contains("got 14 bytes"), "{}", out.stderr);
     assert!(!env.current().exists());
@@ -175,19 +155,7 @@ fn a_lagging_secondary_can_never_mix_an_older_file_in() {
     let primary = env.serve();
     let secondary = Server::start(&other, &env.pki, Options::default());
     primary.fault("/pool/p03.deb", Fault::Status(500));
-    let out = env.run(&[
-        "sync",
-        "--root",
-        env.root.to_str().unwrap(),
-        "--ca-file",
-        env.pki.ca.to_str().unwrap(),
-        "--listing",
-        "autoindex",
-        "--upstream",
-        &primary.url(),
-        "--upstream",
-        &secondary.url(),
-    ]);
+    let out = env.sync_from(&[&primary.url(), &secondary.url()], &["--listing", "autoindex"]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("differs from the listing's mtime"), "{}", out.stderr);
     assert!(!env.current().exists());

@@ -5,6 +5,7 @@ mod cli;
 mod crash;
 mod crawl;
 mod network;
+mod operator;
 mod serve;
 mod support;
 mod sync;

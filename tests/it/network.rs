@@ -9,13 +9,6 @@ use crate::support::{Env, Fault, pseudo_random};
 
 const BIG: &str = "/releases/11.2/core.zip";
 
-fn two_upstreams(env: &Env, a: &str, b: &str, extra: &[&str]) -> crate::support::Out {
-    let mut args = vec!["sync", "--root", env.root.to_str().unwrap(), "--ca-file", env.pki.ca.to_str().unwrap()];
-    args.extend(["--upstream", a, "--upstream", b]);
-    args.extend_from_slice(extra);
-    env.run(&args)
-}
-
 #[test]
 fn a_reset_mid_file_is_resumed_from_the_offset_not_downloaded_again() {
     let env = Env::with_sample_tree();
@@ -125,7 +118,7 @@ fn a_stalled_upstream_fails_over_within_the_idle_timeout() {
     let (primary, secondary) = (env.serve(), env.serve());
     primary.fault(BIG, Fault::Stall);
     let start = Instant::now();
-    let out = two_upstreams(&env, &primary.url(), &secondary.url(), &["--idle-timeout", "1s"]);
+    let out = env.sync_from(&[&primary.url(), &secondary.url()], &["--idle-timeout", "1s"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
     assert_eq!(secondary.requests_for(BIG).len(), 1);
@@ -139,7 +132,7 @@ fn a_trickle_below_the_speed_floor_is_aborted_and_failed_over() {
     primary.fault("/pool/p05.deb", Fault::Drip(100));
     let start = Instant::now();
     let out =
-        two_upstreams(&env, &primary.url(), &secondary.url(), &["--low-speed-limit", "1KiB", "--low-speed-time", "1s"]);
+        env.sync_from(&[&primary.url(), &secondary.url()], &["--low-speed-limit", "1KiB", "--low-speed-time", "1s"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
     assert_eq!(secondary.requests_for("/pool/p05.deb").len(), 1);
@@ -154,7 +147,7 @@ fn a_connection_that_never_completes_tls_times_out_and_the_next_upstream_is_used
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_url = format!("https://127.0.0.1:{}/", silent.local_addr().unwrap().port());
     let start = Instant::now();
-    let out = two_upstreams(&env, &silent_url, &good.url(), &["--connect-timeout", "1s", "--idle-timeout", "2s"]);
+    let out = env.sync_from(&[&silent_url, &good.url()], &["--connect-timeout", "1s", "--idle-timeout", "2s"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
     env.assert_mirrors_upstream();
@@ -223,7 +216,7 @@ fn a_partial_file_from_one_upstream_is_resumed_from_another() {
     let env = Env::with_sample_tree();
     let (primary, secondary) = (env.serve(), env.serve());
     primary.fault(BIG, Fault::ResetAfter(100_000));
-    let out = two_upstreams(&env, &primary.url(), &secondary.url(), &[]);
+    let out = env.sync_from(&[&primary.url(), &secondary.url()], &[]);
     assert_eq!(out.code, 0, "{out:?}");
     let reqs = secondary.requests_for(BIG);
     assert_eq!(reqs.len(), 1, "{reqs:?}");

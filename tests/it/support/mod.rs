@@ -152,6 +152,16 @@ impl Env {
         self.run(&args)
     }
 
+    /// `upmirror sync` from several upstreams in order, trusting the test CA.
+    pub fn sync_from(&self, urls: &[&str], extra: &[&str]) -> Out {
+        let mut args = vec!["sync", "--root", self.root.to_str().unwrap(), "--ca-file", self.pki.ca.to_str().unwrap()];
+        for url in urls {
+            args.extend(["--upstream", url]);
+        }
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
     pub fn current(&self) -> PathBuf {
         self.root.join("current")
     }
