@@ -26,13 +26,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use filetime::FileTime;
 use futures_util::{StreamExt, stream};
 use sha2::{Digest as _, Sha256};
 
 use crate::config::Net;
-use crate::disk::nofollow;
+use crate::disk::{ensure_real_dir, nofollow};
 use crate::manifest::{Digest, Entry};
 use crate::output::Progress;
 use crate::upstream::{Body, HttpStatus, Upstreams};
@@ -116,7 +116,11 @@ pub struct Job<'a> {
 /// `Last-Modified`, cut to `job.precision` seconds, equals its listed mtime.
 pub async fn fetch_all(up: &Upstreams, entries: Vec<Entry>, job: Job<'_>) -> Result<Vec<Staged>> {
     let staging = job.staging;
-    tokio::fs::create_dir_all(staging).await.with_context(|| format!("could not create {}", staging.display()))?;
+    // 256 shards: thousands of files created at once in one directory
+    // contend for its lock and crowd one inode group.
+    for shard in 0..=255u8 {
+        ensure_real_dir(&staging.join(format!("{shard:02x}")))?;
+    }
     let fetcher = Arc::new(Fetcher {
         up: up.clone(),
         order: std::iter::once(job.first).chain((0..up.bases.len()).filter(|&i| i != job.first)).collect(),
@@ -163,7 +167,8 @@ impl Fetcher {
     }
 
     async fn fetch_retrying(&self, mut entry: Entry) -> Result<Staged> {
-        let file = self.staging.join(staging_name(&entry));
+        let name = staging_name(&entry);
+        let file = self.staging.join(&name[..2]).join(name);
         let mut ruled_out = vec![false; self.up.bases.len()];
         let mut failures = Vec::new();
         for round in 0..=self.net.retries {
@@ -425,7 +430,8 @@ async fn hash_prefix(file: &Path) -> Result<(Sha256, u64)> {
 }
 
 /// A staging name stable across runs for the same listed file, so a later run
-/// can resume what an earlier one left.
+/// can resume what an earlier one left; its first two characters name its
+/// shard directory.
 fn staging_name(e: &Entry) -> String {
     let mut h = Sha256::new();
     h.update(e.path.as_str().as_bytes());

@@ -116,7 +116,11 @@ impl Store {
     pub fn clear_partials(&self) -> Result<()> {
         for entry in read_dir(&self.partial_dir())? {
             let path = entry.path();
-            fs::remove_file(&path).with_context(|| format!("could not remove {}", path.display()))?;
+            let removed = match entry.file_type() {
+                Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
+                _ => fs::remove_file(&path),
+            };
+            removed.with_context(|| format!("could not remove {}", path.display()))?;
         }
         Ok(())
     }

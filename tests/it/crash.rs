@@ -272,8 +272,10 @@ fn symlinks_planted_in_the_store_never_redirect_a_write() {
             f["mtime"].as_i64().unwrap(),
             f["sha256"].as_str().unwrap(),
         );
-        symlink(&env.sentinel, env.root.join(".upmirror/partial").join(&name)).unwrap();
-        symlink(&env.sentinel, env.root.join(".upmirror/partial").join(format!("{name}.validator"))).unwrap();
+        let shard = env.root.join(".upmirror/partial").join(&name[..2]);
+        fs::create_dir_all(&shard).unwrap();
+        symlink(&env.sentinel, shard.join(&name)).unwrap();
+        symlink(&env.sentinel, shard.join(format!("{name}.validator"))).unwrap();
     }
     let out = env.sync(&server.url(), &[]);
     assert_eq!(out.code, 1, "{out:?}");

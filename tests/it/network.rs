@@ -40,11 +40,7 @@ fn a_failed_run_keeps_its_partial_file_and_the_next_run_resumes_it() {
     let status: serde_json::Value =
         serde_json::from_slice(&std::fs::read(env.root.join(".upmirror/status.json")).unwrap()).unwrap();
     assert_eq!(status["outcome"], "failed");
-    let partial: u64 = std::fs::read_dir(env.root.join(".upmirror/partial"))
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
-        .max()
-        .unwrap();
+    let partial = largest_staged(&env).unwrap();
     // Two attempts (--retries 1), each cut after 120,000 bytes, the second resuming the first.
     assert_eq!(partial, 240_000, "the partial download is kept");
 
@@ -58,6 +54,11 @@ fn a_failed_run_keeps_its_partial_file_and_the_next_run_resumes_it() {
     env.assert_mirrors_upstream();
     let left = std::fs::read_dir(env.root.join(".upmirror/partial")).unwrap().count();
     assert_eq!(left, 0, "staging is empty after a publish");
+}
+
+/// The size of the largest file in staging.
+fn largest_staged(env: &Env) -> Option<u64> {
+    crate::support::files(&env.root.join(".upmirror/partial")).values().map(|(bytes, _)| bytes.len() as u64).max()
 }
 
 #[test]
@@ -163,10 +164,7 @@ fn a_body_longer_than_declared_is_cut_and_rejected() {
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("longer than the listed 300000 bytes"), "{}", out.stderr);
     assert!(!env.current().exists());
-    let largest = std::fs::read_dir(env.root.join(".upmirror/partial"))
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
-        .max();
+    let largest = largest_staged(&env);
     assert!(largest.unwrap_or(0) < 300_000, "nothing of the oversized body is kept: {largest:?}");
 }
 
