@@ -85,6 +85,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Smaller files are fetched whole on every attempt: resuming them would cost
 /// more in bookkeeping than it saves.
 const RESUME_MIN: u64 = 256 << 10;
+/// A large download is flushed in the background every this many bytes.
+const FLUSH_EVERY: u64 = 64 << 20;
 
 struct Fetcher {
     up: Upstreams,
@@ -308,12 +310,22 @@ impl Fetcher {
     ) -> Result<()> {
         let (window, floor) = (self.net.low_speed_time, self.net.low_speed_limit);
         let (mut window_start, mut window_bytes) = (Instant::now(), 0u64);
+        let (mut unflushed, mut flushing) = (0u64, None::<tokio::task::JoinHandle<std::io::Result<()>>>);
         loop {
             let chunk = match tokio::time::timeout(self.net.idle_timeout, body.chunk()).await {
                 Err(_) => return Err(Stalled::Idle(self.net.idle_timeout).into()),
                 Ok(chunk) => chunk?,
             };
-            let Some(chunk) = chunk else { return Ok(()) };
+            let Some(chunk) = chunk else {
+                // The final syncfs before the publish is what makes this
+                // durable; a background flush only started it early.
+                if let Some(job) = flushing {
+                    job.await
+                        .map_err(|e| anyhow!("flush task failed: {e}"))?
+                        .map_err(|e| LocalIo(format!("could not flush: {e}")))?;
+                }
+                return Ok(());
+            };
             *got += chunk.len() as u64;
             if *got > size {
                 return Err(Mismatch::TooLong(size).into());
@@ -331,6 +343,16 @@ impl Fetcher {
             self.progress.add_bytes(chunk.len() as u64);
             hasher.update(&chunk);
             out.write_all(&chunk).map_err(|e| LocalIo(format!("could not write {e}")))?;
+            // Large files start their way to the disk while they download,
+            // one flush at a time, so the flush before the publish finds
+            // little left to write.
+            unflushed += chunk.len() as u64;
+            if unflushed >= FLUSH_EVERY && flushing.as_ref().is_none_or(|job| job.is_finished()) {
+                out.flush().map_err(|e| LocalIo(format!("could not write {e}")))?;
+                let file = out.get_ref().try_clone().map_err(|e| LocalIo(format!("could not flush {e}")))?;
+                flushing = Some(tokio::task::spawn_blocking(move || file.sync_data()));
+                unflushed = 0;
+            }
         }
     }
 
