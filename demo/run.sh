@@ -60,7 +60,8 @@ for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.05; done
 url="https://127.0.0.1:$(cat "$work/port")/"
 echo "upstream: $url"
 
-export UPMIRROR_ROOT=$work/mirror UPMIRROR_UPSTREAMS=$url UPMIRROR_CA_FILE=$pki/ca.pem
+# Everything from the environment; no config file of this host is read.
+export UPMIRROR_CONFIG=/dev/null UPMIRROR_ROOT=$work/mirror UPMIRROR_UPSTREAMS=$url UPMIRROR_CA_FILE=$pki/ca.pem
 step "upmirror sync --dry-run (first run: everything is new)"
 "$bin" sync --dry-run | tail -n 4
 step "upmirror sync"

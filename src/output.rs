@@ -104,7 +104,7 @@ impl Progress {
         let bar = if mode == Mode::Bar {
             let bar = indicatif::ProgressBar::new(bytes);
             let style = indicatif::ProgressStyle::with_template(
-                "{bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta} · {msg}",
+                "{bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta} · {wide_msg}",
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("=> ");
