@@ -198,6 +198,17 @@ impl Store {
     }
 
     /// Make everything written durable, then point `current` at `id`.
+    /// Publish a snapshot this run built; if that fails before the swap, the
+    /// snapshot is removed again, so no unpublished tree lingers.
+    pub fn publish_new(&self, id: &str) -> Result<()> {
+        let result = self.publish(id);
+        let current = fs::read_link(self.root.join("current")).ok();
+        if result.is_err() && current.as_deref() != Some(Path::new("snapshots").join(id).as_path()) {
+            let _ = fs::remove_dir_all(self.snapshots().join(id));
+        }
+        result
+    }
+
     pub fn publish(&self, id: &str) -> Result<()> {
         let root = File::open(&self.root).with_context(|| format!("could not open {}", self.root.display()))?;
         rustix::fs::syncfs(&root)

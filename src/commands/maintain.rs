@@ -77,7 +77,7 @@ fn repair_snapshot(cfg: &Config, store: &Store, published: &Published, problems:
     let fetch = fetch_all(&upstreams, plan.downloads().cloned().collect(), job);
     let staged = rt.block_on(before(deadline, fetch))?;
     let id = store.build(&plan, staged, Some(published), published.manifest.generated_at)?;
-    store.publish(&id)?;
+    store.publish_new(&id)?;
     store.clear_partials()?;
     let mut state = State::load(&store.meta())?;
     if let Some(info) = state.snapshots.get(&published.id).cloned() {

@@ -129,7 +129,7 @@ fn sync_with(
     let id = store.build(&plan, staged, published.as_ref(), listing.manifest.generated_at)?;
     out.detail(format!("built snapshot {id} in {:.3} s", clock.elapsed().as_secs_f64()));
     let clock = std::time::Instant::now();
-    store.publish(&id)?;
+    store.publish_new(&id)?;
     out.detail(format!("flushed and published in {:.3} s", clock.elapsed().as_secs_f64()));
     store.clear_partials()?;
     state.record(&id, &listing);

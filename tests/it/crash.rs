@@ -55,20 +55,7 @@ fn a_process_stopped_at_every_step_never_breaks_current() {
         assert_eq!(env.sync(&server.url(), &[]).code, 0);
         let v1 = env.published_id();
         upstream_v2(&env);
-        let out = env.run_env(
-            &[
-                "sync",
-                "--root",
-                env.root.to_str().unwrap(),
-                "--upstream",
-                &server.url(),
-                "--ca-file",
-                env.pki.ca.to_str().unwrap(),
-                "--keep",
-                "1",
-            ],
-            &[("UPMIRROR_FAILPOINT", point)],
-        );
+        let out = env.sync_env(&server.url(), &["--keep", "1"], &[("UPMIRROR_FAILPOINT", point)]);
         assert_ne!(out.code, 0, "{point}: {out:?}");
         assert!(out.stderr.contains(&format!("failpoint {point}")), "{point} was not reached: {}", out.stderr);
         assert_published_is_whole(&env);
@@ -84,16 +71,7 @@ fn a_process_stopped_at_every_step_never_breaks_current() {
 fn a_first_run_stopped_before_the_swap_publishes_nothing() {
     let env = Env::with_sample_tree();
     let server = env.serve();
-    let args = [
-        "sync",
-        "--root",
-        env.root.to_str().unwrap(),
-        "--upstream",
-        &server.url(),
-        "--ca-file",
-        env.pki.ca.to_str().unwrap(),
-    ];
-    let out = env.run_env(&args, &[("UPMIRROR_FAILPOINT", "publish-before-swap")]);
+    let out = env.sync_env(&server.url(), &[], &[("UPMIRROR_FAILPOINT", "publish-before-swap")]);
     assert_ne!(out.code, 0);
     assert!(fs::symlink_metadata(env.current()).is_err(), "no current before the first swap");
     assert_converges(&env, &server.url());

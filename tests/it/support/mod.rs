@@ -139,17 +139,15 @@ impl Env {
 
     /// `upmirror sync` of `url` into the root, trusting the test CA.
     pub fn sync(&self, url: &str, extra: &[&str]) -> Out {
-        let mut args = vec![
-            "sync",
-            "--root",
-            self.root.to_str().unwrap(),
-            "--upstream",
-            url,
-            "--ca-file",
-            self.pki.ca.to_str().unwrap(),
-        ];
+        self.sync_env(url, extra, &[])
+    }
+
+    /// `sync` with extra environment variables.
+    pub fn sync_env(&self, url: &str, extra: &[&str], env: &[(&str, &str)]) -> Out {
+        let root = self.root.to_str().unwrap();
+        let mut args = vec!["sync", "--root", root, "--upstream", url, "--ca-file", self.pki.ca.to_str().unwrap()];
         args.extend_from_slice(extra);
-        self.run(&args)
+        self.run_env(&args, env)
     }
 
     /// `upmirror sync` from several upstreams in order, trusting the test CA.
