@@ -15,7 +15,7 @@
 //! made durable as a whole before it is published.
 //!
 //! Writes go to the page cache from the download task itself, through a
-//! 1 MiB buffer: they never wait on the disk, and handing each one to a
+//! 256 KiB buffer: they never wait on the disk, and handing each one to a
 //! blocking thread cost more (futex wake-ups) than the write.
 
 use std::hash::{BuildHasher, Hasher};
@@ -269,7 +269,7 @@ impl Fetcher {
                 create_nofollow(meta_path).and_then(|mut f| f.write_all(v.as_bytes())).map_err(|e| io("write", e))?;
             }
         }
-        let mut out = std::io::BufWriter::with_capacity((entry.size as usize).clamp(4096, 1 << 20), out);
+        let mut out = std::io::BufWriter::with_capacity((entry.size as usize).clamp(4096, 256 << 10), out);
         let streamed = self.stream_body(&mut body, &mut out, &mut hasher, &mut got, entry.size).await;
         // Keep what arrived for the next attempt, whatever happened.
         out.flush().map_err(|e| io("write", e))?;
