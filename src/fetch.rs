@@ -35,6 +35,7 @@ use crate::config::Net;
 use crate::disk::{ensure_real_dir, nofollow};
 use crate::manifest::{Digest, Entry};
 use crate::output::Progress;
+use crate::scan::hash_reader;
 use crate::upstream::{Body, HttpStatus, Upstreams};
 
 /// A verified file waiting in staging; `entry.sha256` is always set.
@@ -435,17 +436,8 @@ fn discard(file: &Path, meta: &Path) -> Result<()> {
 /// The hash state and length of what a partial file already holds.
 async fn hash_prefix(file: &Path) -> Result<(Sha256, u64)> {
     let path = file.to_path_buf();
-    let task = tokio::task::spawn_blocking(move || -> std::io::Result<(Sha256, u64)> {
-        let mut f = std::fs::File::options().read(true).custom_flags(nofollow()).open(&path)?;
-        let (mut hasher, mut len, mut buf) = (Sha256::new(), 0u64, vec![0u8; 1 << 20]);
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                return Ok((hasher, len));
-            }
-            hasher.update(&buf[..n]);
-            len += n as u64;
-        }
+    let task = tokio::task::spawn_blocking(move || {
+        hash_reader(std::fs::File::options().read(true).custom_flags(nofollow()).open(&path)?)
     });
     let joined = task.await.map_err(|e| anyhow!("hashing task failed: {e}"))?;
     joined.map_err(|e| LocalIo(format!("could not read {}: {e}", file.display())).into())

@@ -14,14 +14,19 @@ use crate::manifest::{Digest, Entry, Manifest, RelPath};
 
 /// The sha256 and length of a file's content.
 pub fn hash_file(path: &Path) -> Result<(Digest, u64)> {
-    let mut f = File::open(path).with_context(|| format!("could not open {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut len = 0u64;
+    let f = File::open(path).with_context(|| format!("could not open {}", path.display()))?;
+    let (hasher, len) = hash_reader(f).with_context(|| format!("could not read {}", path.display()))?;
+    Ok((Digest(hasher.finalize().into()), len))
+}
+
+/// The hash state and length of everything `r` yields, for callers that go
+/// on hashing (a resumed download) or finalise it.
+pub fn hash_reader(mut r: impl Read) -> std::io::Result<(Sha256, u64)> {
+    let (mut hasher, mut len, mut buf) = (Sha256::new(), 0u64, vec![0u8; 1 << 20]);
     loop {
-        let n = f.read(&mut buf).with_context(|| format!("could not read {}", path.display()))?;
+        let n = r.read(&mut buf)?;
         if n == 0 {
-            return Ok((Digest(hasher.finalize().into()), len));
+            return Ok((hasher, len));
         }
         hasher.update(&buf[..n]);
         len += n as u64;
