@@ -66,8 +66,9 @@ impl RunStatus {
         self.exit_code == 0
     }
 
-    /// Write every status file for this run; the history gains one entry.
-    pub fn record(mut self, sinks: &Sinks) -> Result<()> {
+    /// Complete the totals (bytes over all runs, disk use) and write every
+    /// status file for this run; the history gains one entry.
+    pub fn record(&mut self, sinks: &Sinks) -> Result<()> {
         let history_path = sinks.meta.join("history.json");
         let mut history: Vec<RunStatus> =
             std::fs::read(&history_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
@@ -78,8 +79,8 @@ impl RunStatus {
             self.disk_size_bytes = Some(fs.f_blocks * fs.f_frsize);
             self.disk_used_bytes = Some(fs.f_blocks.saturating_sub(fs.f_bfree) * fs.f_frsize);
         }
-        write_atomic(&sinks.meta.join("status.json"), &serde_json::to_vec_pretty(&self)?)?;
-        history.push(self);
+        write_atomic(&sinks.meta.join("status.json"), &serde_json::to_vec_pretty(self)?)?;
+        history.push(self.clone());
         let start = history.len().saturating_sub(HISTORY);
         history.drain(..start);
         write_atomic(&history_path, &serde_json::to_vec(&history)?)?;

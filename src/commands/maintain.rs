@@ -37,7 +37,7 @@ pub(super) fn verify(cfg: &Config, repair: bool, out: Reporter) -> Result<()> {
     }
     let started = now_rfc3339();
     let id = repair_snapshot(cfg, &store, &published, &problems)?;
-    let status = RunStatus {
+    let mut status = RunStatus {
         started,
         finished: now_rfc3339(),
         outcome: "repaired".into(),
@@ -110,7 +110,7 @@ pub(super) fn rollback(cfg: &Config, out: Reporter) -> Result<()> {
     }
     store.publish(&previous)?;
     state.save(&store.meta())?;
-    let status = RunStatus {
+    let mut status = RunStatus {
         started: now_rfc3339(),
         finished: now_rfc3339(),
         outcome: "rolled-back".into(),

@@ -38,7 +38,7 @@ pub(super) fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
     let mut status = RunStatus { started: now_rfc3339(), ..RunStatus::default() };
     let result = sync_locked(cfg, args, &store, out, &mut status);
     finish(&mut status, &result);
-    if let Err(e) = status.clone().record(&cfg.status_sinks(&store.root)) {
+    if let Err(e) = status.record(&cfg.status_sinks(&store.root)) {
         out.warn(format!("could not write the run's status: {e:#}"));
     }
     let outcome = result?;

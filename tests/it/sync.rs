@@ -328,4 +328,5 @@ fn json_output_reports_the_published_snapshot() {
     assert_eq!(doc["outcome"], "published");
     assert_eq!(doc["added"], 26);
     assert_eq!(doc["snapshot"].as_str(), env.published_id().as_deref());
+    assert_eq!(doc["bytes_downloaded_total"], doc["download_bytes"], "the totals the status files carry");
 }
