@@ -62,6 +62,14 @@ pub struct Sinks {
 }
 
 impl RunStatus {
+    /// Name the published snapshot: its id, size and listing time.
+    pub fn set_published(&mut self, id: &str, files: usize, bytes: u64, generated_at: std::time::SystemTime) {
+        self.snapshot = Some(id.to_owned());
+        self.published_files = Some(files);
+        self.published_bytes = Some(bytes);
+        self.listing_generated_at = Some(humantime::format_rfc3339_seconds(generated_at).to_string());
+    }
+
     pub fn succeeded(&self) -> bool {
         self.exit_code == 0
     }

@@ -37,15 +37,9 @@ pub(super) fn verify(cfg: &Config, repair: bool, out: Reporter) -> Result<()> {
     }
     let started = now_rfc3339();
     let id = repair_snapshot(cfg, &store, &published, &problems)?;
-    let mut status = RunStatus {
-        started,
-        finished: now_rfc3339(),
-        outcome: "repaired".into(),
-        snapshot: Some(id.clone()),
-        published_files: Some(published.manifest.files.len()),
-        published_bytes: Some(published.manifest.total_bytes()),
-        ..RunStatus::default()
-    };
+    let mut status = RunStatus { started, finished: now_rfc3339(), outcome: "repaired".into(), ..RunStatus::default() };
+    let m = &published.manifest;
+    status.set_published(&id, m.files.len(), m.total_bytes(), m.generated_at);
     status.record(&cfg.status_sinks(&store.root))?;
     out.info(format!("repaired {} problems of {} into snapshot {id}, now published", problems.len(), published.id));
     Ok(())

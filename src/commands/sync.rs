@@ -77,10 +77,7 @@ fn sync_with(
     let mut state = State::load(&store.meta())?;
     let published = store.published()?;
     if let Some(p) = &published {
-        status.snapshot = Some(p.id.clone());
-        status.published_files = Some(p.manifest.files.len());
-        status.published_bytes = Some(p.manifest.total_bytes());
-        status.listing_generated_at = Some(humantime::format_rfc3339_seconds(p.manifest.generated_at).to_string());
+        status.set_published(&p.id, p.manifest.files.len(), p.manifest.total_bytes(), p.manifest.generated_at);
     }
     let rt = runtime(true)?;
     let deadline = tokio::time::Instant::now() + cfg.net.run_timeout;
@@ -136,10 +133,8 @@ fn sync_with(
     let pruned = store.prune(cfg.keep, &id)?;
     state.snapshots.retain(|k, _| !pruned.contains(k));
     state.save(&store.meta())?;
-    status.snapshot = Some(id.clone());
-    status.published_files = Some(plan.result_len());
-    status.published_bytes = Some(plan.keep.iter().chain(plan.downloads()).map(|e| e.size).sum());
-    status.listing_generated_at = Some(humantime::format_rfc3339_seconds(listing.manifest.generated_at).to_string());
+    let bytes = plan.keep.iter().chain(plan.downloads()).map(|e| e.size).sum();
+    status.set_published(&id, plan.result_len(), bytes, listing.manifest.generated_at);
     Ok(Outcome::Published { id, upstream, summary: plan.summary() })
 }
 
