@@ -103,57 +103,48 @@ impl Config {
             None => FileConfig::default(),
         };
         let upstreams =
-            if args.upstreams.is_empty() { file.upstreams.unwrap_or_default() } else { args.upstreams.clone() };
+            if args.upstreams.is_empty() { file.upstreams.clone().unwrap_or_default() } else { args.upstreams.clone() };
         let allow_plain_http = args.allow_plain_http.or(file.allow_plain_http).unwrap_or(false);
         let config = Config {
-            root: expand(args.root.clone().or(file.root))?,
+            root: expand(args.root.clone().or(file.root.clone()))?,
             upstreams: upstreams.iter().map(|u| parse_upstream(u, allow_plain_http)).collect::<Result<_, _>>()?,
             tls: Tls {
-                ca_file: expand(args.ca_file.clone().or(file.ca_file))?,
-                client_cert: expand(args.client_cert.clone().or(file.client_cert))?,
-                client_key: expand(args.client_key.clone().or(file.client_key))?,
+                ca_file: expand(args.ca_file.clone().or(file.ca_file.clone()))?,
+                client_cert: expand(args.client_cert.clone().or(file.client_cert.clone()))?,
+                client_key: expand(args.client_key.clone().or(file.client_key.clone()))?,
             },
             keep: args.keep.or(file.keep).unwrap_or(3),
             listing: args.listing.or(file.listing).unwrap_or(ListingKind::Auto),
-            manifest_name: args.manifest_name.clone().or(file.manifest_name).unwrap_or("upmirror-manifest.json".into()),
+            manifest_name: args
+                .manifest_name
+                .clone()
+                .or(file.manifest_name.clone())
+                .unwrap_or("upmirror-manifest.json".into()),
             allow_plain_http,
             max_delete_percent: args.max_delete_percent.or(file.max_delete_percent).unwrap_or(10.0),
             concurrency: args.concurrency.or(file.concurrency).unwrap_or(16),
             free_space_margin: bytes(
                 "free_space_margin",
-                args.free_space_margin.clone().or(file.free_space_margin),
+                args.free_space_margin.clone().or(file.free_space_margin.clone()),
                 true,
             )?
             .unwrap_or(64 << 20),
-            metrics_file: expand(args.metrics_file.clone().or(file.metrics_file))?,
+            metrics_file: expand(args.metrics_file.clone().or(file.metrics_file.clone()))?,
             http2: args.http2.or(file.http2).unwrap_or(false),
             filter: Filter::new(
-                &(if args.include.is_empty() { file.include.unwrap_or_default() } else { args.include.clone() }),
-                &(if args.exclude.is_empty() { file.exclude.unwrap_or_default() } else { args.exclude.clone() }),
-            )?,
-            net: Net {
-                retries: args.retries.or(file.retries).unwrap_or(5),
-                retry_backoff: duration("retry_backoff", args.retry_backoff.clone().or(file.retry_backoff), "1s")?,
-                connect_timeout: duration(
-                    "connect_timeout",
-                    args.connect_timeout.clone().or(file.connect_timeout),
-                    "15s",
-                )?,
-                idle_timeout: duration("idle_timeout", args.idle_timeout.clone().or(file.idle_timeout), "60s")?,
-                low_speed_limit: bytes(
-                    "low_speed_limit",
-                    args.low_speed_limit.clone().or(file.low_speed_limit),
-                    false,
-                )?
-                .unwrap_or(1024),
-                low_speed_time: duration("low_speed_time", args.low_speed_time.clone().or(file.low_speed_time), "60s")?,
-                run_timeout: duration("run_timeout", args.run_timeout.clone().or(file.run_timeout), "12h")?,
-                bandwidth_limit: bytes(
-                    "bandwidth_limit",
-                    args.bandwidth_limit.clone().or(file.bandwidth_limit),
-                    false,
-                )?,
-            },
+                &(if args.include.is_empty() {
+                    file.include.clone().unwrap_or_default()
+                } else {
+                    args.include.clone()
+                }),
+                &(if args.exclude.is_empty() {
+                    file.exclude.clone().unwrap_or_default()
+                } else {
+                    args.exclude.clone()
+                }),
+            )
+            .map_err(|e| ConfigError(e.0))?,
+            net: resolve_net(args, &file)?,
         };
         config.validate()?;
         Ok(config)
@@ -189,29 +180,28 @@ impl Config {
         Ok(())
     }
 
-    /// Where run status goes; host paths of this config are hidden in the public copy.
-    pub fn status_sinks(&self, root: &Path) -> crate::status::Sinks {
-        let mut redact: Vec<(String, String)> = [
-            (Some(root), "<root>"),
-            (self.tls.ca_file.as_deref(), "<ca_file>"),
-            (self.tls.client_cert.as_deref(), "<client_cert>"),
-            (self.tls.client_key.as_deref(), "<client_key>"),
-        ]
-        .into_iter()
-        .filter_map(|(p, name)| Some((p?.to_str()?.to_owned(), name.to_owned())))
-        .filter(|(p, _)| !p.is_empty())
-        .collect();
-        // Longest first, so a path inside the root is not half replaced.
-        redact.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
-        crate::status::sinks(root, self.metrics_file.clone(), redact)
-    }
-
     /// The root, which every command but `manifest` needs.
     pub fn root(&self) -> Result<&Path, ConfigError> {
         self.root
             .as_deref()
             .ok_or_else(|| ConfigError("no mirror root: set root in the config, --root or UPMIRROR_ROOT".into()))
     }
+}
+
+/// The network keys: how hard the network is pushed and how long it is waited for.
+fn resolve_net(args: &GlobalArgs, file: &FileConfig) -> Result<Net, ConfigError> {
+    let pick = |flag: &Option<String>, key: &Option<String>| flag.clone().or_else(|| key.clone());
+    Ok(Net {
+        retries: args.retries.or(file.retries).unwrap_or(5),
+        retry_backoff: duration("retry_backoff", pick(&args.retry_backoff, &file.retry_backoff), "1s")?,
+        connect_timeout: duration("connect_timeout", pick(&args.connect_timeout, &file.connect_timeout), "15s")?,
+        idle_timeout: duration("idle_timeout", pick(&args.idle_timeout, &file.idle_timeout), "60s")?,
+        low_speed_limit: bytes("low_speed_limit", pick(&args.low_speed_limit, &file.low_speed_limit), false)?
+            .unwrap_or(1024),
+        low_speed_time: duration("low_speed_time", pick(&args.low_speed_time, &file.low_speed_time), "60s")?,
+        run_timeout: duration("run_timeout", pick(&args.run_timeout, &file.run_timeout), "12h")?,
+        bandwidth_limit: bytes("bandwidth_limit", pick(&args.bandwidth_limit, &file.bandwidth_limit), false)?,
+    })
 }
 
 /// Expand `${NAME}` from the environment in a path, e.g.

@@ -28,23 +28,24 @@ pub fn ensure_real_dir(path: &Path) -> Result<()> {
     }
 }
 
-/// Replace `path` with `bytes` atomically and durably: a new temp file (never
-/// through a symlink), fsync, rename, fsync of the directory.
+/// Replace `path` with `bytes` atomically and durably: a temporary file of
+/// a fresh random name beside it (created exclusively, so never through a
+/// symlink and never over another file), fsync, rename, fsync of the
+/// directory. A relative `path` is taken from the working directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().context("no parent directory")?;
-    let tmp = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let result = (|| {
-        let mut f = File::options().write(true).create_new(true).custom_flags(nofollow()).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".upmirror-")
+            .suffix(".tmp")
+            .permissions(fs::Permissions::from_mode(0o644))
+            .tempfile_in(dir)?;
+        tmp.write_all(bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
         File::open(dir)?.sync_all()
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
     result.with_context(|| format!("could not write {}", path.display()))
 }
 
@@ -77,13 +78,18 @@ pub fn remove_if_exists(path: &Path) -> Result<()> {
 }
 
 /// In debug builds, `UPMIRROR_FAILPOINT=name` aborts the process at the
-/// named point, with no cleanup, as `kill -9` would; the crash tests use it.
-/// Release builds compile it away.
+/// named point, with no cleanup, as `kill -9` would, and `name:panic`
+/// panics there instead; the crash tests use them. Release builds compile
+/// it away.
 pub fn failpoint(name: &str) {
     #[cfg(debug_assertions)]
-    if std::env::var("UPMIRROR_FAILPOINT").is_ok_and(|v| v == name) {
-        eprintln!("upmirror: failpoint {name}");
-        std::process::abort();
+    match std::env::var("UPMIRROR_FAILPOINT") {
+        Ok(v) if v == name => {
+            eprintln!("upmirror: failpoint {name}");
+            std::process::abort();
+        }
+        Ok(v) if v.strip_suffix(":panic") == Some(name) => panic!("failpoint {name}"),
+        _ => {}
     }
     #[cfg(not(debug_assertions))]
     let _ = name;

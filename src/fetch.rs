@@ -36,13 +36,53 @@ use crate::disk::{ensure_real_dir, nofollow};
 use crate::manifest::{Digest, Entry};
 use crate::output::Progress;
 use crate::scan::hash_reader;
-use crate::upstream::{Body, HttpStatus, Upstreams};
+use crate::upstream::{Body, HttpStatus, Transport, Upstreams};
 
-/// A verified file waiting in staging; `entry.sha256` is always set.
+/// A file in staging whose bytes matched the listing: its size, and its
+/// digest when the listing gives one (else its `Last-Modified`). Only this
+/// module can make one, by [`Verified::check`]; building a snapshot takes
+/// nothing else, so unverified bytes cannot be published:
+///
+/// ```compile_fail
+/// # use upmirror::{fetch::Verified, manifest::{Entry, RelPath}};
+/// let entry = Entry { path: RelPath::parse("a").unwrap(), size: 1, mtime: 0, sha256: None };
+/// let forged = Verified { entry, file: "/tmp/a".into() }; // private fields: does not compile
+/// ```
 #[derive(Debug)]
-pub struct Staged {
-    pub entry: Entry,
-    pub file: PathBuf,
+pub struct Verified {
+    entry: Entry,
+    file: PathBuf,
+}
+
+impl Verified {
+    /// Accept `file`, `got` bytes hashing to `digest`, as `entry` if they match it.
+    fn check(mut entry: Entry, file: PathBuf, got: u64, digest: Digest) -> Result<Verified, Mismatch> {
+        if got != entry.size {
+            return Err(Mismatch::Size { got, want: entry.size });
+        }
+        if let Some(want) = entry.sha256
+            && want != digest
+        {
+            return Err(Mismatch::Digest { want, got: digest });
+        }
+        entry.sha256 = Some(digest);
+        Ok(Verified { entry, file })
+    }
+
+    /// The listed entry, with its digest.
+    pub fn entry(&self) -> &Entry {
+        &self.entry
+    }
+
+    /// Where the verified bytes wait.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// The entry, once the file has been moved into a snapshot.
+    pub fn into_entry(self) -> Entry {
+        self.entry
+    }
 }
 
 /// The bytes did not match the listing.
@@ -117,7 +157,7 @@ pub struct Job<'a> {
 /// Fetch every entry into `job.staging`, trying upstream `job.first` before
 /// the others. An entry without a digest is accepted only if the body's
 /// `Last-Modified`, cut to `job.precision` seconds, equals its listed mtime.
-pub async fn fetch_all(up: &Upstreams, entries: Vec<Entry>, job: Job<'_>) -> Result<Vec<Staged>> {
+pub async fn fetch_all(up: &Upstreams, entries: Vec<Entry>, job: Job<'_>) -> Result<Vec<Verified>> {
     let staging = job.staging;
     // 256 shards: thousands of files created at once in one directory
     // contend for its lock and crowd one inode group.
@@ -161,7 +201,7 @@ pub async fn fetch_all(up: &Upstreams, entries: Vec<Entry>, job: Job<'_>) -> Res
 }
 
 impl Fetcher {
-    async fn fetch_one(&self, entry: Entry) -> Result<Staged> {
+    async fn fetch_one(&self, entry: Entry) -> Result<Verified> {
         let (path, size) = (entry.path.as_str().to_owned(), entry.size);
         self.progress.start_file(&path, size);
         let result = self.fetch_retrying(entry).await;
@@ -169,7 +209,7 @@ impl Fetcher {
         result
     }
 
-    async fn fetch_retrying(&self, mut entry: Entry) -> Result<Staged> {
+    async fn fetch_retrying(&self, entry: Entry) -> Result<Verified> {
         let name = staging_name(&entry);
         let file = self.staging.join(&name[..2]).join(name);
         let mut ruled_out = vec![false; self.up.bases.len()];
@@ -181,10 +221,9 @@ impl Fetcher {
                     continue;
                 }
                 match self.attempt(i, &entry, &file).await {
-                    Ok(digest) => {
+                    Ok(verified) => {
                         self.up.note(i, None);
-                        entry.sha256 = Some(digest);
-                        return Ok(Staged { entry, file });
+                        return Ok(verified);
                     }
                     Err(e) if e.is::<LocalIo>() => return Err(e),
                     Err(e) => {
@@ -209,14 +248,14 @@ impl Fetcher {
     }
 
     /// One try on upstream `i`: resume the partial file if there is one, and
-    /// return the digest once the whole file matches the listing.
-    async fn attempt(&self, i: usize, entry: &Entry, file: &Path) -> Result<Digest> {
+    /// return it once the whole file matches the listing.
+    async fn attempt(&self, i: usize, entry: &Entry, file: &Path) -> Result<Verified> {
         let meta_path = file.with_extension("validator");
         let existing = std::fs::symlink_metadata(file).ok().map(|m| m.len());
         if existing.is_some_and(|have| have >= entry.size)
-            && let Some(digest) = self.check_complete(entry, file).await?
+            && let Some(verified) = self.check_complete(entry, file).await?
         {
-            return Ok(digest);
+            return Ok(verified);
         }
         let have = existing.unwrap_or(0);
         let big = entry.size >= RESUME_MIN;
@@ -238,15 +277,22 @@ impl Fetcher {
         {
             return Err(Mismatch::Mtime { got, want: entry.mtime }.into());
         }
-        let digest = self.receive(body, entry, file, &meta_path, from).await?;
+        let verified = self.receive(body, entry, file, &meta_path, from).await?;
         if big {
             let _ = std::fs::remove_file(&meta_path);
         }
-        Ok(digest)
+        Ok(verified)
     }
 
     /// Stream `body` into `file` (appending when it resumes at `from`).
-    async fn receive(&self, mut body: Body, entry: &Entry, file: &Path, meta_path: &Path, from: u64) -> Result<Digest> {
+    async fn receive(
+        &self,
+        mut body: Body,
+        entry: &Entry,
+        file: &Path,
+        meta_path: &Path,
+        from: u64,
+    ) -> Result<Verified> {
         let io = |what: &str, e: std::io::Error| LocalIo(format!("could not {what} {}: {e}", file.display()));
         let (out, mut hasher, mut got) = match body.range_start {
             Some(start) if start == from => {
@@ -280,23 +326,20 @@ impl Fetcher {
             }
             return Err(e);
         }
-        if got != entry.size {
-            discard(file, meta_path)?;
-            return Err(Mismatch::Size { got, want: entry.size }.into());
-        }
         let digest = Digest(hasher.finalize().into());
-        if let Some(want) = entry.sha256
-            && want != digest
-        {
-            discard(file, meta_path)?;
-            return Err(Mismatch::Digest { want, got: digest }.into());
-        }
+        let verified = match Verified::check(entry.clone(), file.to_path_buf(), got, digest) {
+            Ok(verified) => verified,
+            Err(mismatch) => {
+                discard(file, meta_path)?;
+                return Err(mismatch.into());
+            }
+        };
         // A listing that shows minutes gets the exact time from the body.
         let mtime = if self.precision > 1 { body.last_modified.unwrap_or(entry.mtime) } else { entry.mtime };
         let out = out.into_inner().map_err(|e| io("write", e.into_error()))?;
         filetime::set_file_handle_times(&out, None, Some(FileTime::from_unix_time(mtime, 0)))
             .map_err(|e| io("set the mtime of", e))?;
-        Ok(digest)
+        Ok(verified)
     }
 
     /// Copy chunks until the end, counting, hashing, pacing, and watching for
@@ -361,10 +404,10 @@ impl Fetcher {
     /// digest matches (or, without a digest, when it is exactly that long: it
     /// was started for this very size and mtime, and resumed only under
     /// `If-Range`); otherwise it is discarded.
-    async fn check_complete(&self, entry: &Entry, file: &Path) -> Result<Option<Digest>> {
+    async fn check_complete(&self, entry: &Entry, file: &Path) -> Result<Option<Verified>> {
         let (hasher, len) = hash_prefix(file).await?;
         let digest = Digest(hasher.finalize().into());
-        if len == entry.size && entry.sha256.is_none_or(|want| want == digest) {
+        if let Ok(verified) = Verified::check(entry.clone(), file.to_path_buf(), len, digest) {
             let f = std::fs::File::options()
                 .write(true)
                 .custom_flags(nofollow())
@@ -372,7 +415,7 @@ impl Fetcher {
                 .map_err(|e| LocalIo(format!("could not open {}: {e}", file.display())))?;
             filetime::set_file_handle_times(&f, None, Some(FileTime::from_unix_time(entry.mtime, 0)))
                 .map_err(|e| LocalIo(format!("could not set the mtime of {}: {e}", file.display())))?;
-            return Ok(Some(digest));
+            return Ok(Some(verified));
         }
         discard(file, &file.with_extension("validator"))?;
         Ok(None)
@@ -392,11 +435,10 @@ fn verdict(e: &anyhow::Error) -> Verdict {
             _ => Verdict::Fatal,
         };
     }
-    let text = format!("{e:#}");
-    if text.contains("certificate") || text.contains("redirect") {
-        return Verdict::Fatal;
+    match e.downcast_ref::<Transport>() {
+        Some(t) if t.kind.is_permanent() => Verdict::Fatal,
+        _ => Verdict::Retry(None),
     }
-    Verdict::Retry(None)
 }
 
 /// `base × 2^round`, capped, plus up to half of it again as jitter.
@@ -447,10 +489,7 @@ async fn hash_prefix(file: &Path) -> Result<(Sha256, u64)> {
 /// can resume what an earlier one left; its first two characters name its
 /// shard directory.
 fn staging_name(e: &Entry) -> String {
-    let mut h = Sha256::new();
-    h.update(e.path.as_str().as_bytes());
-    h.update(format!("\0{}\0{}\0{:?}", e.size, e.mtime, e.sha256).as_bytes());
-    hex::encode(&h.finalize()[..16])
+    hex::encode(&Sha256::digest(e.identity_line().as_bytes())[..16])
 }
 
 /// A pace shared by all transfers: each chunk waits for its slot.

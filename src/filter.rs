@@ -5,7 +5,10 @@
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
-use crate::config::ConfigError;
+/// A pattern that is not a glob; the key and pattern are named.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FilterError(pub String);
 
 #[derive(Debug, Clone)]
 pub struct Filter {
@@ -14,13 +17,13 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn new(include: &[String], exclude: &[String]) -> Result<Filter, ConfigError> {
-        let set = |key: &str, patterns: &[String]| -> Result<GlobSet, ConfigError> {
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Filter, FilterError> {
+        let set = |key: &str, patterns: &[String]| -> Result<GlobSet, FilterError> {
             let mut b = GlobSetBuilder::new();
             for p in patterns {
-                b.add(glob(p).map_err(|e| ConfigError(format!("{key} pattern \"{p}\": {e}")))?);
+                b.add(glob(p).map_err(|e| FilterError(format!("{key} pattern \"{p}\": {e}")))?);
             }
-            b.build().map_err(|e| ConfigError(format!("{key}: {e}")))
+            b.build().map_err(|e| FilterError(format!("{key}: {e}")))
         };
         Ok(Filter {
             include: if include.is_empty() { None } else { Some(set("include", include)?) },

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod disk;
+pub mod error;
 pub mod fetch;
 pub mod filter;
 pub mod interrupt;
@@ -18,23 +19,3 @@ pub mod state;
 pub mod status;
 pub mod upstream;
 pub mod verify;
-
-use config::ConfigError;
-use snapshot::LockHeld;
-
-/// The process exit code for an error, found by walking its chain: a held
-/// lock is 75, a configuration error 2, a refusal 3, anything else 1.
-pub fn exit_code(err: &anyhow::Error) -> i32 {
-    for cause in err.chain() {
-        if cause.is::<LockHeld>() {
-            return 75;
-        }
-        if cause.is::<ConfigError>() {
-            return 2;
-        }
-        if cause.is::<commands::Refused>() {
-            return 3;
-        }
-    }
-    1
-}

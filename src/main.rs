@@ -4,9 +4,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use upmirror::cli::Cli;
+use upmirror::commands;
 use upmirror::config::Config;
+use upmirror::error::Exit;
 use upmirror::output::Reporter;
-use upmirror::{commands, exit_code};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -16,11 +17,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let code = exit_code(&err);
-            if !(code == 75 && cli.global.quiet) {
+            let exit = Exit::of(&err);
+            if !(exit == Exit::Locked && cli.global.quiet) {
                 eprintln!("upmirror: {}", format!("{err:#}").replace('\n', " "));
             }
-            ExitCode::from(code as u8)
+            ExitCode::from(exit.code() as u8)
         }
     }
 }

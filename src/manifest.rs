@@ -120,6 +120,15 @@ pub struct Entry {
     pub sha256: Option<Digest>,
 }
 
+impl Entry {
+    /// `path NUL size NUL mtime NUL sha256` (lowercase hex, empty when
+    /// unknown): what identifies this version of the file.
+    pub fn identity_line(&self) -> String {
+        let digest = self.sha256.map(|d| d.to_string()).unwrap_or_default();
+        format!("{}\0{}\0{}\0{digest}", self.path.as_str(), self.size, self.mtime)
+    }
+}
+
 /// A validated listing: entries sorted by path, unique, no file/directory
 /// conflicts.
 #[derive(Clone, Debug)]
@@ -212,6 +221,14 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_is_identified_in_plain_lowercase_hex() {
+        let mut e = Entry { path: RelPath::parse("a/b").unwrap(), size: 3, mtime: 7, sha256: None };
+        assert_eq!(e.identity_line(), "a/b\03\07\0");
+        e.sha256 = Some(Digest([0xab; 32]));
+        assert_eq!(e.identity_line(), format!("a/b\03\07\0{}", "ab".repeat(32)));
+    }
 
     #[test]
     fn hostile_paths_are_rejected() {

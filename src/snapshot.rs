@@ -25,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 
 use crate::disk::{ensure_real_dir, failpoint, read_dir, remove_if_exists, write_new};
-use crate::fetch::Staged;
+use crate::fetch::Verified;
 use crate::interrupt;
 use crate::manifest::{Entry, Manifest};
 use crate::plan::Plan;
@@ -39,8 +39,20 @@ pub const SNAPSHOT_MANIFEST: &str = "upmirror-manifest.json";
 #[error("another sync holds the lock {0}")]
 pub struct LockHeld(pub PathBuf);
 
-/// Held for the life of a run; the lock file is never deleted.
-pub struct Lock(#[allow(dead_code)] File);
+/// The store, locked for the life of a run: only through this can a
+/// snapshot be built, published or pruned. The lock file is never deleted.
+pub struct Locked<'a> {
+    store: &'a Store,
+    _lock: File,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Store;
+
+    fn deref(&self) -> &Store {
+        self.store
+    }
+}
 
 /// The published snapshot: its id, directory and manifest.
 pub struct Published {
@@ -70,7 +82,6 @@ impl Store {
         self.root.join("snapshots")
     }
 
-    /// Create the layout if it is missing.
     /// Create the layout if it is missing; refuse store directories that are
     /// symlinks. (The root itself may be one, e.g. to another disk.)
     pub fn ensure_layout(&self) -> Result<()> {
@@ -81,8 +92,10 @@ impl Store {
         Ok(())
     }
 
-    /// Take the run lock without waiting; [`LockHeld`] when another run has it.
-    pub fn lock(&self) -> Result<Lock> {
+    /// Create the layout if needed and take the run lock without waiting;
+    /// [`LockHeld`] when another run has it.
+    pub fn lock(&self) -> Result<Locked<'_>> {
+        self.ensure_layout()?;
         let path = self.meta().join("lock");
         let file = File::options()
             .create(true)
@@ -91,38 +104,10 @@ impl Store {
             .open(&path)
             .with_context(|| format!("could not open {}", path.display()))?;
         match file.try_lock() {
-            Ok(()) => Ok(Lock(file)),
+            Ok(()) => Ok(Locked { store: self, _lock: file }),
             Err(fs::TryLockError::WouldBlock) => Err(LockHeld(path).into()),
             Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("could not lock {}", path.display())),
         }
-    }
-
-    /// Remove what a killed run left behind: half-built snapshots and the
-    /// temporary symlink. Partial downloads are kept.
-    pub fn clean_leftovers(&self) -> Result<()> {
-        remove_if_exists(&self.root.join(".current.tmp"))?;
-        for entry in read_dir(&self.meta())? {
-            let name = entry.file_name();
-            if name.to_string_lossy().starts_with("build-") {
-                let path = entry.path();
-                fs::remove_dir_all(&path).with_context(|| format!("could not remove {}", path.display()))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Remove every partial download: after a publish, what is left there is
-    /// stale.
-    pub fn clear_partials(&self) -> Result<()> {
-        for entry in read_dir(&self.partial_dir())? {
-            let path = entry.path();
-            let removed = match entry.file_type() {
-                Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
-                _ => fs::remove_file(&path),
-            };
-            removed.with_context(|| format!("could not remove {}", path.display()))?;
-        }
-        Ok(())
     }
 
     /// The published snapshot, `None` before the first publish. A `current`
@@ -163,6 +148,51 @@ impl Store {
         Ok(ids)
     }
 
+    /// A fresh id from the clock that sorts after every snapshot on disk:
+    /// within the same second (or after the clock stepped back) the newest
+    /// stamp gets the next `-N` suffix.
+    fn new_id(&self) -> Result<String> {
+        let now: String = humantime::format_rfc3339_seconds(SystemTime::now())
+            .to_string()
+            .chars()
+            .filter(|c| !matches!(c, '-' | ':'))
+            .collect();
+        Ok(match self.snapshot_ids()?.last().map(|id| id_order(id)) {
+            Some((stamp, n)) if stamp >= now => format!("{stamp}-{}", n + 1),
+            _ => now,
+        })
+    }
+}
+
+impl Locked<'_> {
+    /// Remove what a killed run left behind: half-built snapshots and the
+    /// temporary symlink. Partial downloads are kept.
+    pub fn clean_leftovers(&self) -> Result<()> {
+        remove_if_exists(&self.root.join(".current.tmp"))?;
+        for entry in read_dir(&self.meta())? {
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with("build-") {
+                let path = entry.path();
+                fs::remove_dir_all(&path).with_context(|| format!("could not remove {}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove every partial download: after a publish, what is left there is
+    /// stale.
+    pub fn clear_partials(&self) -> Result<()> {
+        for entry in read_dir(&self.partial_dir())? {
+            let path = entry.path();
+            let removed = match entry.file_type() {
+                Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
+                _ => fs::remove_file(&path),
+            };
+            removed.with_context(|| format!("could not remove {}", path.display()))?;
+        }
+        Ok(())
+    }
+
     /// Build a complete snapshot from the plan: unchanged files hardlinked from
     /// `published`, fetched files moved in from staging, manifest last. The
     /// result is in `snapshots/` but not yet published. A build that fails or
@@ -170,7 +200,7 @@ impl Store {
     pub fn build(
         &self,
         plan: &Plan,
-        staged: Vec<Staged>,
+        verified: Vec<Verified>,
         published: Option<&Published>,
         generated_at: SystemTime,
     ) -> Result<String> {
@@ -181,7 +211,7 @@ impl Store {
             .mode(0o700)
             .create(&build)
             .with_context(|| format!("could not create {}", build.display()))?;
-        let filled = fill(&build, plan, staged, published, generated_at);
+        let filled = fill(&build, plan, verified, published, generated_at);
         let result = filled.and_then(|()| {
             fs::set_permissions(&build, fs::Permissions::from_mode(0o755))
                 .with_context(|| format!("could not open up {}", build.display()))?;
@@ -238,21 +268,6 @@ impl Store {
         }
         Ok(removed)
     }
-
-    /// A fresh id from the clock that sorts after every snapshot on disk:
-    /// within the same second (or after the clock stepped back) the newest
-    /// stamp gets the next `-N` suffix.
-    fn new_id(&self) -> Result<String> {
-        let now: String = humantime::format_rfc3339_seconds(SystemTime::now())
-            .to_string()
-            .chars()
-            .filter(|c| !matches!(c, '-' | ':'))
-            .collect();
-        Ok(match self.snapshot_ids()?.last().map(|id| id_order(id)) {
-            Some((stamp, n)) if stamp >= now => format!("{stamp}-{}", n + 1),
-            _ => now,
-        })
-    }
 }
 
 /// Fill a fresh build directory: directories first, then hardlinks and
@@ -260,13 +275,13 @@ impl Store {
 fn fill(
     build: &Path,
     plan: &Plan,
-    staged: Vec<Staged>,
+    verified: Vec<Verified>,
     published: Option<&Published>,
     generated_at: SystemTime,
 ) -> Result<()> {
     let keep: &[Entry] = if published.is_some() { &plan.keep } else { &[] };
     let mut dirs: Vec<&str> =
-        keep.iter().chain(staged.iter().map(|s| &s.entry)).filter_map(|e| e.path.ancestors().last()).collect();
+        keep.iter().chain(verified.iter().map(Verified::entry)).filter_map(|e| e.path.ancestors().last()).collect();
     dirs.sort_unstable();
     dirs.dedup();
     for dir in dirs {
@@ -290,12 +305,12 @@ fn fill(
         })?;
     }
     interrupt::check()?;
-    staged.par_iter().try_for_each(|s| {
-        let to = build.join(s.entry.path.as_str());
-        fs::rename(&s.file, &to).with_context(|| format!("could not move {} to {}", s.file.display(), to.display()))
+    verified.par_iter().try_for_each(|v| {
+        let (from, to) = (v.file(), build.join(v.entry().path.as_str()));
+        fs::rename(from, &to).with_context(|| format!("could not move {} to {}", from.display(), to.display()))
     })?;
     interrupt::check()?;
-    let files = keep.iter().cloned().chain(staged.into_iter().map(|s| s.entry)).collect();
+    let files = keep.iter().cloned().chain(verified.into_iter().map(Verified::into_entry)).collect();
     let manifest = Manifest::new(generated_at, files).map_err(anyhow::Error::msg)?;
     write_new(&build.join(SNAPSHOT_MANIFEST), &manifest.to_json())
 }

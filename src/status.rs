@@ -164,7 +164,6 @@ fn esc(s: &str) -> String {
 /// The status page: plain HTML and CSS; a few lines of script only turn
 /// absolute times into "2 h ago".
 fn page(recent: &[&RunStatus], success: Option<&RunStatus>) -> String {
-    let last = recent.first();
     let mut html = String::from(concat!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
         "<meta name=\"viewport\" content=\"width=device-width\"><title>upmirror status</title><style>",
@@ -185,48 +184,62 @@ fn page(recent: &[&RunStatus], success: Option<&RunStatus>) -> String {
         }
         None => html.push_str("<p class=\"big bad\">Never synced successfully.</p>\n"),
     }
-    if let Some(r) = last {
-        let class = if r.succeeded() { "ok" } else { "bad" };
+    if let Some(r) = recent.first() {
+        last_run_section(&mut html, r);
+    }
+    history_section(&mut html, recent);
+    html.push_str(concat!(
+        "<p><a href=\"status.json\">status.json</a></p>\n<script>\n",
+        "for (const t of document.querySelectorAll('time')) {\n",
+        "  const s = (Date.now() - Date.parse(t.dateTime)) / 1000, d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60);\n",
+        "  t.title = t.dateTime; t.textContent = (d ? d + ' d ' + h + ' h' : h ? h + ' h ' + m + ' min' : m + ' min') + ' ago';\n",
+        "}\n</script>\n</body></html>\n",
+    ));
+    html
+}
+
+/// The last run: outcome, what is published, the disk, each upstream.
+fn last_run_section(html: &mut String, r: &RunStatus) {
+    let class = if r.succeeded() { "ok" } else { "bad" };
+    let _ = writeln!(
+        html,
+        "<h2>Last run</h2>\n<p><span class=\"{class}\">{}</span> (exit {}) at <time datetime=\"{t}\">{t}</time>{}</p>",
+        esc(&r.outcome),
+        r.exit_code,
+        r.error.as_deref().map(|e| format!("<br><span class=\"bad\">{}</span>", esc(e))).unwrap_or_default(),
+        t = esc(&r.finished),
+    );
+    if let (Some(files), Some(bytes)) = (r.published_files, r.published_bytes) {
+        let age =
+            r.listing_generated_at.as_deref().and_then(unix).zip(unix(&r.finished)).map(|(g, f)| f.saturating_sub(g));
         let _ = writeln!(
             html,
-            "<h2>Last run</h2>\n<p><span class=\"{class}\">{}</span> (exit {}) at <time datetime=\"{t}\">{t}</time>{}</p>",
-            esc(&r.outcome),
-            r.exit_code,
-            r.error.as_deref().map(|e| format!("<br><span class=\"bad\">{}</span>", esc(e))).unwrap_or_default(),
-            t = esc(&r.finished),
+            "<p>Published: {files} files, {}{}.</p>",
+            human_bytes(bytes),
+            age.map(|a| format!("; the upstream listing was {} old", human_duration(a))).unwrap_or_default()
         );
-        if let (Some(files), Some(bytes)) = (r.published_files, r.published_bytes) {
-            let age = r
-                .listing_generated_at
-                .as_deref()
-                .and_then(unix)
-                .zip(unix(&r.finished))
-                .map(|(g, f)| f.saturating_sub(g));
-            let _ = writeln!(
-                html,
-                "<p>Published: {files} files, {}{}.</p>",
-                human_bytes(bytes),
-                age.map(|a| format!("; the upstream listing was {} old", human_duration(a))).unwrap_or_default()
-            );
-        }
-        if let (Some(used), Some(size)) = (r.disk_used_bytes, r.disk_size_bytes) {
-            let _ = writeln!(html, "<p>Disk: {} used of {}.</p>", human_bytes(used), human_bytes(size));
-        }
-        html.push_str(
-            "<h2>Upstreams at the last run</h2>\n<table><tr><th>upstream</th><th>state</th><th>detail</th></tr>\n",
-        );
-        for u in &r.upstreams {
-            let class = if u.state == "failed" { "bad" } else { "ok" };
-            let _ = writeln!(
-                html,
-                "<tr><td><code>{}</code></td><td class=\"{class}\">{}</td><td>{}</td></tr>",
-                esc(&u.url),
-                esc(&u.state),
-                esc(u.error.as_deref().unwrap_or(""))
-            );
-        }
-        html.push_str("</table>\n");
     }
+    if let (Some(used), Some(size)) = (r.disk_used_bytes, r.disk_size_bytes) {
+        let _ = writeln!(html, "<p>Disk: {} used of {}.</p>", human_bytes(used), human_bytes(size));
+    }
+    html.push_str(
+        "<h2>Upstreams at the last run</h2>\n<table><tr><th>upstream</th><th>state</th><th>detail</th></tr>\n",
+    );
+    for u in &r.upstreams {
+        let class = if u.state == "failed" { "bad" } else { "ok" };
+        let _ = writeln!(
+            html,
+            "<tr><td><code>{}</code></td><td class=\"{class}\">{}</td><td>{}</td></tr>",
+            esc(&u.url),
+            esc(&u.state),
+            esc(u.error.as_deref().unwrap_or(""))
+        );
+    }
+    html.push_str("</table>\n");
+}
+
+/// The recent runs, newest first.
+fn history_section(html: &mut String, recent: &[&RunStatus]) {
     html.push_str("<h2>Recent runs</h2>\n<table><tr><th>finished</th><th>outcome</th><th>added</th><th>changed</th><th>removed</th><th>downloaded</th></tr>\n");
     for r in recent {
         let _ = writeln!(
@@ -241,19 +254,28 @@ fn page(recent: &[&RunStatus], success: Option<&RunStatus>) -> String {
             t = esc(&r.finished),
         );
     }
-    html.push_str(concat!(
-        "</table>\n<p><a href=\"status.json\">status.json</a></p>\n<script>\n",
-        "for (const t of document.querySelectorAll('time')) {\n",
-        "  const s = (Date.now() - Date.parse(t.dateTime)) / 1000, d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60);\n",
-        "  t.title = t.dateTime; t.textContent = (d ? d + ' d ' + h + ' h' : h ? h + ' h ' + m + ' min' : m + ' min') + ' ago';\n",
-        "}\n</script>\n</body></html>\n",
-    ));
-    html
+    html.push_str("</table>\n");
 }
 
-/// Status sinks for the mirror at `root`.
-pub fn sinks(root: &Path, metrics: Option<PathBuf>, redact: Vec<(String, String)>) -> Sinks {
-    Sinks { meta: root.join(".upmirror"), public: root.join("public"), metrics, redact }
+impl Sinks {
+    /// Where the run status of the mirror at `root` goes; host paths of the
+    /// configuration are hidden in the public copy.
+    pub fn new(root: &Path, cfg: &crate::config::Config) -> Sinks {
+        let tls = &cfg.tls;
+        let mut redact: Vec<(String, String)> = [
+            (Some(root), "<root>"),
+            (tls.ca_file.as_deref(), "<ca_file>"),
+            (tls.client_cert.as_deref(), "<client_cert>"),
+            (tls.client_key.as_deref(), "<client_key>"),
+        ]
+        .into_iter()
+        .filter_map(|(p, name)| Some((p?.to_str()?.to_owned(), name.to_owned())))
+        .filter(|(p, _)| !p.is_empty())
+        .collect();
+        // Longest first, so a path inside the root is not half replaced.
+        redact.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        Sinks { meta: root.join(".upmirror"), public: root.join("public"), metrics: cfg.metrics_file.clone(), redact }
+    }
 }
 
 #[cfg(test)]

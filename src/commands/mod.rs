@@ -1,37 +1,33 @@
 //! One function per subcommand: the only place the stages meet.
 //! config → listing → plan → fetch → verify → build → publish → state/status.
 
-mod maintain;
+mod apply;
+mod init;
+mod manifest;
 mod mirrors;
+mod rollback;
+mod status;
 mod sync;
+mod verify;
 
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
 use crate::cli::Command;
 use crate::config::Config;
-use crate::disk::write_atomic;
-use crate::interrupt::{self, Interrupted};
-use crate::output::{Reporter, escape, human_bytes};
-use crate::scan::describe_dir;
-use crate::snapshot::SNAPSHOT_MANIFEST;
-
-/// A safety guard refused the run (exit 3).
-#[derive(Debug, thiserror::Error)]
-#[error("refused: {0}")]
-pub struct Refused(pub String);
+use crate::interrupt;
+use crate::output::Reporter;
 
 pub fn run(command: Command, cfg: &Config, out: Reporter) -> Result<()> {
     match command {
         Command::Sync(args) => sync::sync(cfg, &args, out),
-        Command::Verify { repair } => maintain::verify(cfg, repair, out),
-        Command::Status => maintain::status(cfg, out),
+        Command::Verify { repair } => verify::verify(cfg, repair, out),
+        Command::Status => status::status(cfg, out),
         Command::Mirrors => mirrors::mirrors(cfg, out),
-        Command::Rollback => maintain::rollback(cfg, out),
-        Command::Manifest { dir } => manifest(&dir, out),
-        Command::Init { dir } => maintain::init(cfg, dir.as_deref(), out),
+        Command::Rollback => rollback::rollback(cfg, out),
+        Command::Manifest { dir } => manifest::manifest(&dir, out),
+        Command::Init { dir } => init::init(cfg, dir.as_deref(), out),
         Command::Completions { shell } => {
             let mut cmd = <crate::cli::Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "upmirror", &mut std::io::stdout());
@@ -42,19 +38,6 @@ pub fn run(command: Command, cfg: &Config, out: Reporter) -> Result<()> {
             clap_mangen::Man::new(cmd).render(&mut std::io::stdout()).context("could not write the manual page")
         }
     }
-}
-
-fn manifest(dir: &Path, out: Reporter) -> Result<()> {
-    let manifest = describe_dir(dir, SNAPSHOT_MANIFEST)?;
-    let path = dir.join(SNAPSHOT_MANIFEST);
-    write_atomic(&path, &manifest.to_json())?;
-    out.info(format!(
-        "wrote {}: {} files, {}",
-        escape(&path.display().to_string()),
-        manifest.files.len(),
-        human_bytes(manifest.total_bytes())
-    ));
-    Ok(())
 }
 
 /// A runtime for the network stages. With `signals`, SIGTERM and SIGINT
@@ -77,7 +60,7 @@ async fn before<T>(deadline: tokio::time::Instant, fut: impl Future<Output = Res
             Ok(result) => result,
             Err(_) => anyhow::bail!("the run exceeded run_timeout; partial downloads are kept for the next run"),
         },
-        () = interrupt::wait() => Err(Interrupted.into()),
+        signal = interrupt::wait() => Err(signal.into()),
     }
 }
 

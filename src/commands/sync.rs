@@ -5,16 +5,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
-use super::{Refused, before, now_rfc3339, rfc3339, runtime, unix_seconds};
+use super::apply::{Origin, Outcome, apply, recorded};
+use super::{before, rfc3339, runtime, unix_seconds};
 use crate::cli::SyncArgs;
 use crate::config::Config;
-use crate::disk::failpoint;
-use crate::fetch::{Job, fetch_all};
+use crate::error::Refused;
 use crate::filter::Filter;
 use crate::manifest::Manifest;
 use crate::output::{Reporter, human_bytes};
 use crate::plan::{self, Plan, Summary};
-use crate::snapshot::{Published, SNAPSHOT_MANIFEST, Store};
+use crate::snapshot::{Locked, Published, SNAPSHOT_MANIFEST, Store};
 use crate::state::{Conditional, SnapshotInfo, State};
 use crate::status::RunStatus;
 use crate::upstream::{ListOutcome, Listing, Source, Upstreams};
@@ -23,9 +23,18 @@ use crate::upstream::{ListOutcome, Listing, Source, Upstreams};
 const MAX_FUTURE: Duration = Duration::from_secs(24 * 3600);
 
 /// What a sync ended with, for the report and status.json.
-enum Outcome {
+enum Done {
     Unchanged { upstream: String },
     Published { id: String, upstream: String, summary: Summary },
+}
+
+impl Outcome for Done {
+    fn label(&self) -> &'static str {
+        match self {
+            Done::Unchanged { .. } => "unchanged",
+            Done::Published { .. } => "published",
+        }
+    }
 }
 
 pub(super) fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
@@ -33,21 +42,18 @@ pub(super) fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
     if args.dry_run {
         return dry_run(cfg, args, &store, out);
     }
-    store.ensure_layout()?;
-    let _lock = store.lock()?;
-    let mut status = RunStatus { started: now_rfc3339(), ..RunStatus::default() };
-    let result = sync_locked(cfg, args, &store, out, &mut status);
-    finish(&mut status, &result);
-    if let Err(e) = status.record(&cfg.status_sinks(&store.root)) {
-        out.warn(format!("could not write the run's status: {e:#}"));
-    }
-    let outcome = result?;
+    let (done, status) = recorded(cfg, &store, out, |locked, status| {
+        let upstreams = Upstreams::new(cfg)?;
+        let result = sync_with(cfg, args, locked, out, &upstreams, status);
+        status.upstreams = upstreams.health();
+        result
+    })?;
     if out.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     }
-    match outcome {
-        Outcome::Unchanged { upstream } => out.info(format!("nothing to do: {upstream} is unchanged")),
-        Outcome::Published { id, upstream, summary: s } => out.info(format!(
+    match done {
+        Done::Unchanged { upstream } => out.info(format!("nothing to do: {upstream} is unchanged")),
+        Done::Published { id, upstream, summary: s } => out.info(format!(
             "published {id} from {upstream}: {} added, {} changed, {} removed, {} downloaded",
             s.added,
             s.changed,
@@ -58,84 +64,57 @@ pub(super) fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
     Ok(())
 }
 
-fn sync_locked(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter, status: &mut RunStatus) -> Result<Outcome> {
-    store.clean_leftovers()?;
-    let upstreams = Upstreams::new(cfg)?;
-    let result = sync_with(cfg, args, store, out, &upstreams, status);
-    status.upstreams = upstreams.health();
-    result
-}
-
 fn sync_with(
     cfg: &Config,
     args: &SyncArgs,
-    store: &Store,
+    locked: &Locked,
     out: Reporter,
     upstreams: &Upstreams,
     status: &mut RunStatus,
-) -> Result<Outcome> {
-    let mut state = State::load(&store.meta())?;
-    let published = store.published()?;
+) -> Result<Done> {
+    let mut state = State::load(&locked.meta())?;
+    let published = locked.published()?;
     if let Some(p) = &published {
         status.set_published(&p.id, p.manifest.files.len(), p.manifest.total_bytes(), p.manifest.generated_at);
     }
     let rt = runtime(true)?;
     let deadline = tokio::time::Instant::now() + cfg.net.run_timeout;
-    let conditional = args.plan.is_none();
-    let listing = match list(&rt, deadline, upstreams, &state, published.as_ref(), conditional)? {
+    let listing = match list(&rt, deadline, upstreams, &state, published.as_ref(), args.plan.is_none())? {
         ListOutcome::Unchanged { url, .. } => {
             status.upstream = Some(url.to_string());
-            return Ok(Outcome::Unchanged { upstream: url.to_string() });
+            return Ok(Done::Unchanged { upstream: url.to_string() });
         }
         ListOutcome::Fetched(listing) => listing,
     };
     let upstream = listing.url.to_string();
     status.upstream = Some(upstream.clone());
     let plan = accept(args, &state, published.as_ref(), &listing, &cfg.filter, out)?;
-    check_plan(cfg, args, &plan, published_count(published.as_ref()), &store.root)?;
+    check_plan(cfg, args, &plan, published_count(published.as_ref()), &locked.root)?;
     if let Some(file) = &args.plan {
         SavedPlan::load(file)?.check(&listing, published.as_ref(), &plan, file)?;
     }
-    status.summary = plan.summary();
     if plan.is_empty() {
         if let Some(p) = &published {
             state.record(&p.id, &listing);
-            state.save(&store.meta())?;
+            state.save(&locked.meta())?;
         }
-        return Ok(Outcome::Unchanged { upstream });
+        return Ok(Done::Unchanged { upstream });
     }
-    let partial = store.partial_dir();
-    let s = plan.summary();
-    let progress = out.progress(s.added + s.changed, s.download_bytes);
-    let job = Job {
+    let summary = plan.summary();
+    status.summary = summary;
+    let source = Origin {
+        upstreams,
         first: listing.upstream,
         precision: listing.source.mtime_precision(),
-        staging: &partial,
-        concurrency: cfg.concurrency,
-        net: &cfg.net,
-        progress: progress.clone(),
+        generated_at: listing.manifest.generated_at,
+        rt: &rt,
+        deadline,
+        progress: out.progress(summary.added + summary.changed, summary.download_bytes),
     };
-    let fetch = fetch_all(upstreams, plan.downloads().cloned().collect(), job);
-    let clock = std::time::Instant::now();
-    let staged = rt.block_on(before(deadline, fetch));
-    progress.finish();
-    let staged = staged?;
-    out.detail(format!("fetched {} files in {:.3} s", staged.len(), clock.elapsed().as_secs_f64()));
-    failpoint("fetched");
-    let clock = std::time::Instant::now();
-    let id = store.build(&plan, staged, published.as_ref(), listing.manifest.generated_at)?;
-    out.detail(format!("built snapshot {id} in {:.3} s", clock.elapsed().as_secs_f64()));
-    let clock = std::time::Instant::now();
-    store.publish_new(&id)?;
-    out.detail(format!("flushed and published in {:.3} s", clock.elapsed().as_secs_f64()));
-    store.clear_partials()?;
-    state.record(&id, &listing);
-    let pruned = store.prune(cfg.keep, &id)?;
-    state.snapshots.retain(|k, _| !pruned.contains(k));
-    state.save(&store.meta())?;
+    let id = apply(locked, cfg, &plan, published.as_ref(), source, out, |state, id| state.record(id, &listing))?;
     let bytes = plan.keep.iter().chain(plan.downloads()).map(|e| e.size).sum();
     status.set_published(&id, plan.result_len(), bytes, listing.manifest.generated_at);
-    Ok(Outcome::Published { id, upstream, summary: plan.summary() })
+    Ok(Done::Published { id, upstream, summary })
 }
 
 fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Result<()> {
@@ -359,22 +338,5 @@ impl State {
             SnapshotInfo { identity: identity.clone(), generated_at, upstream: upstream.clone() },
         );
         self.validators.insert(upstream, Conditional { identity, validators: listing.validators.clone() });
-    }
-}
-
-/// Close the run's status with its outcome.
-fn finish(status: &mut RunStatus, result: &Result<Outcome>) {
-    status.finished = now_rfc3339();
-    match result {
-        Ok(Outcome::Unchanged { .. }) => {
-            status.outcome = "unchanged".into();
-            status.summary = Summary::default();
-        }
-        Ok(Outcome::Published { .. }) => status.outcome = "published".into(),
-        Err(e) => {
-            status.exit_code = crate::exit_code(e);
-            status.outcome = if status.exit_code == 3 { "refused" } else { "failed" }.into();
-            status.error = Some(format!("{e:#}"));
-        }
     }
 }

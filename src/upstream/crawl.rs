@@ -161,7 +161,8 @@ fn dir_url(base: &Url, prefix: &str) -> Url {
 fn identity(m: &Manifest) -> Digest {
     let mut h = Sha256::new();
     for e in &m.files {
-        h.update(format!("{}\0{}\0{}\0{:?}\n", e.path.as_str(), e.size, e.mtime, e.sha256).as_bytes());
+        h.update(e.identity_line().as_bytes());
+        h.update(b"\n");
     }
     Digest(h.finalize().into())
 }

@@ -225,18 +225,20 @@ impl Upstreams {
                 probe.client_cert = if self.has_client_cert { "accepted" } else { "-" }.into();
             }
             Err(e) => {
-                let err = format!("{e:#}");
-                let tls_failed = err.contains("invalid peer certificate");
-                let client_rejected = err.contains("client certificate");
+                let kind = e.downcast_ref::<Transport>().map(|t| t.kind);
+                let status = e.downcast_ref::<HttpStatus>().map(|s| s.status);
+                let tls_failed = kind == Some(TransportKind::ServerCertificate);
+                let client_rejected =
+                    kind == Some(TransportKind::ClientCertificate) || matches!(status, Some(400 | 495 | 496));
                 // A status code or a client-certificate complaint means the handshake got that far.
-                let handshake_done = client_rejected || e.downcast_ref::<HttpStatus>().is_some();
+                let handshake_done = client_rejected || status.is_some();
                 probe.tls = match (https, tls_failed, handshake_done) {
                     (true, true, _) => "FAILED".into(),
                     (true, false, true) => format!("verified, {}", self.trust),
                     _ => "-".into(),
                 };
                 probe.client_cert = if client_rejected { "REJECTED" } else { "-" }.into();
-                probe.error = Some(err);
+                probe.error = Some(format!("{e:#}"));
             }
         }
         probe
@@ -468,22 +470,99 @@ fn check_status(resp: reqwest::Response) -> Result<reqwest::Response> {
     Err(HttpStatus { status: status.as_u16(), hint, retry_after: retry_after.map(Duration::from_secs) }.into())
 }
 
-/// The whole error chain on one line: reqwest hides the TLS cause in sources.
+/// A request that got no usable HTTP answer, classified by what went wrong
+/// (from reqwest's error kinds and rustls' error types, never its text).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Transport {
+    pub kind: TransportKind,
+    message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// The server's certificate was not accepted (pin, name, dates).
+    ServerCertificate,
+    /// The server refused our client certificate, or wants one.
+    ClientCertificate,
+    /// A redirect that is not followed (another origin, too many hops).
+    Redirect,
+    /// The connection could not be made (refused, unreachable, handshake timeout).
+    Connect,
+    /// An answer did not come in time.
+    Timeout,
+    /// Anything else: a reset, a malformed answer, a body cut short.
+    Other,
+}
+
+impl TransportKind {
+    /// A retry on the same upstream cannot help.
+    pub fn is_permanent(self) -> bool {
+        matches!(self, TransportKind::ServerCertificate | TransportKind::ClientCertificate | TransportKind::Redirect)
+    }
+}
+
+/// The whole error chain on one line (reqwest hides the TLS cause in its
+/// sources), typed by its kind.
 pub fn describe(e: reqwest::Error) -> anyhow::Error {
-    let mut msg = e.to_string();
+    let kind = classify(&e);
+    let mut message = e.to_string();
     let mut src = std::error::Error::source(&e);
     while let Some(s) = src {
         let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
         }
         src = s.source();
     }
-    if msg.contains("CertificateRequired") || msg.contains("certificate required") {
-        msg.push_str(" (the upstream requires a client certificate)");
+    if kind == TransportKind::ClientCertificate {
+        message.push_str(" (the upstream requires a client certificate, or rejected ours)");
     }
-    anyhow!(msg)
+    Transport { kind, message }.into()
+}
+
+fn classify(e: &reqwest::Error) -> TransportKind {
+    use rustls::AlertDescription as A;
+    if e.is_redirect() {
+        return TransportKind::Redirect;
+    }
+    match rustls_cause(e) {
+        Some(rustls::Error::InvalidCertificate(_)) => return TransportKind::ServerCertificate,
+        Some(rustls::Error::AlertReceived(
+            A::CertificateRequired
+            | A::BadCertificate
+            | A::UnknownCA
+            | A::CertificateUnknown
+            | A::CertificateRevoked
+            | A::CertificateExpired
+            | A::AccessDenied,
+        )) => return TransportKind::ClientCertificate,
+        _ => {}
+    }
+    if e.is_timeout() {
+        TransportKind::Timeout
+    } else if e.is_connect() {
+        TransportKind::Connect
+    } else {
+        TransportKind::Other
+    }
+}
+
+/// The rustls error behind `e`, if any. The chain is walked by `source()`
+/// and into each `io::Error`, whose own `source()` skips what it wraps.
+fn rustls_cause(e: &reqwest::Error) -> Option<&rustls::Error> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(tls) = c.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        cause = match c.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => c.source(),
+        };
+    }
+    None
 }
 
 async fn read_capped(mut resp: reqwest::Response, cap: u64) -> Result<Vec<u8>> {

@@ -141,43 +141,46 @@ fn kill_9_at_random_moments_never_breaks_current() {
 }
 
 #[test]
-fn sigterm_aborts_cleanly_and_releases_the_lock() {
+fn a_signal_aborts_cleanly_with_its_exit_code_and_releases_the_lock() {
+    use rustix::process::Signal;
     let env = Env::with_sample_tree();
     let server = env.serve();
     assert_eq!(env.sync(&server.url(), &[]).code, 0);
     let v1 = env.published_id();
     upstream_v2(&env);
-    server.fault("/releases/11.3/core.zip", Fault::Drip(50));
-    let child = Command::new(env!("CARGO_BIN_EXE_upmirror"))
-        .args(["sync", "--root", env.root.to_str().unwrap(), "--upstream", &server.url()])
-        .args(["--ca-file", env.pki.ca.to_str().unwrap(), "--config", "/dev/null"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait (bounded) until the slow file is being received.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.requests_for("/releases/11.3/core.zip").is_empty() {
-        assert!(Instant::now() < deadline, "the download never started");
-        std::thread::sleep(Duration::from_millis(10));
+    for (signal, code, name) in [(Signal::TERM, 143, "SIGTERM"), (Signal::INT, 130, "SIGINT")] {
+        server.clear_log();
+        server.fault("/releases/11.3/core.zip", Fault::Drip(50));
+        let child = Command::new(env!("CARGO_BIN_EXE_upmirror"))
+            .args(["sync", "--root", env.root.to_str().unwrap(), "--upstream", &server.url()])
+            .args(["--ca-file", env.pki.ca.to_str().unwrap(), "--config", "/dev/null"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait (bounded) until the slow file is being received.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while server.requests_for("/releases/11.3/core.zip").is_empty() {
+            assert!(Instant::now() < deadline, "the download never started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "128 + {name}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("interrupted by {name}")), "{out:?}");
+        assert_eq!(env.published_id(), v1);
+        let status: serde_json::Value =
+            serde_json::from_slice(&fs::read(env.root.join(".upmirror/status.json")).unwrap()).unwrap();
+        assert_eq!(status["outcome"], "interrupted");
+        assert_eq!(status["exit_code"], code);
     }
-    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"), "{out:?}");
-    assert_eq!(env.published_id(), v1);
-    let status: serde_json::Value =
-        serde_json::from_slice(&fs::read(env.root.join(".upmirror/status.json")).unwrap()).unwrap();
-    assert_eq!(status["outcome"], "failed");
     server.clear_faults();
     assert_converges(&env, &server.url());
 }
 
 #[test]
 fn a_full_disk_fails_the_run_and_the_next_run_succeeds_once_there_is_room() {
-    if !as_root("mounting a small tmpfs") {
-        return;
-    }
+    as_root("mounting a small tmpfs");
     let env = Env::new();
     for i in 0..300 {
         env.write(&format!("d{}/f{i:03}.txt", i % 7), format!("small file {i}\n").as_bytes());
@@ -197,12 +200,9 @@ fn a_full_disk_fails_the_run_and_the_next_run_succeeds_once_there_is_room() {
 }
 
 /// Whether the test runs as root; says why it is skipped otherwise.
-fn as_root(needs: &str) -> bool {
-    let root = rustix::process::geteuid().is_root();
-    if !root {
-        eprintln!("skipped: {needs} needs root (.ci/run runs the tests as root)");
-    }
-    root
+/// These tests need root; they fail, never skip, without it.
+fn as_root(needs: &str) {
+    assert!(rustix::process::geteuid().is_root(), "{needs} needs root: run ./test.sh as root");
 }
 
 /// A tmpfs mounted for one test, unmounted on drop.
@@ -231,7 +231,7 @@ impl Drop for Mount {
 fn staging_name(path: &str, size: u64, mtime: i64, sha: &str) -> String {
     let mut h = Sha256::new();
     h.update(path.as_bytes());
-    h.update(format!("\0{size}\0{mtime}\0Some({sha})").as_bytes());
+    h.update(format!("\0{size}\0{mtime}\0{sha}").as_bytes());
     h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -420,9 +420,7 @@ fn status_reports_the_published_snapshot_and_the_last_run() {
 
 #[test]
 fn the_inode_preflight_refuses_before_any_download() {
-    if !as_root("mounting a small tmpfs") {
-        return;
-    }
+    as_root("mounting a small tmpfs");
     let env = Env::new();
     for i in 0..200 {
         env.write(&format!("f{i:03}.txt"), b"x");
@@ -439,9 +437,7 @@ fn the_inode_preflight_refuses_before_any_download() {
 
 #[test]
 fn dry_run_writes_nothing_even_on_a_read_only_root() {
-    if !as_root("a read-only bind mount") {
-        return;
-    }
+    as_root("a read-only bind mount");
     let env = Env::with_sample_tree();
     let server = env.serve();
     assert_eq!(env.sync(&server.url(), &[]).code, 0);
@@ -455,4 +451,67 @@ fn dry_run_writes_nothing_even_on_a_read_only_root() {
     let out = env.sync(&server.url(), &["--dry-run"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("+ releases/11.3/core.zip"), "{}", out.stdout);
+}
+
+fn last_status(env: &Env) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(env.root.join(".upmirror/status.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_failed_repair_is_recorded_as_failed_and_publishes_nothing() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    let published = env.published_id();
+    assert_eq!(last_status(&env)["outcome"], "published");
+    let cur = env.current().canonicalize().unwrap();
+    fs::write(cur.join("pool/p03.deb"), b"damaged").unwrap();
+    server.fault("/pool/p03.deb", Fault::Status(500));
+    let (root, ca) = (env.root.to_str().unwrap(), env.pki.ca.to_str().unwrap());
+    let repair = ["verify", "--repair", "--root", root, "--upstream", &server.url(), "--ca-file", ca];
+    let out = env.run(&[&repair[..], &["--retries", "0"]].concat());
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(env.published_id(), published, "nothing published");
+    let status = last_status(&env);
+    assert_eq!(status["outcome"], "failed", "{status}");
+    assert_eq!(status["exit_code"], 1);
+    assert!(status["error"].as_str().unwrap().contains("pool/p03.deb"), "{status}");
+    assert_eq!(status["upstreams"][0]["state"], "failed", "{status}");
+
+    server.clear_faults();
+    assert_eq!(env.run(&repair).code, 0);
+    assert_eq!(last_status(&env)["outcome"], "repaired");
+    assert_eq!(env.run(&["verify", "--root", root]).code, 0);
+}
+
+#[test]
+fn a_panic_in_a_stage_is_recorded_as_a_failure_and_changes_nothing() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    let published = env.published_id();
+    upstream_v2(&env);
+    let out = env.sync_env(&server.url(), &[], &[("UPMIRROR_FAILPOINT", "fetched:panic")]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("a stage failed unexpectedly"), "{}", out.stderr);
+    assert_eq!(env.published_id(), published);
+    let status = last_status(&env);
+    assert_eq!(status["outcome"], "failed", "{status}");
+    assert!(status["error"].as_str().unwrap().contains("failpoint fetched"), "{status}");
+    assert_converges(&env, &server.url());
+}
+
+#[test]
+fn a_rollback_is_recorded_with_the_snapshot_it_published() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    let v1 = env.published_id().unwrap();
+    upstream_v2(&env);
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    assert_eq!(env.run(&["rollback", "--root", env.root.to_str().unwrap()]).code, 0);
+    let status = last_status(&env);
+    assert_eq!(status["outcome"], "rolled-back", "{status}");
+    assert_eq!(status["snapshot"], v1.as_str());
+    assert_eq!(status["published_files"], 26);
 }

@@ -7,6 +7,7 @@ mod crawl;
 mod network;
 mod operator;
 mod serve;
+mod style;
 mod support;
 mod sync;
 mod tls;

@@ -236,3 +236,24 @@ fn files_completed_by_a_failed_run_are_not_fetched_again() {
     assert_eq!(fetched, ["/pool/p09.deb"], "the verified files of the failed run were reused");
     env.assert_mirrors_upstream();
 }
+
+#[test]
+fn a_dropped_connection_is_retried_whatever_words_its_url_holds() {
+    // A failure is classified by its type: a URL naming "certificate" or
+    // "redirect" does not make a dropped connection permanent.
+    let env = Env::with_sample_tree();
+    env.write("pki/certificate.bin", &pseudo_random(5000, 5));
+    env.write("docs/redirect-map.bin", &pseudo_random(5000, 6));
+    env.make_manifest();
+    let server = env.serve();
+    for path in ["/pki/certificate.bin", "/docs/redirect-map.bin"] {
+        server.fault_times(path, Fault::Hangup, 1);
+    }
+    let out = env.sync(&server.url(), &["--retries", "1", "--retry-backoff", "10ms"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    for path in ["/pki/certificate.bin", "/docs/redirect-map.bin"] {
+        let reqs = server.requests_for(path);
+        assert_eq!(reqs.iter().map(|r| r.status).collect::<Vec<_>>(), [0, 200], "{path}: {reqs:?}");
+    }
+    env.assert_mirrors_upstream();
+}

@@ -192,3 +192,29 @@ fn dry_run_and_status_print_exactly_this() {
     }
     assert_eq!(doc["published"]["generated_at"], "2026-11-24T19:00:00Z");
 }
+
+#[test]
+fn a_plan_saves_to_a_relative_path_and_never_touches_a_neighbouring_tmp_file() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    let cwd = env.dir.path().join("work");
+    std::fs::create_dir(&cwd).unwrap();
+    std::fs::write(cwd.join("keepme.tmp"), b"an operator's file").unwrap();
+    let (root, ca) = (env.root.to_str().unwrap(), env.pki.ca.to_str().unwrap());
+    let sync = ["sync", "--root", root, "--upstream", &server.url(), "--ca-file", ca, "--dry-run", "--save-plan"];
+    for name in ["plan.json", "keepme.json"] {
+        let out = env.run_in(&cwd, &[&sync[..], &[name]].concat());
+        assert_eq!(out.code, 0, "{name}: {out:?}");
+        let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(cwd.join(name)).unwrap()).unwrap();
+        assert_eq!(saved["format"], "upmirror-plan/1");
+    }
+    assert_eq!(std::fs::read(cwd.join("keepme.tmp")).unwrap(), b"an operator's file");
+    let mut left: Vec<String> =
+        std::fs::read_dir(&cwd).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    left.sort();
+    assert_eq!(left, ["keepme.json", "keepme.tmp", "plan.json"], "no temporary file is left");
+    let out = env
+        .run_in(&cwd, &["sync", "--root", root, "--upstream", &server.url(), "--ca-file", ca, "--plan", "plan.json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    env.assert_mirrors_upstream();
+}

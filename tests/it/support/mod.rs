@@ -121,7 +121,19 @@ impl Env {
     }
 
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        self.run_command(args, env, None)
+    }
+
+    /// Run the binary in the working directory `cwd`.
+    pub fn run_in(&self, cwd: &Path, args: &[&str]) -> Out {
+        self.run_command(args, &[], Some(cwd))
+    }
+
+    fn run_command(&self, args: &[&str], env: &[(&str, &str)], cwd: Option<&Path>) -> Out {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_upmirror"));
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
         for (k, _) in std::env::vars() {
             if k.starts_with("UPMIRROR_") || k.starts_with("SSL_CERT") || k.ends_with("_proxy") || k.ends_with("_PROXY")
             {

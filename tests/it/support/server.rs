@@ -41,6 +41,8 @@ pub enum Fault {
     Extra(usize),
     /// Send the body gzip-compressed with `Content-Encoding: gzip`.
     Gzip,
+    /// Read the request, then close the connection without an answer.
+    Hangup,
 }
 
 /// How the body is written.
@@ -198,6 +200,10 @@ async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpi
         let queued = shared.queued.lock().unwrap().get_mut(&target).and_then(|q| q.pop_front());
         let fault = queued.or_else(|| shared.faults.lock().unwrap().get(&target).cloned());
         let fault = if no_client_cert { Some(Fault::Status(400)) } else { fault };
+        if matches!(fault, Some(Fault::Hangup)) {
+            shared.log.lock().unwrap().push(Request { method, path: target, headers, status: 0 });
+            return Ok(());
+        }
         let (status, extra, body, mode) = respond(&shared.root, &target, &headers, fault);
         shared.log.lock().unwrap().push(Request { method: method.clone(), path: target, headers, status });
         let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", body.len());

@@ -1,0 +1,101 @@
+//! `upmirror verify [--repair]`: re-hash the published snapshot; with
+//! `--repair`, re-fetch what is wrong into a new snapshot and publish it.
+
+use std::collections::HashSet;
+
+use anyhow::{Context, Result, bail};
+
+use super::apply::{Origin, Outcome, apply, recorded};
+use super::runtime;
+use crate::config::Config;
+use crate::output::{Progress, Reporter};
+use crate::plan::Plan;
+use crate::snapshot::{Locked, Published, Store};
+use crate::status::RunStatus;
+use crate::upstream::Upstreams;
+use crate::verify::{Problem, check_tree};
+
+struct Repaired {
+    id: String,
+}
+
+impl Outcome for Repaired {
+    fn label(&self) -> &'static str {
+        "repaired"
+    }
+}
+
+pub(super) fn verify(cfg: &Config, repair: bool, out: Reporter) -> Result<()> {
+    let store = Store::new(cfg.root()?);
+    let published = store.published()?.context("nothing is published yet")?;
+    let problems = check_tree(&published.dir, &published.manifest);
+    if out.json {
+        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        println!("{}", serde_json::json!({"snapshot": published.id, "problems": list}));
+    } else {
+        problems.iter().for_each(|p| println!("{p}"));
+    }
+    if problems.is_empty() {
+        out.info(format!("{}: all {} files match the manifest", published.id, published.manifest.files.len()));
+        return Ok(());
+    }
+    if !repair {
+        bail!("{} problems in snapshot {}; `upmirror verify --repair` re-fetches them", problems.len(), published.id);
+    }
+    let (done, _) =
+        recorded(cfg, &store, out, |locked, status| repair_snapshot(cfg, locked, &published, &problems, out, status))?;
+    out.info(format!(
+        "repaired {} problems of {} into snapshot {}, now published",
+        problems.len(),
+        published.id,
+        done.id
+    ));
+    Ok(())
+}
+
+/// Build a new snapshot from the published one with every bad file fetched
+/// again (a new inode: older snapshots sharing the old one are not touched)
+/// and extra files left out, and publish it.
+fn repair_snapshot(
+    cfg: &Config,
+    locked: &Locked,
+    published: &Published,
+    problems: &[Problem],
+    out: Reporter,
+    status: &mut RunStatus,
+) -> Result<Repaired> {
+    if locked.published()?.map(|p| p.id).as_deref() != Some(published.id.as_str()) {
+        bail!("the published snapshot changed while it was checked; run `upmirror verify` again");
+    }
+    let m = &published.manifest;
+    status.set_published(&published.id, m.files.len(), m.total_bytes(), m.generated_at);
+    let bad: HashSet<&str> = problems.iter().filter_map(Problem::path).collect();
+    let mut plan = Plan::default();
+    for e in &m.files {
+        match bad.contains(e.path.as_str()) {
+            true => plan.change.push((e.clone(), e.size)),
+            false => plan.keep.push(e.clone()),
+        }
+    }
+    status.summary = plan.summary();
+    let upstreams = Upstreams::new(cfg)?;
+    let rt = runtime(true)?;
+    let origin = Origin {
+        upstreams: &upstreams,
+        first: 0,
+        precision: 1,
+        generated_at: m.generated_at,
+        rt: &rt,
+        deadline: tokio::time::Instant::now() + cfg.net.run_timeout,
+        progress: Progress::hidden(),
+    };
+    let result = apply(locked, cfg, &plan, Some(published), origin, out, |state, id| {
+        if let Some(info) = state.snapshots.get(&published.id).cloned() {
+            state.snapshots.insert(id.to_owned(), info);
+        }
+    });
+    status.upstreams = upstreams.health();
+    let id = result?;
+    status.set_published(&id, m.files.len(), m.total_bytes(), m.generated_at);
+    Ok(Repaired { id })
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Every test: installs what the integration tests need when it is missing
+# (Debian 12, as root), then runs the whole suite. The tests start real
+# nginx servers, verify the systemd units with systemd-analyze, render the
+# status page in headless Chromium, make certificates and mount tmpfs.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
+for pair in nginx:nginx chromium:chromium openssl:openssl python3:python3 \
+            systemd-analyze:systemd mount:mount; do
+  have "${pair%%:*}" || need+=("${pair##*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "test.sh: missing ${need[*]}; run as root, or: apt-get install ${need[*]}" >&2
+    exit 2
+  fi
+  echo "test.sh: installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+cargo test --locked "$@"
