@@ -225,9 +225,9 @@ mod tests {
     #[test]
     fn an_entry_is_identified_in_plain_lowercase_hex() {
         let mut e = Entry { path: RelPath::parse("a/b").unwrap(), size: 3, mtime: 7, sha256: None };
-        assert_eq!(e.identity_line(), "a/b\03\07\0");
+        assert_eq!(e.identity_line(), "a/b\u{0}3\u{0}7\u{0}");
         e.sha256 = Some(Digest([0xab; 32]));
-        assert_eq!(e.identity_line(), format!("a/b\03\07\0{}", "ab".repeat(32)));
+        assert_eq!(e.identity_line(), format!("a/b\u{0}3\u{0}7\u{0}{}", "ab".repeat(32)));
     }
 
     #[test]
