@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         Err(err) => {
             let exit = Exit::of(&err);
             if !(exit == Exit::Locked && cli.global.quiet) {
-                eprintln!("upmirror: {}", format!("{err:#}").replace('\n', " "));
+                eprintln!("upmirror: {}", upmirror::output::error_line(&err));
             }
             ExitCode::from(exit.code() as u8)
         }

@@ -9,11 +9,19 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::output::escape;
+use crate::output::{escape, quote};
 
 pub const FORMAT: &str = "upmirror-manifest/1";
 pub const MAX_PATH_BYTES: usize = 4096;
 pub const MAX_COMPONENT_BYTES: usize = 255;
+/// The most segments a path may have (the crawl's depth cap too): deeper
+/// trees cost a file descriptor per level to remove, and more to check.
+pub const MAX_DEPTH: usize = 64;
+/// The largest file size accepted (2^53 bytes, 8 PiB): anything larger is a
+/// lie, and sums of valid sizes stay far from overflowing.
+pub const MAX_FILE_SIZE: u64 = 1 << 53;
+/// The mtimes accepted: the epoch to the end of year 9999.
+pub const MAX_MTIME: i64 = 253_402_300_799;
 
 /// A path that is safe to join below a directory: relative, `/`-separated,
 /// no `.`/`..`/empty segments, no `\`, no control characters, bounded length.
@@ -38,6 +46,8 @@ impl RelPath {
             Some("backslash in path")
         } else if s.chars().any(char::is_control) {
             Some("control character in path")
+        } else if s.split('/').count() > MAX_DEPTH {
+            Some("more than 64 levels deep")
         } else {
             s.split('/').find_map(|seg| match seg {
                 "" => Some("empty segment"),
@@ -48,7 +58,7 @@ impl RelPath {
             })
         };
         match why {
-            Some(why) => Err(format!("path \"{}\": {why}", escape(truncate(s, 200)))),
+            Some(why) => Err(format!("path \"{}\": {why}", quote(s, 200))),
             None => Ok(RelPath(s.to_owned())),
         }
     }
@@ -73,17 +83,6 @@ impl fmt::Display for RelPath {
     }
 }
 
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 /// A sha256 digest.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Digest(pub [u8; 32]);
@@ -92,7 +91,7 @@ impl Digest {
     pub fn parse(s: &str) -> Result<Digest, String> {
         let mut d = [0u8; 32];
         if s.len() != 64 || hex::decode_to_slice(s, &mut d).is_err() {
-            return Err(format!("\"{}\" is not a sha256 hex digest", escape(truncate(s, 80))));
+            return Err(format!("\"{}\" is not a sha256 hex digest", quote(s, 80)));
         }
         Ok(Digest(d))
     }
@@ -155,12 +154,14 @@ struct RawEntry {
 impl Manifest {
     /// Parse and validate a manifest document whole; any bad entry rejects it.
     pub fn parse(bytes: &[u8]) -> Result<Manifest, String> {
-        let raw: RawManifest = serde_json::from_slice(bytes).map_err(|e| format!("not a valid manifest: {e}"))?;
+        // serde's messages quote the offending value: clip them.
+        let raw: RawManifest = serde_json::from_slice(bytes)
+            .map_err(|e| format!("not a valid manifest: {}", quote(&e.to_string(), 300)))?;
         if raw.format != FORMAT {
-            return Err(format!("unknown format \"{}\" (expected {FORMAT})", escape(&raw.format)));
+            return Err(format!("unknown format \"{}\" (expected {FORMAT})", quote(&raw.format, 80)));
         }
         let generated_at = humantime::parse_rfc3339_weak(&raw.generated_at)
-            .map_err(|e| format!("generated_at \"{}\": {e}", escape(&raw.generated_at)))?;
+            .map_err(|e| format!("generated_at \"{}\": {e}", quote(&raw.generated_at, 80)))?;
         let files = raw
             .files
             .into_iter()
@@ -174,9 +175,15 @@ impl Manifest {
         Manifest::new(generated_at, files)
     }
 
-    /// Sort `files` and check the listing as a whole: no duplicate paths, no
-    /// path that is both a file and a directory.
+    /// Sort `files` and check the listing as a whole: sizes and mtimes in
+    /// range, no duplicate paths, no path that is both a file and a directory.
     pub fn new(generated_at: SystemTime, mut files: Vec<Entry>) -> Result<Manifest, String> {
+        if let Some(e) = files.iter().find(|e| e.size > MAX_FILE_SIZE) {
+            return Err(format!("\"{}\" claims {} bytes, more than the 2^53 accepted", e.path, e.size));
+        }
+        if let Some(e) = files.iter().find(|e| !(0..=MAX_MTIME).contains(&e.mtime)) {
+            return Err(format!("\"{}\" has mtime {}, outside 1970 to 9999", e.path, e.mtime));
+        }
         files.sort_unstable_by(|a, b| a.path.cmp(&b.path));
         if let Some(w) = files.windows(2).find(|w| w[0].path == w[1].path) {
             return Err(format!("path \"{}\" is listed twice", w[0].path));
@@ -190,8 +197,10 @@ impl Manifest {
         Ok(Manifest { generated_at, files })
     }
 
+    /// The bytes of all files (saturating: only a listing's plan is summed
+    /// for a decision, and that with checked arithmetic).
     pub fn total_bytes(&self) -> u64 {
-        self.files.iter().map(|e| e.size).sum()
+        self.files.iter().fold(0u64, |sum, e| sum.saturating_add(e.size))
     }
 
     /// Render the document: one entry per line, sorted, sha256 in lowercase hex.

@@ -231,6 +231,38 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// Text from outside (an upstream's names and values, a library's message
+/// about them) fit to quote on one line: escaped, and cut to about `max`
+/// bytes with the length it had.
+pub fn quote(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return escape(s);
+    }
+    format!("{}… ({} bytes)", escape(clip(s, max)), s.len())
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub fn clip(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The most bytes of an error kept for stderr and status files: whatever an
+/// upstream sends, what a run records stays small.
+pub const MAX_ERROR_BYTES: usize = 4096;
+
+/// An error's whole chain on one line, at most [`MAX_ERROR_BYTES`].
+pub fn error_line(err: &anyhow::Error) -> String {
+    let text = format!("{err:#}").replace('\n', " ");
+    match text.len() > MAX_ERROR_BYTES {
+        true => format!("{}… (cut from {} bytes)", clip(&text, MAX_ERROR_BYTES), text.len()),
+        false => text,
+    }
+}
+
 fn is_invisible(c: char) -> bool {
     matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
 }
@@ -253,6 +285,13 @@ mod tests {
         assert_eq!(human_duration(0), "0s");
         assert_eq!(human_duration(7260), "2h 1m");
         assert_eq!(human_duration(3 * 86400 + 7200), "3d 2h");
+    }
+
+    #[test]
+    fn quote_cuts_long_text_and_says_how_long_it_was() {
+        assert_eq!(quote("short", 10), "short");
+        assert_eq!(quote(&"é".repeat(100), 7), format!("{}… (200 bytes)", "é".repeat(3)));
+        assert_eq!(quote("a\nb", 10), "a\\nb");
     }
 
     #[test]

@@ -99,8 +99,13 @@ impl Plan {
             removed: self.remove.len(),
             kept: self.keep.len(),
             skipped: self.skipped,
-            download_bytes: self.downloads().map(|e| e.size).sum(),
+            download_bytes: self.download_bytes().unwrap_or(u64::MAX),
         }
+    }
+
+    /// The bytes to download, or `None` when the listed sizes overflow.
+    pub fn download_bytes(&self) -> Option<u64> {
+        self.downloads().try_fold(0u64, |sum, e| sum.checked_add(e.size))
     }
 
     /// Every entry to fetch, added then changed.

@@ -165,18 +165,24 @@ impl Store {
 }
 
 impl Locked<'_> {
-    /// Remove what a killed run left behind: half-built snapshots and the
-    /// temporary symlink. Partial downloads are kept.
-    pub fn clean_leftovers(&self) -> Result<()> {
+    /// Remove what a killed run left behind: half-built snapshots, pruned
+    /// ones half removed, and the temporary symlink. Partial downloads are
+    /// kept. A leftover tree that cannot be removed is in nobody's way (new
+    /// builds get new names): it comes back as a warning, never blocks a run.
+    pub fn clean_leftovers(&self) -> Result<Vec<anyhow::Error>> {
         remove_if_exists(&self.root.join(".current.tmp"))?;
+        let mut stuck = Vec::new();
         for entry in read_dir(&self.meta())? {
             let name = entry.file_name();
-            if name.to_string_lossy().starts_with("build-") {
+            let name = name.to_string_lossy();
+            if name.starts_with("build-") || name.starts_with("trash-") {
                 let path = entry.path();
-                fs::remove_dir_all(&path).with_context(|| format!("could not remove {}", path.display()))?;
+                if let Err(e) = fs::remove_dir_all(&path) {
+                    stuck.push(anyhow::Error::new(e).context(format!("could not remove {}", path.display())));
+                }
             }
         }
-        Ok(())
+        Ok(stuck)
     }
 
     /// Remove every partial download: after a publish, what is left there is
@@ -256,17 +262,31 @@ impl Locked<'_> {
     }
 
     /// Remove the oldest snapshots beyond `keep`, never the published one.
-    pub fn prune(&self, keep: usize, published: &str) -> Result<Vec<String>> {
-        let others: Vec<String> = self.snapshot_ids()?.into_iter().filter(|id| id != published).collect();
+    /// Each is first moved out of `snapshots/` whole (one rename), so a
+    /// removal that fails half way never leaves a half tree to roll back to;
+    /// what is left in `.upmirror/` goes with the next run's leftovers.
+    /// Returns the ids moved out, and the first failure.
+    pub fn prune(&self, keep: usize, published: &str) -> (Vec<String>, Result<()>) {
+        let others: Vec<String> = match self.snapshot_ids() {
+            Ok(ids) => ids.into_iter().filter(|id| id != published).collect(),
+            Err(e) => return (Vec::new(), Err(e)),
+        };
         let excess = (others.len() + 1).saturating_sub(keep.max(1));
-        let mut removed = Vec::new();
+        let (mut removed, mut result) = (Vec::new(), Ok(()));
         for id in others.into_iter().take(excess) {
             failpoint("prune");
-            let dir = self.snapshots().join(&id);
-            fs::remove_dir_all(&dir).with_context(|| format!("could not remove {}", dir.display()))?;
-            removed.push(id);
+            let (dir, trash) = (self.snapshots().join(&id), self.meta().join(format!("trash-{id}")));
+            match fs::rename(&dir, &trash) {
+                Ok(()) => removed.push(id),
+                Err(e) => {
+                    result = result.and(Err(e).with_context(|| format!("could not move {} away", dir.display())));
+                    continue;
+                }
+            }
+            let gone = fs::remove_dir_all(&trash).with_context(|| format!("could not remove {}", trash.display()));
+            result = result.and(gone);
         }
-        Ok(removed)
+        (removed, result)
     }
 }
 

@@ -42,6 +42,10 @@ pub struct RunStatus {
     /// The root's filesystem: bytes in use and its size.
     pub disk_used_bytes: Option<u64>,
     pub disk_size_bytes: Option<u64>,
+    /// What went wrong after the snapshot was published (cleaning up,
+    /// pruning, saving state): the run still succeeded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::disk::failpoint;
 use crate::error::Exit;
 use crate::fetch::{Job, fetch_all};
-use crate::output::{Progress, Reporter};
+use crate::output::{Progress, Reporter, error_line};
 use crate::plan::Plan;
 use crate::snapshot::{Locked, Published, Store};
 use crate::state::State;
@@ -26,6 +26,23 @@ pub(super) trait Outcome {
     fn label(&self) -> &'static str;
 }
 
+/// A run that changes the store: the store under its lock, the
+/// configuration, the reporter, and the status being gathered.
+pub(super) struct Run<'a> {
+    pub locked: Locked<'a>,
+    pub cfg: &'a Config,
+    pub out: Reporter,
+    pub status: RunStatus,
+}
+
+impl Run<'_> {
+    /// A problem that does not fail the run: printed, and kept in its status.
+    fn warn(&mut self, line: String) {
+        self.out.warn(&line);
+        self.status.warnings.push(line);
+    }
+}
+
 /// Lock the store, clean what a killed run left, run `body`, and record the
 /// run's status whatever happens: success, refusal, failure, interruption,
 /// or a panic in a stage. Returns the outcome with the status as recorded.
@@ -33,14 +50,18 @@ pub(super) fn recorded<T: Outcome>(
     cfg: &Config,
     store: &Store,
     out: Reporter,
-    body: impl FnOnce(&Locked, &mut RunStatus) -> Result<T>,
+    body: impl FnOnce(&mut Run) -> Result<T>,
 ) -> Result<(T, RunStatus)> {
-    let locked = store.lock()?;
-    let mut status = RunStatus { started: now_rfc3339(), ..RunStatus::default() };
-    let result = locked.clean_leftovers().and_then(|()| {
-        catch_unwind(AssertUnwindSafe(|| body(&locked, &mut status)))
+    let status = RunStatus { started: now_rfc3339(), ..RunStatus::default() };
+    let mut run = Run { locked: store.lock()?, cfg, out, status };
+    let result = run.locked.clean_leftovers().and_then(|stuck| {
+        for e in stuck {
+            run.warn(format!("a leftover of an earlier run stays: {}", error_line(&e)));
+        }
+        catch_unwind(AssertUnwindSafe(|| body(&mut run)))
             .unwrap_or_else(|panic| Err(anyhow!("a stage failed unexpectedly (a bug): {}", panic_text(&*panic))))
     });
+    let mut status = run.status;
     status.finished = now_rfc3339();
     match &result {
         Ok(done) => status.outcome = done.label().into(),
@@ -48,7 +69,7 @@ pub(super) fn recorded<T: Outcome>(
             let exit = Exit::of(e);
             status.exit_code = exit.code();
             status.outcome = exit.outcome().into();
-            status.error = Some(format!("{e:#}"));
+            status.error = Some(error_line(e));
         }
     }
     if let Err(e) = status.record(&Sinks::new(&store.root, cfg)) {
@@ -77,6 +98,7 @@ pub(super) struct Origin<'a> {
 }
 
 /// Which snapshot a publish makes current.
+#[derive(Clone, Copy)]
 pub(super) enum Snapshot<'a> {
     /// One this run built: removed again if its publish fails.
     New(&'a str),
@@ -87,21 +109,19 @@ pub(super) enum Snapshot<'a> {
 /// Fetch and verify the plan's downloads, build a snapshot of them beside
 /// the kept files of `base`, and publish it. `record` notes it in the state.
 pub(super) fn apply(
-    locked: &Locked,
-    cfg: &Config,
+    run: &mut Run,
     plan: &Plan,
     base: Option<&Published>,
     source: Origin,
-    out: Reporter,
     record: impl FnOnce(&mut State, &str),
 ) -> Result<String> {
-    let partial = locked.partial_dir();
+    let partial = run.locked.partial_dir();
     let job = Job {
         first: source.first,
         precision: source.precision,
         staging: &partial,
-        concurrency: cfg.concurrency,
-        net: &cfg.net,
+        concurrency: run.cfg.concurrency,
+        net: &run.cfg.net,
         progress: source.progress.clone(),
     };
     let clock = Instant::now();
@@ -109,39 +129,49 @@ pub(super) fn apply(
     let fetched = source.rt.block_on(before(source.deadline, fetch));
     source.progress.finish();
     let verified = fetched?;
-    out.detail(format!("fetched {} files in {:.3} s", verified.len(), clock.elapsed().as_secs_f64()));
+    run.out.detail(format!("fetched {} files in {:.3} s", verified.len(), clock.elapsed().as_secs_f64()));
     failpoint("fetched");
     let clock = Instant::now();
-    let id = locked.build(plan, verified, base, source.generated_at)?;
-    out.detail(format!("built snapshot {id} in {:.3} s", clock.elapsed().as_secs_f64()));
+    let id = run.locked.build(plan, verified, base, source.generated_at)?;
+    run.out.detail(format!("built snapshot {id} in {:.3} s", clock.elapsed().as_secs_f64()));
     let clock = Instant::now();
-    publish(locked, cfg, Snapshot::New(&id), record)?;
-    out.detail(format!("flushed, published and pruned in {:.3} s", clock.elapsed().as_secs_f64()));
+    publish(run, Snapshot::New(&id), record)?;
+    run.out.detail(format!("flushed, published and pruned in {:.3} s", clock.elapsed().as_secs_f64()));
     Ok(id)
 }
 
-/// Make `snapshot` current, note it in the state with `record`, prune the
-/// snapshots beyond `keep` and save the state.
-pub(super) fn publish(
-    locked: &Locked,
-    cfg: &Config,
-    snapshot: Snapshot,
-    record: impl FnOnce(&mut State, &str),
-) -> Result<()> {
+/// Make `snapshot` current; then note it in the state with `record`, save
+/// that, clear staging and prune the snapshots beyond `keep`. Past the swap
+/// the snapshot is served: what fails there is a warning in the status, not
+/// a failed run, and the state is saved whatever else fails.
+pub(super) fn publish(run: &mut Run, snapshot: Snapshot, record: impl FnOnce(&mut State, &str)) -> Result<()> {
     let id = match snapshot {
-        Snapshot::New(id) => {
-            locked.publish_new(id)?;
-            locked.clear_partials()?;
-            id
-        }
-        Snapshot::Kept(id) => {
-            locked.publish(id)?;
-            id
+        Snapshot::New(id) => run.locked.publish_new(id).map(|()| id)?,
+        Snapshot::Kept(id) => run.locked.publish(id).map(|()| id)?,
+    };
+    let meta = run.locked.meta();
+    let failed = |run: &mut Run, what: &str, result: Result<()>| {
+        if let Err(e) = result {
+            run.warn(format!("{id} is published, but {what} failed: {}", error_line(&e)));
         }
     };
-    let mut state = State::load(&locked.meta())?;
-    record(&mut state, id);
-    let pruned = locked.prune(cfg.keep, id)?;
-    state.snapshots.retain(|k, _| !pruned.contains(k));
-    state.save(&locked.meta())
+    let mut state = State::load(&meta);
+    if let Ok(state) = &mut state {
+        record(state, id);
+    }
+    let saved = state.as_ref().map_err(|e| anyhow!("{e:#}")).and_then(|s| s.save(&meta));
+    failed(run, "saving the state", saved);
+    if matches!(snapshot, Snapshot::New(_)) {
+        let cleared = run.locked.clear_partials();
+        failed(run, "clearing staging", cleared);
+    }
+    let (removed, pruned) = run.locked.prune(run.cfg.keep, id);
+    if let Ok(state) = &mut state
+        && !removed.is_empty()
+    {
+        state.snapshots.retain(|k, _| !removed.contains(k));
+        failed(run, "saving the state", state.save(&meta));
+    }
+    failed(run, "pruning old snapshots", pruned);
+    Ok(())
 }

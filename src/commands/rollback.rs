@@ -3,12 +3,11 @@
 
 use anyhow::{Context, Result};
 
-use super::apply::{Outcome, Snapshot, publish, recorded};
+use super::apply::{Outcome, Run, Snapshot, publish, recorded};
 use crate::config::Config;
 use crate::output::Reporter;
-use crate::snapshot::{Locked, Store, read_manifest};
+use crate::snapshot::{Store, read_manifest};
 use crate::state::State;
-use crate::status::RunStatus;
 
 struct RolledBack {
     from: String,
@@ -23,7 +22,7 @@ impl Outcome for RolledBack {
 
 pub(super) fn rollback(cfg: &Config, out: Reporter) -> Result<()> {
     let store = Store::new(cfg.root()?);
-    let (done, _) = recorded(cfg, &store, out, |locked, status| roll_back(cfg, locked, status))?;
+    let (done, _) = recorded(cfg, &store, out, roll_back)?;
     out.info(format!(
         "published {} again; later syncs refuse the listing of {} and publish the next newer one",
         done.to, done.from
@@ -31,24 +30,24 @@ pub(super) fn rollback(cfg: &Config, out: Reporter) -> Result<()> {
     Ok(())
 }
 
-fn roll_back(cfg: &Config, locked: &Locked, status: &mut RunStatus) -> Result<RolledBack> {
-    let current = locked.published()?.context("nothing is published yet, so there is nothing to roll back")?;
-    let ids = locked.snapshot_ids()?;
+fn roll_back(run: &mut Run) -> Result<RolledBack> {
+    let current = run.locked.published()?.context("nothing is published yet, so there is nothing to roll back")?;
+    let ids = run.locked.snapshot_ids()?;
     let position = ids.iter().position(|id| *id == current.id).unwrap_or(0);
     let previous = position
         .checked_sub(1)
         .map(|p| ids[p].clone())
-        .with_context(|| format!("no snapshot older than {} is kept (keep = {})", current.id, cfg.keep))?;
-    let manifest = read_manifest(&locked.root.join("snapshots").join(&previous))
+        .with_context(|| format!("no snapshot older than {} is kept (keep = {})", current.id, run.cfg.keep))?;
+    let manifest = read_manifest(&run.locked.root.join("snapshots").join(&previous))
         .with_context(|| format!("snapshot {previous} is not intact; not publishing it"))?;
-    let rejected = State::load(&locked.meta())?.snapshots.get(&current.id).map(|info| info.identity.clone());
-    publish(locked, cfg, Snapshot::Kept(&previous), |state, _| {
+    let rejected = State::load(&run.locked.meta())?.snapshots.get(&current.id).map(|info| info.identity.clone());
+    publish(run, Snapshot::Kept(&previous), |state, _| {
         if let Some(identity) = rejected
             && !state.rejected.contains(&identity)
         {
             state.rejected.push(identity);
         }
     })?;
-    status.set_published(&previous, manifest.files.len(), manifest.total_bytes(), manifest.generated_at);
+    run.status.set_published(&previous, manifest.files.len(), manifest.total_bytes(), manifest.generated_at);
     Ok(RolledBack { from: current.id, to: previous })
 }

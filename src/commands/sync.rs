@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
-use super::apply::{Origin, Outcome, apply, recorded};
+use super::apply::{Origin, Outcome, Run, apply, recorded};
 use super::{before, rfc3339, runtime, unix_seconds};
 use crate::cli::SyncArgs;
 use crate::config::Config;
@@ -14,9 +14,8 @@ use crate::filter::Filter;
 use crate::manifest::Manifest;
 use crate::output::{Reporter, human_bytes};
 use crate::plan::{self, Plan, Summary};
-use crate::snapshot::{Locked, Published, SNAPSHOT_MANIFEST, Store};
+use crate::snapshot::{Published, SNAPSHOT_MANIFEST, Store};
 use crate::state::{Conditional, SnapshotInfo, State};
-use crate::status::RunStatus;
 use crate::upstream::{ListOutcome, Listing, Source, Upstreams};
 
 /// How far in the future a listing's `generated_at` may be (clock skew).
@@ -42,10 +41,10 @@ pub(super) fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
     if args.dry_run {
         return dry_run(cfg, args, &store, out);
     }
-    let (done, status) = recorded(cfg, &store, out, |locked, status| {
+    let (done, status) = recorded(cfg, &store, out, |run| {
         let upstreams = Upstreams::new(cfg)?;
-        let result = sync_with(cfg, args, locked, out, &upstreams, status);
-        status.upstreams = upstreams.health();
+        let result = sync_with(run, args, &upstreams);
+        run.status.upstreams = upstreams.health();
         result
     })?;
     if out.json {
@@ -64,44 +63,38 @@ pub(super) fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
     Ok(())
 }
 
-fn sync_with(
-    cfg: &Config,
-    args: &SyncArgs,
-    locked: &Locked,
-    out: Reporter,
-    upstreams: &Upstreams,
-    status: &mut RunStatus,
-) -> Result<Done> {
-    let mut state = State::load(&locked.meta())?;
-    let published = locked.published()?;
+fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Done> {
+    let (cfg, out) = (run.cfg, run.out);
+    let mut state = State::load(&run.locked.meta())?;
+    let published = run.locked.published()?;
     if let Some(p) = &published {
-        status.set_published(&p.id, p.manifest.files.len(), p.manifest.total_bytes(), p.manifest.generated_at);
+        run.status.set_published(&p.id, p.manifest.files.len(), p.manifest.total_bytes(), p.manifest.generated_at);
     }
     let rt = runtime(true)?;
     let deadline = tokio::time::Instant::now() + cfg.net.run_timeout;
     let listing = match list(&rt, deadline, upstreams, &state, published.as_ref(), args.plan.is_none())? {
         ListOutcome::Unchanged { url, .. } => {
-            status.upstream = Some(url.to_string());
+            run.status.upstream = Some(url.to_string());
             return Ok(Done::Unchanged { upstream: url.to_string() });
         }
         ListOutcome::Fetched(listing) => listing,
     };
     let upstream = listing.url.to_string();
-    status.upstream = Some(upstream.clone());
+    run.status.upstream = Some(upstream.clone());
     let plan = accept(args, &state, published.as_ref(), &listing, &cfg.filter, out)?;
-    check_plan(cfg, args, &plan, published_count(published.as_ref()), &locked.root)?;
+    check_plan(cfg, args, &plan, published_count(published.as_ref()), &run.locked.root)?;
     if let Some(file) = &args.plan {
         SavedPlan::load(file)?.check(&listing, published.as_ref(), &plan, file)?;
     }
     if plan.is_empty() {
         if let Some(p) = &published {
             state.record(&p.id, &listing);
-            state.save(&locked.meta())?;
+            state.save(&run.locked.meta())?;
         }
         return Ok(Done::Unchanged { upstream });
     }
     let summary = plan.summary();
-    status.summary = summary;
+    run.status.summary = summary;
     let source = Origin {
         upstreams,
         first: listing.upstream,
@@ -111,9 +104,9 @@ fn sync_with(
         deadline,
         progress: out.progress(summary.added + summary.changed, summary.download_bytes),
     };
-    let id = apply(locked, cfg, &plan, published.as_ref(), source, out, |state, id| state.record(id, &listing))?;
+    let id = apply(run, &plan, published.as_ref(), source, |state, id| state.record(id, &listing))?;
     let bytes = plan.keep.iter().chain(plan.downloads()).map(|e| e.size).sum();
-    status.set_published(&id, plan.result_len(), bytes, listing.manifest.generated_at);
+    run.status.set_published(&id, plan.result_len(), bytes, listing.manifest.generated_at);
     Ok(Done::Published { id, upstream, summary })
 }
 
@@ -292,7 +285,10 @@ fn check_plan(cfg: &Config, args: &SyncArgs, plan: &Plan, published: usize, root
         ))
         .into());
     }
-    let need = plan.summary().download_bytes.saturating_add(cfg.free_space_margin);
+    let download = plan.download_bytes().ok_or_else(|| {
+        Refused(format!("the listing's sizes add up to more than {} bytes; it cannot be true", u64::MAX))
+    })?;
+    let need = download.saturating_add(cfg.free_space_margin);
     let existing = root.ancestors().find(|p| p.exists()).unwrap_or(root);
     let fs = rustix::fs::statvfs(existing)
         .with_context(|| format!("could not read the free space of {}", existing.display()))?;
@@ -302,7 +298,7 @@ fn check_plan(cfg: &Config, args: &SyncArgs, plan: &Plan, published: usize, root
             "{} needs {} ({} to download plus {} margin) but has {} free",
             root.display(),
             human_bytes(need),
-            human_bytes(plan.summary().download_bytes),
+            human_bytes(download),
             human_bytes(cfg.free_space_margin),
             human_bytes(free)
         ))

@@ -5,13 +5,12 @@ use std::collections::HashSet;
 
 use anyhow::{Context, Result, bail};
 
-use super::apply::{Origin, Outcome, apply, recorded};
+use super::apply::{Origin, Outcome, Run, apply, recorded};
 use super::runtime;
 use crate::config::Config;
 use crate::output::{Progress, Reporter};
 use crate::plan::Plan;
-use crate::snapshot::{Locked, Published, Store};
-use crate::status::RunStatus;
+use crate::snapshot::{Published, Store};
 use crate::upstream::Upstreams;
 use crate::verify::{Problem, check_tree};
 
@@ -42,8 +41,7 @@ pub(super) fn verify(cfg: &Config, repair: bool, out: Reporter) -> Result<()> {
     if !repair {
         bail!("{} problems in snapshot {}; `upmirror verify --repair` re-fetches them", problems.len(), published.id);
     }
-    let (done, _) =
-        recorded(cfg, &store, out, |locked, status| repair_snapshot(cfg, locked, &published, &problems, out, status))?;
+    let (done, _) = recorded(cfg, &store, out, |run| repair_snapshot(run, &published, &problems))?;
     out.info(format!(
         "repaired {} problems of {} into snapshot {}, now published",
         problems.len(),
@@ -56,19 +54,12 @@ pub(super) fn verify(cfg: &Config, repair: bool, out: Reporter) -> Result<()> {
 /// Build a new snapshot from the published one with every bad file fetched
 /// again (a new inode: older snapshots sharing the old one are not touched)
 /// and extra files left out, and publish it.
-fn repair_snapshot(
-    cfg: &Config,
-    locked: &Locked,
-    published: &Published,
-    problems: &[Problem],
-    out: Reporter,
-    status: &mut RunStatus,
-) -> Result<Repaired> {
-    if locked.published()?.map(|p| p.id).as_deref() != Some(published.id.as_str()) {
+fn repair_snapshot(run: &mut Run, published: &Published, problems: &[Problem]) -> Result<Repaired> {
+    if run.locked.published()?.map(|p| p.id).as_deref() != Some(published.id.as_str()) {
         bail!("the published snapshot changed while it was checked; run `upmirror verify` again");
     }
     let m = &published.manifest;
-    status.set_published(&published.id, m.files.len(), m.total_bytes(), m.generated_at);
+    run.status.set_published(&published.id, m.files.len(), m.total_bytes(), m.generated_at);
     let bad: HashSet<&str> = problems.iter().filter_map(Problem::path).collect();
     let mut plan = Plan::default();
     for e in &m.files {
@@ -77,8 +68,8 @@ fn repair_snapshot(
             false => plan.keep.push(e.clone()),
         }
     }
-    status.summary = plan.summary();
-    let upstreams = Upstreams::new(cfg)?;
+    run.status.summary = plan.summary();
+    let upstreams = Upstreams::new(run.cfg)?;
     let rt = runtime(true)?;
     let origin = Origin {
         upstreams: &upstreams,
@@ -86,16 +77,16 @@ fn repair_snapshot(
         precision: 1,
         generated_at: m.generated_at,
         rt: &rt,
-        deadline: tokio::time::Instant::now() + cfg.net.run_timeout,
+        deadline: tokio::time::Instant::now() + run.cfg.net.run_timeout,
         progress: Progress::hidden(),
     };
-    let result = apply(locked, cfg, &plan, Some(published), origin, out, |state, id| {
+    let result = apply(run, &plan, Some(published), origin, |state, id| {
         if let Some(info) = state.snapshots.get(&published.id).cloned() {
             state.snapshots.insert(id.to_owned(), info);
         }
     });
-    status.upstreams = upstreams.health();
+    run.status.upstreams = upstreams.health();
     let id = result?;
-    status.set_published(&id, m.files.len(), m.total_bytes(), m.generated_at);
+    run.status.set_published(&id, m.files.len(), m.total_bytes(), m.generated_at);
     Ok(Repaired { id })
 }

@@ -207,7 +207,7 @@ pub fn parse_http_date(s: &str) -> Option<i64> {
     let month = MONTHS.iter().position(|m| *m == month)? as i64 + 1;
     let mut hms = time.split(':').map(|x| x.parse::<i64>().ok());
     let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
-    Some(unix(day.parse().ok()?, month, year.parse().ok()?, h, m, sec))
+    unix(day.parse().ok()?, month, year.parse().ok()?, h, m, sec)
 }
 
 /// `24-Nov-2026 20:58` (nginx, older Apache) or `2026-11-24 20:58` (Apache).
@@ -221,16 +221,27 @@ fn parse_listing_date(date: &str, time: &str) -> Option<i64> {
         None => (d[0].parse().ok()?, d[1].parse().ok()?, d[2].parse().ok()?),
     };
     let (h, m) = time.split_once(':')?;
-    Some(unix(day, month, year, h.parse().ok()?, m.parse().ok()?, 0))
+    unix(day, month, year, h.parse().ok()?, m.parse().ok()?, 0)
 }
 
-fn unix(day: i64, month: i64, year: i64, h: i64, m: i64, s: i64) -> i64 {
+/// Seconds since the epoch of a UTC date and time, for years 1970 to 9999
+/// only: every field is checked, so nothing here can overflow.
+fn unix(day: i64, month: i64, year: i64, h: i64, m: i64, s: i64) -> Option<i64> {
+    let valid = (1970..=9999).contains(&year)
+        && (1..=12).contains(&month)
+        && (1..=31).contains(&day)
+        && (0..24).contains(&h)
+        && (0..60).contains(&m)
+        && (0..=60).contains(&s);
+    if !valid {
+        return None;
+    }
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
     let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
     let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    days * 86_400 + h * 3600 + m * 60 + s
+    Some(days * 86_400 + h * 3600 + m * 60 + s)
 }
 
 #[cfg(test)]
@@ -250,6 +261,12 @@ mod tests {
         assert_eq!(parse_http_date("Tue, 24 Nov 2026 19:00:00 GMT"), Some(1_795_546_800));
         assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
         assert_eq!(parse_http_date("garbage"), None);
+        // Huge or out-of-range fields are refused, never overflowed.
+        assert_eq!(parse_http_date("Thu, 01 Jan 9223372036854775807 00:00:00 GMT"), None);
+        assert_eq!(parse_http_date("Thu, 99 Jan 2026 00:00:00 GMT"), None);
+        assert_eq!(parse_http_date("Thu, 01 Jan 2026 00:00:9223372036854775807 GMT"), None);
+        assert_eq!(parse_listing_date("01-Jan-9223372036854775807", "00:00"), None);
+        assert_eq!(parse_listing_date("2026-13-01", "00:00"), None);
         assert_eq!(parse_listing_date("24-Nov-2026", "19:00"), Some(1_795_546_800));
         assert_eq!(parse_listing_date("2026-11-24", "19:00"), Some(1_795_546_800));
         assert_eq!(parse_listing_date("29-Feb-2024", "00:00"), Some(1_709_164_800));

@@ -14,10 +14,9 @@ use url::Url;
 
 use super::autoindex::{Item, Kind, parse_html, parse_nginx_json, parse_sha256sums};
 use super::{Listing, Source, Upstreams, Validators};
-use crate::manifest::{Digest, Entry, Manifest, RelPath};
+use crate::manifest::{Digest, Entry, MAX_DEPTH, Manifest, RelPath};
 
 const MAX_PAGE_BYTES: u64 = 16 << 20;
-const MAX_DEPTH: usize = 64;
 const MAX_ENTRIES: usize = 5_000_000;
 const SUMS_FILE: &str = "SHA256SUMS";
 
@@ -40,7 +39,7 @@ pub(super) async fn crawl(up: &Upstreams, i: usize, published: Option<&Manifest>
         if frontier.is_empty() {
             break;
         }
-        if depth > MAX_DEPTH {
+        if depth >= MAX_DEPTH {
             bail!("{base}: directories nested deeper than {MAX_DEPTH} levels (a symlink loop?)");
         }
         let pages: Vec<(String, Vec<Item>, Source)> = stream::iter(std::mem::take(&mut frontier))

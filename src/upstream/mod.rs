@@ -250,7 +250,7 @@ impl Upstreams {
         let entry = &mut health[i];
         entry.0 = true;
         if entry.1.is_none() {
-            entry.1 = error;
+            entry.1 = error.map(|e| crate::output::clip(&e, crate::output::MAX_ERROR_BYTES).to_owned());
         }
     }
 

@@ -515,3 +515,41 @@ fn a_rollback_is_recorded_with_the_snapshot_it_published() {
     assert_eq!(status["snapshot"], v1.as_str());
     assert_eq!(status["published_files"], 26);
 }
+
+#[test]
+fn a_failure_after_the_swap_is_a_warning_and_the_state_is_saved() {
+    as_root("a mount inside an old snapshot");
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    assert_eq!(env.sync(&server.url(), &["--keep", "1"]).code, 0);
+    let v1 = env.published_id().unwrap();
+    // A busy mount point inside the old snapshot: pruning it fails (EBUSY).
+    let busy = env.root.join("snapshots").join(&v1).join("busy");
+    fs::create_dir(&busy).unwrap();
+    let _mount = Mount::tmpfs(&busy, "size=1m");
+    upstream_v2(&env);
+    let out = env.sync(&server.url(), &["--keep", "1"]);
+    assert_eq!(out.code, 0, "the snapshot is published: {out:?}");
+    assert!(out.stderr.contains("is published, but pruning old snapshots failed"), "{}", out.stderr);
+    let v2 = env.published_id().unwrap();
+    assert_ne!(v1, v2);
+    let status = last_status(&env);
+    assert_eq!(status["outcome"], "published", "{status}");
+    assert_eq!(status["warnings"].as_array().unwrap().len(), 1, "{status}");
+    assert_eq!(env.snapshot_ids(), std::slice::from_ref(&v2), "the old snapshot left snapshots/ whole");
+    let state: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.root.join(".upmirror/state.json")).unwrap()).unwrap();
+    assert!(state["snapshots"][&v2].is_object(), "the state records what was published: {state}");
+
+    // The stuck leftover never blocks a later run: the next one is a 304.
+    server.clear_log();
+    let out = env.sync(&server.url(), &["--keep", "1"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("a leftover of an earlier run stays"), "{}", out.stderr);
+    assert_eq!(server.log().iter().map(|r| r.status).collect::<Vec<_>>(), [304]);
+    let trash = env.root.join(".upmirror").join(format!("trash-{v1}"));
+    assert!(Command::new("umount").arg(trash.join("busy")).status().unwrap().success());
+    let out = env.sync(&server.url(), &["--keep", "1"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!trash.exists(), "removed once it could be");
+}

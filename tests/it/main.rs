@@ -4,6 +4,7 @@
 mod cli;
 mod crash;
 mod crawl;
+mod hostile;
 mod network;
 mod operator;
 mod serve;
