@@ -59,6 +59,30 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
     f.write_all(bytes).with_context(|| format!("could not write {}", path.display()))
 }
 
+/// Open `rel` below the directory `base` for reading, only if it is a
+/// regular file reached without following any symlink and without leaving
+/// `base` (`openat2` with `RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH`); a FIFO
+/// or device is refused, and never waited on (`O_NONBLOCK`).
+pub fn open_regular_beneath(base: &Path, rel: &str) -> Result<File> {
+    use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+    let what = || format!("{}/{rel}", base.display());
+    let dir = rustix::fs::open(base, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .with_context(|| format!("could not open {}", base.display()))?;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+    let fd = match rustix::fs::openat2(&dir, rel, flags, Mode::empty(), resolve) {
+        Err(rustix::io::Errno::LOOP) | Err(rustix::io::Errno::XDEV) => {
+            bail!("{}: a symlink on the way; a file:// upstream serves only regular files", what())
+        }
+        other => other.with_context(|| format!("could not open {}", what()))?,
+    };
+    let stat = rustix::fs::fstat(&fd).with_context(|| format!("could not stat {}", what()))?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        bail!("{}: not a regular file; a file:// upstream serves only regular files", what());
+    }
+    Ok(File::from(fd))
+}
+
 pub fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
     match fs::read_dir(dir) {
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),

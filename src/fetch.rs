@@ -36,7 +36,7 @@ use crate::disk::{ensure_real_dir, nofollow};
 use crate::manifest::{Digest, Entry};
 use crate::output::Progress;
 use crate::scan::hash_reader;
-use crate::upstream::{Body, HttpStatus, Transport, Upstreams};
+use crate::upstream::{Body, HttpStatus, Pace, Stalled, Transport, Upstreams};
 
 /// A file in staging whose bytes matched the listing: its size, and its
 /// digest when the listing gives one (else its `Last-Modified`). Only this
@@ -98,15 +98,8 @@ pub enum Mismatch {
     Mtime { got: i64, want: i64 },
     #[error("asked for bytes from {want}, got a 206 from {got}; the partial file was discarded")]
     RangeStart { want: u64, got: u64 },
-}
-
-/// A transfer stopped making progress (retried).
-#[derive(Debug, thiserror::Error)]
-pub enum Stalled {
-    #[error("no data for {0:?}")]
-    Idle(Duration),
-    #[error("slower than {limit} bytes/s over {window:?}")]
-    TooSlow { limit: u64, window: Duration },
+    #[error("answered a request for the whole file with a 206 (partial content)")]
+    UnaskedRange,
 }
 
 /// A local disk error: the run stops, no retry helps.
@@ -211,7 +204,7 @@ impl Fetcher {
 
     async fn fetch_retrying(&self, entry: Entry) -> Result<Verified> {
         let name = staging_name(&entry);
-        let file = self.staging.join(&name[..2]).join(name);
+        let file = self.staging.join(&name[..2]).join(&name);
         let mut ruled_out = vec![false; self.up.bases.len()];
         let mut failures = Vec::new();
         for round in 0..=self.net.retries {
@@ -295,6 +288,7 @@ impl Fetcher {
     ) -> Result<Verified> {
         let io = |what: &str, e: std::io::Error| LocalIo(format!("could not {what} {}: {e}", file.display()));
         let (out, mut hasher, mut got) = match body.range_start {
+            Some(_) if from == 0 => return Err(Mismatch::UnaskedRange.into()),
             Some(start) if start == from => {
                 let (hasher, len) = hash_prefix(file).await?;
                 let out = std::fs::File::options()
@@ -352,8 +346,7 @@ impl Fetcher {
         got: &mut u64,
         size: u64,
     ) -> Result<()> {
-        let (window, floor) = (self.net.low_speed_time, self.net.low_speed_limit);
-        let (mut window_start, mut window_bytes) = (Instant::now(), 0u64);
+        let mut pace = Pace::new(&self.net);
         let (mut unflushed, mut flushing) = (0u64, None::<tokio::task::JoinHandle<std::io::Result<()>>>);
         loop {
             let chunk = match tokio::time::timeout(self.net.idle_timeout, body.chunk()).await {
@@ -374,13 +367,7 @@ impl Fetcher {
             if *got > size {
                 return Err(Mismatch::TooLong(size).into());
             }
-            window_bytes += chunk.len() as u64;
-            if window_start.elapsed() >= window {
-                if (window_bytes as f64) < floor as f64 * window_start.elapsed().as_secs_f64() {
-                    return Err(Stalled::TooSlow { limit: floor, window }.into());
-                }
-                (window_start, window_bytes) = (Instant::now(), 0);
-            }
+            pace.add(chunk.len())?;
             if let Some(limiter) = &self.limiter {
                 limiter.take(chunk.len()).await;
             }
@@ -490,6 +477,28 @@ async fn hash_prefix(file: &Path) -> Result<(Sha256, u64)> {
 /// shard directory.
 fn staging_name(e: &Entry) -> String {
     hex::encode(&Sha256::digest(e.identity_line().as_bytes())[..16])
+}
+
+/// Remove every staged file that none of `wanted` will resume: what a failed
+/// run left for a listing that has since changed. Returns the bytes freed.
+/// Without this, an upstream that fails each run differently grows staging
+/// until the free-space guard refuses every run.
+pub fn reclaim_staging<'a>(staging: &Path, wanted: impl Iterator<Item = &'a Entry>) -> Result<u64> {
+    let keep: std::collections::HashSet<String> = wanted.map(staging_name).collect();
+    let mut freed = 0;
+    let shards = crate::disk::read_dir(staging)?.into_iter().filter(|d| d.file_type().is_ok_and(|t| t.is_dir()));
+    for shard in shards {
+        for file in crate::disk::read_dir(&shard.path())? {
+            let name = file.file_name().to_string_lossy().into_owned();
+            if keep.contains(name.strip_suffix(".validator").unwrap_or(&name)) {
+                continue;
+            }
+            let len = file.metadata().map_or(0, |m| m.len());
+            discard(&file.path(), &file.path())?;
+            freed += len;
+        }
+    }
+    Ok(freed)
 }
 
 /// A pace shared by all transfers: each chunk waits for its slot.

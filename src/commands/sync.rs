@@ -10,6 +10,7 @@ use super::{before, rfc3339, runtime, unix_seconds};
 use crate::cli::SyncArgs;
 use crate::config::Config;
 use crate::error::Refused;
+use crate::fetch::reclaim_staging;
 use crate::filter::Filter;
 use crate::manifest::Manifest;
 use crate::output::{Reporter, human_bytes};
@@ -82,6 +83,10 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
     let upstream = listing.url.to_string();
     run.status.upstream = Some(upstream.clone());
     let plan = accept(args, &state, published.as_ref(), &listing, &cfg.filter, out)?;
+    let freed = reclaim_staging(&run.locked.partial_dir(), plan.downloads())?;
+    if freed > 0 {
+        out.detail(format!("removed {} of partial downloads this listing no longer needs", human_bytes(freed)));
+    }
     check_plan(cfg, args, &plan, published_count(published.as_ref()), &run.locked.root)?;
     if let Some(file) = &args.plan {
         SavedPlan::load(file)?.check(&listing, published.as_ref(), &plan, file)?;
@@ -259,6 +264,13 @@ fn accept(
             rfc3339(generated)
         ))
         .into());
+    }
+    if let Some(e) = listing.manifest.files.iter().find(|e| e.path.ancestors().next() == Some(SNAPSHOT_MANIFEST)) {
+        anyhow::bail!(
+            "{} lists \"{}\": {SNAPSHOT_MANIFEST} is each snapshot's own file, not a directory",
+            listing.url,
+            e.path
+        );
     }
     let files: Vec<_> =
         listing.manifest.files.iter().filter(|e| e.path.as_str() != SNAPSHOT_MANIFEST).cloned().collect();

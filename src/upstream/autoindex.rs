@@ -37,7 +37,8 @@ struct JsonItem {
 
 /// nginx `autoindex_format json`: names are raw, mtimes to the second.
 pub fn parse_nginx_json(text: &str) -> Result<Vec<Item>, String> {
-    let raw: Vec<JsonItem> = serde_json::from_str(text).map_err(|e| format!("not an nginx JSON listing: {e}"))?;
+    let raw: Vec<JsonItem> = serde_json::from_str(text)
+        .map_err(|e| format!("not an nginx JSON listing: {}", crate::output::quote(&e.to_string(), 300)))?;
     raw.into_iter()
         .filter(|r| r.kind == "file" || r.kind == "directory")
         .map(|r| {

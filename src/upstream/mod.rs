@@ -5,6 +5,7 @@
 
 mod autoindex;
 mod crawl;
+mod pace;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,14 +16,15 @@ use reqwest::header::{CONTENT_RANGE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_
 use reqwest::{Certificate, Client, Identity, StatusCode};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncReadExt;
 use url::Url;
 
 use crate::cli::ListingKind;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Net};
 use crate::manifest::{Digest, Manifest, RelPath};
 
 pub use autoindex::parse_http_date;
+pub use pace::{Pace, Stalled};
 
 /// The largest manifest accepted, a guard against endless or bloated bodies.
 pub const MAX_LISTING_BYTES: u64 = 512 << 20;
@@ -121,6 +123,7 @@ pub struct Upstreams {
     /// What server certificates are checked against, for reports.
     trust: String,
     has_client_cert: bool,
+    net: Net,
     client: Client,
     /// What this run saw of each upstream: used, and its first error.
     health: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
@@ -144,6 +147,7 @@ impl Upstreams {
             concurrency: cfg.concurrency,
             trust: cfg.tls.ca_file.as_ref().map_or("system roots".to_owned(), |f| format!("pinned {}", f.display())),
             has_client_cert: cfg.tls.client_cert.is_some(),
+            net: cfg.net.clone(),
             client: build_client(cfg)?,
             health: std::sync::Arc::new(std::sync::Mutex::new(vec![(false, None); cfg.upstreams.len()])),
         })
@@ -196,20 +200,11 @@ impl Upstreams {
     /// directory listing.
     pub async fn probe(&self, i: usize) -> Probe {
         let start = Instant::now();
-        let result = match self.manifest_url(i) {
-            Ok(url) => match self.fetch_manifest(i, &url, None).await {
-                Err(e) if self.listing != ListingKind::Manifest && is_not_found(&e) => {
-                    crawl::probe_top(self, i).await.map(|(source, newest)| (source, Some(newest), None))
-                }
-                Ok(ListOutcome::Fetched(l)) => {
-                    let generated =
-                        l.manifest.generated_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-                    Ok((Source::Manifest, Some(generated), Some(l.manifest.files.len())))
-                }
-                Ok(ListOutcome::Unchanged { .. }) => unreachable!("no validators were sent"),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
+        // A probe has a deadline of its own: a trickling upstream cannot hold `mirrors`.
+        let deadline = self.net.connect_timeout + self.net.low_speed_time;
+        let result = match tokio::time::timeout(deadline, self.probe_listing(i)).await {
+            Ok(result) => result,
+            Err(_) => Err(anyhow!("no whole answer within {deadline:?} (connect_timeout + low_speed_time)")),
         };
         let latency_ms = start.elapsed().as_millis() as u64;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
@@ -242,6 +237,22 @@ impl Upstreams {
             }
         }
         probe
+    }
+
+    /// The listing kind of upstream `i`, its age and (for a manifest) its size.
+    async fn probe_listing(&self, i: usize) -> Result<(Source, Option<i64>, Option<usize>)> {
+        let url = self.manifest_url(i)?;
+        match self.fetch_manifest(i, &url, None).await {
+            Err(e) if self.listing != ListingKind::Manifest && is_not_found(&e) => {
+                crawl::probe_top(self, i).await.map(|(source, newest)| (source, Some(newest), None))
+            }
+            Ok(ListOutcome::Fetched(l)) => {
+                let generated = l.manifest.generated_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+                Ok((Source::Manifest, Some(generated), Some(l.manifest.files.len())))
+            }
+            Ok(ListOutcome::Unchanged { .. }) => bail!("{url}: answered 304 to a request without validators"),
+            Err(e) => Err(e),
+        }
     }
 
     /// Remember that upstream `i` was used, and its first failure if any.
@@ -279,7 +290,7 @@ impl Upstreams {
 
     async fn fetch_manifest(&self, upstream: usize, url: &Url, known: Option<Validators>) -> Result<ListOutcome> {
         let (bytes, validators) = if url.scheme() == "file" {
-            (read_local(&file_path(url)?).await?, Validators::default())
+            (read_local(&file_path(&self.bases[upstream])?, &self.manifest_name).await?, Validators::default())
         } else {
             let mut req = self.client.get(url.clone());
             if let Some(v) = &known {
@@ -297,7 +308,7 @@ impl Upstreams {
             let resp = check_status(resp)?;
             let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
             let validators = Validators { etag: header(ETAG), last_modified: header(LAST_MODIFIED) };
-            (read_capped(resp, MAX_LISTING_BYTES).await?, validators)
+            (self.read_capped(resp, MAX_LISTING_BYTES).await?, validators)
         };
         let manifest = Manifest::parse(&bytes).map_err(anyhow::Error::msg)?;
         let identity = Digest(Sha256::digest(&bytes).into());
@@ -326,11 +337,21 @@ impl Upstreams {
     pub async fn open(&self, i: usize, rel: &RelPath, from: u64, validator: Option<&str>) -> Result<Body> {
         let url = self.file_url(i, rel);
         if url.scheme() == "file" {
-            let path = file_path(&url)?;
-            let mut f = tokio::fs::File::open(&path).await.with_context(|| format!("{}", path.display()))?;
-            f.seek(std::io::SeekFrom::Start(from)).await.with_context(|| format!("{}", path.display()))?;
+            let base = file_path(&self.bases[i])?;
+            let rel = rel.as_str().to_owned();
+            let open = move || -> Result<std::fs::File> {
+                let mut f = crate::disk::open_regular_beneath(&base, &rel)?;
+                std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(from))?;
+                Ok(f)
+            };
+            let f = tokio::task::spawn_blocking(open).await.map_err(|e| anyhow!("open task failed: {e}"))??;
             let range_start = (from > 0).then_some(from);
-            return Ok(Body { kind: BodyKind::File(f), range_start, validator: None, last_modified: None });
+            return Ok(Body {
+                kind: BodyKind::File(tokio::fs::File::from_std(f)),
+                range_start,
+                validator: None,
+                last_modified: None,
+            });
         }
         let mut req = self.client.get(url);
         if from > 0 {
@@ -357,7 +378,24 @@ impl Upstreams {
     /// at most `cap` bytes.
     async fn get_small(&self, url: &Url, cap: u64) -> Result<Vec<u8>> {
         let resp = check_status(send(self.client.get(url.clone())).await?)?;
-        read_capped(resp, cap).await
+        self.read_capped(resp, cap).await
+    }
+
+    /// A whole small body, at most `cap` bytes, at the pace every transfer keeps.
+    async fn read_capped(&self, mut resp: reqwest::Response, cap: u64) -> Result<Vec<u8>> {
+        let (mut out, mut pace) = (Vec::new(), Pace::new(&self.net));
+        loop {
+            let chunk = tokio::time::timeout(self.net.idle_timeout, resp.chunk())
+                .await
+                .map_err(|_| Stalled::Idle(self.net.idle_timeout))?
+                .map_err(describe)?;
+            let Some(chunk) = chunk else { return Ok(out) };
+            if out.len() as u64 + chunk.len() as u64 > cap {
+                bail!("larger than {cap} bytes");
+            }
+            pace.add(chunk.len())?;
+            out.extend_from_slice(&chunk);
+        }
     }
 
     /// The exact length of a file, from a HEAD request.
@@ -565,25 +603,20 @@ fn rustls_cause(e: &reqwest::Error) -> Option<&rustls::Error> {
     None
 }
 
-async fn read_capped(mut resp: reqwest::Response, cap: u64) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(describe)? {
-        if out.len() as u64 + chunk.len() as u64 > cap {
-            bail!("larger than {cap} bytes");
+/// A manifest from a `file://` upstream, at most [`MAX_LISTING_BYTES`].
+async fn read_local(base: &std::path::Path, name: &str) -> Result<Vec<u8>> {
+    let (base, name) = (base.to_path_buf(), name.to_owned());
+    let read = move || -> Result<Vec<u8>> {
+        let f = crate::disk::open_regular_beneath(&base, &name)?;
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_LISTING_BYTES + 1), &mut out)
+            .with_context(|| format!("{}/{name}", base.display()))?;
+        if out.len() as u64 > MAX_LISTING_BYTES {
+            bail!("listing larger than {MAX_LISTING_BYTES} bytes");
         }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
-}
-
-async fn read_local(path: &std::path::Path) -> Result<Vec<u8>> {
-    let f = tokio::fs::File::open(path).await.with_context(|| format!("{}", path.display()))?;
-    let mut out = Vec::new();
-    f.take(MAX_LISTING_BYTES + 1).read_to_end(&mut out).await.with_context(|| format!("{}", path.display()))?;
-    if out.len() as u64 > MAX_LISTING_BYTES {
-        bail!("listing larger than {MAX_LISTING_BYTES} bytes");
-    }
-    Ok(out)
+        Ok(out)
+    };
+    tokio::task::spawn_blocking(read).await.map_err(|e| anyhow!("read task failed: {e}"))?
 }
 
 fn file_path(url: &Url) -> Result<PathBuf> {

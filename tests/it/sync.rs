@@ -254,9 +254,7 @@ fn a_listing_from_the_far_future_is_refused() {
 #[test]
 fn the_free_space_guard_refuses_before_any_download() {
     let env = Env::with_sample_tree();
-    env.edit_manifest(|t| {
-        t.replace("\"path\":\"empty\",\"size\":0", "\"path\":\"empty\",\"size\":9000000000000000")
-    });
+    env.edit_manifest(|t| t.replace("\"path\":\"empty\",\"size\":0", "\"path\":\"empty\",\"size\":9000000000000000"));
     let server = env.serve();
     let out = env.sync(&server.url(), &[]);
     assert_eq!(out.code, 3, "{out:?}");

@@ -43,6 +43,10 @@ pub enum Fault {
     Gzip,
     /// Read the request, then close the connection without an answer.
     Hangup,
+    /// Answer every request, ranged or not, with a 206 of the whole file.
+    AlwaysPartial,
+    /// Answer 200 with this body instead of the file or listing.
+    Body(Vec<u8>),
 }
 
 /// How the body is written.
@@ -262,6 +266,7 @@ fn respond_file(
         Some(Fault::Status(code)) => return (code, vec![], vec![]),
         Some(Fault::RetryAfter(secs)) => return (503, vec![("Retry-After".into(), secs.to_string())], vec![]),
         Some(Fault::Redirect(to)) => return (302, vec![("Location".into(), to)], vec![]),
+        Some(Fault::Body(body)) => return (200, vec![], body),
         _ => {}
     }
     let Some(rel) = decode(target.trim_start_matches('/')) else {
@@ -300,6 +305,10 @@ fn respond_file(
         std::io::Write::write_all(&mut gz, &body).unwrap();
         extra.push(("Content-Encoding".into(), "gzip".into()));
         return (200, extra, gz.finish().unwrap());
+    }
+    if matches!(fault, Some(Fault::AlwaysPartial)) {
+        extra.push(("Content-Range".into(), format!("bytes 0-{}/{}", body.len().saturating_sub(1), body.len())));
+        return (206, extra, body);
     }
     let range = headers.get("range").and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.strip_suffix('-'));
     let if_range_ok = headers.get("if-range").is_none_or(|v| *v == etag);
