@@ -9,6 +9,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
+use crate::config::ConfigError;
+
 /// `O_NOFOLLOW` for `OpenOptionsExt::custom_flags`: opening a symlink fails.
 pub fn nofollow() -> i32 {
     rustix::fs::OFlags::NOFOLLOW.bits() as i32
@@ -28,18 +30,53 @@ pub fn ensure_real_dir(path: &Path) -> Result<()> {
     }
 }
 
+/// Refuse a directory of the store that another user could write into:
+/// one writable by group or others, or owned by neither this user nor root.
+/// What is published must be what this process verified.
+pub fn ensure_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).with_context(|| format!("could not read {}", path.display()))?;
+    let (mode, uid, me) = (m.mode() & 0o7777, m.uid(), rustix::process::geteuid().as_raw());
+    if mode & 0o022 != 0 {
+        return Err(ConfigError(format!(
+            "{} is writable by group or others (mode {mode:04o}), so another user could change what is published; \
+             fix: chmod go-w {}",
+            path.display(),
+            path.display()
+        ))
+        .into());
+    }
+    if uid != me && uid != 0 {
+        return Err(ConfigError(format!(
+            "{} is owned by uid {uid}, neither this user (uid {me}) nor root; fix: run upmirror as its owner, or chown it",
+            path.display()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// Replace `path` with `bytes` atomically and durably: a temporary file of
 /// a fresh random name beside it (created exclusively, so never through a
 /// symlink and never over another file), fsync, rename, fsync of the
 /// directory. A relative `path` is taken from the working directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_mode(path, bytes, 0o644)
+}
+
+/// [`write_atomic`] for a file only this user may read (mode 0600).
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_mode(path, bytes, 0o600)
+}
+
+fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let result = (|| {
         let mut tmp = tempfile::Builder::new()
             .prefix(".upmirror-")
             .suffix(".tmp")
-            .permissions(fs::Permissions::from_mode(0o644))
+            .permissions(fs::Permissions::from_mode(mode))
             .tempfile_in(dir)?;
         tmp.write_all(bytes)?;
         tmp.as_file().sync_all()?;

@@ -100,6 +100,8 @@ pub enum Mismatch {
     RangeStart { want: u64, got: u64 },
     #[error("answered a request for the whole file with a 206 (partial content)")]
     UnaskedRange,
+    #[error("no Last-Modified to confirm the listed mtime, and no digest; only the listing's own upstream is trusted")]
+    Unconfirmed,
 }
 
 /// A local disk error: the run stops, no retry helps.
@@ -244,7 +246,7 @@ impl Fetcher {
     /// return it once the whole file matches the listing.
     async fn attempt(&self, i: usize, entry: &Entry, file: &Path) -> Result<Verified> {
         let meta_path = file.with_extension("validator");
-        let existing = std::fs::symlink_metadata(file).ok().map(|m| m.len());
+        let existing = own_file(file, &meta_path)?;
         if existing.is_some_and(|have| have >= entry.size)
             && let Some(verified) = self.check_complete(entry, file).await?
         {
@@ -264,11 +266,16 @@ impl Fetcher {
             }
             Ok(result) => result?,
         };
-        if entry.sha256.is_none()
-            && let Some(got) = body.last_modified
-            && got - got.rem_euclid(self.precision) != entry.mtime
-        {
-            return Err(Mismatch::Mtime { got, want: entry.mtime }.into());
+        // Without a digest, the listing's mtime vouches for the body: from
+        // another upstream than the listing's, it must be confirmed.
+        if entry.sha256.is_none() {
+            match body.last_modified {
+                Some(got) if got - got.rem_euclid(self.precision) != entry.mtime => {
+                    return Err(Mismatch::Mtime { got, want: entry.mtime }.into());
+                }
+                None if i != self.order[0] => return Err(Mismatch::Unconfirmed.into()),
+                _ => {}
+            }
         }
         let verified = self.receive(body, entry, file, &meta_path, from).await?;
         if big {
@@ -435,10 +442,29 @@ fn backoff(base: Duration, round: u32) -> Duration {
     d + Duration::from_millis(jitter)
 }
 
-/// Create or truncate a staging file; a symlink planted in its place is an
-/// error, never followed.
+/// Create a staging file afresh: whatever was at `path` is unlinked (never
+/// followed, never written through), and the new file is created exclusively.
 fn create_nofollow(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::File::options().write(true).create(true).truncate(true).custom_flags(nofollow()).open(path)
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::File::options().write(true).create_new(true).custom_flags(nofollow()).open(path)
+}
+
+/// The length of the partial file at `file`, if it is one this process
+/// could have written: a regular file of this user with no other link.
+/// Anything else found there (a symlink, a hardlink to a file elsewhere, a
+/// file of another user) is unlinked with its validator, never used.
+fn own_file(file: &Path, meta_path: &Path) -> Result<Option<u64>> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::symlink_metadata(file) else { return Ok(None) };
+    let me = rustix::process::geteuid().as_raw();
+    if m.file_type().is_file() && m.nlink() == 1 && m.uid() == me {
+        return Ok(Some(m.len()));
+    }
+    discard(file, meta_path)?;
+    Ok(None)
 }
 
 /// The validator saved beside a partial file, if any (never through a symlink).

@@ -263,8 +263,24 @@ pub fn error_line(err: &anyhow::Error) -> String {
     }
 }
 
+/// A character that does not show as itself: controls, format and bidi
+/// characters, separators other than the space, unassigned, private and
+/// surrogate code points (by general category), and the Hangul fillers,
+/// letters that draw nothing.
 fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    use unicode_general_category::{GeneralCategory as G, get_general_category};
+    let hidden = matches!(
+        get_general_category(c),
+        G::Control
+            | G::Format
+            | G::Unassigned
+            | G::PrivateUse
+            | G::Surrogate
+            | G::LineSeparator
+            | G::ParagraphSeparator
+            | G::SpaceSeparator
+    );
+    (hidden && c != ' ') || matches!(c, '\u{115f}' | '\u{1160}' | '\u{3164}' | '\u{ffa0}')
 }
 
 #[cfg(test)]
@@ -299,6 +315,12 @@ mod tests {
         assert_eq!(escape("a\u{1b}[31mb"), "a\\u{1b}[31mb");
         assert_eq!(escape("x\ny"), "x\\ny");
         assert_eq!(escape("evil\u{202e}txt"), "evil\\u{202e}txt");
+        for hidden in
+            ['\u{2028}', '\u{2029}', '\u{61c}', '\u{ad}', '\u{2060}', '\u{e0041}', '\u{fffa}', '\u{180e}', '\u{3164}']
+        {
+            assert_eq!(escape(&format!("a{hidden}b")), format!("a\\u{{{:x}}}b", hidden as u32), "{:x}", hidden as u32);
+        }
+        assert_eq!(escape("a b"), "a b");
         assert_eq!(escape("a\\b"), "a\\\\b");
         assert_eq!(escape("plain/ünïcode.zip"), "plain/ünïcode.zip");
     }

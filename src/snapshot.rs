@@ -17,14 +17,14 @@
 
 use std::fs::{self, File};
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 
-use crate::disk::{ensure_real_dir, failpoint, read_dir, remove_if_exists, write_new};
+use crate::disk::{ensure_private, ensure_real_dir, failpoint, read_dir, remove_if_exists, write_new};
 use crate::fetch::Verified;
 use crate::interrupt;
 use crate::manifest::{Entry, Manifest};
@@ -83,13 +83,31 @@ impl Store {
     }
 
     /// Create the layout if it is missing; refuse store directories that are
-    /// symlinks. (The root itself may be one, e.g. to another disk.)
+    /// symlinks (the root itself may be one, e.g. to another disk), or that
+    /// another user could write into.
     pub fn ensure_layout(&self) -> Result<()> {
         fs::create_dir_all(&self.root).with_context(|| format!("could not create {}", self.root.display()))?;
-        for dir in [self.snapshots(), self.meta(), self.partial_dir()] {
+        ensure_private(&self.root)?;
+        for dir in [self.snapshots(), self.meta(), self.partial_dir(), self.root.join("public")] {
             ensure_real_dir(&dir)?;
+            ensure_private(&dir)?;
         }
         Ok(())
+    }
+
+    /// A warning when root works in a mirror root that another user owns:
+    /// what root writes there now will be root's, and that user's next run
+    /// may fail on it.
+    pub fn owner_warning(&self) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let owner = fs::metadata(&self.root).ok()?.uid();
+        (rustix::process::geteuid().is_root() && owner != 0).then(|| {
+            format!(
+                "running as root in {}, which uid {owner} owns: what this run writes will be root's; \
+                 run it as that user (runuser -u USER -- upmirror ...)",
+                self.root.display()
+            )
+        })
     }
 
     /// Create the layout if needed and take the run lock without waiting;
@@ -101,6 +119,7 @@ impl Store {
             .create(true)
             .truncate(false)
             .write(true)
+            .custom_flags(crate::disk::nofollow())
             .open(&path)
             .with_context(|| format!("could not open {}", path.display()))?;
         match file.try_lock() {

@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::disk::write_atomic;
+use crate::disk::write_private;
 use crate::upstream::Validators;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -53,7 +53,7 @@ impl State {
 
     pub fn save(&self, meta: &Path) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(self).context("serialise state")?;
-        write_atomic(&meta.join("state.json"), &bytes)
+        write_private(&meta.join("state.json"), &bytes)
     }
 
     /// Validators for `url`, if they belong to the published listing.

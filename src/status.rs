@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::disk::{ensure_real_dir, write_atomic};
+use crate::disk::{ensure_real_dir, write_atomic, write_private};
 use crate::output::{human_bytes, human_duration};
 use crate::plan::Summary;
 
@@ -91,11 +91,11 @@ impl RunStatus {
             self.disk_size_bytes = Some(fs.f_blocks * fs.f_frsize);
             self.disk_used_bytes = Some(fs.f_blocks.saturating_sub(fs.f_bfree) * fs.f_frsize);
         }
-        write_atomic(&sinks.meta.join("status.json"), &serde_json::to_vec_pretty(self)?)?;
+        write_private(&sinks.meta.join("status.json"), &serde_json::to_vec_pretty(self)?)?;
         history.push(self.clone());
         let start = history.len().saturating_sub(HISTORY);
         history.drain(..start);
-        write_atomic(&history_path, &serde_json::to_vec(&history)?)?;
+        write_private(&history_path, &serde_json::to_vec(&history)?)?;
 
         let public: Vec<RunStatus> = history.iter().map(|r| r.sanitised(&sinks.redact)).collect();
         ensure_real_dir(&sinks.public)?;
@@ -168,14 +168,11 @@ fn esc(s: &str) -> String {
 /// The status page: plain HTML and CSS; a few lines of script only turn
 /// absolute times into "2 h ago".
 fn page(recent: &[&RunStatus], success: Option<&RunStatus>) -> String {
-    let mut html = String::from(concat!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
-        "<meta name=\"viewport\" content=\"width=device-width\"><title>upmirror status</title><style>",
-        "body{font:15px/1.4 system-ui,sans-serif;margin:2em auto;max-width:60em;padding:0 1em;color:#222}",
-        "table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.3em .6em;border-bottom:1px solid #ddd}",
-        ".ok{color:#186a1e}.bad{color:#b00020;font-weight:bold}.big{font-size:1.6em}code{font-size:.9em}",
-        "</style></head><body>\n<h1>upmirror</h1>\n",
-    ));
+    let mut html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width\"><title>upmirror status</title>\
+         <style>{PAGE_STYLE}</style></head><body>\n<h1>upmirror</h1>\n"
+    );
     match success {
         Some(s) => {
             let _ = writeln!(
@@ -192,15 +189,26 @@ fn page(recent: &[&RunStatus], success: Option<&RunStatus>) -> String {
         last_run_section(&mut html, r);
     }
     history_section(&mut html, recent);
-    html.push_str(concat!(
-        "<p><a href=\"status.json\">status.json</a></p>\n<script>\n",
-        "for (const t of document.querySelectorAll('time')) {\n",
-        "  const s = (Date.now() - Date.parse(t.dateTime)) / 1000, d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60);\n",
-        "  t.title = t.dateTime; t.textContent = (d ? d + ' d ' + h + ' h' : h ? h + ' h ' + m + ' min' : m + ' min') + ' ago';\n",
-        "}\n</script>\n</body></html>\n",
-    ));
+    let _ = write!(
+        html,
+        "<p><a href=\"status.json\">status.json</a></p>\n<script>{PAGE_SCRIPT}</script>\n</body></html>\n"
+    );
     html
 }
+
+/// The page's only style and script. The shipped nginx site allows exactly
+/// these by hash in its Content-Security-Policy (a test checks the hashes).
+pub const PAGE_STYLE: &str = concat!(
+    "body{font:15px/1.4 system-ui,sans-serif;margin:2em auto;max-width:60em;padding:0 1em;color:#222}",
+    "table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.3em .6em;border-bottom:1px solid #ddd}",
+    ".ok{color:#186a1e}.bad{color:#b00020;font-weight:bold}.big{font-size:1.6em}code{font-size:.9em}",
+);
+pub const PAGE_SCRIPT: &str = concat!(
+    "\nfor (const t of document.querySelectorAll('time')) {\n",
+    "  const s = (Date.now() - Date.parse(t.dateTime)) / 1000, d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60);\n",
+    "  t.title = t.dateTime; t.textContent = (d ? d + ' d ' + h + ' h' : h ? h + ' h ' + m + ' min' : m + ' min') + ' ago';\n",
+    "}\n",
+);
 
 /// The last run: outcome, what is published, the disk, each upstream.
 fn last_run_section(html: &mut String, r: &RunStatus) {
@@ -310,6 +318,17 @@ mod tests {
         assert!(text.contains("upmirror_bytes_downloaded_total 1234\n"));
         assert!(text.contains("upmirror_published_files 7\n"));
         assert!(text.contains("# TYPE upmirror_bytes_downloaded_total counter"));
+    }
+
+    #[test]
+    fn the_shipped_nginx_site_allows_exactly_the_pages_style_and_script() {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let site = include_str!("../nginx/upmirror.conf");
+        for text in [PAGE_STYLE, PAGE_SCRIPT] {
+            let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(text));
+            assert!(site.contains(&format!("'sha256-{hash}'")), "nginx/upmirror.conf lacks 'sha256-{hash}'");
+        }
     }
 
     #[test]

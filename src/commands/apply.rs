@@ -54,6 +54,9 @@ pub(super) fn recorded<T: Outcome>(
 ) -> Result<(T, RunStatus)> {
     let status = RunStatus { started: now_rfc3339(), ..RunStatus::default() };
     let mut run = Run { locked: store.lock()?, cfg, out, status };
+    if let Some(warning) = store.owner_warning() {
+        run.warn(warning);
+    }
     let result = run.locked.clean_leftovers().and_then(|stuck| {
         for e in stuck {
             run.warn(format!("a leftover of an earlier run stays: {}", error_line(&e)));

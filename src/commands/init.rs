@@ -16,7 +16,6 @@ pub(super) fn init(cfg: &Config, dir: Option<&Path>, out: Reporter) -> Result<()
     };
     let store = Store::new(root);
     store.ensure_layout()?;
-    crate::disk::ensure_real_dir(&root.join("public"))?;
     out.info(format!("created the mirror root {} (snapshots/, .upmirror/, public/)", root.display()));
     println!(
         "next steps:\n\

@@ -20,6 +20,11 @@ use crate::interrupt;
 use crate::output::Reporter;
 
 pub fn run(command: Command, cfg: &Config, out: Reporter) -> Result<()> {
+    if let Some(key) = &cfg.tls.client_key
+        && std::fs::metadata(key).is_ok_and(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o004 != 0)
+    {
+        out.warn(format!("client_key {} is readable by every user; fix: chmod o-r {}", key.display(), key.display()));
+    }
     match command {
         Command::Sync(args) => sync::sync(cfg, &args, out),
         Command::Verify { repair } => verify::verify(cfg, repair, out),

@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::os::unix::fs::symlink;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -210,7 +211,8 @@ struct Mount(std::path::PathBuf);
 
 impl Mount {
     fn tmpfs(at: &std::path::Path, options: &str) -> Mount {
-        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", options, "tmpfs"]).arg(at).status().unwrap();
+        let options = format!("mode=0755,{options}");
+        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &options, "tmpfs"]).arg(at).status().unwrap();
         assert!(ok.success(), "mount tmpfs failed");
         Mount(at.to_path_buf())
     }
@@ -236,31 +238,39 @@ fn staging_name(path: &str, size: u64, mtime: i64, sha: &str) -> String {
 }
 
 #[test]
-fn symlinks_planted_in_the_store_never_redirect_a_write() {
-    // A staging file replaced by a symlink to a file outside the root.
-    let env = Env::with_sample_tree();
-    let server = env.serve();
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&fs::read(env.upstream.join("upmirror-manifest.json")).unwrap()).unwrap();
-    fs::create_dir_all(env.root.join(".upmirror/partial")).unwrap();
-    for f in manifest["files"].as_array().unwrap() {
-        let name = staging_name(
-            f["path"].as_str().unwrap(),
-            f["size"].as_u64().unwrap(),
-            f["mtime"].as_i64().unwrap(),
-            f["sha256"].as_str().unwrap(),
-        );
-        let shard = env.root.join(".upmirror/partial").join(&name[..2]);
-        fs::create_dir_all(&shard).unwrap();
-        symlink(&env.sentinel, shard.join(&name)).unwrap();
-        symlink(&env.sentinel, shard.join(format!("{name}.validator"))).unwrap();
-    }
-    let out = env.sync(&server.url(), &[]);
-    assert_eq!(out.code, 1, "{out:?}");
-    env.assert_sentinel_intact();
-    assert!(fs::symlink_metadata(env.current()).is_err());
-    for r in server.log() {
-        assert!(!r.headers.get("if-range").is_some_and(|v| v.contains("never change")), "a planted validator was read");
+fn links_planted_in_the_store_never_redirect_a_write() {
+    // Every staging file and validator replaced by a symlink, then by a
+    // hardlink, to a file outside the root: each is unlinked, never written
+    // through or read, and the run publishes what the upstream has.
+    let plants: [fn(&Path, &Path) -> std::io::Result<()>; 2] = [|a, b| symlink(a, b), |a, b| fs::hard_link(a, b)];
+    for plant in plants {
+        let env = Env::with_sample_tree();
+        let server = env.serve();
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&fs::read(env.upstream.join("upmirror-manifest.json")).unwrap()).unwrap();
+        fs::create_dir_all(env.root.join(".upmirror/partial")).unwrap();
+        for f in manifest["files"].as_array().unwrap() {
+            let name = staging_name(
+                f["path"].as_str().unwrap(),
+                f["size"].as_u64().unwrap(),
+                f["mtime"].as_i64().unwrap(),
+                f["sha256"].as_str().unwrap(),
+            );
+            let shard = env.root.join(".upmirror/partial").join(&name[..2]);
+            fs::create_dir_all(&shard).unwrap();
+            plant(&env.sentinel, &shard.join(&name)).unwrap();
+            plant(&env.sentinel, &shard.join(format!("{name}.validator"))).unwrap();
+        }
+        let out = env.sync(&server.url(), &[]);
+        assert_eq!(out.code, 0, "{out:?}");
+        env.assert_sentinel_intact();
+        env.assert_mirrors_upstream();
+        for r in server.log() {
+            assert!(
+                !r.headers.get("if-range").is_some_and(|v| v.contains("never change")),
+                "a planted validator was read"
+            );
+        }
     }
 
     // The staging directory itself replaced by a symlink.
@@ -552,4 +562,46 @@ fn a_failure_after_the_swap_is_a_warning_and_the_state_is_saved() {
     let out = env.sync(&server.url(), &["--keep", "1"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(!trash.exists(), "removed once it could be");
+}
+
+#[test]
+fn a_store_another_user_could_write_into_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    let published = env.published_id();
+    for dir in ["", "snapshots", ".upmirror", ".upmirror/partial", "public"] {
+        let path = env.root.join(dir);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o775)).unwrap();
+        let out = env.sync(&server.url(), &[]);
+        assert_eq!(out.code, 2, "{dir}: {out:?}");
+        assert!(
+            out.stderr.contains("writable by group or others") && out.stderr.contains("chmod go-w"),
+            "{}",
+            out.stderr
+        );
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::os::unix::fs::chown(&env.root, Some(4242), None).unwrap();
+    let out = env.sync(&server.url(), &[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("owned by uid 4242"), "{}", out.stderr);
+    std::os::unix::fs::chown(&env.root, Some(0), None).unwrap();
+    assert_eq!(env.published_id(), published);
+
+    // Private state is private; what nginx serves is readable.
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    let mode = |rel: &str| fs::metadata(env.root.join(rel)).unwrap().permissions().mode() & 0o777;
+    for private in [".upmirror/status.json", ".upmirror/history.json", ".upmirror/state.json"] {
+        assert_eq!(mode(private), 0o600, "{private}");
+    }
+    assert_eq!(mode("public/status.json"), 0o644);
+
+    // The lock is never opened through a symlink.
+    let elsewhere = env.dir.path().join("created-through-the-lock");
+    fs::remove_file(env.root.join(".upmirror/lock")).unwrap();
+    symlink(&elsewhere, env.root.join(".upmirror/lock")).unwrap();
+    assert_eq!(env.sync(&server.url(), &[]).code, 1);
+    assert!(!elsewhere.exists(), "nothing created through the planted link");
 }

@@ -210,3 +210,24 @@ fn a_name_listed_twice_in_a_page_stops_the_crawl_at_that_page() {
     assert!(out.stderr.contains("\"a\" is listed twice"), "{}", out.stderr);
     assert!(server.log().iter().all(|r| !r.path.starts_with("/a/") && !r.path.starts_with("/%61/")));
 }
+
+#[test]
+fn without_a_digest_a_body_from_another_upstream_needs_its_mtime_confirmed() {
+    let env = Env::with_sample_tree();
+    env.remove("releases/11.2/SHA256SUMS");
+    // A secondary with other bytes of the same size, and no Last-Modified.
+    let other = env.dir.path().join("other");
+    for (path, (bytes, _)) in crate::support::files(&env.upstream) {
+        let to = other.join(&path);
+        fs::create_dir_all(to.parent().unwrap()).unwrap();
+        fs::write(to, if path == "pool/p02.deb" { vec![b'!'; bytes.len()] } else { bytes }).unwrap();
+    }
+    let primary = env.serve();
+    let secondary = crate::support::Server::start(&other, &env.pki, Default::default());
+    primary.fault("/pool/p02.deb", Fault::Status(500));
+    secondary.fault("/pool/p02.deb", Fault::NoLastModified);
+    let out = env.sync_from(&[&primary.url(), &secondary.url()], &["--listing", "autoindex", "--retries", "0"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("no Last-Modified to confirm"), "{}", out.stderr);
+    assert!(fs::symlink_metadata(env.current()).is_err(), "the unconfirmed bytes are not published");
+}

@@ -88,9 +88,18 @@ fn the_shipped_nginx_site_serves_the_mirror_and_its_status_and_nothing_else() {
         let post = c.post(format!("{base}/pool/p01.deb")).body("x").send().await.unwrap();
         assert_eq!(post.status().as_u16(), 403, "only GET and HEAD");
         let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        let resp = plain.get(format!("http://127.0.0.1:{http}/pool/p01.deb")).send().await.unwrap();
+        let resp = plain.get(format!("http://127.0.0.1:{http}/pool/p01.deb")).header("Host", "evil.example").send();
+        let resp = resp.await.unwrap();
         assert_eq!(resp.status().as_u16(), 301);
-        assert!(resp.headers()["location"].to_str().unwrap().starts_with("https://"));
+        let location = resp.headers()["location"].to_str().unwrap();
+        assert_eq!(location, "https://mirror.example.internal/pool/p01.deb", "never to the Host asked for");
+
+        let resp = c.get(format!("{base}/pool/p01.deb")).send().await.unwrap();
+        assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(resp.headers()["content-security-policy"], "sandbox", "upstream pages run in no origin");
+        let resp = c.get(format!("{base}/.well-known/upmirror/")).send().await.unwrap();
+        let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+        assert!(csp.starts_with("default-src 'none'") && csp.contains("script-src 'sha256-"), "{csp}");
     });
 }
 
@@ -209,19 +218,24 @@ fn the_systemd_units_verify_and_the_cron_line_parses() {
 }
 
 #[test]
-fn the_status_page_renders_in_chromium() {
+fn the_status_page_renders_in_chromium_under_the_shipped_sites_policy() {
     let env = Env::with_sample_tree();
     let upstream = env.serve();
     assert_eq!(env.sync(&upstream.url(), &[]).code, 0);
-    let page = format!("file://{}", env.root.join("public/index.html").display());
+    let allow = std::fs::read_to_string(shipped("nginx/upmirror-allow.conf")).unwrap();
+    let (_nginx, https, _) = start_shipped_site(&env, &allow, "nginx");
+    // Served by nginx with its Content-Security-Policy: the script runs only
+    // if the policy allows it by hash.
+    let page = format!("https://127.0.0.1:{https}/.well-known/upmirror/");
     let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().find(|p| Path::new(p).exists());
-    let chromium = chromium.expect("chromium is missing (apt-get install chromium); .ci/run installs it");
+    let chromium = chromium.expect("chromium is missing (apt-get install chromium); ./test.sh installs it");
     let profile = env.dir.path().join("chromium-profile");
     let shot = env.dir.path().join("status.png");
     let headless = |extra: &[String]| {
         Command::new(chromium)
             .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
             .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            .arg("--ignore-certificate-errors")
             .arg(format!("--user-data-dir={}", profile.display()))
             .args(extra)
             .output()
@@ -230,7 +244,7 @@ fn the_status_page_renders_in_chromium() {
     let dom = headless(&["--dump-dom".into(), page.clone()]);
     let dom = String::from_utf8_lossy(&dom.stdout);
     assert!(dom.contains("Last run") && dom.contains("published"), "{dom}");
-    assert!(dom.contains(" ago</time>"), "the times read as ago: {dom}");
+    assert!(dom.contains(" ago</time>"), "the script ran under the policy: {dom}");
     let out = headless(&["--window-size=1000,900".into(), format!("--screenshot={}", shot.display()), page]);
     let png =
         std::fs::read(&shot).unwrap_or_else(|_| panic!("no screenshot: {}", String::from_utf8_lossy(&out.stderr)));

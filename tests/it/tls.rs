@@ -47,12 +47,19 @@ fn the_pin_replaces_the_system_roots() {
 fn mutual_tls_works_with_the_client_certificate() {
     let env = Env::with_sample_tree();
     let server = env.serve_with(Options { client_ca: Some(env.pki.client_ca.clone()), ..Default::default() });
-    let out = env.sync(
-        &server.url(),
-        &["--client-cert", env.pki.client_cert.to_str().unwrap(), "--client-key", env.pki.client_key.to_str().unwrap()],
-    );
+    let key_mode = |mode| {
+        std::fs::set_permissions(&env.pki.client_key, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap()
+    };
+    let mtls =
+        ["--client-cert", env.pki.client_cert.to_str().unwrap(), "--client-key", env.pki.client_key.to_str().unwrap()];
+    key_mode(0o600);
+    let out = env.sync(&server.url(), &mtls);
     assert_eq!(out.code, 0, "{out:?}");
+    assert!(!out.stderr.contains("readable by every user"), "{}", out.stderr);
     env.assert_mirrors_upstream();
+    key_mode(0o644);
+    let out = env.sync(&server.url(), &mtls);
+    assert!(out.stderr.contains("is readable by every user; fix: chmod o-r"), "{}", out.stderr);
 }
 
 #[test]

@@ -47,6 +47,8 @@ pub enum Fault {
     AlwaysPartial,
     /// Answer 200 with this body instead of the file or listing.
     Body(Vec<u8>),
+    /// Serve the file without a `Last-Modified` header.
+    NoLastModified,
 }
 
 /// How the body is written.
@@ -300,6 +302,9 @@ fn respond_file(
     }
     let modified = httpdate(meta.modified().unwrap());
     let mut extra = vec![("ETag".to_owned(), etag.clone()), ("Last-Modified".to_owned(), modified)];
+    if matches!(fault, Some(Fault::NoLastModified)) {
+        extra.pop();
+    }
     if matches!(fault, Some(Fault::Gzip)) {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         std::io::Write::write_all(&mut gz, &body).unwrap();
