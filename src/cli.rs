@@ -67,6 +67,9 @@ pub struct SyncArgs {
     /// Apply exactly the plan saved in FILE; refuse (exit 3) if the upstream or the mirror changed since.
     #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
     pub plan: Option<PathBuf>,
+    /// Fetch the listing unconditionally now, whatever the validators say.
+    #[arg(long)]
+    pub recheck: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
@@ -166,6 +169,12 @@ pub struct GlobalArgs {
     /// Fail the whole run after this long [default: 12h].
     #[arg(long, global = true, env = "UPMIRROR_RUN_TIMEOUT", value_name = "DURATION")]
     pub run_timeout: Option<String>,
+    /// After a publish, paths missing from current are served from the snapshots it replaced for this long [default: 2h].
+    #[arg(long, global = true, env = "UPMIRROR_GRACE", value_name = "DURATION")]
+    pub grace: Option<String>,
+    /// Trust an upstream's validators (ETag, Last-Modified) at most this long [default: 24h].
+    #[arg(long, global = true, env = "UPMIRROR_RECHECK_AFTER", value_name = "DURATION")]
+    pub recheck_after: Option<String>,
     /// Cap on download speed, shared by all transfers (e.g. 20MiB/s) [default: none].
     #[arg(long, global = true, env = "UPMIRROR_BANDWIDTH_LIMIT", value_name = "RATE")]
     pub bandwidth_limit: Option<String>,

@@ -46,6 +46,8 @@ pub struct FileConfig {
     pub low_speed_time: Option<String>,
     pub run_timeout: Option<String>,
     pub bandwidth_limit: Option<String>,
+    pub grace: Option<String>,
+    pub recheck_after: Option<String>,
 }
 
 /// How hard the network is pushed and how long it is waited for.
@@ -91,6 +93,10 @@ pub struct Config {
     pub http2: bool,
     /// Which paths are mirrored.
     pub filter: Filter,
+    /// How long a replaced snapshot still serves the paths missing from `current`.
+    pub grace: Duration,
+    /// How long an upstream's validators are trusted before an unconditional fetch.
+    pub recheck_after: Duration,
     pub net: Net,
 }
 
@@ -144,6 +150,8 @@ impl Config {
                 }),
             )
             .map_err(|e| ConfigError(e.0))?,
+            grace: grace(args.grace.clone().or(file.grace.clone()))?,
+            recheck_after: duration("recheck_after", args.recheck_after.clone().or(file.recheck_after.clone()), "24h")?,
             net: resolve_net(args, &file)?,
         };
         config.validate()?;
@@ -229,6 +237,14 @@ fn duration(key: &str, value: Option<String>, default: &str) -> Result<Duration,
         Ok(d) if !d.is_zero() => Ok(d),
         Ok(_) => Err(ConfigError(format!("{key} = \"{text}\": must be more than zero"))),
         Err(e) => Err(ConfigError(format!("{key} = \"{text}\": {e} (e.g. 30s, 5m, 2h)"))),
+    }
+}
+
+/// `grace`, which may be zero: no window at all.
+fn grace(value: Option<String>) -> Result<Duration, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        Some("0" | "0s") => Ok(Duration::ZERO),
+        _ => duration("grace", value, "2h"),
     }
 }
 

@@ -34,6 +34,10 @@ use crate::plan::Plan;
 /// mirror a valid upstream for the next tier.
 pub const SNAPSHOT_MANIFEST: &str = "upmirror-manifest.json";
 
+/// How many replaced snapshots the nginx site falls back to, newest first
+/// (`grace-1` … `grace-3` beside `current`).
+pub const GRACE_LINKS: usize = 3;
+
 /// Another sync holds the lock (exit 75).
 #[derive(Debug, thiserror::Error)]
 #[error("another sync holds the lock {0}")]
@@ -156,6 +160,13 @@ impl Store {
         Ok(Some(Published { id, dir, manifest }))
     }
 
+    /// The id `current` points to, from the link alone (`published` checks
+    /// and reads the whole snapshot).
+    pub fn current_id(&self) -> Option<String> {
+        let target = fs::read_link(self.root.join("current")).ok()?;
+        target.strip_prefix("snapshots").ok()?.to_str().filter(|id| is_snapshot_id(id)).map(str::to_owned)
+    }
+
     /// Ids of the snapshots on disk, oldest first.
     pub fn snapshot_ids(&self) -> Result<Vec<String>> {
         let mut ids: Vec<String> = read_dir(&self.snapshots())?
@@ -190,6 +201,9 @@ impl Locked<'_> {
     /// builds get new names): it comes back as a warning, never blocks a run.
     pub fn clean_leftovers(&self) -> Result<Vec<anyhow::Error>> {
         remove_if_exists(&self.root.join(".current.tmp"))?;
+        for n in 1..=GRACE_LINKS {
+            remove_if_exists(&self.root.join(format!(".grace-{n}.tmp")))?;
+        }
         let mut stuck = Vec::new();
         for entry in read_dir(&self.meta())? {
             let name = entry.file_name();
@@ -280,19 +294,68 @@ impl Locked<'_> {
         root.sync_all().with_context(|| format!("could not flush {}", self.root.display()))
     }
 
-    /// Remove the oldest snapshots beyond `keep`, never the published one.
-    /// Each is first moved out of `snapshots/` whole (one rename), so a
+    /// Give every kept snapshot that shares the damaged inode of `rel` in
+    /// snapshot `from` the repaired file of snapshot `to` instead (a new
+    /// link renamed over the old one), where its manifest expects the same
+    /// digest: a rollback can then never publish the damage again. Returns
+    /// the snapshots mended.
+    pub fn relink_shared(&self, from: &str, to: &str, rel: &Entry) -> Result<Vec<String>> {
+        use std::os::unix::fs::MetadataExt;
+        let inode = |p: &Path| fs::symlink_metadata(p).ok().filter(|m| m.is_file()).map(|m| (m.dev(), m.ino()));
+        let Some(damaged) = inode(&self.snapshots().join(from).join(rel.path.as_str())) else { return Ok(Vec::new()) };
+        let repaired = self.snapshots().join(to).join(rel.path.as_str());
+        let mut mended = Vec::new();
+        for id in self.snapshot_ids()?.into_iter().filter(|id| id != to) {
+            let path = self.snapshots().join(&id).join(rel.path.as_str());
+            let expects = read_manifest(&self.snapshots().join(&id))?
+                .files
+                .into_iter()
+                .find(|e| e.path == rel.path)
+                .is_some_and(|e| e.sha256 == rel.sha256);
+            if inode(&path) == Some(damaged) && expects {
+                let tmp = self.meta().join("relink.tmp");
+                remove_if_exists(&tmp)?;
+                fs::hard_link(&repaired, &tmp).with_context(|| format!("could not link {}", repaired.display()))?;
+                fs::rename(&tmp, &path).with_context(|| format!("could not replace {}", path.display()))?;
+                mended.push(id);
+            }
+        }
+        Ok(mended)
+    }
+
+    /// Point `grace-1` … `grace-N` at `ids` (newest first) and remove the
+    /// links beyond them, each change atomic: the nginx site serves a path
+    /// missing from `current` from these, in order.
+    pub fn set_grace_links(&self, ids: &[String]) -> Result<()> {
+        for n in 1..=GRACE_LINKS {
+            let link = self.root.join(format!("grace-{n}"));
+            match ids.get(n - 1) {
+                Some(id) => {
+                    let tmp = self.root.join(format!(".grace-{n}.tmp"));
+                    remove_if_exists(&tmp)?;
+                    std::os::unix::fs::symlink(Path::new("snapshots").join(id), &tmp)
+                        .with_context(|| format!("could not create {}", tmp.display()))?;
+                    fs::rename(&tmp, &link).with_context(|| format!("could not replace {}", link.display()))?;
+                }
+                None => remove_if_exists(&link)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove the oldest snapshots beyond `keep`, never the published one
+    /// nor one in `protect` (inside a grace window). Each is first moved out of `snapshots/` whole (one rename), so a
     /// removal that fails half way never leaves a half tree to roll back to;
     /// what is left in `.upmirror/` goes with the next run's leftovers.
     /// Returns the ids moved out, and the first failure.
-    pub fn prune(&self, keep: usize, published: &str) -> (Vec<String>, Result<()>) {
+    pub fn prune(&self, keep: usize, published: &str, protect: &[String]) -> (Vec<String>, Result<()>) {
         let others: Vec<String> = match self.snapshot_ids() {
             Ok(ids) => ids.into_iter().filter(|id| id != published).collect(),
             Err(e) => return (Vec::new(), Err(e)),
         };
         let excess = (others.len() + 1).saturating_sub(keep.max(1));
         let (mut removed, mut result) = (Vec::new(), Ok(()));
-        for id in others.into_iter().take(excess) {
+        for id in others.into_iter().take(excess).filter(|id| !protect.contains(id)) {
             failpoint("prune");
             let (dir, trash) = (self.snapshots().join(&id), self.meta().join(format!("trash-{id}")));
             match fs::rename(&dir, &trash) {

@@ -31,12 +31,23 @@ pub struct SnapshotInfo {
     pub identity: String,
     pub generated_at: u64,
     pub upstream: String,
+    /// When it was last made current (seconds since the epoch).
+    #[serde(default)]
+    pub published_at: Option<u64>,
+    /// When another snapshot replaced it; for `grace` from then it still
+    /// serves the paths missing from `current`. Not set for a rolled-back one.
+    #[serde(default)]
+    pub replaced_at: Option<u64>,
 }
 
 /// Validators, valid only while the published listing is `identity`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Conditional {
     pub identity: String,
+    /// When the listing behind these validators was last fetched whole
+    /// (seconds since the epoch); they are trusted `recheck_after` from then.
+    #[serde(default)]
+    pub since: u64,
     #[serde(flatten)]
     pub validators: Validators,
 }
@@ -57,9 +68,34 @@ impl State {
     }
 
     /// Validators for `url`, if they belong to the published listing.
-    pub fn validators_for(&self, url: &str, published: Option<&str>) -> Option<Validators> {
+    /// Note that `id` was made current at `now`, replacing `before`, which
+    /// keeps a grace window unless it was rolled back (`grace` false).
+    pub fn published(&mut self, id: &str, before: Option<&str>, now: u64, grace: bool) {
+        if let Some(old) = before.filter(|old| *old != id) {
+            self.snapshots.entry(old.to_owned()).or_default().replaced_at = grace.then_some(now);
+        }
+        let info = self.snapshots.entry(id.to_owned()).or_default();
+        (info.published_at, info.replaced_at) = (Some(now), None);
+    }
+
+    /// The snapshots replaced less than `grace` before `now`, newest first:
+    /// they serve the paths missing from `current`, and are not pruned.
+    pub fn in_grace(&self, now: u64, grace: u64) -> Vec<String> {
+        let mut ids: Vec<(u64, &String)> = self
+            .snapshots
+            .iter()
+            .filter_map(|(id, info)| info.replaced_at.filter(|t| now.saturating_sub(*t) < grace).map(|t| (t, id)))
+            .collect();
+        ids.sort_by(|a, b| b.cmp(a));
+        ids.into_iter().map(|(_, id)| id.clone()).collect()
+    }
+
+    /// No validators once they are older than `max_age` at `now`: the
+    /// listing is then fetched whole and compared by content, which catches
+    /// a same-size rewrite within one second that keeps an `mtime-size` ETag.
+    pub fn validators_for(&self, url: &str, published: Option<&str>, now: u64, max_age: u64) -> Option<Validators> {
         let identity = &self.snapshots.get(published?)?.identity;
         let c = self.validators.get(url)?;
-        (&c.identity == identity).then(|| c.validators.clone())
+        (&c.identity == identity && now.saturating_sub(c.since) < max_age).then(|| c.validators.clone())
     }
 }

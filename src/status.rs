@@ -46,6 +46,20 @@ pub struct RunStatus {
     /// pruning, saving state): the run still succeeded.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The snapshots kept after the run, oldest first; each is readable at
+    /// `/.well-known/upmirror/snapshots/<id>/`.
+    pub snapshots: Vec<Kept>,
+}
+
+/// A kept snapshot, as the status lists it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Kept {
+    pub id: String,
+    /// When it was last made current.
+    pub published_at: Option<String>,
+    pub current: bool,
+    /// Whether it still serves the paths missing from `current`.
+    pub in_grace: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -100,8 +114,13 @@ impl RunStatus {
         let public: Vec<RunStatus> = history.iter().map(|r| r.sanitised(&sinks.redact)).collect();
         ensure_real_dir(&sinks.public)?;
         let recent: Vec<&RunStatus> = public.iter().rev().take(PAGE_HISTORY).collect();
-        let doc =
-            serde_json::json!({"last_run": recent.first(), "last_success": last_success(&public), "history": recent});
+        let snapshots = recent.first().map(|r| r.snapshots.as_slice()).unwrap_or_default();
+        let doc = serde_json::json!({
+            "last_run": recent.first(),
+            "last_success": last_success(&public),
+            "snapshots": snapshots,
+            "history": recent,
+        });
         write_atomic(&sinks.public.join("status.json"), &serde_json::to_vec_pretty(&doc)?)?;
         write_atomic(&sinks.public.join("index.html"), page(&recent, last_success(&public)).as_bytes())?;
         if let Some(path) = &sinks.metrics {

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::{Result, anyhow};
 
-use super::{before, now_rfc3339};
+use super::{before, now_rfc3339, rfc3339, unix_seconds};
 use crate::config::Config;
 use crate::disk::failpoint;
 use crate::error::Exit;
@@ -17,7 +17,7 @@ use crate::output::{Progress, Reporter, error_line};
 use crate::plan::Plan;
 use crate::snapshot::{Locked, Published, Store};
 use crate::state::State;
-use crate::status::{RunStatus, Sinks};
+use crate::status::{Kept, RunStatus, Sinks};
 use crate::upstream::Upstreams;
 
 /// What a command that changes the store ended with.
@@ -37,7 +37,7 @@ pub(super) struct Run<'a> {
 
 impl Run<'_> {
     /// A problem that does not fail the run: printed, and kept in its status.
-    fn warn(&mut self, line: String) {
+    pub fn warn(&mut self, line: String) {
         self.out.warn(&line);
         self.status.warnings.push(line);
     }
@@ -64,6 +64,7 @@ pub(super) fn recorded<T: Outcome>(
         catch_unwind(AssertUnwindSafe(|| body(&mut run)))
             .unwrap_or_else(|panic| Err(anyhow!("a stage failed unexpectedly (a bug): {}", panic_text(&*panic))))
     });
+    refresh_grace(&mut run);
     let mut status = run.status;
     status.finished = now_rfc3339();
     match &result {
@@ -79,6 +80,37 @@ pub(super) fn recorded<T: Outcome>(
         out.warn(format!("could not write the run's status: {e:#}"));
     }
     result.map(|done| (done, status))
+}
+
+/// Point the grace links at the snapshots still inside their window, and
+/// list the kept snapshots in the status; whatever the run's outcome, as
+/// windows close between publishes too.
+fn refresh_grace(run: &mut Run) {
+    let now = unix_seconds(SystemTime::now());
+    let (state, ids) = match (State::load(&run.locked.meta()), run.locked.snapshot_ids()) {
+        (Ok(state), Ok(ids)) => (state, ids),
+        (Err(e), _) | (_, Err(e)) => {
+            return run.warn(format!("the grace links were not refreshed: {}", error_line(&e)));
+        }
+    };
+    let current = run.locked.current_id();
+    let grace: Vec<String> = state
+        .in_grace(now, run.cfg.grace.as_secs())
+        .into_iter()
+        .filter(|id| ids.contains(id) && Some(id) != current.as_ref())
+        .collect();
+    if let Err(e) = run.locked.set_grace_links(&grace) {
+        run.warn(format!("the grace links were not refreshed: {}", error_line(&e)));
+    }
+    run.status.snapshots = ids
+        .iter()
+        .map(|id| Kept {
+            id: id.clone(),
+            published_at: state.snapshots.get(id).and_then(|i| i.published_at).map(rfc3339),
+            current: Some(id) == current.as_ref(),
+            in_grace: grace.contains(id),
+        })
+        .collect();
 }
 
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
@@ -148,6 +180,7 @@ pub(super) fn apply(
 /// the snapshot is served: what fails there is a warning in the status, not
 /// a failed run, and the state is saved whatever else fails.
 pub(super) fn publish(run: &mut Run, snapshot: Snapshot, record: impl FnOnce(&mut State, &str)) -> Result<()> {
+    let before = run.locked.current_id();
     let id = match snapshot {
         Snapshot::New(id) => run.locked.publish_new(id).map(|()| id)?,
         Snapshot::Kept(id) => run.locked.publish(id).map(|()| id)?,
@@ -158,9 +191,12 @@ pub(super) fn publish(run: &mut Run, snapshot: Snapshot, record: impl FnOnce(&mu
             run.warn(format!("{id} is published, but {what} failed: {}", error_line(&e)));
         }
     };
+    let now = unix_seconds(SystemTime::now());
     let mut state = State::load(&meta);
     if let Ok(state) = &mut state {
         record(state, id);
+        // A rolled-back snapshot keeps no grace window: its files are not wanted.
+        state.published(id, before.as_deref(), now, matches!(snapshot, Snapshot::New(_)));
     }
     let saved = state.as_ref().map_err(|e| anyhow!("{e:#}")).and_then(|s| s.save(&meta));
     failed(run, "saving the state", saved);
@@ -168,7 +204,8 @@ pub(super) fn publish(run: &mut Run, snapshot: Snapshot, record: impl FnOnce(&mu
         let cleared = run.locked.clear_partials();
         failed(run, "clearing staging", cleared);
     }
-    let (removed, pruned) = run.locked.prune(run.cfg.keep, id);
+    let protect = state.as_ref().map(|s| s.in_grace(now, run.cfg.grace.as_secs())).unwrap_or_default();
+    let (removed, pruned) = run.locked.prune(run.cfg.keep, id, &protect);
     if let Ok(state) = &mut state
         && !removed.is_empty()
     {

@@ -16,7 +16,7 @@ use crate::manifest::Manifest;
 use crate::output::{Reporter, human_bytes};
 use crate::plan::{self, Plan, Summary};
 use crate::snapshot::{Published, SNAPSHOT_MANIFEST, Store};
-use crate::state::{Conditional, SnapshotInfo, State};
+use crate::state::{Conditional, State};
 use crate::upstream::{ListOutcome, Listing, Source, Upstreams};
 
 /// How far in the future a listing's `generated_at` may be (clock skew).
@@ -73,7 +73,8 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
     }
     let rt = runtime(true)?;
     let deadline = tokio::time::Instant::now() + cfg.net.run_timeout;
-    let listing = match list(&rt, deadline, upstreams, &state, published.as_ref(), args.plan.is_none())? {
+    let whole = args.plan.is_some() || args.recheck;
+    let listing = match list(&rt, deadline, upstreams, (&state, cfg.recheck_after), published.as_ref(), whole)? {
         ListOutcome::Unchanged { url, .. } => {
             run.status.upstream = Some(url.to_string());
             return Ok(Done::Unchanged { upstream: url.to_string() });
@@ -121,8 +122,8 @@ fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Resul
     let upstreams = Upstreams::new(cfg)?;
     let rt = runtime(false)?;
     let deadline = tokio::time::Instant::now() + cfg.net.run_timeout;
-    let conditional = args.save_plan.is_none();
-    let listing = match list(&rt, deadline, &upstreams, &state, published.as_ref(), conditional)? {
+    let whole = args.save_plan.is_some() || args.recheck;
+    let listing = match list(&rt, deadline, &upstreams, (&state, cfg.recheck_after), published.as_ref(), whole)? {
         ListOutcome::Fetched(listing) => listing,
         ListOutcome::Unchanged { url, .. } => {
             // The upstream says nothing changed since the published listing.
@@ -209,17 +210,20 @@ fn print_plan(plan: &Plan, out: Reporter) {
     }
 }
 
-/// The listing, within the deadline; `conditional` on what was published.
+/// The listing, within the deadline; conditional on what was published
+/// while the validators are younger than `recheck_after`, unless `whole`.
 fn list(
     rt: &tokio::runtime::Runtime,
     deadline: tokio::time::Instant,
     upstreams: &Upstreams,
-    state: &State,
+    (state, recheck_after): (&State, Duration),
     published: Option<&Published>,
-    conditional: bool,
+    whole: bool,
 ) -> Result<ListOutcome> {
-    let id = published.map(|p| p.id.as_str()).filter(|_| conditional);
-    let listing = upstreams.list(|url| state.validators_for(url.as_str(), id), published.map(|p| &p.manifest));
+    let id = published.map(|p| p.id.as_str()).filter(|_| !whole);
+    let now = unix_seconds(SystemTime::now());
+    let known = |url: &url::Url| state.validators_for(url.as_str(), id, now, recheck_after.as_secs());
+    let listing = upstreams.list(known, published.map(|p| &p.manifest));
     rt.block_on(before(deadline, listing))
 }
 
@@ -341,10 +345,9 @@ impl State {
         let upstream = listing.url.to_string();
         self.high_water = Some(self.high_water.unwrap_or(0).max(generated_at));
         self.rejected.retain(|r| *r != identity);
-        self.snapshots.insert(
-            id.to_owned(),
-            SnapshotInfo { identity: identity.clone(), generated_at, upstream: upstream.clone() },
-        );
-        self.validators.insert(upstream, Conditional { identity, validators: listing.validators.clone() });
+        let info = self.snapshots.entry(id.to_owned()).or_default();
+        (info.identity, info.generated_at, info.upstream) = (identity.clone(), generated_at, upstream.clone());
+        let since = unix_seconds(SystemTime::now());
+        self.validators.insert(upstream, Conditional { identity, since, validators: listing.validators.clone() });
     }
 }

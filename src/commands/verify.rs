@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use super::apply::{Origin, Outcome, Run, apply, recorded};
 use super::runtime;
 use crate::config::Config;
-use crate::output::{Progress, Reporter};
+use crate::output::{Progress, Reporter, error_line};
 use crate::plan::Plan;
 use crate::snapshot::{Published, Store};
 use crate::upstream::Upstreams;
@@ -88,5 +88,16 @@ fn repair_snapshot(run: &mut Run, published: &Published, problems: &[Problem]) -
     run.status.upstreams = upstreams.health();
     let id = result?;
     run.status.set_published(&id, m.files.len(), m.total_bytes(), m.generated_at);
+    // Older snapshots share the damaged inodes through hardlinks: mend them
+    // too, or a rollback would publish the damage again.
+    for e in m.files.iter().filter(|e| bad.contains(e.path.as_str())) {
+        match run.locked.relink_shared(&published.id, &id, e) {
+            Ok(mended) if !mended.is_empty() => {
+                run.out.detail(format!("{}: mended in {}", e.path, mended.join(", ")));
+            }
+            Ok(_) => {}
+            Err(err) => run.warn(format!("{} could not be mended in older snapshots: {}", e.path, error_line(&err))),
+        }
+    }
     Ok(Repaired { id })
 }

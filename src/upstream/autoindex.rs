@@ -4,6 +4,8 @@
 //! navigation links (parent, sort order, absolute or off-site URLs) are
 //! skipped, never followed.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
 use crate::manifest::Digest;
@@ -26,12 +28,15 @@ pub struct Item {
     pub mtime: Option<i64>,
 }
 
+/// One entry as nginx writes it, borrowed from the page where it can be.
 #[derive(Deserialize)]
-struct JsonItem {
-    name: String,
-    #[serde(rename = "type")]
-    kind: String,
-    mtime: Option<String>,
+struct JsonItem<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    mtime: Option<Cow<'a, str>>,
     size: Option<u64>,
 }
 
@@ -42,7 +47,7 @@ pub fn parse_nginx_json(text: &str) -> Result<Vec<Item>, String> {
     raw.into_iter()
         .filter(|r| r.kind == "file" || r.kind == "directory")
         .map(|r| {
-            let name = check_name(r.name)?;
+            let name = check_name(r.name.into_owned())?;
             let mtime = r.mtime.as_deref().and_then(parse_http_date);
             let kind = if r.kind == "file" { Kind::File } else { Kind::Dir };
             Ok(Item { name, kind, size: if kind == Kind::File { r.size } else { None }, mtime })

@@ -56,7 +56,7 @@ fn a_process_stopped_at_every_step_never_breaks_current() {
         assert_eq!(env.sync(&server.url(), &[]).code, 0);
         let v1 = env.published_id();
         upstream_v2(&env);
-        let out = env.sync_env(&server.url(), &["--keep", "1"], &[("UPMIRROR_FAILPOINT", point)]);
+        let out = env.sync_env(&server.url(), &["--keep", "1", "--grace", "0s"], &[("UPMIRROR_FAILPOINT", point)]);
         assert_ne!(out.code, 0, "{point}: {out:?}");
         assert!(out.stderr.contains(&format!("failpoint {point}")), "{point} was not reached: {}", out.stderr);
         assert_published_is_whole(&env);
@@ -531,14 +531,14 @@ fn a_failure_after_the_swap_is_a_warning_and_the_state_is_saved() {
     as_root("a mount inside an old snapshot");
     let env = Env::with_sample_tree();
     let server = env.serve();
-    assert_eq!(env.sync(&server.url(), &["--keep", "1"]).code, 0);
+    assert_eq!(env.sync(&server.url(), &["--keep", "1", "--grace", "0s"]).code, 0);
     let v1 = env.published_id().unwrap();
     // A busy mount point inside the old snapshot: pruning it fails (EBUSY).
     let busy = env.root.join("snapshots").join(&v1).join("busy");
     fs::create_dir(&busy).unwrap();
     let _mount = Mount::tmpfs(&busy, "size=1m");
     upstream_v2(&env);
-    let out = env.sync(&server.url(), &["--keep", "1"]);
+    let out = env.sync(&server.url(), &["--keep", "1", "--grace", "0s"]);
     assert_eq!(out.code, 0, "the snapshot is published: {out:?}");
     assert!(out.stderr.contains("is published, but pruning old snapshots failed"), "{}", out.stderr);
     let v2 = env.published_id().unwrap();
@@ -553,13 +553,13 @@ fn a_failure_after_the_swap_is_a_warning_and_the_state_is_saved() {
 
     // The stuck leftover never blocks a later run: the next one is a 304.
     server.clear_log();
-    let out = env.sync(&server.url(), &["--keep", "1"]);
+    let out = env.sync(&server.url(), &["--keep", "1", "--grace", "0s"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stderr.contains("a leftover of an earlier run stays"), "{}", out.stderr);
     assert_eq!(server.log().iter().map(|r| r.status).collect::<Vec<_>>(), [304]);
     let trash = env.root.join(".upmirror").join(format!("trash-{v1}"));
     assert!(Command::new("umount").arg(trash.join("busy")).status().unwrap().success());
-    let out = env.sync(&server.url(), &["--keep", "1"]);
+    let out = env.sync(&server.url(), &["--keep", "1", "--grace", "0s"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(!trash.exists(), "removed once it could be");
 }

@@ -2,6 +2,7 @@
 //! in the test (certificates made here), or a `file://` upstream.
 
 mod cli;
+mod consistency;
 mod crash;
 mod crawl;
 mod hostile;

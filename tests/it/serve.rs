@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::support::{Env, Nginx, nginx::free_port, pseudo_random};
 
-fn shipped(rel: &str) -> PathBuf {
+pub(crate) fn shipped(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
 /// The shipped site with only ports, certificate paths, the allow list and
 /// the root substituted.
-fn start_shipped_site(env: &Env, allow: &str, name: &str) -> (Nginx, u16, u16) {
+pub(crate) fn start_shipped_site(env: &Env, allow: &str, name: &str) -> (Nginx, u16, u16) {
     let (https, http) = (free_port(), free_port());
     let allow_file = env.dir.path().join(format!("{name}-allow.conf"));
     std::fs::write(&allow_file, allow).unwrap();
@@ -36,17 +36,17 @@ fn start_shipped_site(env: &Env, allow: &str, name: &str) -> (Nginx, u16, u16) {
     (Nginx::with_servers(&env.dir.path().join(name), &text, https, http), https, http)
 }
 
-fn client(env: &Env) -> reqwest::Client {
+pub(crate) fn client(env: &Env) -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ca = reqwest::Certificate::from_pem(&std::fs::read(&env.pki.ca).unwrap()).unwrap();
     reqwest::Client::builder().tls_certs_only([ca]).redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
-async fn get(c: &reqwest::Client, url: &str) -> (u16, Vec<u8>) {
+pub(crate) async fn get(c: &reqwest::Client, url: &str) -> (u16, Vec<u8>) {
     let resp = c.get(url).send().await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default())

@@ -287,7 +287,7 @@ fn old_snapshots_are_pruned_to_keep() {
     for i in 0..4 {
         env.write("releases/current.json", format!("v{i}").as_bytes());
         env.make_manifest();
-        let out = env.sync(&server.url(), &["--keep", "2"]);
+        let out = env.sync(&server.url(), &["--keep", "2", "--grace", "0"]);
         assert_eq!(out.code, 0, "{out:?}");
     }
     let ids = env.snapshot_ids();

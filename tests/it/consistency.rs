@@ -1,0 +1,171 @@
+//! Consistency for clients and for the mirror itself: validators are not
+//! trusted forever, damage is never brought back, and clients that make
+//! several requests see one snapshot.
+
+use std::fs;
+
+use std::os::unix::fs::FileExt;
+
+use filetime::FileTime;
+
+use crate::support::Env;
+
+/// Rewrite `rel` and the manifest with the same sizes and mtimes, as a
+/// vendor's build can within one second: nginx's `mtime-size` ETag is unchanged.
+fn rewrite_in_the_same_second(env: &Env, rel: &str, bytes: &[u8]) {
+    let manifest = env.upstream.join("upmirror-manifest.json");
+    let (file_time, manifest_time) = (mtime(&env.upstream.join(rel)), mtime(&manifest));
+    let before = fs::metadata(&manifest).unwrap().len();
+    env.write(rel, bytes);
+    filetime::set_file_mtime(env.upstream.join(rel), file_time).unwrap();
+    env.make_manifest();
+    assert_eq!(fs::metadata(&manifest).unwrap().len(), before, "same size");
+    filetime::set_file_mtime(&manifest, manifest_time).unwrap();
+}
+
+fn mtime(path: &std::path::Path) -> FileTime {
+    FileTime::from_last_modification_time(&fs::metadata(path).unwrap())
+}
+
+#[test]
+fn validators_are_trusted_only_until_a_recheck() {
+    let env = Env::with_sample_tree();
+    let nginx = env.nginx(&env.upstream, "nginx");
+    let url = nginx.html_url();
+    assert_eq!(env.sync(&url, &[]).code, 0);
+    let v1 = env.published_id();
+
+    rewrite_in_the_same_second(&env, "releases/current.json", b"{\"version\":\"11.9\"}\n");
+    let out = env.sync(&url, &[]);
+    assert!(out.code == 0 && out.stderr.contains("is unchanged"), "{out:?}");
+    assert_eq!(env.published_id(), v1, "the same ETag: the conditional request is answered 304");
+    let out = env.sync(&url, &["--recheck"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_ne!(env.published_id(), v1, "--recheck fetches the listing whole");
+    env.assert_mirrors_upstream();
+
+    // After recheck_after, the next run does the same by itself.
+    let v2 = env.published_id();
+    rewrite_in_the_same_second(&env, "releases/current.json", b"{\"version\":\"11.8\"}\n");
+    assert_eq!(env.sync(&url, &[]).code, 0);
+    assert_eq!(env.published_id(), v2);
+    let state_file = env.root.join(".upmirror/state.json");
+    let mut state: serde_json::Value = serde_json::from_slice(&fs::read(&state_file).unwrap()).unwrap();
+    for (_, v) in state["validators"].as_object_mut().unwrap() {
+        v["since"] = (v["since"].as_u64().unwrap() - 25 * 3600).into();
+    }
+    fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+    nginx.clear_log();
+    assert_eq!(env.sync(&url, &[]).code, 0);
+    assert_ne!(env.published_id(), v2, "validators older than recheck_after (24h) are not sent");
+    assert_eq!(nginx.hits()[0].status, 200, "{:?}", nginx.hits());
+    env.assert_mirrors_upstream();
+
+    // With fresh validators and nothing changed, a run is one 304 again.
+    nginx.clear_log();
+    assert_eq!(env.sync(&url, &[]).code, 0);
+    assert_eq!(nginx.hits().iter().map(|h| h.status).collect::<Vec<_>>(), [304]);
+}
+
+#[test]
+fn repaired_damage_never_comes_back_and_a_damaged_snapshot_is_not_rolled_back_to() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    let (root, ca) = (env.root.to_str().unwrap(), env.pki.ca.to_str().unwrap());
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    env.write("releases/current.json", b"{\"version\":\"11.3\"}\n");
+    env.make_manifest();
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    let v2 = env.published_id().unwrap();
+    // p04.deb is one inode shared by both snapshots: damage it in place.
+    let shared = env.current().join("pool/p04.deb");
+    let mut bytes = fs::read(&shared).unwrap();
+    bytes[0] ^= 1;
+    fs::OpenOptions::new().write(true).open(&shared).unwrap().write_all_at(&bytes, 0).unwrap();
+    let repair = ["verify", "--repair", "--root", root, "--upstream", &server.url(), "--ca-file", ca];
+    assert_eq!(env.run(&repair).code, 0);
+    for id in env.snapshot_ids() {
+        let got = fs::read(env.root.join("snapshots").join(&id).join("pool/p04.deb")).unwrap();
+        assert_eq!(got, fs::read(env.upstream.join("pool/p04.deb")).unwrap(), "{id} was mended too");
+    }
+    assert_eq!(env.run(&["rollback", "--root", root]).code, 0);
+    assert_eq!(env.published_id().unwrap(), v2);
+    assert_eq!(env.run(&["verify", "--root", root]).code, 0, "the rolled-back-to snapshot is whole");
+
+    // A snapshot damaged some other way is refused as a rollback target.
+    let v1 = env.snapshot_ids()[0].clone();
+    fs::write(env.root.join("snapshots").join(&v1).join("releases/current.json"), b"{\"ver").unwrap();
+    let out = env.run(&["rollback", "--root", root]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("snapshot {v1} is damaged")) && out.stderr.contains("releases/current.json"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.published_id().unwrap(), v2);
+}
+
+/// Set every grace window in the state back by `hours`, as time passing would.
+fn age_grace_windows(env: &Env, hours: u64) {
+    let file = env.root.join(".upmirror/state.json");
+    let mut state: serde_json::Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+    for (_, info) in state["snapshots"].as_object_mut().unwrap() {
+        if let Some(t) = info["replaced_at"].as_u64() {
+            info["replaced_at"] = (t - hours * 3600).into();
+        }
+    }
+    fs::write(&file, serde_json::to_vec(&state).unwrap()).unwrap();
+}
+
+#[test]
+fn missing_paths_are_served_from_replaced_snapshots_for_the_grace_window_only() {
+    use crate::serve::{client, get, runtime, shipped, start_shipped_site};
+    let env = Env::with_sample_tree();
+    let upstream = env.serve();
+    assert_eq!(env.sync(&upstream.url(), &["--keep", "1"]).code, 0);
+    let v1 = env.published_id().unwrap();
+    let old_current = fs::read(env.upstream.join("releases/current.json")).unwrap();
+    env.remove("pool/p00.deb");
+    env.write("releases/current.json", b"{\"version\":\"11.3\"}\n");
+    env.make_manifest();
+    assert_eq!(env.sync(&upstream.url(), &["--keep", "1"]).code, 0);
+    let v2 = env.published_id().unwrap();
+    assert_eq!(env.snapshot_ids(), [v1.clone(), v2.clone()], "keep 1, but v1 is inside its grace window");
+
+    let allow = fs::read_to_string(shipped("nginx/upmirror-allow.conf")).unwrap();
+    let (_nginx, https, _) = start_shipped_site(&env, &allow, "nginx");
+    let base = format!("https://127.0.0.1:{https}");
+    let c = client(&env);
+    let pinned = format!("{base}/.well-known/upmirror/snapshots/{v1}/releases/current.json");
+    runtime().block_on(async {
+        let (status, body) = get(&c, &format!("{base}/pool/p00.deb")).await;
+        assert_eq!((status, body), (200, fs::read(env.root.join("snapshots").join(&v1).join("pool/p00.deb")).unwrap()));
+        let (status, body) = get(&c, &format!("{base}/releases/current.json")).await;
+        assert_eq!(
+            (status, body.as_slice()),
+            (200, &b"{\"version\":\"11.3\"}\n"[..]),
+            "a changed file never comes from the old snapshot"
+        );
+        assert_eq!(get(&c, &pinned).await, (200, old_current.clone()), "the pinned URL serves that snapshot");
+        let (_, body) = get(&c, &format!("{base}/.well-known/upmirror/status.json")).await;
+        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let listed: Vec<&str> =
+            doc["snapshots"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+        assert_eq!(listed, [v1.as_str(), v2.as_str()]);
+        assert_eq!(doc["snapshots"][0]["in_grace"], true);
+        assert!(doc["snapshots"][1]["published_at"].is_string());
+    });
+
+    // Two hours later the window has closed: the next run (no change) drops it.
+    age_grace_windows(&env, 3);
+    assert_eq!(env.sync(&upstream.url(), &["--keep", "1"]).code, 0);
+    assert!(fs::symlink_metadata(env.root.join("grace-1")).is_err());
+    runtime().block_on(async {
+        assert_eq!(get(&c, &format!("{base}/pool/p00.deb")).await.0, 404, "never from outside the window");
+        assert_eq!(get(&c, &pinned).await, (200, old_current), "still kept, so still pinned, until pruned");
+    });
+    env.write("releases/current.json", b"{\"version\":\"11.4\"}\n");
+    env.make_manifest();
+    assert_eq!(env.sync(&upstream.url(), &["--keep", "1"]).code, 0);
+    assert!(!env.snapshot_ids().contains(&v1), "pruned once outside its window");
+}
