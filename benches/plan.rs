@@ -16,6 +16,7 @@ fn main() {
         size: 1000 + i as u64,
         mtime: 1_700_000_000 + i as i64,
         sha256: Some(Digest([salt ^ (i as u8); 32])),
+        local_mtime: None,
     };
     let published = Manifest::new(SystemTime::now(), (0..n).map(|i| entry(i, 0)).collect()).unwrap();
     let new_files = (0..n)

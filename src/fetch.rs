@@ -45,7 +45,7 @@ use crate::upstream::{Body, HttpStatus, Pace, Stalled, Transport, Upstreams};
 ///
 /// ```compile_fail
 /// # use upmirror::{fetch::Verified, manifest::{Entry, RelPath}};
-/// let entry = Entry { path: RelPath::parse("a").unwrap(), size: 1, mtime: 0, sha256: None };
+/// let entry = Entry { path: RelPath::parse("a").unwrap(), size: 1, mtime: 0, sha256: None, local_mtime: None };
 /// let forged = Verified { entry, file: "/tmp/a".into() }; // private fields: does not compile
 /// ```
 #[derive(Debug)]
@@ -336,7 +336,8 @@ impl Fetcher {
             }
         };
         // A listing that shows minutes gets the exact time from the body.
-        let mtime = if self.precision > 1 { body.last_modified.unwrap_or(entry.mtime) } else { entry.mtime };
+        let listed = if self.precision > 1 { body.last_modified.unwrap_or(entry.mtime) } else { entry.mtime };
+        let mtime = entry.local_mtime.unwrap_or(listed);
         let out = out.into_inner().map_err(|e| io("write", e.into_error()))?;
         filetime::set_file_handle_times(&out, None, Some(FileTime::from_unix_time(mtime, 0)))
             .map_err(|e| io("set the mtime of", e))?;
@@ -407,7 +408,7 @@ impl Fetcher {
                 .custom_flags(nofollow())
                 .open(file)
                 .map_err(|e| LocalIo(format!("could not open {}: {e}", file.display())))?;
-            filetime::set_file_handle_times(&f, None, Some(FileTime::from_unix_time(entry.mtime, 0)))
+            filetime::set_file_handle_times(&f, None, Some(FileTime::from_unix_time(entry.disk_mtime(), 0)))
                 .map_err(|e| LocalIo(format!("could not set the mtime of {}: {e}", file.display())))?;
             return Ok(Some(verified));
         }

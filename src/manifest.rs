@@ -117,9 +117,19 @@ pub struct Entry {
     pub size: u64,
     pub mtime: i64,
     pub sha256: Option<Digest>,
+    /// The mtime of the mirror's own copy, when it is not `mtime`: nudged
+    /// past the previous version's so that validators made of mtime and
+    /// size (nginx's ETag, Last-Modified) change with the content, and a
+    /// client resuming with `If-Range` never mixes two versions.
+    pub local_mtime: Option<i64>,
 }
 
 impl Entry {
+    /// The mtime the file carries on disk.
+    pub fn disk_mtime(&self) -> i64 {
+        self.local_mtime.unwrap_or(self.mtime)
+    }
+
     /// `path NUL size NUL mtime NUL sha256` (lowercase hex, empty when
     /// unknown): what identifies this version of the file.
     pub fn identity_line(&self) -> String {
@@ -149,6 +159,8 @@ struct RawEntry {
     size: u64,
     mtime: i64,
     sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    local_mtime: Option<i64>,
 }
 
 impl Manifest {
@@ -169,7 +181,7 @@ impl Manifest {
             .map(|(i, r)| {
                 let path = RelPath::parse(&r.path).map_err(|e| format!("file {}: {e}", i + 1))?;
                 let sha256 = Digest::parse(&r.sha256).map_err(|e| format!("file {}: {path}: {e}", i + 1))?;
-                Ok(Entry { path, size: r.size, mtime: r.mtime, sha256: Some(sha256) })
+                Ok(Entry { path, size: r.size, mtime: r.mtime, sha256: Some(sha256), local_mtime: r.local_mtime })
             })
             .collect::<Result<Vec<_>, String>>()?;
         Manifest::new(generated_at, files)
@@ -181,7 +193,7 @@ impl Manifest {
         if let Some(e) = files.iter().find(|e| e.size > MAX_FILE_SIZE) {
             return Err(format!("\"{}\" claims {} bytes, more than the 2^53 accepted", e.path, e.size));
         }
-        if let Some(e) = files.iter().find(|e| !(0..=MAX_MTIME).contains(&e.mtime)) {
+        if let Some(e) = files.iter().find(|e| !(0..=MAX_MTIME).contains(&e.mtime.max(e.disk_mtime()))) {
             return Err(format!("\"{}\" has mtime {}, outside 1970 to 9999", e.path, e.mtime));
         }
         files.sort_unstable_by(|a, b| a.path.cmp(&b.path));
@@ -218,6 +230,7 @@ impl Manifest {
                 size: e.size,
                 mtime: e.mtime,
                 sha256: e.sha256.map(|d| d.to_string()).unwrap_or_default(),
+                local_mtime: e.local_mtime,
             };
             // Serialising a struct of strings and integers cannot fail.
             serde_json::to_writer(&mut out, &raw).expect("serialise manifest entry");
@@ -233,7 +246,7 @@ mod tests {
 
     #[test]
     fn an_entry_is_identified_in_plain_lowercase_hex() {
-        let mut e = Entry { path: RelPath::parse("a/b").unwrap(), size: 3, mtime: 7, sha256: None };
+        let mut e = Entry { path: RelPath::parse("a/b").unwrap(), size: 3, mtime: 7, sha256: None, local_mtime: None };
         assert_eq!(e.identity_line(), "a/b\u{0}3\u{0}7\u{0}");
         e.sha256 = Some(Digest([0xab; 32]));
         assert_eq!(e.identity_line(), format!("a/b\u{0}3\u{0}7\u{0}{}", "ab".repeat(32)));

@@ -51,7 +51,7 @@ pub fn diff(listing: &[Entry], published: &[Entry], filter: &Filter) -> Plan {
         match order {
             Ordering::Less => {
                 match filter.allows(listing[i].path.as_str()) {
-                    true => plan.add.push(listing[i].clone()),
+                    true => plan.add.push(Entry { local_mtime: None, ..listing[i].clone() }),
                     false => plan.skipped += 1,
                 }
                 i += 1;
@@ -69,9 +69,10 @@ pub fn diff(listing: &[Entry], published: &[Entry], filter: &Filter) -> Plan {
                     plan.skipped += 1;
                     plan.keep.push(old.clone());
                 } else if same(new, old) {
-                    plan.keep.push(Entry { sha256: new.sha256.or(old.sha256), ..new.clone() });
+                    let sha256 = new.sha256.or(old.sha256);
+                    plan.keep.push(Entry { sha256, local_mtime: old.local_mtime, ..new.clone() });
                 } else {
-                    plan.change.push((new.clone(), old.size));
+                    plan.change.push((Entry { local_mtime: nudged(new, old), ..new.clone() }, old.size));
                 }
                 i += 1;
                 j += 1;
@@ -79,6 +80,13 @@ pub fn diff(listing: &[Entry], published: &[Entry], filter: &Filter) -> Plan {
         }
     }
     plan
+}
+
+/// The local mtime a changed file gets: past the previous version's when
+/// the size is the same and the mtime would not move forward, so that
+/// validators made of mtime and size change with the content.
+fn nudged(new: &Entry, old: &Entry) -> Option<i64> {
+    (new.size == old.size && new.mtime <= old.disk_mtime()).then(|| old.disk_mtime() + 1)
 }
 
 /// Same size and mtime, and the same digest where both are known.
@@ -182,7 +190,13 @@ mod tests {
     use crate::manifest::{Digest, RelPath};
 
     fn e(path: &str, size: u64, mtime: i64, d: Option<u8>) -> Entry {
-        Entry { path: RelPath::parse(path).unwrap(), size, mtime, sha256: d.map(|b| Digest([b; 32])) }
+        Entry {
+            path: RelPath::parse(path).unwrap(),
+            size,
+            mtime,
+            sha256: d.map(|b| Digest([b; 32])),
+            local_mtime: None,
+        }
     }
 
     #[test]
@@ -205,6 +219,25 @@ mod tests {
         let p = diff(&new, &old, &Filter::all());
         assert_eq!(p.change.len(), 2);
         assert_eq!(p.keep[0].sha256, Some(Digest([7; 32])), "kept entry carries the published digest");
+    }
+
+    #[test]
+    fn a_same_size_change_that_keeps_its_mtime_moves_the_local_mtime_forward() {
+        let old = [e("a", 5, 100, Some(1)), e("b", 5, 100, Some(1)), e("c", 5, 100, Some(1))];
+        let new = [e("a", 5, 100, Some(2)), e("b", 6, 100, Some(2)), e("c", 5, 200, Some(2))];
+        let p = diff(&new, &old, &Filter::all());
+        let local: Vec<Option<i64>> = p.change.iter().map(|(e, _)| e.local_mtime).collect();
+        assert_eq!(local, [Some(101), None, None], "only the same-size, same-mtime rewrite is nudged");
+        // The next same-size rewrite moves past the nudged time, not the listed one.
+        let nudged = [Entry { local_mtime: Some(101), ..new[0].clone() }];
+        let p = diff(&[e("a", 5, 100, Some(3))], &nudged, &Filter::all());
+        assert_eq!(p.change[0].0.local_mtime, Some(102));
+        let p = diff(
+            &[e("a", 5, 100, Some(3))],
+            &[Entry { sha256: Some(Digest([3; 32])), ..nudged[0].clone() }],
+            &Filter::all(),
+        );
+        assert_eq!(p.keep[0].local_mtime, Some(101), "an unchanged file keeps its local mtime");
     }
 
     #[test]

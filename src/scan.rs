@@ -57,7 +57,7 @@ pub fn describe_dir(dir: &Path, skip: &str) -> Result<Manifest> {
                 std::fs::symlink_metadata(&full).with_context(|| format!("could not stat {}", full.display()))?;
             let mtime = filetime::FileTime::from_last_modification_time(&meta).unix_seconds();
             let (digest, size) = hash_file(&full)?;
-            Ok(Entry { path, size, mtime, sha256: Some(digest) })
+            Ok(Entry { path, size, mtime, sha256: Some(digest), local_mtime: None })
         })
         .collect::<Result<Vec<_>>>()?;
     Manifest::new(SystemTime::now(), files).map_err(|e| anyhow!("{}: {e}", dir.display()))

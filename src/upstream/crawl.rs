@@ -176,7 +176,7 @@ async fn settle_sizes(
                     Some(size) => size,
                     None => up.content_length(&up.file_url(i, &f.path)).await?,
                 };
-                Ok(Entry { path: f.path, size, mtime: f.mtime, sha256 })
+                Ok(Entry { path: f.path, size, mtime: f.mtime, sha256, local_mtime: None })
             }
         })
         .buffer_unordered(up.concurrency)

@@ -169,3 +169,39 @@ fn missing_paths_are_served_from_replaced_snapshots_for_the_grace_window_only() 
     assert_eq!(env.sync(&upstream.url(), &["--keep", "1"]).code, 0);
     assert!(!env.snapshot_ids().contains(&v1), "pruned once outside its window");
 }
+
+#[test]
+fn a_client_resuming_with_if_range_across_a_publish_never_mixes_two_versions() {
+    use crate::serve::{client, runtime};
+    let env = Env::with_sample_tree();
+    let upstream = env.serve();
+    let rel = "releases/11.2/core.zip";
+    assert_eq!(env.sync(&upstream.url(), &[]).code, 0);
+    let nginx = env.nginx(&env.current(), "nginx");
+    let url = format!("{}{rel}", nginx.html_url());
+    let c = client(&env);
+    let etag = runtime().block_on(async {
+        let first = c.get(&url).header("Range", "bytes=0-99999").send().await.unwrap();
+        assert_eq!(first.status().as_u16(), 206);
+        first.headers()["etag"].to_str().unwrap().to_owned()
+    });
+
+    // The vendor rebuilds the file: new bytes, same size, same mtime.
+    let v2 = crate::support::pseudo_random(300_000, 99);
+    let mtime = filetime::FileTime::from_last_modification_time(&fs::metadata(env.upstream.join(rel)).unwrap());
+    env.write(rel, &v2);
+    filetime::set_file_mtime(env.upstream.join(rel), mtime).unwrap();
+    env.make_manifest();
+    assert_eq!(env.sync(&upstream.url(), &[]).code, 0);
+    let manifest = fs::read_to_string(env.current().join("upmirror-manifest.json")).unwrap();
+    assert!(manifest.contains(&format!("\"local_mtime\":{}", mtime.unix_seconds() + 1)), "{manifest}");
+
+    runtime().block_on(async {
+        let resumed = c.get(&url).header("Range", "bytes=100000-").header("If-Range", &etag).send().await.unwrap();
+        assert_eq!(resumed.status().as_u16(), 200, "the validator changed: the whole new file, not its tail");
+        assert_eq!(resumed.bytes().await.unwrap().to_vec(), v2);
+    });
+    // The listing still compares like with like: the next run has nothing to do.
+    let out = env.sync(&upstream.url(), &[]);
+    assert!(out.code == 0 && out.stderr.contains("is unchanged"), "{out:?}");
+}
