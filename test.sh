@@ -2,14 +2,16 @@
 # Every test: installs what the integration tests need when it is missing
 # (Debian 12, as root), then runs the whole suite. The tests start real
 # nginx servers, verify the systemd units with systemd-analyze, render the
-# status page in headless Chromium, make certificates and mount tmpfs.
+# status page in headless Chromium, make certificates and mount tmpfs, and
+# run real apt against a repository built with apt-ftparchive.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 need=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
 for pair in nginx:nginx chromium:chromium openssl:openssl python3:python3 \
-            systemd-analyze:systemd mount:mount; do
+            systemd-analyze:systemd mount:mount apt-ftparchive:apt-utils xz:xz-utils \
+            dpkg-deb:dpkg mkfifo:coreutils; do
   have "${pair%%:*}" || need+=("${pair##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
