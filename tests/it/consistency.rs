@@ -172,23 +172,31 @@ fn missing_paths_are_served_from_replaced_snapshots_for_the_grace_window_only() 
 
 #[test]
 fn a_client_resuming_with_if_range_across_a_publish_never_mixes_two_versions() {
-    use crate::serve::{client, runtime};
     let env = Env::with_sample_tree();
     let upstream = env.serve();
     let rel = "releases/11.2/core.zip";
+    let v1 = fs::read(env.upstream.join(rel)).unwrap();
     assert_eq!(env.sync(&upstream.url(), &[]).code, 0);
     let nginx = env.nginx(&env.current(), "nginx");
     let url = format!("{}{rel}", nginx.html_url());
-    let c = client(&env);
-    let etag = runtime().block_on(async {
-        let first = c.get(&url).header("Range", "bytes=0-99999").send().await.unwrap();
-        assert_eq!(first.status().as_u16(), 206);
-        first.headers()["etag"].to_str().unwrap().to_owned()
-    });
+    let (part, headers) = (env.dir.path().join("core.zip.part"), env.dir.path().join("headers"));
+    let curl = |args: &[&str]| {
+        std::process::Command::new("curl")
+            .args(["-s", "--cacert", env.pki.ca.to_str().unwrap(), "-o", part.to_str().unwrap()])
+            .args(args)
+            .arg(&url)
+            .status()
+            .expect("curl is missing")
+    };
+    // The first 100,000 bytes, and the ETag they came with.
+    assert!(curl(&["-r", "0-99999", "-D", headers.to_str().unwrap()]).success());
+    let head = fs::read_to_string(&headers).unwrap();
+    let etag = head.lines().find_map(|l| l.strip_prefix("ETag: ").or_else(|| l.strip_prefix("etag: "))).unwrap();
+    let etag = etag.trim().to_owned();
 
     // The vendor rebuilds the file: new bytes, same size, same mtime.
     let v2 = crate::support::pseudo_random(300_000, 99);
-    let mtime = filetime::FileTime::from_last_modification_time(&fs::metadata(env.upstream.join(rel)).unwrap());
+    let mtime = FileTime::from_last_modification_time(&fs::metadata(env.upstream.join(rel)).unwrap());
     env.write(rel, &v2);
     filetime::set_file_mtime(env.upstream.join(rel), mtime).unwrap();
     env.make_manifest();
@@ -196,12 +204,39 @@ fn a_client_resuming_with_if_range_across_a_publish_never_mixes_two_versions() {
     let manifest = fs::read_to_string(env.current().join("upmirror-manifest.json")).unwrap();
     assert!(manifest.contains(&format!("\"local_mtime\":{}", mtime.unix_seconds() + 1)), "{manifest}");
 
+    // curl resumes with its validator: the server answers with the whole new
+    // file instead of a 206, which curl refuses to append: never a mix.
+    let resumed = curl(&["-C", "-", "-H", &format!("If-Range: {etag}")]);
+    let got = fs::read(&part).unwrap();
+    assert!(got != [&v1[..100_000], &v2[100_000..]].concat(), "v1's head with v2's tail");
+    assert!(!resumed.success() && got == v1[..100_000], "curl refused the mismatched resume");
+    fs::remove_file(&part).unwrap();
+    assert!(curl(&[]).success());
+    assert_eq!(fs::read(&part).unwrap(), v2);
+}
+
+#[test]
+fn a_pinned_snapshot_serves_its_own_bytes_after_two_more_publishes() {
+    use crate::serve::{client, get, runtime, shipped, start_shipped_site};
+    let env = Env::with_sample_tree();
+    let upstream = env.serve();
+    assert_eq!(env.sync(&upstream.url(), &[]).code, 0);
+    let v1 = env.published_id().unwrap();
+    let v1_bytes = fs::read(env.upstream.join("releases/current.json")).unwrap();
+    for version in ["11.3", "11.4"] {
+        env.write("releases/current.json", format!("{{\"version\":\"{version}\"}}\n").as_bytes());
+        env.make_manifest();
+        assert_eq!(env.sync(&upstream.url(), &[]).code, 0);
+    }
+    let allow = fs::read_to_string(shipped("nginx/upmirror-allow.conf")).unwrap();
+    let (_nginx, https, _) = start_shipped_site(&env, &allow, "nginx");
+    let base = format!("https://127.0.0.1:{https}/.well-known/upmirror/snapshots/{v1}");
+    let c = client(&env);
     runtime().block_on(async {
-        let resumed = c.get(&url).header("Range", "bytes=100000-").header("If-Range", &etag).send().await.unwrap();
-        assert_eq!(resumed.status().as_u16(), 200, "the validator changed: the whole new file, not its tail");
-        assert_eq!(resumed.bytes().await.unwrap().to_vec(), v2);
+        assert_eq!(get(&c, &format!("{base}/releases/current.json")).await, (200, v1_bytes));
+        let (status, body) = get(&c, &format!("{base}/upmirror-manifest.json")).await;
+        assert!(status == 200 && String::from_utf8_lossy(&body).contains("releases/current.json"));
+        let (status, _) = get(&c, &format!("{base}/../../../.upmirror/state.json")).await;
+        assert!(status == 404 || status == 400, "no way out of the pin: {status}");
     });
-    // The listing still compares like with like: the next run has nothing to do.
-    let out = env.sync(&upstream.url(), &[]);
-    assert!(out.code == 0 && out.stderr.contains("is unchanged"), "{out:?}");
 }
