@@ -23,10 +23,14 @@ const PAGE_HISTORY: usize = 10;
 pub struct RunStatus {
     pub started: String,
     pub finished: String,
-    /// `published`, `unchanged`, `refused`, `failed`, `rolled-back` or `repaired`.
+    /// `published`, `unchanged`, `held`, `refused`, `failed`, `interrupted`,
+    /// `rolled-back` or `repaired`.
     pub outcome: String,
     pub exit_code: i32,
     pub error: Option<String>,
+    /// Why a `held` run published nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
     pub snapshot: Option<String>,
     /// Where the listing came from.
     pub upstream: Option<String>,
@@ -143,7 +147,7 @@ impl RunStatus {
 }
 
 fn last_success(history: &[RunStatus]) -> Option<&RunStatus> {
-    history.iter().rev().find(|r| r.succeeded() && matches!(r.outcome.as_str(), "published" | "unchanged"))
+    history.iter().rev().find(|r| r.succeeded() && matches!(r.outcome.as_str(), "published" | "unchanged" | "held"))
 }
 
 fn unix(rfc3339: &str) -> Option<u64> {
@@ -173,6 +177,12 @@ fn metrics(history: &[RunStatus]) -> String {
             last.map_or(0, |r| r.bytes_downloaded_total),
         ),
         ("upmirror_published_files", "gauge", "Files in the published snapshot.", published as u64),
+        (
+            "upmirror_held",
+            "gauge",
+            "1 while the upstream offers only a rolled-back listing (a held state, not a failure).",
+            u64::from(last.is_some_and(|r| r.outcome == "held")),
+        ),
         ("upmirror_listing_generated_timestamp_seconds", "gauge", "generated_at of the published listing.", generated),
     ] {
         let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");

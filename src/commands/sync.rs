@@ -25,6 +25,8 @@ const MAX_FUTURE: Duration = Duration::from_secs(24 * 3600);
 /// What a sync ended with, for the report and status.json.
 enum Done {
     Unchanged { upstream: String },
+    /// The upstream still offers the listing that was rolled back.
+    Held { reason: String },
     Published { id: String, upstream: String, summary: Summary },
 }
 
@@ -32,6 +34,7 @@ impl Outcome for Done {
     fn label(&self) -> &'static str {
         match self {
             Done::Unchanged { .. } => "unchanged",
+            Done::Held { .. } => "held",
             Done::Published { .. } => "published",
         }
     }
@@ -53,6 +56,7 @@ pub(super) fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
     }
     match done {
         Done::Unchanged { upstream } => out.info(format!("nothing to do: {upstream} is unchanged")),
+        Done::Held { reason } => out.info(format!("held: {reason}")),
         Done::Published { id, upstream, summary: s } => out.info(format!(
             "published {id} from {upstream}: {} added, {} changed, {} removed, {} downloaded",
             s.added,
@@ -83,6 +87,10 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
     };
     let upstream = listing.url.to_string();
     run.status.upstream = Some(upstream.clone());
+    if let Some(reason) = held(&state, &listing, args) {
+        run.status.held = Some(reason.clone());
+        return Ok(Done::Held { reason });
+    }
     let plan = accept(args, &state, published.as_ref(), &listing, &cfg.filter, out)?;
     let freed = reclaim_staging(&run.locked.partial_dir(), plan.downloads())?;
     if freed > 0 {
@@ -133,6 +141,11 @@ fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Resul
             return Ok(());
         }
     };
+    if let Some(reason) = held(&state, &listing, args) {
+        print_plan(&Plan::default(), out);
+        out.info(format!("held: {reason}"));
+        return Ok(());
+    }
     let plan = accept(args, &state, published.as_ref(), &listing, &cfg.filter, out)?;
     print_plan(&plan, out);
     check_plan(cfg, args, &plan, published_count(published.as_ref()), &store.root)?;
@@ -227,6 +240,20 @@ fn list(
     rt.block_on(before(deadline, listing))
 }
 
+/// Why the mirror holds what it has: the upstream still offers the listing
+/// that was rolled back. A held run is a healthy state, not a refusal; the
+/// next newer listing is published as usual, and `--force` publishes this one.
+fn held(state: &State, listing: &Listing, args: &SyncArgs) -> Option<String> {
+    let identity = listing.identity.to_string();
+    (state.rejected.contains(&identity) && !args.force).then(|| {
+        format!(
+            "the listing from {} ({}) was rolled back; waiting for a newer one (--force publishes it again)",
+            listing.url,
+            &identity[..12]
+        )
+    })
+}
+
 /// Check the listing against the freshness guards and plan it against the
 /// published snapshot.
 fn accept(
@@ -237,16 +264,7 @@ fn accept(
     filter: &Filter,
     out: Reporter,
 ) -> Result<Plan> {
-    let identity = listing.identity.to_string();
     let generated = unix_seconds(listing.manifest.generated_at);
-    if state.rejected.contains(&identity) && !args.force {
-        return Err(Refused(format!(
-            "the listing from {} ({}) was rolled back; --force publishes it again",
-            listing.url,
-            &identity[..12]
-        ))
-        .into());
-    }
     let dated = listing.source == Source::Manifest;
     if let Some(high) = state.high_water
         && dated

@@ -387,10 +387,22 @@ fn rollback_republishes_the_previous_snapshot_and_refuses_that_listing_until_a_n
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(env.published_id().unwrap(), v1);
 
-    let out = env.sync(&server.url(), &[]);
-    assert_eq!(out.code, 3, "the rolled-back listing is refused: {out:?}");
-    assert!(out.stderr.contains("rolled back"), "{}", out.stderr);
+    // The upstream still offers the rolled-back listing: a held state, not
+    // a refusal, so hourly runs do not fire the refusal and staleness alerts.
+    let metrics = env.dir.path().join("metrics.prom");
+    let out = env.sync(&server.url(), &["--quiet", "--metrics-file", metrics.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "held: {out:?}");
+    assert!(out.stderr.is_empty(), "--quiet prints nothing for a held run: {}", out.stderr);
     assert_eq!(env.published_id().unwrap(), v1);
+    let status: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.root.join(".upmirror/status.json")).unwrap()).unwrap();
+    assert_eq!(status["outcome"], "held");
+    assert!(status["held"].as_str().unwrap().contains("rolled back"), "{status}");
+    let metrics = fs::read_to_string(&metrics).unwrap();
+    assert!(metrics.contains("\nupmirror_held 1\n") && metrics.contains("\nupmirror_last_run_exit_code 0\n"), "{metrics}");
+    let public: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.root.join("public/status.json")).unwrap()).unwrap();
+    assert_eq!(public["last_success"]["outcome"], "held", "a held run counts as synced");
 
     env.write("releases/current.json", b"{\"version\":\"11.4\"}\n");
     env.make_manifest();
