@@ -27,8 +27,16 @@ pub enum Command {
         #[arg(long)]
         repair: bool,
     },
-    /// Show the published snapshot, the last run, the snapshots kept and the disk used.
-    Status,
+    /// Show the published snapshot, a run in progress, the last run, the snapshots kept and the mirror's size.
+    Status {
+        /// One line and an exit code for monitoring: 0 when the last run succeeded (or is held)
+        /// within --stale-after, 1 when it failed or the mirror is stale, 2 when the root is unknown.
+        #[arg(long)]
+        check: bool,
+        /// With --check: how long since the last successful run is still fresh.
+        #[arg(long, value_name = "DURATION", default_value = "6h", requires = "check")]
+        stale_after: humantime::Duration,
+    },
     /// Publish the previous snapshot again and reject the rolled-back listing.
     Rollback,
     /// Create the layout of a new mirror root and print the next steps.

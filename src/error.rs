@@ -11,6 +11,12 @@ use crate::snapshot::LockHeld;
 #[error("refused: {0}")]
 pub struct Refused(pub String);
 
+/// The run's status or metrics could not be written (exit 4): whatever the
+/// run did, monitoring would not see it.
+#[derive(Debug, thiserror::Error)]
+#[error("the run's status was not recorded: {0}")]
+pub struct Unrecorded(pub String);
+
 /// How a process ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -22,6 +28,8 @@ pub enum Exit {
     Usage = 2,
     /// A safety guard refused the run; nothing was done.
     Refused = 3,
+    /// The run's status or metrics file could not be written.
+    Unrecorded = 4,
     /// Another run holds the lock (EX_TEMPFAIL); nothing was done.
     Locked = 75,
     /// Stopped by SIGINT (128 + 2, the shell's convention).
@@ -43,6 +51,9 @@ impl Exit {
             if cause.is::<Refused>() {
                 return Exit::Refused;
             }
+            if cause.is::<Unrecorded>() {
+                return Exit::Unrecorded;
+            }
             if let Some(Interrupted(signal)) = cause.downcast_ref::<Interrupted>() {
                 return match signal {
                     Signal::Int => Exit::Interrupted,
@@ -61,7 +72,7 @@ impl Exit {
     pub fn outcome(self) -> &'static str {
         match self {
             Exit::Ok => "ok",
-            Exit::Failed | Exit::Usage => "failed",
+            Exit::Failed | Exit::Usage | Exit::Unrecorded => "failed",
             Exit::Refused => "refused",
             Exit::Locked => "locked",
             Exit::Interrupted | Exit::Terminated => "interrupted",

@@ -218,6 +218,7 @@ impl Fetcher {
                 match self.attempt(i, &entry, &file).await {
                     Ok(verified) => {
                         self.up.note(i, None);
+                        self.up.delivered(i, verified.entry.size);
                         return Ok(verified);
                     }
                     Err(e) if e.is::<LocalIo>() => return Err(e),

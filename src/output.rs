@@ -16,6 +16,10 @@ pub enum Level {
 pub struct Reporter {
     pub level: Level,
     pub json: bool,
+    /// stderr goes to the systemd journal (`JOURNAL_STREAM` is set): a
+    /// run's one summary line is written even under `--quiet`, which keeps
+    /// cron silent on success but leaves a trace of every timer run.
+    pub journal: bool,
 }
 
 impl Reporter {
@@ -25,7 +29,15 @@ impl Reporter {
             (false, 0) => Level::Normal,
             (false, _) => Level::Verbose,
         };
-        Reporter { level, json }
+        Reporter { level, json, journal: std::env::var_os("JOURNAL_STREAM").is_some() }
+    }
+
+    /// The one line that sums up a run: shown like `info`, and in the
+    /// journal even under `--quiet`.
+    pub fn summary(&self, msg: impl AsRef<str>) {
+        if self.level >= Level::Normal || self.journal {
+            eprintln!("{}", msg.as_ref());
+        }
     }
 
     /// A progress or outcome line; silent under `--quiet`.

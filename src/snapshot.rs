@@ -16,7 +16,7 @@
 //! retried.
 
 use std::fs::{self, File};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write as _};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -47,7 +47,13 @@ pub struct LockHeld(pub PathBuf);
 /// snapshot be built, published or pruned. The lock file is never deleted.
 pub struct Locked<'a> {
     store: &'a Store,
-    _lock: File,
+    lock_file: File,
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let _ = self.lock_file.set_len(0);
+    }
 }
 
 impl std::ops::Deref for Locked<'_> {
@@ -127,7 +133,13 @@ impl Store {
             .open(&path)
             .with_context(|| format!("could not open {}", path.display()))?;
         match file.try_lock() {
-            Ok(()) => Ok(Locked { store: self, _lock: file }),
+            Ok(()) => {
+                // Who holds it, for `upmirror status`; emptied when the run ends.
+                let holder =
+                    format!("{} {}\n", std::process::id(), humantime::format_rfc3339_seconds(SystemTime::now()));
+                let _ = file.set_len(0).and_then(|()| (&file).write_all(holder.as_bytes()));
+                Ok(Locked { store: self, lock_file: file })
+            }
             Err(fs::TryLockError::WouldBlock) => Err(LockHeld(path).into()),
             Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("could not lock {}", path.display())),
         }
@@ -158,6 +170,16 @@ impl Store {
         }
         let manifest = read_manifest(&dir)?;
         Ok(Some(Published { id, dir, manifest }))
+    }
+
+    /// The run holding the lock, if one does: its pid and start time.
+    pub fn running(&self) -> Option<(u32, String)> {
+        let text = fs::read_to_string(self.meta().join("lock")).ok()?;
+        let (pid, since) = text.trim().split_once(' ')?;
+        let pid: u32 = pid.parse().ok()?;
+        let alive =
+            rustix::process::Pid::from_raw(pid as i32).is_some_and(|p| rustix::process::test_kill_process(p).is_ok());
+        alive.then(|| (pid, since.to_owned()))
     }
 
     /// The id `current` points to, from the link alone (`published` checks

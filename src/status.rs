@@ -11,7 +11,8 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::disk::{ensure_real_dir, write_atomic, write_private};
-use crate::output::{human_bytes, human_duration};
+use crate::error::Unrecorded;
+use crate::output::{error_line, human_bytes, human_duration};
 use crate::plan::Summary;
 
 const HISTORY: usize = 30;
@@ -72,6 +73,11 @@ pub struct UpstreamHealth {
     /// `ok`, `failed` or `not used`.
     pub state: String,
     pub error: Option<String>,
+    /// Bytes of the files it delivered this run, and over all runs.
+    #[serde(default)]
+    pub bytes: u64,
+    #[serde(default)]
+    pub bytes_total: u64,
 }
 
 /// Where the run's status goes, and what to hide in the public copy.
@@ -97,43 +103,60 @@ impl RunStatus {
     }
 
     /// Complete the totals (bytes over all runs, disk use) and write every
-    /// status file for this run; the history gains one entry.
+    /// status file for this run; the history gains one entry. A file that cannot be written is an [`Unrecorded`] error: monitoring
+    /// must never go silent. A metrics file that fails is still noted in the
+    /// status files when they can be written.
     pub fn record(&mut self, sinks: &Sinks) -> Result<()> {
+        let unrecorded = |e: anyhow::Error| anyhow::Error::new(Unrecorded(error_line(&e)));
         let history_path = sinks.meta.join("history.json");
         let mut history: Vec<RunStatus> =
             std::fs::read(&history_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
         let before = history.last().map_or(0, |r| r.bytes_downloaded_total);
         let published_now = if self.outcome == "published" { self.summary.download_bytes } else { 0 };
-        self.bytes_downloaded_total = before + published_now;
+        self.bytes_downloaded_total = before.saturating_add(published_now);
+        for u in &mut self.upstreams {
+            let earlier = history.last().and_then(|r| r.upstreams.iter().find(|p| p.url == u.url));
+            u.bytes_total = earlier.map_or(0, |p| p.bytes_total).saturating_add(u.bytes);
+        }
         if let Ok(fs) = rustix::fs::statvfs(&sinks.meta) {
             self.disk_size_bytes = Some(fs.f_blocks * fs.f_frsize);
             self.disk_used_bytes = Some(fs.f_blocks.saturating_sub(fs.f_bfree) * fs.f_frsize);
         }
-        write_private(&sinks.meta.join("status.json"), &serde_json::to_vec_pretty(self)?)?;
+        let metrics_failed = sinks.metrics.as_ref().and_then(|path| {
+            let with_this: Vec<RunStatus> = history.iter().cloned().chain([self.clone()]).collect();
+            let written = write_atomic(path, metrics(&with_this).as_bytes());
+            written.with_context(|| format!("metrics_file {} was not written", path.display())).err()
+        });
+        if let Some(e) = &metrics_failed {
+            self.warnings.push(error_line(e));
+        }
+        write_private(&sinks.meta.join("status.json"), &serde_json::to_vec_pretty(self)?).map_err(unrecorded)?;
         history.push(self.clone());
         let start = history.len().saturating_sub(HISTORY);
         history.drain(..start);
-        write_private(&history_path, &serde_json::to_vec(&history)?)?;
-
-        let public: Vec<RunStatus> = history.iter().map(|r| r.sanitised(&sinks.redact)).collect();
-        ensure_real_dir(&sinks.public)?;
-        let recent: Vec<&RunStatus> = public.iter().rev().take(PAGE_HISTORY).collect();
-        let snapshots = recent.first().map(|r| r.snapshots.as_slice()).unwrap_or_default();
-        let doc = serde_json::json!({
-            "last_run": recent.first(),
-            "last_success": last_success(&public),
-            "snapshots": snapshots,
-            "history": recent,
-        });
-        write_atomic(&sinks.public.join("status.json"), &serde_json::to_vec_pretty(&doc)?)?;
-        write_atomic(&sinks.public.join("index.html"), page(&recent, last_success(&public)).as_bytes())?;
-        if let Some(path) = &sinks.metrics {
-            write_atomic(path, metrics(&history).as_bytes())
-                .with_context(|| format!("metrics_file {}", path.display()))?;
-        }
-        Ok(())
+        write_private(&history_path, &serde_json::to_vec(&history)?).map_err(unrecorded)?;
+        write_public(sinks, &history).map_err(unrecorded)?;
+        metrics_failed.map_or(Ok(()), |e| Err(unrecorded(e)))
     }
+}
 
+/// The public status (no host paths) and its page.
+fn write_public(sinks: &Sinks, history: &[RunStatus]) -> Result<()> {
+    let public: Vec<RunStatus> = history.iter().map(|r| r.sanitised(&sinks.redact)).collect();
+    ensure_real_dir(&sinks.public)?;
+    let recent: Vec<&RunStatus> = public.iter().rev().take(PAGE_HISTORY).collect();
+    let snapshots = recent.first().map(|r| r.snapshots.as_slice()).unwrap_or_default();
+    let doc = serde_json::json!({
+        "last_run": recent.first(),
+        "last_success": last_success(&public),
+        "snapshots": snapshots,
+        "history": recent,
+    });
+    write_atomic(&sinks.public.join("status.json"), &serde_json::to_vec_pretty(&doc)?)?;
+    write_atomic(&sinks.public.join("index.html"), page(&recent, last_success(&public)).as_bytes())
+}
+
+impl RunStatus {
     /// A copy fit for anyone on the network: no host paths.
     fn sanitised(&self, redact: &[(String, String)]) -> RunStatus {
         let clean = |s: &String| redact.iter().fold(s.clone(), |acc, (from, to)| acc.replace(from.as_str(), to));
@@ -187,7 +210,34 @@ fn metrics(history: &[RunStatus]) -> String {
     ] {
         let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
     }
+    if let Some(last) = last {
+        per_run_metrics(&mut text, last);
+    }
     text
+}
+
+/// The last run's duration, and each upstream's health and traffic.
+fn per_run_metrics(text: &mut String, last: &RunStatus) {
+    let duration = unix(&last.finished).zip(unix(&last.started)).map_or(0, |(f, s)| f.saturating_sub(s));
+    let name = "upmirror_last_run_duration_seconds";
+    let _ = writeln!(text, "# HELP {name} How long the last run took.\n# TYPE {name} gauge\n{name} {duration}");
+    let used: Vec<&UpstreamHealth> = last.upstreams.iter().filter(|u| u.state != "not used").collect();
+    let families = [
+        ("upmirror_upstream_up", "gauge", "1 when the upstream answered the last run without error, 0 when it failed."),
+        ("upmirror_upstream_bytes_total", "counter", "Bytes of the files each upstream delivered, over all runs."),
+    ];
+    for (name, kind, help) in families {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for u in last.upstreams.iter().filter(|u| kind == "counter" || used.iter().any(|x| x.url == u.url)) {
+            let value = if kind == "gauge" { u64::from(u.state == "ok") } else { u.bytes_total };
+            let _ = writeln!(text, "{name}{{upstream=\"{}\"}} {value}", label(&u.url));
+        }
+    }
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 fn esc(s: &str) -> String {

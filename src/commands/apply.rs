@@ -76,10 +76,18 @@ pub(super) fn recorded<T: Outcome>(
             status.error = Some(error_line(e));
         }
     }
-    if let Err(e) = status.record(&Sinks::new(&store.root, cfg)) {
-        out.warn(format!("could not write the run's status: {e:#}"));
+    // Monitoring must not go silent: a status or metrics file that cannot
+    // be written fails the run (exit 4) and is printed even under --quiet.
+    let recorded = status.record(&Sinks::new(&store.root, cfg));
+    match (result, recorded) {
+        (Ok(done), Ok(())) => Ok((done, status)),
+        (Ok(_), Err(unrecorded)) => Err(unrecorded),
+        (Err(e), Ok(())) => Err(e),
+        (Err(e), Err(unrecorded)) => {
+            eprintln!("upmirror: {}", error_line(&unrecorded));
+            Err(e)
+        }
     }
-    result.map(|done| (done, status))
 }
 
 /// Point the grace links at the snapshots still inside their window, and

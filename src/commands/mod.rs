@@ -28,7 +28,7 @@ pub fn run(command: Command, cfg: &Config, out: Reporter) -> Result<()> {
     match command {
         Command::Sync(args) => sync::sync(cfg, &args, out),
         Command::Verify { repair } => verify::verify(cfg, repair, out),
-        Command::Status => status::status(cfg, out),
+        Command::Status { check, stale_after } => status::status(cfg, check.then(|| stale_after.into()), out),
         Command::Mirrors => mirrors::mirrors(cfg, out),
         Command::Rollback => rollback::rollback(cfg, out),
         Command::Manifest { dir } => manifest::manifest(&dir, out),

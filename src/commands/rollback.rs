@@ -25,7 +25,7 @@ impl Outcome for RolledBack {
 pub(super) fn rollback(cfg: &Config, out: Reporter) -> Result<()> {
     let store = Store::new(cfg.root()?);
     let (done, _) = recorded(cfg, &store, out, roll_back)?;
-    out.info(format!(
+    out.summary(format!(
         "published {} again; later syncs refuse the listing of {} and publish the next newer one",
         done.to, done.from
     ));

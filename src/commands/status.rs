@@ -1,42 +1,62 @@
-//! `upmirror status`: the published snapshot, the last run, the snapshots
-//! kept and the disk used.
+//! `upmirror status [--check]`: the published snapshot, a run in progress,
+//! the last run, the snapshots kept and the mirror's size; with `--check`,
+//! one line and an exit code for monitoring.
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::time::{Duration, SystemTime};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
 use super::unix_seconds;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::output::{Reporter, human_bytes, human_duration};
-use crate::snapshot::Store;
+use crate::snapshot::{Published, Store};
 use crate::status::RunStatus;
 
-pub(super) fn status(cfg: &Config, out: Reporter) -> Result<()> {
+pub(super) fn status(cfg: &Config, check: Option<Duration>, out: Reporter) -> Result<()> {
     let store = Store::new(cfg.root()?);
-    let published = store.published()?;
+    if !store.meta().is_dir() {
+        return Err(ConfigError(format!("{} is not a mirror root (no .upmirror/ in it)", store.root.display())).into());
+    }
     let last: Option<RunStatus> =
         std::fs::read(store.meta().join("status.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    if let Some(stale_after) = check {
+        return check_health(last.as_ref(), stale_after);
+    }
+    let published = store.published()?;
+    let running = store.running();
     let ids = store.snapshot_ids()?;
-    let disk = disk_used(&store.root.join("snapshots"));
-    let current = published.as_ref().map(|p| {
-        serde_json::json!({
-            "id": p.id,
-            "files": p.manifest.files.len(),
-            "bytes": p.manifest.total_bytes(),
-            "generated_at": humantime::format_rfc3339_seconds(p.manifest.generated_at).to_string(),
-        })
-    });
+    let size = mirror_bytes(&store.root.join("snapshots"));
     if out.json {
-        let doc =
-            serde_json::json!({"published": current, "last_run": last, "snapshots": ids, "disk_used_bytes": disk});
+        let current = published.as_ref().map(|p| {
+            serde_json::json!({
+                "id": p.id,
+                "files": p.manifest.files.len(),
+                "bytes": p.manifest.total_bytes(),
+                "generated_at": humantime::format_rfc3339_seconds(p.manifest.generated_at).to_string(),
+            })
+        });
+        let running = running.map(|(pid, since)| serde_json::json!({"pid": pid, "since": since}));
+        let doc = serde_json::json!({"published": current, "running": running, "last_run": last, "snapshots": ids, "mirror_bytes": size});
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
-    match &published {
+    print_status(published.as_ref(), running, last.as_ref(), &ids);
+    println!("mirror size {}", human_bytes(size));
+    Ok(())
+}
+
+fn print_status(
+    published: Option<&Published>,
+    running: Option<(u32, String)>,
+    last: Option<&RunStatus>,
+    ids: &[String],
+) {
+    match published {
         Some(p) => {
-            let age = unix_seconds(std::time::SystemTime::now()).saturating_sub(unix_seconds(p.manifest.generated_at));
+            let age = unix_seconds(SystemTime::now()).saturating_sub(unix_seconds(p.manifest.generated_at));
             println!(
                 "published   {}: {} files, {}, listing generated {} ago",
                 p.id,
@@ -47,26 +67,57 @@ pub(super) fn status(cfg: &Config, out: Reporter) -> Result<()> {
         }
         None => println!("published   nothing yet"),
     }
-    match &last {
+    if let Some((pid, since)) = running {
+        println!("running     a run (pid {pid}) since {since}");
+    }
+    match last {
         Some(r) => {
             println!("last run    {} at {} (exit {})", r.outcome, r.finished, r.exit_code);
-            if let Some(e) = &r.error {
-                println!("            {e}");
+            if let Some(why) = r.error.as_ref().or(r.held.as_ref()) {
+                println!("            {why}");
             }
         }
         None => println!("last run    none"),
     }
-    let marked: Vec<String> = ids
-        .iter()
-        .map(|id| if Some(id) == published.as_ref().map(|p| &p.id) { format!("{id} (current)") } else { id.clone() })
-        .collect();
+    let current = published.map(|p| &p.id);
+    let marked: Vec<String> =
+        ids.iter().map(|id| if Some(id) == current { format!("{id} (current)") } else { id.clone() }).collect();
     println!("snapshots   {} kept: {}", ids.len(), marked.join(", "));
-    println!("disk used   {}", human_bytes(disk));
+}
+
+/// `--check`: exit 0 when the last run succeeded (or is held) and the
+/// mirror synced within `stale_after`; exit 1 otherwise; one line either way.
+fn check_health(last: Option<&RunStatus>, stale_after: Duration) -> Result<()> {
+    let Some(last) = last else { bail!("no run has been recorded yet") };
+    if !last.succeeded() {
+        bail!(
+            "the last run {} (exit {}) at {}: {}",
+            last.outcome,
+            last.exit_code,
+            last.finished,
+            last.error.as_deref().unwrap_or("")
+        );
+    }
+    let finished = humantime::parse_rfc3339_weak(&last.finished).map_or(0, unix_seconds);
+    let age = unix_seconds(SystemTime::now()).saturating_sub(finished);
+    if age > stale_after.as_secs() {
+        bail!(
+            "stale: the last run finished {} ago, more than {}",
+            human_duration(age),
+            human_duration(stale_after.as_secs())
+        );
+    }
+    println!(
+        "ok: {} {} ago{}",
+        last.outcome,
+        human_duration(age),
+        last.snapshot.as_deref().map(|s| format!(", snapshot {s}")).unwrap_or_default()
+    );
     Ok(())
 }
 
 /// Bytes of every distinct file below `dir` (hardlinks counted once).
-fn disk_used(dir: &Path) -> u64 {
+fn mirror_bytes(dir: &Path) -> u64 {
     let mut seen = HashSet::new();
     walkdir::WalkDir::new(dir)
         .into_iter()

@@ -24,10 +24,18 @@ const MAX_FUTURE: Duration = Duration::from_secs(24 * 3600);
 
 /// What a sync ended with, for the report and status.json.
 enum Done {
-    Unchanged { upstream: String },
+    Unchanged {
+        upstream: String,
+    },
     /// The upstream still offers the listing that was rolled back.
-    Held { reason: String },
-    Published { id: String, upstream: String, summary: Summary },
+    Held {
+        reason: String,
+    },
+    Published {
+        id: String,
+        upstream: String,
+        summary: Summary,
+    },
 }
 
 impl Outcome for Done {
@@ -55,9 +63,9 @@ pub(super) fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&status)?);
     }
     match done {
-        Done::Unchanged { upstream } => out.info(format!("nothing to do: {upstream} is unchanged")),
-        Done::Held { reason } => out.info(format!("held: {reason}")),
-        Done::Published { id, upstream, summary: s } => out.info(format!(
+        Done::Unchanged { upstream } => out.summary(format!("nothing to do: {upstream} is unchanged")),
+        Done::Held { reason } => out.summary(format!("held: {reason}")),
+        Done::Published { id, upstream, summary: s } => out.summary(format!(
             "published {id} from {upstream}: {} added, {} changed, {} removed, {} downloaded",
             s.added,
             s.changed,

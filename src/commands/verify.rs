@@ -42,7 +42,7 @@ pub(super) fn verify(cfg: &Config, repair: bool, out: Reporter) -> Result<()> {
         bail!("{} problems in snapshot {}; `upmirror verify --repair` re-fetches them", problems.len(), published.id);
     }
     let (done, _) = recorded(cfg, &store, out, |run| repair_snapshot(run, &published, &problems))?;
-    out.info(format!(
+    out.summary(format!(
         "repaired {} problems of {} into snapshot {}, now published",
         problems.len(),
         published.id,

@@ -130,7 +130,9 @@ pub struct Upstreams {
 }
 
 /// Whether an upstream was used this run, and its first error.
-type Seen = (bool, Option<String>);
+/// Whether an upstream was used this run, its first error, and the bytes
+/// of the files it delivered.
+type Seen = (bool, Option<String>, u64);
 
 impl Upstreams {
     pub fn new(cfg: &Config) -> Result<Upstreams> {
@@ -149,7 +151,7 @@ impl Upstreams {
             has_client_cert: cfg.tls.client_cert.is_some(),
             net: cfg.net.clone(),
             client: build_client(cfg)?,
-            health: std::sync::Arc::new(std::sync::Mutex::new(vec![(false, None); cfg.upstreams.len()])),
+            health: std::sync::Arc::new(std::sync::Mutex::new(vec![(false, None, 0); cfg.upstreams.len()])),
         })
     }
 
@@ -265,13 +267,19 @@ impl Upstreams {
         }
     }
 
+    /// Count `bytes` of a file that upstream `i` delivered.
+    pub fn delivered(&self, i: usize, bytes: u64) {
+        let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        health[i].2 = health[i].2.saturating_add(bytes);
+    }
+
     /// Each upstream as this run found it.
     pub fn health(&self) -> Vec<crate::status::UpstreamHealth> {
         let health = self.health.lock().unwrap_or_else(|e| e.into_inner());
         self.bases
             .iter()
             .zip(health.iter())
-            .map(|(url, (used, error))| crate::status::UpstreamHealth {
+            .map(|(url, (used, error, bytes))| crate::status::UpstreamHealth {
                 url: url.to_string(),
                 state: match (used, error) {
                     (false, _) => "not used",
@@ -280,6 +288,8 @@ impl Upstreams {
                 }
                 .into(),
                 error: error.clone(),
+                bytes: *bytes,
+                bytes_total: 0,
             })
             .collect()
     }

@@ -399,7 +399,10 @@ fn rollback_republishes_the_previous_snapshot_and_refuses_that_listing_until_a_n
     assert_eq!(status["outcome"], "held");
     assert!(status["held"].as_str().unwrap().contains("rolled back"), "{status}");
     let metrics = fs::read_to_string(&metrics).unwrap();
-    assert!(metrics.contains("\nupmirror_held 1\n") && metrics.contains("\nupmirror_last_run_exit_code 0\n"), "{metrics}");
+    assert!(
+        metrics.contains("\nupmirror_held 1\n") && metrics.contains("\nupmirror_last_run_exit_code 0\n"),
+        "{metrics}"
+    );
     let public: serde_json::Value =
         serde_json::from_slice(&fs::read(env.root.join("public/status.json")).unwrap()).unwrap();
     assert_eq!(public["last_success"]["outcome"], "held", "a held run counts as synced");
@@ -420,9 +423,19 @@ fn status_reports_the_published_snapshot_and_the_last_run() {
     let server = env.serve();
     let root = env.root.to_str().unwrap();
     let out = env.run(&["status", "--root", root]);
-    assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.contains("published   nothing yet"), "{}", out.stdout);
+    assert_eq!(out.code, 2, "a root that does not exist is unknown: {out:?}");
+    assert!(out.stderr.contains("is not a mirror root"), "{}", out.stderr);
+    assert_eq!(env.run(&["status", "--root", root, "--check"]).code, 2);
+    assert_eq!(env.run(&["init", root]).code, 0);
+    let out = env.run(&["status", "--root", root]);
+    assert!(out.code == 0 && out.stdout.contains("published   nothing yet"), "{out:?}");
+    let out = env.run(&["status", "--root", root, "--check"]);
+    assert_eq!(out.code, 1, "nothing recorded yet: {out:?}");
     assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    let out = env.run(&["status", "--root", root, "--check"]);
+    assert!(out.code == 0 && out.stdout.starts_with("ok: published"), "{out:?}");
+    let out = env.run(&["status", "--root", root, "--check", "--stale-after", "1s"]);
+    assert_eq!(out.code, 0, "fresh within a second: {out:?}");
     server.fault("/pool/p01.deb", Fault::Status(500));
     env.write("pool/p01.deb", b"new");
     env.make_manifest();
@@ -435,9 +448,31 @@ fn status_reports_the_published_snapshot_and_the_last_run() {
     assert_eq!(doc["last_run"]["outcome"], "failed");
     assert!(doc["last_run"]["error"].as_str().unwrap().contains("HTTP 500"));
     assert_eq!(doc["snapshots"].as_array().unwrap().len(), 1);
-    assert!(doc["disk_used_bytes"].as_u64().unwrap() > 300_000);
+    assert!(doc["mirror_bytes"].as_u64().unwrap() > 300_000);
     let text = env.run(&["status", "--root", root]).stdout;
     assert!(text.contains("last run    failed") && text.contains("(current)"), "{text}");
+    let out = env.run(&["status", "--root", root, "--check"]);
+    assert!(out.code == 1 && out.stderr.contains("the last run failed (exit 1)"), "{out:?}");
+
+    // A run in progress shows with its pid.
+    server.fault("/pool/p01.deb", Fault::Drip(50));
+    let before = server.requests_for("/pool/p01.deb").len();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_upmirror"))
+        .args(["sync", "--root", root, "--upstream", &server.url(), "--ca-file", env.pki.ca.to_str().unwrap()])
+        .args(["--config", "/dev/null"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.requests_for("/pool/p01.deb").len() <= before {
+        assert!(Instant::now() < deadline, "the slow download never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let text = env.run(&["status", "--root", root]).stdout;
+    let lock = fs::read_to_string(env.root.join(".upmirror/lock")).unwrap();
+    assert!(text.contains(&format!("running     a run (pid {})", child.id())), "{text} lock: {lock:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 #[test]

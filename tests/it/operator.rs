@@ -123,7 +123,7 @@ fn normalise(text: &str, env: &Env) -> String {
         (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "TIME"),
         (r"127\.0\.0\.1:\d+", "HOST"),
         (r"listing generated [^,\n]+ ago", "listing generated AGE ago"),
-        (r"disk used   [0-9.]+ [KMG]?i?B", "disk used   SIZE"),
+        (r"mirror size [0-9.]+ [KMG]?i?B", "mirror size SIZE"),
     ] {
         out = regex_lite::Regex::new(pattern).unwrap().replace_all(&out, with).into_owned();
     }
@@ -168,11 +168,11 @@ fn dry_run_and_status_print_exactly_this() {
         "published   SNAPSHOT: 26 files, 319.5 KiB, listing generated AGE ago\n\
          last run    published at TIME (exit 0)\n\
          snapshots   1 kept: SNAPSHOT (current)\n\
-         disk used   SIZE\n"
+         mirror size SIZE\n"
     );
     let doc: serde_json::Value = serde_json::from_str(&env.run(&["status", "--root", root, "--json"]).stdout).unwrap();
     let keys: Vec<&str> = doc.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(keys, ["disk_used_bytes", "last_run", "published", "snapshots"]);
+    assert_eq!(keys, ["last_run", "mirror_bytes", "published", "running", "snapshots"]);
     let last: Vec<&str> = doc["last_run"].as_object().unwrap().keys().map(String::as_str).collect();
     for key in [
         "started",
@@ -217,4 +217,59 @@ fn a_plan_saves_to_a_relative_path_and_never_touches_a_neighbouring_tmp_file() {
         .run_in(&cwd, &["sync", "--root", root, "--upstream", &server.url(), "--ca-file", ca, "--plan", "plan.json"]);
     assert_eq!(out.code, 0, "{out:?}");
     env.assert_mirrors_upstream();
+}
+
+#[test]
+fn a_metrics_file_that_cannot_be_written_is_never_silent() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    let metrics = env.dir.path().join("no-such-dir/upmirror.prom");
+    let out = env.sync(&server.url(), &["--quiet", "--metrics-file", metrics.to_str().unwrap()]);
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(
+        out.stderr.contains("metrics_file") && out.stderr.contains("no-such-dir"),
+        "even under --quiet: {}",
+        out.stderr
+    );
+    assert!(env.published_id().is_some(), "the snapshot itself was published");
+    let status: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.root.join(".upmirror/status.json")).unwrap()).unwrap();
+    assert!(status["warnings"][0].as_str().unwrap().contains("was not written"), "{status}");
+}
+
+#[test]
+fn under_systemd_a_quiet_run_leaves_one_line_in_the_journal_and_cron_stays_silent() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    let out = env.sync(&server.url(), &["--quiet"]);
+    assert!(out.code == 0 && out.stderr.is_empty() && out.stdout.is_empty(), "cron mails nothing: {out:?}");
+    let out = env.sync_env(&server.url(), &["--quiet"], &[("JOURNAL_STREAM", "8:12345")]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(out.stderr.starts_with("nothing to do: "), "{}", out.stderr);
+}
+
+#[test]
+fn metrics_show_each_upstreams_health_and_traffic_and_the_run_duration() {
+    let env = Env::with_sample_tree();
+    let (primary, secondary) = (env.serve(), env.serve());
+    primary.fault("/releases/11.2/core.zip", crate::support::Fault::Status(500));
+    let metrics = env.dir.path().join("upmirror.prom");
+    let args = ["--retries", "0", "--metrics-file", metrics.to_str().unwrap()];
+    assert_eq!(env.sync_from(&[&primary.url(), &secondary.url()], &args).code, 0);
+    let text = fs::read_to_string(&metrics).unwrap();
+    let value = |series: &str| -> u64 {
+        let line = text.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("no {series}: {text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let (p, s) = (primary.url(), secondary.url());
+    assert_eq!(value(&format!("upmirror_upstream_up{{upstream=\"{p}\"}}")), 0, "a dead primary is visible");
+    assert_eq!(value(&format!("upmirror_upstream_up{{upstream=\"{s}\"}}")), 1);
+    assert_eq!(
+        value(&format!("upmirror_upstream_bytes_total{{upstream=\"{s}\"}}")),
+        300_000,
+        "the big file came from it"
+    );
+    assert!(value(&format!("upmirror_upstream_bytes_total{{upstream=\"{p}\"}}")) > 0);
+    assert!(text.contains("# TYPE upmirror_last_run_duration_seconds gauge\nupmirror_last_run_duration_seconds "));
 }

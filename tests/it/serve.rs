@@ -194,10 +194,18 @@ fn the_systemd_units_verify_and_the_cron_line_parses() {
     )
     .unwrap();
     std::fs::copy(shipped("cron/upmirror.timer"), dir.path().join("upmirror.timer")).unwrap();
+    // The templates, as the instance `vendor` (/etc/upmirror/vendor.toml).
+    let template = std::fs::read_to_string(shipped("cron/upmirror@.service")).unwrap();
+    assert!(template.contains("--config /etc/upmirror/%i.toml"));
+    let instance = template.replace("/usr/bin/upmirror", env!("CARGO_BIN_EXE_upmirror"));
+    std::fs::write(dir.path().join("upmirror@vendor.service"), instance).unwrap();
+    std::fs::copy(shipped("cron/upmirror@.timer"), dir.path().join("upmirror@vendor.timer")).unwrap();
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .arg(dir.path().join("upmirror.service"))
         .arg(dir.path().join("upmirror.timer"))
+        .arg(dir.path().join("upmirror@vendor.service"))
+        .arg(dir.path().join("upmirror@vendor.timer"))
         .output()
         .expect("systemd-analyze is missing (apt-get install systemd); .ci/run installs it");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -249,4 +257,25 @@ fn the_status_page_renders_in_chromium_under_the_shipped_sites_policy() {
     let png =
         std::fs::read(&shot).unwrap_or_else(|_| panic!("no screenshot: {}", String::from_utf8_lossy(&out.stderr)));
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a real picture: {} bytes", png.len());
+}
+
+#[test]
+fn the_readme_install_steps_run_as_written_and_match_the_package() {
+    let readme = std::fs::read_to_string(shipped("README.md")).unwrap();
+    let install = &readme[readme.find("## Install on a server").unwrap()..];
+    let install = &install[..install.find("\n## ").unwrap_or(install.len())];
+    assert!(!install.contains("sudo "), "a minimal Debian 12 has no sudo: use runuser");
+    // Debian's cron ignores /etc/cron.d files whose names have a dot.
+    for line in install.lines().filter(|l| l.contains("/etc/cron.d/")) {
+        let name = line.rsplit("/etc/cron.d/").next().unwrap().split_whitespace().next().unwrap();
+        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "cron would ignore {name}");
+    }
+    // The same user, group, home and shell as the package's postinst makes.
+    let useradd = |text: &str| -> String {
+        let start = text.find("useradd ").unwrap();
+        let end = start + text[start..].find(" upmirror\n").unwrap();
+        text[start..end].replace("\\\n", " ").split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    let postinst = std::fs::read_to_string(shipped("debian/postinst")).unwrap();
+    assert_eq!(useradd(install), useradd(&postinst));
 }

@@ -135,8 +135,8 @@ impl Env {
             cmd.current_dir(dir);
         }
         for (k, _) in std::env::vars() {
-            if k.starts_with("UPMIRROR_") || k.starts_with("SSL_CERT") || k.ends_with("_proxy") || k.ends_with("_PROXY")
-            {
+            let ours = k.starts_with("UPMIRROR_") || k.starts_with("SSL_CERT") || k == "JOURNAL_STREAM";
+            if ours || k.ends_with("_proxy") || k.ends_with("_PROXY") {
                 cmd.env_remove(k);
             }
         }
