@@ -276,8 +276,18 @@ fn load(path: &Path) -> Result<FileConfig, ConfigError> {
     parse_file(&text).map_err(|e| ConfigError(format!("config {}: {e}", path.display())))
 }
 
+/// The file's keys, or an error naming the line, the column and the key.
 fn parse_file(text: &str) -> Result<FileConfig, String> {
-    toml::from_str(text).map_err(|e| e.message().to_owned())
+    toml::from_str(text).map_err(|e| {
+        let Some(span) = e.span() else { return e.message().to_owned() };
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        let line_text = text.lines().nth(line - 1).unwrap_or("");
+        let key = line_text.split_once('=').map(|(k, _)| k.trim()).filter(|k| !k.is_empty() && !k.starts_with('#'));
+        let key = key.map(|k| format!(", key {}", crate::output::quote(k, 60))).unwrap_or_default();
+        format!("line {line}, column {column}{key}: {}", e.message())
+    })
 }
 
 /// An upstream base URL: https, file, or http when permitted; always ending in `/`.
@@ -342,6 +352,14 @@ mod tests {
     #[test]
     fn unknown_keys_are_errors() {
         assert!(parse_file("roots = \"/x\"").unwrap_err().contains("unknown field"));
+    }
+
+    #[test]
+    fn errors_name_the_line_column_and_key() {
+        let e = parse_file("# mirror\nroot = \"/srv\"\nkeep = \"3\"\n").unwrap_err();
+        assert!(e.starts_with("line 3, column 8, key keep: invalid type: string \"3\""), "{e}");
+        let e = parse_file("root = /srv\n").unwrap_err();
+        assert!(e.starts_with("line 1, column 8, key root: "), "{e}");
     }
 
     #[test]

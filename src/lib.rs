@@ -9,6 +9,7 @@ pub mod disk;
 pub mod error;
 pub mod fetch;
 pub mod filter;
+pub mod identity;
 pub mod interrupt;
 pub mod manifest;
 pub mod output;

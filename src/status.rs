@@ -44,6 +44,9 @@ pub struct RunStatus {
     pub upstreams: Vec<UpstreamHealth>,
     /// Bytes downloaded into published snapshots, over all runs.
     pub bytes_downloaded_total: u64,
+    /// When the client certificate expires, if one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert_expires: Option<String>,
     /// The root's filesystem: bytes in use and its size.
     pub disk_used_bytes: Option<u64>,
     pub disk_size_bytes: Option<u64>,
@@ -212,6 +215,11 @@ fn metrics(history: &[RunStatus]) -> String {
     }
     if let Some(last) = last {
         per_run_metrics(&mut text, last);
+    }
+    if let Some(expiry) = last.and_then(|r| r.client_cert_expires.as_deref()).and_then(unix) {
+        let name = "upmirror_client_cert_expiry_timestamp_seconds";
+        let _ =
+            writeln!(text, "# HELP {name} When the client certificate expires.\n# TYPE {name} gauge\n{name} {expiry}");
     }
     text
 }

@@ -33,6 +33,22 @@ impl Problem {
     }
 }
 
+impl Problem {
+    /// `{"kind": …, "path": …}` with `listed`/`found` sizes or an `error`
+    /// where there are.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Problem::Missing(p) => json!({"kind": "missing", "path": p}),
+            Problem::NotAFile(p) => json!({"kind": "not-file", "path": p}),
+            Problem::Size { path, want, got } => json!({"kind": "size", "path": path, "listed": want, "found": got}),
+            Problem::Digest(p) => json!({"kind": "digest", "path": p}),
+            Problem::Unreadable { path, error } => json!({"kind": "unreadable", "path": path, "error": error}),
+            Problem::Extra(p) => json!({"kind": "extra", "path": p}),
+        }
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use crate::output::escape;

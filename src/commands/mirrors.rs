@@ -2,19 +2,27 @@
 
 use anyhow::Result;
 
-use super::runtime;
+use super::{client_identity, rfc3339, runtime};
 use crate::config::Config;
 use crate::output::{Reporter, human_duration};
 use crate::upstream::{Probe, Upstreams};
 
 pub(super) fn mirrors(cfg: &Config, out: Reporter) -> Result<()> {
+    let cert = client_identity(cfg, out)?;
     let upstreams = Upstreams::new(cfg)?;
-    let probes = runtime(false)?
+    let mut probes = runtime(false)?
         .block_on(futures_util::future::join_all((0..upstreams.bases.len()).map(|i| upstreams.probe(i))));
+    let expires = cert.as_ref().map(|c| rfc3339(c.not_after.max(0) as u64));
+    for p in &mut probes {
+        p.client_cert_expires = expires.clone();
+    }
     if out.json {
         println!("{}", serde_json::to_string_pretty(&probes)?);
     } else {
         print!("{}", mirrors_table(&probes));
+        if let (Some(c), Some(e)) = (&cert, &expires) {
+            println!("client certificate {} expires {e}", c.subject);
+        }
     }
     if !probes.iter().any(|p| p.usable) {
         anyhow::bail!("no upstream is usable");
@@ -30,8 +38,8 @@ fn mirrors_table(probes: &[Probe]) -> String {
         rows.push([
             p.url.clone(),
             if p.usable { "ok" } else { "DOWN" }.to_owned(),
-            p.tls.clone(),
-            p.client_cert.clone(),
+            p.tls.clone().unwrap_or("-".into()),
+            p.client_cert.clone().unwrap_or("-".into()),
             p.latency_ms.map_or("-".into(), |ms| format!("{ms} ms")),
             p.listing.unwrap_or("-").to_owned(),
             p.age_secs.map_or("-".into(), |s| human_duration(s.max(0) as u64)),

@@ -16,6 +16,7 @@ use anyhow::{Context, Result};
 
 use crate::cli::Command;
 use crate::config::Config;
+use crate::identity::{self, ClientCert};
 use crate::interrupt;
 use crate::output::Reporter;
 
@@ -43,6 +44,24 @@ pub fn run(command: Command, cfg: &Config, out: Reporter) -> Result<()> {
             clap_mangen::Man::new(cmd).render(&mut std::io::stdout()).context("could not write the manual page")
         }
     }
+}
+
+/// The client certificate, when one is configured: checked against its key
+/// and its dates before any request (a mismatch or an expired one is exit
+/// 2), with a warning when it expires within 30 days.
+fn client_identity(cfg: &Config, out: Reporter) -> Result<Option<ClientCert>> {
+    let (Some(cert), Some(key)) = (&cfg.tls.client_cert, &cfg.tls.client_key) else { return Ok(None) };
+    let info = identity::check(cert, key, SystemTime::now())?;
+    let left = info.not_after - unix_seconds(SystemTime::now()) as i64;
+    if left < identity::EXPIRY_WARNING {
+        out.warn(format!(
+            "client_cert {} expires in {} ({}); renew it",
+            cert.display(),
+            crate::output::human_duration(left.max(0) as u64),
+            rfc3339(info.not_after.max(0) as u64)
+        ));
+    }
+    Ok(Some(info))
 }
 
 /// A runtime for the network stages. With `signals`, SIGTERM and SIGINT

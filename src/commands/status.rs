@@ -79,6 +79,9 @@ fn print_status(
         }
         None => println!("last run    none"),
     }
+    if let Some(expires) = last.and_then(|r| r.client_cert_expires.as_deref()) {
+        println!("client cert expires {expires}");
+    }
     let current = published.map(|p| &p.id);
     let marked: Vec<String> =
         ids.iter().map(|id| if Some(id) == current { format!("{id} (current)") } else { id.clone() }).collect();

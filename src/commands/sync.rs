@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 
 use super::apply::{Origin, Outcome, Run, apply, recorded};
-use super::{before, rfc3339, runtime, unix_seconds};
+use super::{before, client_identity, rfc3339, runtime, unix_seconds};
 use crate::cli::SyncArgs;
 use crate::config::Config;
 use crate::error::Refused;
@@ -53,12 +53,23 @@ pub(super) fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
     if args.dry_run {
         return dry_run(cfg, args, &store, out);
     }
-    let (done, status) = recorded(cfg, &store, out, |run| {
+    let result = recorded(cfg, &store, out, |run| {
+        run.status.client_cert_expires = client_identity(cfg, out)?.map(|c| rfc3339(c.not_after.max(0) as u64));
         let upstreams = Upstreams::new(cfg)?;
         let result = sync_with(run, args, &upstreams);
         run.status.upstreams = upstreams.health();
         result
-    })?;
+    });
+    // --json prints the status as recorded, for a failed run too.
+    let (done, status) = match result {
+        Err(e) if out.json && crate::error::Exit::of(&e) != crate::error::Exit::Locked => {
+            if let Ok(recorded) = std::fs::read_to_string(store.meta().join("status.json")) {
+                println!("{recorded}");
+            }
+            return Err(e);
+        }
+        other => other?,
+    };
     if out.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     }
@@ -133,6 +144,7 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
 }
 
 fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Result<()> {
+    client_identity(cfg, out)?;
     let state = State::load(&store.meta())?;
     let published = store.published()?;
     let upstreams = Upstreams::new(cfg)?;

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use anyhow::{Context, Result, bail};
 
 use super::apply::{Origin, Outcome, Run, apply, recorded};
-use super::runtime;
+use super::{client_identity, rfc3339, runtime};
 use crate::config::Config;
 use crate::output::{Progress, Reporter, error_line};
 use crate::plan::Plan;
@@ -29,7 +29,7 @@ pub(super) fn verify(cfg: &Config, repair: bool, out: Reporter) -> Result<()> {
     let published = store.published()?.context("nothing is published yet")?;
     let problems = check_tree(&published.dir, &published.manifest);
     if out.json {
-        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let list: Vec<serde_json::Value> = problems.iter().map(Problem::to_json).collect();
         println!("{}", serde_json::json!({"snapshot": published.id, "problems": list}));
     } else {
         problems.iter().for_each(|p| println!("{p}"));
@@ -41,7 +41,10 @@ pub(super) fn verify(cfg: &Config, repair: bool, out: Reporter) -> Result<()> {
     if !repair {
         bail!("{} problems in snapshot {}; `upmirror verify --repair` re-fetches them", problems.len(), published.id);
     }
-    let (done, _) = recorded(cfg, &store, out, |run| repair_snapshot(run, &published, &problems))?;
+    let (done, _) = recorded(cfg, &store, out, |run| {
+        run.status.client_cert_expires = client_identity(cfg, out)?.map(|c| rfc3339(c.not_after.max(0) as u64));
+        repair_snapshot(run, &published, &problems)
+    })?;
     out.summary(format!(
         "repaired {} problems of {} into snapshot {}, now published",
         problems.len(),

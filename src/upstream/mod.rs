@@ -77,10 +77,13 @@ pub struct Listing {
 pub struct Probe {
     pub url: String,
     pub usable: bool,
-    /// `verified, pinned FILE`, `verified, system roots`, `FAILED` or `-`.
-    pub tls: String,
-    /// `accepted`, `REJECTED` or `-`.
-    pub client_cert: String,
+    /// `verified, pinned FILE`, `verified, system roots` or `FAILED`; none
+    /// when not known (no TLS, or no handshake).
+    pub tls: Option<String>,
+    /// `accepted` or `REJECTED`; none without a client certificate.
+    pub client_cert: Option<String>,
+    /// When the client certificate expires (RFC 3339).
+    pub client_cert_expires: Option<String>,
     pub latency_ms: Option<u64>,
     pub listing: Option<&'static str>,
     /// Seconds since `generated_at`, or since the newest mtime of the top listing.
@@ -218,8 +221,8 @@ impl Upstreams {
                 probe.listing = Some(source.label());
                 probe.age_secs = newest.map(|t| now - t);
                 probe.files = files;
-                probe.tls = if https { format!("verified, {}", self.trust) } else { "-".into() };
-                probe.client_cert = if self.has_client_cert { "accepted" } else { "-" }.into();
+                probe.tls = https.then(|| format!("verified, {}", self.trust));
+                probe.client_cert = self.has_client_cert.then(|| "accepted".into());
             }
             Err(e) => {
                 let kind = e.downcast_ref::<Transport>().map(|t| t.kind);
@@ -230,11 +233,11 @@ impl Upstreams {
                 // A status code or a client-certificate complaint means the handshake got that far.
                 let handshake_done = client_rejected || status.is_some();
                 probe.tls = match (https, tls_failed, handshake_done) {
-                    (true, true, _) => "FAILED".into(),
-                    (true, false, true) => format!("verified, {}", self.trust),
-                    _ => "-".into(),
+                    (true, true, _) => Some("FAILED".into()),
+                    (true, false, true) => Some(format!("verified, {}", self.trust)),
+                    _ => None,
                 };
-                probe.client_cert = if client_rejected { "REJECTED" } else { "-" }.into();
+                probe.client_cert = client_rejected.then(|| "REJECTED".into());
                 probe.error = Some(format!("{e:#}"));
             }
         }

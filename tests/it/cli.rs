@@ -85,3 +85,15 @@ fn manifest_writes_a_valid_manifest_for_any_directory() {
         serde_json::from_slice(&std::fs::read(env.upstream.join("upmirror-manifest.json")).unwrap()).unwrap();
     assert_eq!(again["files"], doc["files"]);
 }
+
+#[test]
+fn a_config_mistake_names_the_file_line_column_and_key() {
+    let env = Env::new();
+    let config = env.dir.path().join("mistake.toml");
+    std::fs::write(&config, "# the mirror\nroot = \"/srv/upmirror\"\nkeep = \"3\"\n").unwrap();
+    let out = env.run(&["--config", config.to_str().unwrap(), "status"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    let want =
+        format!("config {}: line 3, column 8, key keep: invalid type: string \"3\", expected usize", config.display());
+    assert_eq!(out.stderr.trim(), format!("upmirror: {want}"));
+}

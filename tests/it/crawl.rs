@@ -215,7 +215,11 @@ fn mirrors_reports_each_upstream_in_order_and_succeeds_when_one_is_usable() {
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let rows = doc.as_array().unwrap();
     assert_eq!(rows.len(), 4);
-    assert_eq!((rows[0]["usable"].as_bool(), rows[0]["tls"].as_str()), (Some(false), Some("-")));
+    assert_eq!(
+        (rows[0]["usable"].as_bool(), &rows[0]["tls"]),
+        (Some(false), &serde_json::Value::Null),
+        "unknown is null"
+    );
     assert!(rows[0]["error"].as_str().unwrap().contains("Connection refused"));
     assert_eq!(rows[1]["listing"], "manifest");
     assert_eq!(rows[1]["files"], 26);
@@ -261,6 +265,7 @@ fn mirrors_fails_when_no_upstream_is_usable_and_says_why() {
     assert_eq!(out.code, 0, "{out:?}");
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(doc[0]["client_cert"], "accepted");
+    assert!(doc[0]["client_cert_expires"].as_str().unwrap().ends_with('Z'), "{doc}");
 }
 
 #[test]

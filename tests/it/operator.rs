@@ -273,3 +273,26 @@ fn metrics_show_each_upstreams_health_and_traffic_and_the_run_duration() {
     assert!(value(&format!("upmirror_upstream_bytes_total{{upstream=\"{p}\"}}")) > 0);
     assert!(text.contains("# TYPE upmirror_last_run_duration_seconds gauge\nupmirror_last_run_duration_seconds "));
 }
+
+#[test]
+fn json_documents_keep_their_schema_on_failure_too() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    server.fault("/pool/p01.deb", crate::support::Fault::Status(500));
+    let out = env.sync(&server.url(), &["--json", "--retries", "0"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("sync --json prints the recorded status");
+    assert_eq!(doc["outcome"], "failed");
+    assert!(doc["error"].as_str().unwrap().contains("HTTP 500"));
+
+    server.clear_faults();
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    fs::write(env.current().join("pool/p02.deb"), b"damaged").unwrap();
+    let out = env.run(&["verify", "--json", "--root", env.root.to_str().unwrap()]);
+    assert_eq!(out.code, 1);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        doc["problems"],
+        serde_json::json!([{"kind": "size", "path": "pool/p02.deb", "listed": 1074, "found": 7}])
+    );
+}

@@ -110,3 +110,53 @@ fn a_same_origin_redirect_is_followed_and_a_loop_stops() {
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("more than 5 redirects"), "{}", out.stderr);
 }
+
+#[test]
+fn a_client_identity_is_checked_before_any_request() {
+    use crate::support::pki::client_cert_valid_for;
+    let env = Env::with_sample_tree();
+    let server = env.serve_with(Options { client_ca: Some(env.pki.client_ca.clone()), ..Default::default() });
+    let (cert, key) = (env.pki.client_cert.to_str().unwrap(), env.pki.server_key.to_str().unwrap());
+    let out = env.sync(&server.url(), &["--client-cert", cert, "--client-key", key]);
+    assert_eq!(out.code, 2, "a key of another certificate: {out:?}");
+    assert!(
+        out.stderr.contains(cert) && out.stderr.contains(key) && out.stderr.contains("does not belong"),
+        "{}",
+        out.stderr
+    );
+    assert!(server.log().is_empty(), "no request was made");
+
+    let (old_cert, old_key) = client_cert_valid_for(env.dir.path(), "expired", -1);
+    let out = env
+        .sync(&server.url(), &["--client-cert", old_cert.to_str().unwrap(), "--client-key", old_key.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("the certificate expired at") && out.stderr.contains("renew"), "{}", out.stderr);
+    assert!(server.log().is_empty());
+
+    // Ten days left: a warning, the expiry in mirrors, status and the metric.
+    let (soon_cert, soon_key) = client_cert_valid_for(env.dir.path(), "soon", 10);
+    let (soon_cert, soon_key) = (soon_cert.to_str().unwrap(), soon_key.to_str().unwrap());
+    let ca = env.pki.ca.to_str().unwrap();
+    let out = env.run(&[
+        "mirrors",
+        "--upstream",
+        &server.url(),
+        "--ca-file",
+        ca,
+        "--client-cert",
+        soon_cert,
+        "--client-key",
+        soon_key,
+    ]);
+    assert!(
+        out.stderr.contains(&format!("client_cert {soon_cert} expires in ")) && out.stderr.contains("renew it"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.contains("client certificate CN=soon expires 20"), "{}", out.stdout);
+    let metrics = env.dir.path().join("m.prom");
+    let args = ["--client-cert", soon_cert, "--client-key", soon_key, "--metrics-file", metrics.to_str().unwrap()];
+    env.sync(&server.url(), &args);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(text.contains("\nupmirror_client_cert_expiry_timestamp_seconds 1"), "{text}");
+}

@@ -43,6 +43,24 @@ fn leaf(
     (cert.pem(), key.serialize_pem())
 }
 
+/// A client certificate and key (from a CA of their own) valid from two
+/// days ago for `days` days from now (negative: already expired).
+pub fn client_cert_valid_for(dir: &Path, name: &str, days: i64) -> (PathBuf, PathBuf) {
+    let issuer = ca("dated client CA");
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec![format!("{name}.test")]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(days.abs() + 2);
+    params.not_after = now + time::Duration::days(days);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let (c, k) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
+}
+
 impl Pki {
     pub fn new(dir: &Path) -> Pki {
         let write = |name: &str, text: &str| {
