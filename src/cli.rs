@@ -22,40 +22,89 @@ pub enum Command {
     /// List, plan, fetch, verify and publish a new snapshot.
     Sync(SyncArgs),
     /// Re-hash the published snapshot against its manifest; exit 1 if anything is wrong.
-    Verify {
-        /// Re-fetch what is wrong into a new snapshot and publish it.
-        #[arg(long)]
-        repair: bool,
-    },
+    Verify(VerifyArgs),
     /// Show the published snapshot, a run in progress, the last run, the snapshots kept and the mirror's size.
-    Status {
-        /// One line and an exit code for monitoring: 0 when the last run succeeded (or is held)
-        /// within --stale-after, 1 when it failed or the mirror is stale, 2 when the root is unknown.
-        #[arg(long)]
-        check: bool,
-        /// With --check: how long since the last successful run is still fresh.
-        #[arg(long, value_name = "DURATION", default_value = "6h", requires = "check")]
-        stale_after: humantime::Duration,
-    },
+    Status(StatusArgs),
     /// Publish the previous snapshot again and reject the rolled-back listing.
-    Rollback,
+    Rollback {
+        #[command(flatten)]
+        root: RootArgs,
+        #[command(flatten)]
+        publish: PublishArgs,
+    },
     /// Create the layout of a new mirror root and print the next steps.
     Init {
         /// The mirror root [default: root from the config].
         dir: Option<PathBuf>,
+        #[command(flatten)]
+        root: RootArgs,
     },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
-    /// Print the manual page (roff).
+    /// Write the manual pages (roff): upmirror.1 and one per subcommand.
     #[command(hide = true)]
-    Man,
+    Man {
+        /// Where to write them.
+        dir: PathBuf,
+    },
     /// Check each configured upstream: reachable, TLS, client certificate, latency, listing kind and age.
-    Mirrors,
+    Mirrors {
+        #[command(flatten)]
+        upstream: UpstreamArgs,
+    },
     /// Write upmirror-manifest.json for a directory.
     Manifest {
         /// The directory to describe; the manifest is written into it.
         dir: PathBuf,
     },
+}
+
+impl Command {
+    /// The configuration keys this command took; the others default.
+    pub fn keys(&self) -> Keys {
+        let mut keys = Keys::default();
+        match self {
+            Command::Sync(a) => {
+                (keys.root, keys.publish, keys.plan, keys.upstream) =
+                    (a.root.clone(), a.publish.clone(), a.plan_keys.clone(), a.upstream.clone());
+            }
+            Command::Verify(a) => {
+                (keys.root, keys.publish, keys.upstream) = (a.root.clone(), a.publish.clone(), a.upstream.clone());
+            }
+            Command::Status(a) => keys.root = a.root.clone(),
+            Command::Rollback { root, publish } => (keys.root, keys.publish) = (root.clone(), publish.clone()),
+            Command::Init { root, .. } => keys.root = root.clone(),
+            Command::Mirrors { upstream } => keys.upstream = upstream.clone(),
+            Command::Completions { .. } | Command::Man { .. } | Command::Manifest { .. } => {}
+        }
+        keys
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Re-fetch what is wrong into a new snapshot and publish it.
+    #[arg(long)]
+    pub repair: bool,
+    #[command(flatten)]
+    pub root: RootArgs,
+    #[command(flatten)]
+    pub publish: PublishArgs,
+    #[command(flatten)]
+    pub upstream: UpstreamArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// One line and an exit code for monitoring: 0 when the last run succeeded (or is held)
+    /// within --stale-after, 1 when it failed or the mirror is stale, 2 when the root is unknown.
+    #[arg(long)]
+    pub check: bool,
+    /// With --check: how long since the last successful run is still fresh.
+    #[arg(long, value_name = "DURATION", default_value = "6h", requires = "check")]
+    pub stale_after: humantime::Duration,
+    #[command(flatten)]
+    pub root: RootArgs,
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +127,14 @@ pub struct SyncArgs {
     /// Fetch the listing unconditionally now, whatever the validators say.
     #[arg(long)]
     pub recheck: bool,
+    #[command(flatten)]
+    pub root: RootArgs,
+    #[command(flatten)]
+    pub publish: PublishArgs,
+    #[command(flatten)]
+    pub plan_keys: PlanArgs,
+    #[command(flatten)]
+    pub upstream: UpstreamArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
@@ -105,85 +162,113 @@ pub struct GlobalArgs {
     /// More detail on stderr.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
 
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Mirror root")]
+pub struct RootArgs {
     /// The mirror root: snapshots/, current and .upmirror/ live here.
-    #[arg(long, global = true, env = "UPMIRROR_ROOT", value_name = "DIR")]
+    #[arg(long, env = "UPMIRROR_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
-    /// Upstream base URL; repeat in order, primary first (env: comma-separated).
-    #[arg(long = "upstream", global = true, env = "UPMIRROR_UPSTREAMS", value_delimiter = ',', value_name = "URL")]
-    pub upstreams: Vec<String>,
-    /// PEM file of the only CA roots to trust (the pin).
-    #[arg(long, global = true, env = "UPMIRROR_CA_FILE", value_name = "FILE")]
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate for mutual TLS.
-    #[arg(long, global = true, env = "UPMIRROR_CLIENT_CERT", value_name = "FILE")]
-    pub client_cert: Option<PathBuf>,
-    /// PEM private key of the client certificate.
-    #[arg(long, global = true, env = "UPMIRROR_CLIENT_KEY", value_name = "FILE")]
-    pub client_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Snapshots and status")]
+pub struct PublishArgs {
     /// Snapshots kept, the published one included [default: 3].
-    #[arg(long, global = true, env = "UPMIRROR_KEEP", value_name = "N")]
+    #[arg(long, env = "UPMIRROR_KEEP", value_name = "N")]
     pub keep: Option<usize>,
-    /// Where the file list comes from [default: auto].
-    #[arg(long, global = true, env = "UPMIRROR_LISTING", value_name = "KIND")]
-    pub listing: Option<ListingKind>,
-    /// Name of the manifest file on the upstream [default: upmirror-manifest.json].
-    #[arg(long, global = true, env = "UPMIRROR_MANIFEST_NAME", value_name = "NAME")]
-    pub manifest_name: Option<String>,
-    /// Permit plain http:// upstreams.
-    #[arg(long, global = true, env = "UPMIRROR_ALLOW_PLAIN_HTTP", num_args = 0..=1,
-          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
-    pub allow_plain_http: Option<bool>,
+    /// After a publish, paths missing from current are served from the snapshots it replaced for this long [default: 2h].
+    #[arg(long, env = "UPMIRROR_GRACE", value_name = "DURATION")]
+    pub grace: Option<String>,
+    /// Also write Prometheus metrics to this file (node_exporter textfile collector).
+    #[arg(long, env = "UPMIRROR_METRICS_FILE", value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "What a sync accepts")]
+pub struct PlanArgs {
     /// Refuse a plan that deletes more than this percentage of the published files [default: 10].
-    #[arg(long, global = true, env = "UPMIRROR_MAX_DELETE_PERCENT", value_name = "P")]
+    #[arg(long, env = "UPMIRROR_MAX_DELETE_PERCENT", value_name = "P")]
     pub max_delete_percent: Option<f64>,
     /// Mirror only paths matching this glob (repeat; `*` within a segment, `**` across) [default: all].
-    #[arg(long = "include", global = true, env = "UPMIRROR_INCLUDE", value_delimiter = ',', value_name = "GLOB")]
+    #[arg(long = "include", env = "UPMIRROR_INCLUDE", value_delimiter = ',', value_name = "GLOB")]
     pub include: Vec<String>,
     /// Never mirror paths matching this glob (repeat); they are neither fetched nor deleted.
-    #[arg(long = "exclude", global = true, env = "UPMIRROR_EXCLUDE", value_delimiter = ',', value_name = "GLOB")]
+    #[arg(long = "exclude", env = "UPMIRROR_EXCLUDE", value_delimiter = ',', value_name = "GLOB")]
     pub exclude: Vec<String>,
     /// Free space kept beyond the bytes to download (e.g. 1GiB) [default: 64MiB].
-    #[arg(long, global = true, env = "UPMIRROR_FREE_SPACE_MARGIN", value_name = "SIZE")]
+    #[arg(long, env = "UPMIRROR_FREE_SPACE_MARGIN", value_name = "SIZE")]
     pub free_space_margin: Option<String>,
-    /// Also write Prometheus metrics to this file (node_exporter textfile collector).
-    #[arg(long, global = true, env = "UPMIRROR_METRICS_FILE", value_name = "FILE")]
-    pub metrics_file: Option<PathBuf>,
+    /// Trust an upstream's validators (ETag, Last-Modified) at most this long [default: 24h].
+    #[arg(long, env = "UPMIRROR_RECHECK_AFTER", value_name = "DURATION")]
+    pub recheck_after: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Upstreams and network")]
+pub struct UpstreamArgs {
+    /// Upstream base URL; repeat in order, primary first (env: comma-separated).
+    #[arg(long = "upstream", env = "UPMIRROR_UPSTREAMS", value_delimiter = ',', value_name = "URL")]
+    pub upstreams: Vec<String>,
+    /// PEM file of the only CA roots to trust (the pin).
+    #[arg(long, env = "UPMIRROR_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS.
+    #[arg(long, env = "UPMIRROR_CLIENT_CERT", value_name = "FILE")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[arg(long, env = "UPMIRROR_CLIENT_KEY", value_name = "FILE")]
+    pub client_key: Option<PathBuf>,
+    /// Where the file list comes from [default: auto].
+    #[arg(long, env = "UPMIRROR_LISTING", value_name = "KIND")]
+    pub listing: Option<ListingKind>,
+    /// Name of the manifest file on the upstream [default: upmirror-manifest.json].
+    #[arg(long, env = "UPMIRROR_MANIFEST_NAME", value_name = "NAME")]
+    pub manifest_name: Option<String>,
+    /// Permit plain http:// upstreams.
+    #[arg(long, env = "UPMIRROR_ALLOW_PLAIN_HTTP", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub allow_plain_http: Option<bool>,
     /// Multiplex all transfers over one HTTP/2 connection instead of a pool of HTTP/1.1 ones.
-    #[arg(long, global = true, env = "UPMIRROR_HTTP2", num_args = 0..=1,
+    #[arg(long, env = "UPMIRROR_HTTP2", num_args = 0..=1,
           default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
     pub http2: Option<bool>,
     /// Downloads in flight at once [default: 16].
-    #[arg(long, global = true, env = "UPMIRROR_CONCURRENCY", value_name = "N")]
+    #[arg(long, env = "UPMIRROR_CONCURRENCY", value_name = "N")]
     pub concurrency: Option<usize>,
     /// Attempts per file beyond the first, across all upstreams [default: 5].
-    #[arg(long, global = true, env = "UPMIRROR_RETRIES", value_name = "N")]
+    #[arg(long, env = "UPMIRROR_RETRIES", value_name = "N")]
     pub retries: Option<u32>,
     /// First wait before a file is retried, doubled each round [default: 1s].
-    #[arg(long, global = true, env = "UPMIRROR_RETRY_BACKOFF", value_name = "DURATION")]
+    #[arg(long, env = "UPMIRROR_RETRY_BACKOFF", value_name = "DURATION")]
     pub retry_backoff: Option<String>,
     /// Give up a TCP + TLS connection after this long [default: 15s].
-    #[arg(long, global = true, env = "UPMIRROR_CONNECT_TIMEOUT", value_name = "DURATION")]
+    #[arg(long, env = "UPMIRROR_CONNECT_TIMEOUT", value_name = "DURATION")]
     pub connect_timeout: Option<String>,
     /// Give up a request that sends no byte for this long [default: 60s].
-    #[arg(long, global = true, env = "UPMIRROR_IDLE_TIMEOUT", value_name = "DURATION")]
+    #[arg(long, env = "UPMIRROR_IDLE_TIMEOUT", value_name = "DURATION")]
     pub idle_timeout: Option<String>,
     /// Abort a transfer slower than this (bytes/s, e.g. 10KiB) for low_speed_time [default: 1KiB].
-    #[arg(long, global = true, env = "UPMIRROR_LOW_SPEED_LIMIT", value_name = "RATE")]
+    #[arg(long, env = "UPMIRROR_LOW_SPEED_LIMIT", value_name = "RATE")]
     pub low_speed_limit: Option<String>,
     /// The window of the low-speed check [default: 60s].
-    #[arg(long, global = true, env = "UPMIRROR_LOW_SPEED_TIME", value_name = "DURATION")]
+    #[arg(long, env = "UPMIRROR_LOW_SPEED_TIME", value_name = "DURATION")]
     pub low_speed_time: Option<String>,
     /// Fail the whole run after this long [default: 12h].
-    #[arg(long, global = true, env = "UPMIRROR_RUN_TIMEOUT", value_name = "DURATION")]
+    #[arg(long, env = "UPMIRROR_RUN_TIMEOUT", value_name = "DURATION")]
     pub run_timeout: Option<String>,
-    /// After a publish, paths missing from current are served from the snapshots it replaced for this long [default: 2h].
-    #[arg(long, global = true, env = "UPMIRROR_GRACE", value_name = "DURATION")]
-    pub grace: Option<String>,
-    /// Trust an upstream's validators (ETag, Last-Modified) at most this long [default: 24h].
-    #[arg(long, global = true, env = "UPMIRROR_RECHECK_AFTER", value_name = "DURATION")]
-    pub recheck_after: Option<String>,
     /// Cap on download speed, shared by all transfers (e.g. 20MiB/s) [default: none].
-    #[arg(long, global = true, env = "UPMIRROR_BANDWIDTH_LIMIT", value_name = "RATE")]
+    #[arg(long, env = "UPMIRROR_BANDWIDTH_LIMIT", value_name = "RATE")]
     pub bandwidth_limit: Option<String>,
+}
+
+/// Every key a command took, each group defaulted where the command has none.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    pub root: RootArgs,
+    pub publish: PublishArgs,
+    pub plan: PlanArgs,
+    pub upstream: UpstreamArgs,
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use crate::cli::{GlobalArgs, ListingKind};
+use crate::cli::{GlobalArgs, Keys, ListingKind, UpstreamArgs};
 use crate::filter::Filter;
 
 pub const DEFAULT_CONFIG: &str = "/etc/upmirror/upmirror.toml";
@@ -102,57 +102,53 @@ pub struct Config {
 
 impl Config {
     /// Read the file (if any) and layer flags and environment over it.
-    pub fn resolve(args: &GlobalArgs) -> Result<Config, ConfigError> {
-        let file = match &args.config {
+    pub fn resolve(global: &GlobalArgs, keys: &Keys) -> Result<Config, ConfigError> {
+        let file = match &global.config {
             Some(path) => load(path)?,
             None if Path::new(DEFAULT_CONFIG).exists() => load(Path::new(DEFAULT_CONFIG))?,
             None => FileConfig::default(),
         };
-        let upstreams =
-            if args.upstreams.is_empty() { file.upstreams.clone().unwrap_or_default() } else { args.upstreams.clone() };
-        let allow_plain_http = args.allow_plain_http.or(file.allow_plain_http).unwrap_or(false);
+        let list = |flag: &Vec<String>, key: &Option<Vec<String>>| {
+            if flag.is_empty() { key.clone().unwrap_or_default() } else { flag.clone() }
+        };
+        let upstreams = list(&keys.upstream.upstreams, &file.upstreams);
+        let allow_plain_http = keys.upstream.allow_plain_http.or(file.allow_plain_http).unwrap_or(false);
         let config = Config {
-            root: expand(args.root.clone().or(file.root.clone()))?,
+            root: expand(keys.root.root.clone().or(file.root.clone()))?,
             upstreams: upstreams.iter().map(|u| parse_upstream(u, allow_plain_http)).collect::<Result<_, _>>()?,
             tls: Tls {
-                ca_file: expand(args.ca_file.clone().or(file.ca_file.clone()))?,
-                client_cert: expand(args.client_cert.clone().or(file.client_cert.clone()))?,
-                client_key: expand(args.client_key.clone().or(file.client_key.clone()))?,
+                ca_file: expand(keys.upstream.ca_file.clone().or(file.ca_file.clone()))?,
+                client_cert: expand(keys.upstream.client_cert.clone().or(file.client_cert.clone()))?,
+                client_key: expand(keys.upstream.client_key.clone().or(file.client_key.clone()))?,
             },
-            keep: args.keep.or(file.keep).unwrap_or(3),
-            listing: args.listing.or(file.listing).unwrap_or(ListingKind::Auto),
-            manifest_name: args
+            keep: keys.publish.keep.or(file.keep).unwrap_or(3),
+            listing: keys.upstream.listing.or(file.listing).unwrap_or(ListingKind::Auto),
+            manifest_name: keys
+                .upstream
                 .manifest_name
                 .clone()
                 .or(file.manifest_name.clone())
                 .unwrap_or("upmirror-manifest.json".into()),
             allow_plain_http,
-            max_delete_percent: args.max_delete_percent.or(file.max_delete_percent).unwrap_or(10.0),
-            concurrency: args.concurrency.or(file.concurrency).unwrap_or(16),
+            max_delete_percent: keys.plan.max_delete_percent.or(file.max_delete_percent).unwrap_or(10.0),
+            concurrency: keys.upstream.concurrency.or(file.concurrency).unwrap_or(16),
             free_space_margin: bytes(
                 "free_space_margin",
-                args.free_space_margin.clone().or(file.free_space_margin.clone()),
+                keys.plan.free_space_margin.clone().or(file.free_space_margin.clone()),
                 true,
             )?
             .unwrap_or(64 << 20),
-            metrics_file: expand(args.metrics_file.clone().or(file.metrics_file.clone()))?,
-            http2: args.http2.or(file.http2).unwrap_or(false),
-            filter: Filter::new(
-                &(if args.include.is_empty() {
-                    file.include.clone().unwrap_or_default()
-                } else {
-                    args.include.clone()
-                }),
-                &(if args.exclude.is_empty() {
-                    file.exclude.clone().unwrap_or_default()
-                } else {
-                    args.exclude.clone()
-                }),
-            )
-            .map_err(|e| ConfigError(e.0))?,
-            grace: grace(args.grace.clone().or(file.grace.clone()))?,
-            recheck_after: duration("recheck_after", args.recheck_after.clone().or(file.recheck_after.clone()), "24h")?,
-            net: resolve_net(args, &file)?,
+            metrics_file: expand(keys.publish.metrics_file.clone().or(file.metrics_file.clone()))?,
+            http2: keys.upstream.http2.or(file.http2).unwrap_or(false),
+            filter: Filter::new(&list(&keys.plan.include, &file.include), &list(&keys.plan.exclude, &file.exclude))
+                .map_err(|e| ConfigError(e.0))?,
+            grace: grace(keys.publish.grace.clone().or(file.grace.clone()))?,
+            recheck_after: duration(
+                "recheck_after",
+                keys.plan.recheck_after.clone().or(file.recheck_after.clone()),
+                "24h",
+            )?,
+            net: resolve_net(&keys.upstream, &file)?,
         };
         config.validate()?;
         Ok(config)
@@ -197,7 +193,7 @@ impl Config {
 }
 
 /// The network keys: how hard the network is pushed and how long it is waited for.
-fn resolve_net(args: &GlobalArgs, file: &FileConfig) -> Result<Net, ConfigError> {
+fn resolve_net(args: &UpstreamArgs, file: &FileConfig) -> Result<Net, ConfigError> {
     let pick = |flag: &Option<String>, key: &Option<String>| flag.clone().or_else(|| key.clone());
     Ok(Net {
         retries: args.retries.or(file.retries).unwrap_or(5),

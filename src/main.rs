@@ -12,8 +12,9 @@ use upmirror::output::Reporter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let out = Reporter::new(cli.global.quiet, cli.global.verbose, cli.global.json);
-    let result =
-        Config::resolve(&cli.global).map_err(anyhow::Error::from).and_then(|cfg| commands::run(cli.command, &cfg, out));
+    let result = Config::resolve(&cli.global, &cli.command.keys())
+        .map_err(anyhow::Error::from)
+        .and_then(|cfg| commands::run(cli.command, &cfg, out));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

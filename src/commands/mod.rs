@@ -3,6 +3,7 @@
 
 mod apply;
 mod init;
+mod man;
 mod manifest;
 mod mirrors;
 mod rollback;
@@ -28,21 +29,18 @@ pub fn run(command: Command, cfg: &Config, out: Reporter) -> Result<()> {
     }
     match command {
         Command::Sync(args) => sync::sync(cfg, &args, out),
-        Command::Verify { repair } => verify::verify(cfg, repair, out),
-        Command::Status { check, stale_after } => status::status(cfg, check.then(|| stale_after.into()), out),
-        Command::Mirrors => mirrors::mirrors(cfg, out),
-        Command::Rollback => rollback::rollback(cfg, out),
+        Command::Verify(args) => verify::verify(cfg, args.repair, out),
+        Command::Status(args) => status::status(cfg, args.check.then(|| args.stale_after.into()), out),
+        Command::Mirrors { .. } => mirrors::mirrors(cfg, out),
+        Command::Rollback { .. } => rollback::rollback(cfg, out),
         Command::Manifest { dir } => manifest::manifest(&dir, out),
-        Command::Init { dir } => init::init(cfg, dir.as_deref(), out),
+        Command::Init { dir, .. } => init::init(cfg, dir.as_deref(), out),
         Command::Completions { shell } => {
             let mut cmd = <crate::cli::Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "upmirror", &mut std::io::stdout());
             Ok(())
         }
-        Command::Man => {
-            let cmd = <crate::cli::Cli as clap::CommandFactory>::command();
-            clap_mangen::Man::new(cmd).render(&mut std::io::stdout()).context("could not write the manual page")
-        }
+        Command::Man { dir } => man::write_pages(&dir, out),
     }
 }
 

@@ -97,3 +97,37 @@ fn a_config_mistake_names_the_file_line_column_and_key() {
         format!("config {}: line 3, column 8, key keep: invalid type: string \"3\", expected usize", config.display());
     assert_eq!(out.stderr.trim(), format!("upmirror: {want}"));
 }
+
+#[test]
+fn each_subcommand_shows_its_own_flags_and_only_the_keys_it_uses() {
+    let env = Env::new();
+    let help = |cmd: &str| env.run(&[cmd, "--help"]).stdout;
+    let completions = help("completions");
+    assert!(!completions.contains("--upstream") && !completions.contains("--root"), "{completions}");
+    let status = help("status");
+    assert!(status.contains("--check") && status.contains("--root") && !status.contains("--upstream"), "{status}");
+    let mirrors = help("mirrors");
+    assert!(mirrors.contains("--ca-file") && !mirrors.contains("--keep"), "{mirrors}");
+    let sync = help("sync");
+    let own = sync.find("--dry-run").unwrap();
+    for key in ["--root", "--keep", "--max-delete-percent", "--upstream", "--bandwidth-limit"] {
+        assert!(sync.find(key).unwrap() > own, "{key} comes after the subcommand's own flags");
+    }
+}
+
+#[test]
+fn the_manual_has_a_page_per_subcommand_with_exit_status_environment_and_files() {
+    let env = Env::new();
+    let dir = env.dir.path().join("man");
+    assert_eq!(env.run(&["man", dir.to_str().unwrap()]).code, 0);
+    for page in
+        ["upmirror", "upmirror-sync", "upmirror-verify", "upmirror-status", "upmirror-rollback", "upmirror-mirrors"]
+    {
+        let text = std::fs::read_to_string(dir.join(format!("{page}.1"))).unwrap();
+        for section in [".SH \"EXIT STATUS\"", ".SH ENVIRONMENT", ".SH FILES"] {
+            assert!(text.contains(section), "{page}.1 lacks {section}");
+        }
+    }
+    let sync = std::fs::read_to_string(dir.join("upmirror-sync.1")).unwrap();
+    assert!(sync.contains("dry\\-run") && sync.contains("UPMIRROR_BANDWIDTH_LIMIT"), "the sync page has its flags");
+}

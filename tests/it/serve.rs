@@ -16,6 +16,11 @@ pub(crate) fn shipped(rel: &str) -> PathBuf {
 /// The shipped site with only ports, certificate paths, the allow list and
 /// the root substituted.
 pub(crate) fn start_shipped_site(env: &Env, allow: &str, name: &str) -> (Nginx, u16, u16) {
+    start_shipped_site_with(env, allow, name, (&env.pki.server_cert, &env.pki.server_key))
+}
+
+/// The shipped site with this certificate and key.
+fn start_shipped_site_with(env: &Env, allow: &str, name: &str, tls: (&Path, &Path)) -> (Nginx, u16, u16) {
     let (https, http) = (free_port(), free_port());
     let allow_file = env.dir.path().join(format!("{name}-allow.conf"));
     std::fs::write(&allow_file, allow).unwrap();
@@ -25,8 +30,8 @@ pub(crate) fn start_shipped_site(env: &Env, allow: &str, name: &str) -> (Nginx, 
         ("    listen [::]:443 ssl http2;\n", String::new()),
         ("listen 80;", format!("listen 127.0.0.1:{http};")),
         ("listen 443 ssl http2;", format!("listen 127.0.0.1:{https} ssl http2;")),
-        ("/etc/ssl/upmirror/mirror.crt", env.pki.server_cert.display().to_string()),
-        ("/etc/ssl/upmirror/mirror.key", env.pki.server_key.display().to_string()),
+        ("/etc/ssl/upmirror/mirror.crt", tls.0.display().to_string()),
+        ("/etc/ssl/upmirror/mirror.key", tls.1.display().to_string()),
         ("/etc/nginx/upmirror-allow.conf", allow_file.display().to_string()),
         ("/srv/upmirror", env.root.display().to_string()),
     ] {
@@ -278,4 +283,33 @@ fn the_readme_install_steps_run_as_written_and_match_the_package() {
     };
     let postinst = std::fs::read_to_string(shipped("debian/postinst")).unwrap();
     assert_eq!(useradd(install), useradd(&postinst));
+}
+
+#[test]
+fn a_second_tier_syncs_from_a_mirror_whose_certificate_comes_from_the_lab_recipe() {
+    let env = Env::with_sample_tree();
+    let upstream = env.serve();
+    assert_eq!(env.sync(&upstream.url(), &[]).code, 0);
+    // Exactly the recipe the nginx site names.
+    let site = std::fs::read_to_string(shipped("nginx/upmirror.conf")).unwrap();
+    assert!(site.contains("nginx/lab-tls.sh mirror.example.internal /etc/ssl/upmirror"));
+    let tls = env.dir.path().join("lab-tls");
+    let out = Command::new("sh").arg(shipped("nginx/lab-tls.sh")).arg("127.0.0.1").arg(&tls).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let allow = std::fs::read_to_string(shipped("nginx/upmirror-allow.conf")).unwrap();
+    let (_nginx, https, _) =
+        start_shipped_site_with(&env, &allow, "nginx", (&tls.join("mirror.crt"), &tls.join("mirror.key")));
+
+    let tier2 = Env::new();
+    let url = format!("https://127.0.0.1:{https}/");
+    let root = tier2.root.to_str().unwrap();
+    let out =
+        tier2.run(&["sync", "--root", root, "--upstream", &url, "--ca-file", tls.join("lab-ca.pem").to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let files = |dir: &Path| {
+        let mut all = crate::support::files(dir);
+        all.remove("upmirror-manifest.json"); // each tier writes its own
+        all
+    };
+    assert_eq!(files(&tier2.current()), files(&env.current()));
 }
