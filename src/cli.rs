@@ -259,6 +259,10 @@ pub struct UpstreamArgs {
     /// Fail the whole run after this long [default: 12h].
     #[arg(long, env = "UPMIRROR_RUN_TIMEOUT", value_name = "DURATION")]
     pub run_timeout: Option<String>,
+    /// HTTP(S) proxy for every upstream (CONNECT), e.g. http://proxy.corp:3128
+    /// [default: HTTPS_PROXY / NO_PROXY from the environment].
+    #[arg(long, env = "UPMIRROR_PROXY", value_name = "URL")]
+    pub proxy: Option<String>,
     /// Cap on download speed, shared by all transfers (e.g. 20MiB/s) [default: none].
     #[arg(long, env = "UPMIRROR_BANDWIDTH_LIMIT", value_name = "RATE")]
     pub bandwidth_limit: Option<String>,

@@ -48,6 +48,7 @@ pub struct FileConfig {
     pub bandwidth_limit: Option<String>,
     pub grace: Option<String>,
     pub recheck_after: Option<String>,
+    pub proxy: Option<String>,
 }
 
 /// How hard the network is pushed and how long it is waited for.
@@ -91,6 +92,9 @@ pub struct Config {
     pub metrics_file: Option<PathBuf>,
     /// One multiplexed HTTP/2 connection per upstream instead of an HTTP/1.1 pool.
     pub http2: bool,
+    /// The proxy every upstream request goes through (`NO_PROXY` still
+    /// exempts hosts); without it, `HTTPS_PROXY`/`NO_PROXY` are honoured.
+    pub proxy: Option<Url>,
     /// Which paths are mirrored.
     pub filter: Filter,
     /// How long a replaced snapshot still serves the paths missing from `current`.
@@ -140,6 +144,7 @@ impl Config {
             .unwrap_or(64 << 20),
             metrics_file: expand(keys.publish.metrics_file.clone().or(file.metrics_file.clone()))?,
             http2: keys.upstream.http2.or(file.http2).unwrap_or(false),
+            proxy: keys.upstream.proxy.clone().or(file.proxy.clone()).map(|p| parse_proxy(&p)).transpose()?,
             filter: Filter::new(&list(&keys.plan.include, &file.include), &list(&keys.plan.exclude, &file.exclude))
                 .map_err(|e| ConfigError(e.0))?,
             grace: grace(keys.publish.grace.clone().or(file.grace.clone()))?,
@@ -284,6 +289,17 @@ fn parse_file(text: &str) -> Result<FileConfig, String> {
         let key = key.map(|k| format!(", key {}", crate::output::quote(k, 60))).unwrap_or_default();
         format!("line {line}, column {column}{key}: {}", e.message())
     })
+}
+
+/// A proxy URL: http or https, host and port, credentials allowed (never
+/// printed back).
+fn parse_proxy(s: &str) -> Result<Url, ConfigError> {
+    let shown = || s.split_once('@').map_or(s.to_owned(), |(_, host)| format!("…@{host}"));
+    let url = Url::parse(s.trim()).map_err(|e| ConfigError(format!("proxy \"{}\": {e}", shown())))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ConfigError(format!("proxy \"{}\": expected http://HOST:PORT or https://HOST:PORT", shown())));
+    }
+    Ok(url)
 }
 
 /// An upstream base URL: https, file, or http when permitted; always ending in `/`.

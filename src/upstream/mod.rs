@@ -479,6 +479,12 @@ fn build_client(cfg: &Config) -> Result<Client> {
     if !cfg.http2 {
         builder = builder.http1_only();
     }
+    if let Some(proxy) = &cfg.proxy {
+        let proxy = reqwest::Proxy::all(proxy.as_str())
+            .map_err(|e| ConfigError(format!("proxy: {}", describe(e))))?
+            .no_proxy(reqwest::NoProxy::from_env());
+        builder = builder.proxy(proxy);
+    }
     if let Some(ca) = &cfg.tls.ca_file {
         let pem = std::fs::read(ca).with_context(|| format!("ca_file {}", ca.display()))?;
         let certs =

@@ -257,3 +257,36 @@ fn a_dropped_connection_is_retried_whatever_words_its_url_holds() {
     }
     env.assert_mirrors_upstream();
 }
+
+#[test]
+fn every_request_goes_through_the_company_proxy_unless_no_proxy_exempts_the_host() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    let proxy = crate::support::proxy::Proxy::start(&env.dir.path().join("proxy"));
+    let out = env.sync(&server.url(), &["--proxy", &proxy.url()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    env.assert_mirrors_upstream();
+    let upstream = format!("127.0.0.1:{}", server.addr.port());
+    assert!(!proxy.connects().is_empty() && proxy.connects().iter().all(|c| *c == upstream), "{:?}", proxy.connects());
+
+    // The environment's HTTPS_PROXY is honoured too, and NO_PROXY exempts a host.
+    env.write("releases/current.json", b"{\"version\":\"11.5\"}\n");
+    env.make_manifest();
+    let before = proxy.connects().len();
+    let out = env.sync_env(&server.url(), &[], &[("HTTPS_PROXY", &proxy.url()), ("NO_PROXY", "127.0.0.1")]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(proxy.connects().len(), before, "NO_PROXY: straight to the upstream");
+    env.write("releases/current.json", b"{\"version\":\"11.6\"}\n");
+    env.make_manifest();
+    let out = env.sync_env(&server.url(), &[], &[("HTTPS_PROXY", &proxy.url())]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(proxy.connects().len() > before, "HTTPS_PROXY from the environment");
+
+    // A proxy that is down fails the run and names the upstream; credentials never show.
+    let dead = format!("http://user:secret@127.0.0.1:{}", crate::support::nginx::free_port());
+    env.write("releases/current.json", b"{\"version\":\"11.7\"}\n");
+    env.make_manifest();
+    let out = env.sync(&server.url(), &["--proxy", &dead, "--retries", "0", "--connect-timeout", "2s"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(!out.stderr.contains("secret"), "{}", out.stderr);
+}

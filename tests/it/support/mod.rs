@@ -5,6 +5,7 @@
 
 pub mod nginx;
 pub mod pki;
+pub mod proxy;
 pub mod server;
 
 use std::collections::BTreeMap;

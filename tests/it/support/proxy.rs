@@ -1,0 +1,72 @@
+//! A real tinyproxy on 127.0.0.1, as a company's HTTP proxy: it logs every
+//! CONNECT. Stopped on drop.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::nginx::free_port;
+
+pub struct Proxy {
+    pub port: u16,
+    log: PathBuf,
+    child: Child,
+}
+
+impl Proxy {
+    pub fn start(dir: &Path) -> Proxy {
+        let port = free_port();
+        std::fs::create_dir_all(dir).unwrap();
+        let (conf, log) = (dir.join("tinyproxy.conf"), dir.join("tinyproxy.log"));
+        let settings = format!(
+            "Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 50\nAllow 127.0.0.1\nLogLevel Connect\nLogFile \"{}\"\n",
+            log.display()
+        );
+        std::fs::write(&conf, settings).unwrap();
+        let child = Command::new("tinyproxy")
+            .args(["-d", "-c"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tinyproxy is missing (apt-get install tinyproxy); ./test.sh installs it");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tinyproxy did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Proxy { port, log, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The CONNECT requests it has relayed, as `host:port`.
+    pub fn connects(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| {
+                l.split("Request (file descriptor")
+                    .nth(1)?
+                    .split("CONNECT ")
+                    .nth(1)?
+                    .split(' ')
+                    .next()
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
