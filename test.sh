@@ -11,7 +11,7 @@ need=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
 for pair in nginx:nginx chromium:chromium openssl:openssl python3:python3 \
             systemd-analyze:systemd mount:mount apt-ftparchive:apt-utils xz:xz-utils \
-            dpkg-deb:dpkg mkfifo:coreutils tinyproxy:tinyproxy; do
+            dpkg-deb:dpkg mkfifo:coreutils tinyproxy:tinyproxy minisign:minisign; do
   have "${pair%%:*}" || need+=("${pair##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -56,6 +56,9 @@ pub enum Command {
     Manifest {
         /// The directory to describe; the manifest is written into it.
         dir: PathBuf,
+        /// Also write upmirror-manifest.json.minisig, signed with this minisign secret key.
+        #[arg(long, value_name = "KEYFILE")]
+        sign: Option<PathBuf>,
     },
 }
 
@@ -259,6 +262,10 @@ pub struct UpstreamArgs {
     /// Fail the whole run after this long [default: 12h].
     #[arg(long, env = "UPMIRROR_RUN_TIMEOUT", value_name = "DURATION")]
     pub run_timeout: Option<String>,
+    /// A minisign public key (file, or the key itself) a listing must be signed by; repeat
+    /// for a rotation (env: comma-separated) [default: none, no signature needed].
+    #[arg(long = "trusted-key", env = "UPMIRROR_TRUSTED_KEYS", value_delimiter = ',', value_name = "KEY")]
+    pub trusted_keys: Vec<String>,
     /// HTTP(S) proxy for every upstream (CONNECT), e.g. http://proxy.corp:3128
     /// [default: HTTPS_PROXY / NO_PROXY from the environment].
     #[arg(long, env = "UPMIRROR_PROXY", value_name = "URL")]

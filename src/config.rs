@@ -49,6 +49,7 @@ pub struct FileConfig {
     pub grace: Option<String>,
     pub recheck_after: Option<String>,
     pub proxy: Option<String>,
+    pub trusted_keys: Option<Vec<String>>,
 }
 
 /// How hard the network is pushed and how long it is waited for.
@@ -95,6 +96,8 @@ pub struct Config {
     /// The proxy every upstream request goes through (`NO_PROXY` still
     /// exempts hosts); without it, `HTTPS_PROXY`/`NO_PROXY` are honoured.
     pub proxy: Option<Url>,
+    /// When set, a listing needs a valid signature by one of these keys.
+    pub trusted_keys: Vec<String>,
     /// Which paths are mirrored.
     pub filter: Filter,
     /// How long a replaced snapshot still serves the paths missing from `current`.
@@ -144,6 +147,7 @@ impl Config {
             .unwrap_or(64 << 20),
             metrics_file: expand(keys.publish.metrics_file.clone().or(file.metrics_file.clone()))?,
             http2: keys.upstream.http2.or(file.http2).unwrap_or(false),
+            trusted_keys: list(&keys.upstream.trusted_keys, &file.trusted_keys),
             proxy: keys.upstream.proxy.clone().or(file.proxy.clone()).map(|p| parse_proxy(&p)).transpose()?,
             filter: Filter::new(&list(&keys.plan.include, &file.include), &list(&keys.plan.exclude, &file.exclude))
                 .map_err(|e| ConfigError(e.0))?,

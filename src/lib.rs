@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod output;
 pub mod plan;
 pub mod scan;
+pub mod signature;
 pub mod snapshot;
 pub mod state;
 pub mod status;

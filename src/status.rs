@@ -44,6 +44,9 @@ pub struct RunStatus {
     pub upstreams: Vec<UpstreamHealth>,
     /// Bytes downloaded into published snapshots, over all runs.
     pub bytes_downloaded_total: u64,
+    /// The trusted key whose signature the listing carried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
     /// When the client certificate expires, if one is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_cert_expires: Option<String>,

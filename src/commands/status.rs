@@ -79,6 +79,9 @@ fn print_status(
         }
         None => println!("last run    none"),
     }
+    if let Some(key) = last.and_then(|r| r.signed_by.as_deref()) {
+        println!("signed by   key {key}");
+    }
     if let Some(expires) = last.and_then(|r| r.client_cert_expires.as_deref()) {
         println!("client cert expires {expires}");
     }

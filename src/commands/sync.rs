@@ -106,6 +106,7 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
     };
     let upstream = listing.url.to_string();
     run.status.upstream = Some(upstream.clone());
+    run.status.signed_by = listing.signed_by.clone();
     if let Some(reason) = held(&state, &listing, args) {
         run.status.held = Some(reason.clone());
         return Ok(Done::Held { reason });

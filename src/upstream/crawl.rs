@@ -65,6 +65,7 @@ pub(super) async fn crawl(up: &Upstreams, i: usize, published: Option<&Manifest>
         identity: identity(&manifest),
         validators: Validators::default(),
         manifest,
+        signed_by: None,
     })
 }
 

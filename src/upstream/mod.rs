@@ -70,6 +70,8 @@ pub struct Listing {
     pub validators: Validators,
     /// For a crawl, `generated_at` is the time of the crawl.
     pub manifest: Manifest,
+    /// The id of the trusted key whose signature the manifest carries.
+    pub signed_by: Option<String>,
 }
 
 /// What `upmirror mirrors` reports of one upstream.
@@ -84,6 +86,8 @@ pub struct Probe {
     pub client_cert: Option<String>,
     /// When the client certificate expires (RFC 3339).
     pub client_cert_expires: Option<String>,
+    /// The trusted key whose signature the manifest carries.
+    pub signed_by: Option<String>,
     pub latency_ms: Option<u64>,
     pub listing: Option<&'static str>,
     /// Seconds since `generated_at`, or since the newest mtime of the top listing.
@@ -126,6 +130,7 @@ pub struct Upstreams {
     /// What server certificates are checked against, for reports.
     trust: String,
     has_client_cert: bool,
+    trusted: crate::signature::TrustedKeys,
     net: Net,
     client: Client,
     /// What this run saw of each upstream: used, and its first error.
@@ -153,6 +158,7 @@ impl Upstreams {
             trust: cfg.tls.ca_file.as_ref().map_or("system roots".to_owned(), |f| format!("pinned {}", f.display())),
             has_client_cert: cfg.tls.client_cert.is_some(),
             net: cfg.net.clone(),
+            trusted: crate::signature::TrustedKeys::load(&cfg.trusted_keys)?,
             client: build_client(cfg)?,
             health: std::sync::Arc::new(std::sync::Mutex::new(vec![(false, None, 0); cfg.upstreams.len()])),
         })
@@ -190,7 +196,15 @@ impl Upstreams {
         published: Option<&Manifest>,
     ) -> Result<ListOutcome> {
         let url = self.manifest_url(i)?;
-        let crawl = || async { crawl::crawl(self, i, published).await.map(ListOutcome::Fetched) };
+        let crawl = || async {
+            if !self.trusted.is_empty() {
+                bail!(
+                    "{}: no manifest, and a directory listing cannot be signed; trusted_keys requires a signed manifest",
+                    self.bases[i]
+                );
+            }
+            crawl::crawl(self, i, published).await.map(ListOutcome::Fetched)
+        };
         match self.listing {
             ListingKind::Autoindex => crawl().await,
             ListingKind::Manifest => self.fetch_manifest(i, &url, known(&url)).await.with_context(|| url.to_string()),
@@ -216,7 +230,8 @@ impl Upstreams {
         let https = self.bases[i].scheme() == "https";
         let mut probe = Probe { url: self.bases[i].to_string(), usable: result.is_ok(), ..Probe::default() };
         match result {
-            Ok((source, newest, files)) => {
+            Ok((source, newest, files, signed_by)) => {
+                probe.signed_by = signed_by;
                 probe.latency_ms = Some(latency_ms);
                 probe.listing = Some(source.label());
                 probe.age_secs = newest.map(|t| now - t);
@@ -245,15 +260,15 @@ impl Upstreams {
     }
 
     /// The listing kind of upstream `i`, its age and (for a manifest) its size.
-    async fn probe_listing(&self, i: usize) -> Result<(Source, Option<i64>, Option<usize>)> {
+    async fn probe_listing(&self, i: usize) -> Result<(Source, Option<i64>, Option<usize>, Option<String>)> {
         let url = self.manifest_url(i)?;
         match self.fetch_manifest(i, &url, None).await {
             Err(e) if self.listing != ListingKind::Manifest && is_not_found(&e) => {
-                crawl::probe_top(self, i).await.map(|(source, newest)| (source, Some(newest), None))
+                crawl::probe_top(self, i).await.map(|(source, newest)| (source, Some(newest), None, None))
             }
             Ok(ListOutcome::Fetched(l)) => {
                 let generated = l.manifest.generated_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-                Ok((Source::Manifest, Some(generated), Some(l.manifest.files.len())))
+                Ok((Source::Manifest, Some(generated), Some(l.manifest.files.len()), l.signed_by))
             }
             Ok(ListOutcome::Unchanged { .. }) => bail!("{url}: answered 304 to a request without validators"),
             Err(e) => Err(e),
@@ -303,7 +318,10 @@ impl Upstreams {
 
     async fn fetch_manifest(&self, upstream: usize, url: &Url, known: Option<Validators>) -> Result<ListOutcome> {
         let (bytes, validators) = if url.scheme() == "file" {
-            (read_local(&file_path(&self.bases[upstream])?, &self.manifest_name).await?, Validators::default())
+            (
+                read_local(&file_path(&self.bases[upstream])?, &self.manifest_name, MAX_LISTING_BYTES).await?,
+                Validators::default(),
+            )
         } else {
             let mut req = self.client.get(url.clone());
             if let Some(v) = &known {
@@ -323,6 +341,7 @@ impl Upstreams {
             let validators = Validators { etag: header(ETAG), last_modified: header(LAST_MODIFIED) };
             (self.read_capped(resp, MAX_LISTING_BYTES).await?, validators)
         };
+        let signed_by = self.check_signature(upstream, url, &bytes).await?;
         let manifest = Manifest::parse(&bytes).map_err(anyhow::Error::msg)?;
         let identity = Digest(Sha256::digest(&bytes).into());
         Ok(ListOutcome::Fetched(Listing {
@@ -332,7 +351,31 @@ impl Upstreams {
             identity,
             validators,
             manifest,
+            signed_by,
         }))
+    }
+
+    /// With trusted keys, the manifest's detached signature must verify by
+    /// one of them; the key's id. Nothing is asked without trusted keys.
+    async fn check_signature(&self, upstream: usize, url: &Url, bytes: &[u8]) -> Result<Option<String>> {
+        if self.trusted.is_empty() {
+            return Ok(None);
+        }
+        let name = format!("{}{}", self.manifest_name, crate::signature::SUFFIX);
+        let signature = if url.scheme() == "file" {
+            read_local(&file_path(&self.bases[upstream])?, &name, crate::signature::MAX_SIGNATURE_BYTES).await
+        } else {
+            let sig_url = self.bases[upstream].join(&name).context("signature URL")?;
+            self.get_small(&sig_url, crate::signature::MAX_SIGNATURE_BYTES).await
+        };
+        // A new error, not a context: a missing signature must not read as a missing manifest.
+        let signature = signature.map_err(|e| {
+            anyhow!(
+                "no signature {name} beside the manifest ({}); trusted_keys requires one",
+                crate::output::error_line(&e)
+            )
+        })?;
+        self.trusted.verify(bytes, &signature).map(Some)
     }
 
     /// Where `rel` lives on upstream `i`.
@@ -622,16 +665,16 @@ fn rustls_cause(e: &reqwest::Error) -> Option<&rustls::Error> {
     None
 }
 
-/// A manifest from a `file://` upstream, at most [`MAX_LISTING_BYTES`].
-async fn read_local(base: &std::path::Path, name: &str) -> Result<Vec<u8>> {
+/// A manifest (or its signature) from a `file://` upstream, at most `cap` bytes.
+async fn read_local(base: &std::path::Path, name: &str, cap: u64) -> Result<Vec<u8>> {
     let (base, name) = (base.to_path_buf(), name.to_owned());
     let read = move || -> Result<Vec<u8>> {
         let f = crate::disk::open_regular_beneath(&base, &name)?;
         let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_LISTING_BYTES + 1), &mut out)
+        std::io::Read::read_to_end(&mut std::io::Read::take(f, cap + 1), &mut out)
             .with_context(|| format!("{}/{name}", base.display()))?;
-        if out.len() as u64 > MAX_LISTING_BYTES {
-            bail!("listing larger than {MAX_LISTING_BYTES} bytes");
+        if out.len() as u64 > cap {
+            bail!("{}/{name} is larger than {cap} bytes", base.display());
         }
         Ok(out)
     };

@@ -14,3 +14,4 @@ mod style;
 mod support;
 mod sync;
 mod tls;
+mod trust;

@@ -1,0 +1,88 @@
+//! Signed manifests: a detached minisign (Ed25519) signature beside the
+//! manifest, `upmirror-manifest.json.minisig`, that the `minisign` tool
+//! checks too. With `trusted_keys`, a listing is accepted only with a valid
+//! signature by one of them, whoever served it (https or a carried disk).
+
+use std::io::Cursor;
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use minisign::{PublicKey, PublicKeyBox, SecretKey, SecretKeyBox, SignatureBox};
+
+use crate::config::ConfigError;
+
+/// The signature's file name: the manifest's, plus this.
+pub const SUFFIX: &str = ".minisig";
+/// The largest signature file read.
+pub const MAX_SIGNATURE_BYTES: u64 = 4096;
+
+/// The public keys a listing may be signed by (several during a rotation).
+#[derive(Clone, Default)]
+pub struct TrustedKeys(Vec<(String, PublicKey)>);
+
+impl TrustedKeys {
+    /// Each of `specs` is a minisign public key file or the key itself
+    /// (`RW…`, as the file's second line).
+    pub fn load(specs: &[String]) -> Result<TrustedKeys, ConfigError> {
+        let mut keys = Vec::new();
+        for spec in specs {
+            let bad = |why: String| ConfigError(format!("trusted key {spec}: {why}"));
+            let key = if Path::new(spec).is_file() {
+                let text = std::fs::read_to_string(spec).map_err(|e| bad(e.to_string()))?;
+                PublicKeyBox::from_string(&text).and_then(PublicKeyBox::into_public_key)
+            } else {
+                PublicKey::from_base64(spec.trim())
+            };
+            let key = key.map_err(|e| bad(format!("not a minisign public key ({e})")))?;
+            keys.push((key_id(key.keynum()), key));
+        }
+        Ok(TrustedKeys(keys))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Check `signature` over `manifest`; the id of the trusted key that
+    /// made it. An untrusted key, a malformed or a wrong signature is refused.
+    pub fn verify(&self, manifest: &[u8], signature: &[u8]) -> Result<String> {
+        let text = std::str::from_utf8(signature).map_err(|_| anyhow!("the signature is not text"))?;
+        let sig = SignatureBox::from_string(text).map_err(|e| anyhow!("the signature is malformed ({e})"))?;
+        let id = key_id(sig.keynum());
+        let Some((_, key)) = self.0.iter().find(|(known, _)| *known == id) else {
+            bail!("signed by key {id}, which is not in trusted_keys");
+        };
+        minisign::verify(key, &sig, Cursor::new(manifest), true, false, false)
+            .map_err(|e| anyhow!("the signature by key {id} does not match the manifest ({e})"))?;
+        Ok(id)
+    }
+}
+
+/// A detached signature of `manifest` by the minisign secret key in
+/// `key_file` (encrypted keys take their password from
+/// `UPMIRROR_SIGNING_PASSWORD`).
+pub fn sign(manifest: &[u8], key_file: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(key_file).with_context(|| format!("signing key {}", key_file.display()))?;
+    let sealed = SecretKeyBox::from_string(&text)
+        .map_err(|e| anyhow!("signing key {}: not a minisign secret key ({e})", key_file.display()))?;
+    let key: SecretKey = match std::env::var("UPMIRROR_SIGNING_PASSWORD") {
+        Ok(password) => sealed.into_secret_key(Some(password)),
+        Err(_) => sealed.into_unencrypted_secret_key(),
+    }
+    .map_err(|e| {
+        anyhow!(
+            "signing key {}: {e}; a password-protected key (minisign -G) needs its password in UPMIRROR_SIGNING_PASSWORD",
+            key_file.display()
+        )
+    })?;
+    let sig = minisign::sign(None, &key, Cursor::new(manifest), None, Some("signed by upmirror"))
+        .map_err(|e| anyhow!("could not sign: {e}"))?;
+    Ok(sig.into_string())
+}
+
+/// minisign's key id: the key number as 16 hex digits.
+fn key_id(keynum: &[u8]) -> String {
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&keynum[..8.min(keynum.len())]);
+    format!("{:016X}", u64::from_le_bytes(n))
+}

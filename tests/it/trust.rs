@@ -1,0 +1,83 @@
+//! Signed manifests: signed with `upmirror manifest --sign`, checked by the
+//! real `minisign` tool and by every sync that has `trusted_keys`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support::Env;
+
+/// A minisign key pair without a password, as `minisign -G -W` makes:
+/// (public key file, secret key file, key id).
+fn keypair(env: &Env, name: &str) -> (PathBuf, PathBuf, String) {
+    let (public, secret) = (env.dir.path().join(format!("{name}.pub")), env.dir.path().join(format!("{name}.key")));
+    let pair = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+    fs::write(&public, pair.pk.to_box().unwrap().into_string()).unwrap();
+    fs::write(&secret, pair.sk.to_box(None).unwrap().into_string()).unwrap();
+    let text = fs::read_to_string(&public).unwrap();
+    let id = text.lines().next().unwrap().rsplit(' ').next().unwrap().to_owned();
+    (public, secret, id)
+}
+
+fn sign(env: &Env, key: &Path) {
+    let out = env.run(&["manifest", env.upstream.to_str().unwrap(), "--sign", key.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+}
+
+#[test]
+fn a_signed_manifest_is_checked_by_minisign_and_required_by_trusted_keys() {
+    let env = Env::with_sample_tree();
+    let (a_pub, a_key, a_id) = keypair(&env, "vendor-a");
+    let (b_pub, b_key, b_id) = keypair(&env, "vendor-b");
+    sign(&env, &a_key);
+    let manifest = env.upstream.join("upmirror-manifest.json");
+    let status = Command::new("minisign").arg("-Vm").arg(&manifest).arg("-p").arg(&a_pub).output();
+    let status = status.expect("minisign is missing (apt-get install minisign); ./test.sh installs it");
+    assert!(status.status.success(), "minisign -V accepts it: {status:?}");
+
+    let server = env.serve();
+    let trust_a = ["--trusted-key", a_pub.to_str().unwrap()];
+    let out = env.sync(&server.url(), &trust_a);
+    assert_eq!(out.code, 0, "{out:?}");
+    let state: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.root.join(".upmirror/status.json")).unwrap()).unwrap();
+    assert_eq!(state["signed_by"], a_id.as_str());
+    let published = env.published_id();
+
+    // A tampered byte, a key not trusted, no signature at all: refused, nothing written.
+    let refuse = |why: &str, needle: &str| {
+        let out = env.sync(&server.url(), &trust_a);
+        assert_eq!(out.code, 1, "{why}: {out:?}");
+        assert!(out.stderr.contains(needle), "{why}: {}", out.stderr);
+        assert_eq!(env.published_id(), published, "{why}");
+    };
+    env.write("releases/current.json", b"{\"version\":\"11.9\"}\n");
+    sign(&env, &a_key);
+    let text = fs::read_to_string(&manifest).unwrap();
+    let tampered = text.replacen("\"size\":19,", "\"size\":20,", 1);
+    assert!(tampered != text, "one byte changed");
+    fs::write(&manifest, tampered).unwrap();
+    refuse("a tampered manifest", &format!("the signature by key {a_id} does not match"));
+    sign(&env, &b_key);
+    refuse("a key not trusted", &format!("signed by key {b_id}, which is not in trusted_keys"));
+    fs::remove_file(env.upstream.join("upmirror-manifest.json.minisig")).unwrap();
+    refuse("no signature", "trusted_keys requires one");
+
+    // A rotation: both keys trusted (one as a file, one inline), signed by the new one.
+    sign(&env, &b_key);
+    let b_inline = fs::read_to_string(&b_pub).unwrap().lines().nth(1).unwrap().to_owned();
+    let out = env.sync(&server.url(), &["--trusted-key", a_pub.to_str().unwrap(), "--trusted-key", &b_inline]);
+    assert_eq!(out.code, 0, "{out:?}");
+    env.assert_mirrors_upstream();
+
+    // The same holds for a tree carried on a disk.
+    env.write("releases/current.json", b"{\"version\":\"12.0\"}\n");
+    sign(&env, &a_key);
+    let disk = format!("file://{}", env.upstream.display());
+    assert_eq!(env.sync(&disk, &trust_a).code, 0);
+    fs::remove_file(env.upstream.join("upmirror-manifest.json.minisig")).unwrap();
+    env.write("releases/current.json", b"{\"version\":\"12.1\"}\n");
+    env.make_manifest();
+    let out = env.sync(&disk, &trust_a);
+    assert!(out.code == 1 && out.stderr.contains("trusted_keys requires one"), "{out:?}");
+}
