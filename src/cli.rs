@@ -178,6 +178,18 @@ pub struct RootArgs {
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Snapshots and status")]
 pub struct PublishArgs {
+    /// Run after a snapshot is built and verified, before it is published; failing refuses it (exit 3).
+    #[arg(long, env = "UPMIRROR_PRE_PUBLISH", value_name = "CMD")]
+    pub pre_publish: Option<String>,
+    /// Run after a snapshot is published; failing is a warning.
+    #[arg(long, env = "UPMIRROR_POST_PUBLISH", value_name = "CMD")]
+    pub post_publish: Option<String>,
+    /// Run when a sync fails.
+    #[arg(long, env = "UPMIRROR_ON_FAILURE", value_name = "CMD")]
+    pub on_failure: Option<String>,
+    /// Time limit of each hook [default: 10m].
+    #[arg(long, env = "UPMIRROR_HOOK_TIMEOUT", value_name = "DURATION")]
+    pub hook_timeout: Option<String>,
     /// Snapshots kept, the published one included [default: 3].
     #[arg(long, env = "UPMIRROR_KEEP", value_name = "N")]
     pub keep: Option<usize>,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use crate::cli::{GlobalArgs, Keys, ListingKind, UpstreamArgs};
+use crate::cli::{GlobalArgs, Keys, ListingKind, PublishArgs, UpstreamArgs};
 use crate::filter::Filter;
 
 pub const DEFAULT_CONFIG: &str = "/etc/upmirror/upmirror.toml";
@@ -50,6 +50,10 @@ pub struct FileConfig {
     pub recheck_after: Option<String>,
     pub proxy: Option<String>,
     pub trusted_keys: Option<Vec<String>>,
+    pub pre_publish: Option<String>,
+    pub post_publish: Option<String>,
+    pub on_failure: Option<String>,
+    pub hook_timeout: Option<String>,
 }
 
 /// How hard the network is pushed and how long it is waited for.
@@ -66,6 +70,15 @@ pub struct Net {
     pub run_timeout: Duration,
     /// Bytes per second for all transfers together.
     pub bandwidth_limit: Option<u64>,
+}
+
+/// Commands run around a publish (see `hooks`).
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    pub pre_publish: Option<String>,
+    pub post_publish: Option<String>,
+    pub on_failure: Option<String>,
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -98,6 +111,7 @@ pub struct Config {
     pub proxy: Option<Url>,
     /// When set, a listing needs a valid signature by one of these keys.
     pub trusted_keys: Vec<String>,
+    pub hooks: Hooks,
     /// Which paths are mirrored.
     pub filter: Filter,
     /// How long a replaced snapshot still serves the paths missing from `current`.
@@ -148,6 +162,7 @@ impl Config {
             metrics_file: expand(keys.publish.metrics_file.clone().or(file.metrics_file.clone()))?,
             http2: keys.upstream.http2.or(file.http2).unwrap_or(false),
             trusted_keys: list(&keys.upstream.trusted_keys, &file.trusted_keys),
+            hooks: resolve_hooks(&keys.publish, &file)?,
             proxy: keys.upstream.proxy.clone().or(file.proxy.clone()).map(|p| parse_proxy(&p)).transpose()?,
             filter: Filter::new(&list(&keys.plan.include, &file.include), &list(&keys.plan.exclude, &file.exclude))
                 .map_err(|e| ConfigError(e.0))?,
@@ -199,6 +214,16 @@ impl Config {
             .as_deref()
             .ok_or_else(|| ConfigError("no mirror root: set root in the config, --root or UPMIRROR_ROOT".into()))
     }
+}
+
+/// The publish hooks and their time limit.
+fn resolve_hooks(args: &PublishArgs, file: &FileConfig) -> Result<Hooks, ConfigError> {
+    Ok(Hooks {
+        pre_publish: args.pre_publish.clone().or(file.pre_publish.clone()),
+        post_publish: args.post_publish.clone().or(file.post_publish.clone()),
+        on_failure: args.on_failure.clone().or(file.on_failure.clone()),
+        timeout: duration("hook_timeout", args.hook_timeout.clone().or(file.hook_timeout.clone()), "10m")?,
+    })
 }
 
 /// The network keys: how hard the network is pushed and how long it is waited for.

@@ -9,6 +9,7 @@ pub mod disk;
 pub mod error;
 pub mod fetch;
 pub mod filter;
+pub mod hooks;
 pub mod identity;
 pub mod interrupt;
 pub mod manifest;

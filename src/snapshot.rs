@@ -288,6 +288,11 @@ impl Locked<'_> {
         Ok(id)
     }
 
+    /// Remove a snapshot this run built and did not publish.
+    pub fn discard(&self, id: &str) {
+        let _ = fs::remove_dir_all(self.snapshots().join(id));
+    }
+
     /// Make everything written durable, then point `current` at `id`.
     /// Publish a snapshot this run built; if that fails before the swap, the
     /// snapshot is removed again, so no unpublished tree lingers.

@@ -11,8 +11,9 @@ use anyhow::{Result, anyhow};
 use super::{before, now_rfc3339, rfc3339, unix_seconds};
 use crate::config::Config;
 use crate::disk::failpoint;
-use crate::error::Exit;
+use crate::error::{Exit, Refused};
 use crate::fetch::{Job, fetch_all};
+use crate::hooks;
 use crate::output::{Progress, Reporter, error_line};
 use crate::plan::Plan;
 use crate::snapshot::{Locked, Published, Store};
@@ -177,10 +178,42 @@ pub(super) fn apply(
     let clock = Instant::now();
     let id = run.locked.build(plan, verified, base, source.generated_at)?;
     run.out.detail(format!("built snapshot {id} in {:.3} s", clock.elapsed().as_secs_f64()));
+    let env = hook_env(run, &id, plan)?;
+    if let Some(command) = &run.cfg.hooks.pre_publish
+        && let Err(e) = hooks::run("pre_publish", command, &env, run.cfg.hooks.timeout, &run.locked.meta())
+    {
+        run.locked.discard(&id);
+        return Err(Refused(format!("{}; snapshot {id} was not published", error_line(&e))).into());
+    }
     let clock = Instant::now();
     publish(run, Snapshot::New(&id), record)?;
     run.out.detail(format!("flushed, published and pruned in {:.3} s", clock.elapsed().as_secs_f64()));
+    if let Some(command) = &run.cfg.hooks.post_publish
+        && let Err(e) = hooks::run("post_publish", command, &env, run.cfg.hooks.timeout, &run.locked.meta())
+    {
+        run.warn(format!("{id} is published, but {}", error_line(&e)));
+    }
     Ok(id)
+}
+
+/// What a hook is told of the snapshot: the root, its id and directory, and
+/// a file of the added and changed paths, NUL-separated.
+fn hook_env(run: &Run, id: &str, plan: &Plan) -> Result<Vec<(&'static str, String)>> {
+    let hooks = &run.cfg.hooks;
+    if hooks.pre_publish.is_none() && hooks.post_publish.is_none() {
+        return Ok(Vec::new());
+    }
+    let list = run.locked.meta().join("changed-files");
+    let names: Vec<u8> = plan.downloads().flat_map(|e| [e.path.as_str().as_bytes(), b"\0"].concat()).collect();
+    crate::disk::write_private(&list, &names)?;
+    let root = run.locked.root.display().to_string();
+    let dir = run.locked.root.join("snapshots").join(id).display().to_string();
+    Ok(vec![
+        ("UPMIRROR_ROOT", root),
+        ("UPMIRROR_SNAPSHOT_ID", id.to_owned()),
+        ("UPMIRROR_SNAPSHOT_DIR", dir),
+        ("UPMIRROR_CHANGED_FILES", list.display().to_string()),
+    ])
 }
 
 /// Make `snapshot` current; then note it in the state with `record`, save

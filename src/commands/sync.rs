@@ -9,7 +9,7 @@ use super::apply::{Origin, Outcome, Run, apply, recorded};
 use super::{before, client_identity, rfc3339, runtime, unix_seconds};
 use crate::cli::SyncArgs;
 use crate::config::Config;
-use crate::error::Refused;
+use crate::error::{Exit, Refused};
 use crate::fetch::reclaim_staging;
 use crate::filter::Filter;
 use crate::manifest::Manifest;
@@ -60,9 +60,21 @@ pub(super) fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
         run.status.upstreams = upstreams.health();
         result
     });
+    if let (Err(e), Some(command)) = (&result, &cfg.hooks.on_failure)
+        && Exit::of(e) != Exit::Locked
+    {
+        let env = [
+            ("UPMIRROR_ROOT", store.root.display().to_string()),
+            ("UPMIRROR_EXIT_CODE", Exit::of(e).code().to_string()),
+            ("UPMIRROR_ERROR", crate::output::error_line(e)),
+        ];
+        if let Err(hook) = crate::hooks::run("on_failure", command, &env, cfg.hooks.timeout, &store.meta()) {
+            eprintln!("upmirror: {}", crate::output::error_line(&hook));
+        }
+    }
     // --json prints the status as recorded, for a failed run too.
     let (done, status) = match result {
-        Err(e) if out.json && crate::error::Exit::of(&e) != crate::error::Exit::Locked => {
+        Err(e) if out.json && Exit::of(&e) != Exit::Locked => {
             if let Ok(recorded) = std::fs::read_to_string(store.meta().join("status.json")) {
                 println!("{recorded}");
             }

@@ -81,3 +81,71 @@ fn a_signed_manifest_is_checked_by_minisign_and_required_by_trusted_keys() {
     let out = env.sync(&disk, &trust_a);
     assert!(out.code == 1 && out.stderr.contains("trusted_keys requires one"), "{out:?}");
 }
+
+/// An executable script in the test's directory.
+fn script(env: &Env, name: &str, body: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = env.dir.path().join(name);
+    fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn a_pre_publish_hook_sees_the_snapshot_and_can_refuse_it() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    let published = env.published_id();
+    env.write("releases/current.json", b"{\"version\":\"11.3\"}\n");
+    env.write("pool/p20.deb", b"new package");
+    env.make_manifest();
+
+    // A scanner that finds something: nothing is published, the build is gone.
+    let seen = env.dir.path().join("seen");
+    let scanner = script(
+        &env,
+        "scanner",
+        &format!(
+            "tr '\\0' '\\n' < \"$UPMIRROR_CHANGED_FILES\" > {seen}/files\necho \"$UPMIRROR_SNAPSHOT_ID\" > {seen}/id\n\
+             test -f \"$UPMIRROR_SNAPSHOT_DIR/pool/p20.deb\" || exit 9\necho 'EICAR found in pool/p20.deb'\nexit 1",
+            seen = seen.display()
+        ),
+    );
+    fs::create_dir(&seen).unwrap();
+    let out = env.sync(&server.url(), &["--pre-publish", &scanner]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("pre_publish") && out.stderr.contains("EICAR found"), "{}", out.stderr);
+    assert_eq!(env.published_id(), published, "nothing published");
+    let id = fs::read_to_string(seen.join("id")).unwrap().trim().to_owned();
+    assert!(!env.root.join("snapshots").join(&id).exists(), "the refused build is removed");
+    let files = fs::read_to_string(seen.join("files")).unwrap();
+    let mut files: Vec<&str> = files.lines().collect();
+    files.sort();
+    assert_eq!(files, ["pool/p20.deb", "releases/current.json"], "exactly the added and changed paths");
+
+    // A hook that hangs is killed at its time limit.
+    let hang = script(&env, "hang", "sleep 60");
+    let start = std::time::Instant::now();
+    let out = env.sync(&server.url(), &["--pre-publish", &hang, "--hook-timeout", "1s"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("did not finish within hook_timeout"), "{}", out.stderr);
+    assert!(start.elapsed() < std::time::Duration::from_secs(30));
+
+    // A failing post_publish hook is a warning; on_failure runs when a sync fails.
+    let out = env.sync(&server.url(), &["--pre-publish", "true", "--post-publish", "false"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_ne!(env.published_id(), published);
+    let status: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.root.join(".upmirror/status.json")).unwrap()).unwrap();
+    assert!(status["warnings"][0].as_str().unwrap().contains("post_publish `false` failed"), "{status}");
+    let alarm = env.dir.path().join("alarm");
+    let on_failure =
+        script(&env, "alarm", &format!("echo \"$UPMIRROR_EXIT_CODE $UPMIRROR_ERROR\" > {}", alarm.display()));
+    server.fault("/pool/p01.deb", crate::support::Fault::Status(500));
+    env.write("pool/p01.deb", b"changed");
+    env.make_manifest();
+    assert_eq!(env.sync(&server.url(), &["--retries", "0", "--on-failure", &on_failure]).code, 1);
+    let said = fs::read_to_string(&alarm).unwrap();
+    assert!(said.starts_with("1 ") && said.contains("HTTP 500"), "{said}");
+}
