@@ -290,3 +290,24 @@ fn every_request_goes_through_the_company_proxy_unless_no_proxy_exempts_the_host
     assert_eq!(out.code, 1, "{out:?}");
     assert!(!out.stderr.contains("secret"), "{}", out.stderr);
 }
+
+#[test]
+fn an_upstream_over_ipv6_is_mirrored() {
+    let env = Env::with_sample_tree();
+    let port = crate::support::nginx::free_port();
+    let servers = format!(
+        "ssl_certificate {}; ssl_certificate_key {};\n\
+         server {{ listen 127.0.0.1:{port} ssl; listen [::1]:{port} ssl; root {}; }}\n",
+        env.pki.server_cert.display(),
+        env.pki.server_key.display(),
+        env.upstream.display()
+    );
+    let _nginx = crate::support::Nginx::with_servers(&env.dir.path().join("nginx6"), &servers, port, port);
+    let url = format!("https://[::1]:{port}/");
+    let out = env.sync(&url, &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("[::1]"), "{}", out.stderr);
+    env.assert_mirrors_upstream();
+    let out = env.run(&["mirrors", "--json", "--upstream", &url, "--ca-file", env.pki.ca.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+}
