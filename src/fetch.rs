@@ -522,7 +522,7 @@ pub fn reclaim_staging<'a>(staging: &Path, wanted: impl Iterator<Item = &'a Entr
                 continue;
             }
             let len = file.metadata().map_or(0, |m| m.len());
-            discard(&file.path(), &file.path())?;
+            crate::disk::remove_if_exists(&file.path())?;
             freed += len;
         }
     }

@@ -21,6 +21,18 @@ pub struct ClientCert {
     pub subject: String,
 }
 
+impl ClientCert {
+    /// When it expires, in RFC 3339.
+    pub fn expires(&self) -> String {
+        rfc3339(self.not_after)
+    }
+}
+
+fn rfc3339(t: i64) -> String {
+    let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
 /// Check `cert` and `key` as a pair, and the certificate's dates at `now`:
 /// a mismatch or an expired certificate is a configuration error naming both
 /// files, before any request is made.
@@ -42,14 +54,11 @@ pub fn check(cert: &Path, key: &Path, now: SystemTime) -> Result<ClientCert, Con
     let validity = parsed.validity();
     let now = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let (not_before, not_after) = (validity.not_before.timestamp(), validity.not_after.timestamp());
-    let when = |t: i64| {
-        humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64))
-    };
     if now > not_after {
-        return Err(named(format!("the certificate expired at {}; fix: renew it", when(not_after))));
+        return Err(named(format!("the certificate expired at {}; fix: renew it", rfc3339(not_after))));
     }
     if now < not_before {
-        return Err(named(format!("the certificate is not valid before {}; is the clock right?", when(not_before))));
+        return Err(named(format!("the certificate is not valid before {}; is the clock right?", rfc3339(not_before))));
     }
     Ok(ClientCert { not_after, subject: parsed.subject().to_string() })
 }

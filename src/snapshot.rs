@@ -321,33 +321,46 @@ impl Locked<'_> {
         root.sync_all().with_context(|| format!("could not flush {}", self.root.display()))
     }
 
-    /// Give every kept snapshot that shares the damaged inode of `rel` in
-    /// snapshot `from` the repaired file of snapshot `to` instead (a new
-    /// link renamed over the old one), where its manifest expects the same
-    /// digest: a rollback can then never publish the damage again. Returns
-    /// the snapshots mended.
-    pub fn relink_shared(&self, from: &str, to: &str, rel: &Entry) -> Result<Vec<String>> {
+    /// Give every kept snapshot that shares the damaged inode of one of
+    /// `damaged` in snapshot `from` the repaired file of snapshot `to`
+    /// instead (a new link renamed over the old one), where its manifest
+    /// expects the same digest: a rollback can then never publish the damage
+    /// again. Each snapshot's manifest is read once. Returns `PATH in ID` for
+    /// each file mended, and the files that could not be, with why.
+    pub fn relink_shared(&self, from: &str, to: &str, damaged: &[&Entry]) -> Result<Relinked> {
         use std::os::unix::fs::MetadataExt;
         let inode = |p: &Path| fs::symlink_metadata(p).ok().filter(|m| m.is_file()).map(|m| (m.dev(), m.ino()));
-        let Some(damaged) = inode(&self.snapshots().join(from).join(rel.path.as_str())) else { return Ok(Vec::new()) };
-        let repaired = self.snapshots().join(to).join(rel.path.as_str());
-        let mut mended = Vec::new();
+        let in_snapshot = |id: &str, e: &Entry| self.snapshots().join(id).join(e.path.as_str());
+        let broken: Vec<(&Entry, (u64, u64))> =
+            damaged.iter().filter_map(|e| Some((*e, inode(&in_snapshot(from, e))?))).collect();
+        let mut relinked = Relinked::default();
+        if broken.is_empty() {
+            return Ok(relinked);
+        }
         for id in self.snapshot_ids()?.into_iter().filter(|id| id != to) {
-            let path = self.snapshots().join(&id).join(rel.path.as_str());
-            let expects = read_manifest(&self.snapshots().join(&id))?
-                .files
-                .into_iter()
-                .find(|e| e.path == rel.path)
-                .is_some_and(|e| e.sha256 == rel.sha256);
-            if inode(&path) == Some(damaged) && expects {
-                let tmp = self.meta().join("relink.tmp");
-                remove_if_exists(&tmp)?;
-                fs::hard_link(&repaired, &tmp).with_context(|| format!("could not link {}", repaired.display()))?;
-                fs::rename(&tmp, &path).with_context(|| format!("could not replace {}", path.display()))?;
-                mended.push(id);
+            let listed = read_manifest(&self.snapshots().join(&id))?.files;
+            for (e, damaged_inode) in &broken {
+                let expects =
+                    listed.binary_search_by(|f| f.path.cmp(&e.path)).is_ok_and(|i| listed[i].sha256 == e.sha256);
+                let path = in_snapshot(&id, e);
+                if !expects || inode(&path) != Some(*damaged_inode) {
+                    continue;
+                }
+                match self.link_over(&in_snapshot(to, e), &path) {
+                    Ok(()) => relinked.mended.push(format!("{} in {id}", e.path)),
+                    Err(err) => relinked.failed.push((e.path.to_string(), err)),
+                }
             }
         }
-        Ok(mended)
+        Ok(relinked)
+    }
+
+    /// Replace `path` with a hard link to `source`, atomically.
+    fn link_over(&self, source: &Path, path: &Path) -> Result<()> {
+        let tmp = self.meta().join("relink.tmp");
+        remove_if_exists(&tmp)?;
+        fs::hard_link(source, &tmp).with_context(|| format!("could not link {}", source.display()))?;
+        fs::rename(&tmp, path).with_context(|| format!("could not replace {}", path.display()))
     }
 
     /// Point `grace-1` … `grace-N` at `ids` (newest first) and remove the
@@ -371,9 +384,10 @@ impl Locked<'_> {
     }
 
     /// Remove the oldest snapshots beyond `keep`, never the published one
-    /// nor one in `protect` (inside a grace window). Each is first moved out of `snapshots/` whole (one rename), so a
-    /// removal that fails half way never leaves a half tree to roll back to;
-    /// what is left in `.upmirror/` goes with the next run's leftovers.
+    /// nor one in `protect` (inside a grace window). Each is first moved out
+    /// of `snapshots/` whole (one rename), so a removal that fails half way
+    /// never leaves a half tree to roll back to; what is left in
+    /// `.upmirror/` goes with the next run's leftovers.
     /// Returns the ids moved out, and the first failure.
     pub fn prune(&self, keep: usize, published: &str, protect: &[String]) -> (Vec<String>, Result<()>) {
         let others: Vec<String> = match self.snapshot_ids() {
@@ -397,6 +411,13 @@ impl Locked<'_> {
         }
         (removed, result)
     }
+}
+
+/// What [`Locked::relink_shared`] mended, and what it could not.
+#[derive(Default)]
+pub struct Relinked {
+    pub mended: Vec<String>,
+    pub failed: Vec<(String, anyhow::Error)>,
 }
 
 /// Fill a fresh build directory: directories first, then hardlinks and

@@ -109,9 +109,10 @@ impl RunStatus {
     }
 
     /// Complete the totals (bytes over all runs, disk use) and write every
-    /// status file for this run; the history gains one entry. A file that cannot be written is an [`Unrecorded`] error: monitoring
-    /// must never go silent. A metrics file that fails is still noted in the
-    /// status files when they can be written.
+    /// status file for this run; the history gains one entry. A file that
+    /// cannot be written is an [`Unrecorded`] error: monitoring must never
+    /// go silent. A metrics file that fails is still noted in the status
+    /// files when they can be written.
     pub fn record(&mut self, sinks: &Sinks) -> Result<()> {
         let unrecorded = |e: anyhow::Error| anyhow::Error::new(Unrecorded(error_line(&e)));
         let history_path = sinks.meta.join("history.json");
@@ -214,15 +215,16 @@ fn metrics(history: &[RunStatus]) -> String {
         ),
         ("upmirror_listing_generated_timestamp_seconds", "gauge", "generated_at of the published listing.", generated),
     ] {
-        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        let name = family(&mut text, name, kind, help);
+        let _ = writeln!(text, "{name} {value}");
     }
     if let Some(last) = last {
         per_run_metrics(&mut text, last);
     }
     if let Some(expiry) = last.and_then(|r| r.client_cert_expires.as_deref()).and_then(unix) {
-        let name = "upmirror_client_cert_expiry_timestamp_seconds";
-        let _ =
-            writeln!(text, "# HELP {name} When the client certificate expires.\n# TYPE {name} gauge\n{name} {expiry}");
+        let help = "When the client certificate expires.";
+        let name = family(&mut text, "upmirror_client_cert_expiry_timestamp_seconds", "gauge", help);
+        let _ = writeln!(text, "{name} {expiry}");
     }
     text
 }
@@ -230,20 +232,24 @@ fn metrics(history: &[RunStatus]) -> String {
 /// The last run's duration, and each upstream's health and traffic.
 fn per_run_metrics(text: &mut String, last: &RunStatus) {
     let duration = unix(&last.finished).zip(unix(&last.started)).map_or(0, |(f, s)| f.saturating_sub(s));
-    let name = "upmirror_last_run_duration_seconds";
-    let _ = writeln!(text, "# HELP {name} How long the last run took.\n# TYPE {name} gauge\n{name} {duration}");
-    let used: Vec<&UpstreamHealth> = last.upstreams.iter().filter(|u| u.state != "not used").collect();
-    let families = [
-        ("upmirror_upstream_up", "gauge", "1 when the upstream answered the last run without error, 0 when it failed."),
-        ("upmirror_upstream_bytes_total", "counter", "Bytes of the files each upstream delivered, over all runs."),
-    ];
-    for (name, kind, help) in families {
-        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for u in last.upstreams.iter().filter(|u| kind == "counter" || used.iter().any(|x| x.url == u.url)) {
-            let value = if kind == "gauge" { u64::from(u.state == "ok") } else { u.bytes_total };
-            let _ = writeln!(text, "{name}{{upstream=\"{}\"}} {value}", label(&u.url));
-        }
+    let name = family(text, "upmirror_last_run_duration_seconds", "gauge", "How long the last run took.");
+    let _ = writeln!(text, "{name} {duration}");
+    let help = "1 when the upstream answered the last run without error, 0 when it failed.";
+    let name = family(text, "upmirror_upstream_up", "gauge", help);
+    for u in last.upstreams.iter().filter(|u| u.state != "not used") {
+        let _ = writeln!(text, "{name}{{upstream=\"{}\"}} {}", label(&u.url), u64::from(u.state == "ok"));
     }
+    let help = "Bytes of the files each upstream delivered, over all runs.";
+    let name = family(text, "upmirror_upstream_bytes_total", "counter", help);
+    for u in &last.upstreams {
+        let _ = writeln!(text, "{name}{{upstream=\"{}\"}} {}", label(&u.url), u.bytes_total);
+    }
+}
+
+/// Write a metric family's HELP and TYPE lines; its name, for the samples.
+fn family<'a>(text: &mut String, name: &'a str, kind: &str, help: &str) -> &'a str {
+    let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    name
 }
 
 /// A Prometheus label value: backslash, quote and newline escaped.

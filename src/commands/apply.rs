@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::{Result, anyhow};
 
-use super::{before, now_rfc3339, rfc3339, unix_seconds};
+use super::{before, client_identity, now_rfc3339, rfc3339, unix_seconds};
 use crate::config::Config;
 use crate::disk::failpoint;
 use crate::error::{Exit, Refused};
@@ -37,6 +37,13 @@ pub(super) struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// Check the client certificate before any request, and note when it
+    /// expires in the status.
+    pub fn check_client_cert(&mut self) -> Result<()> {
+        self.status.client_cert_expires = client_identity(self.cfg, self.out)?.map(|c| c.expires());
+        Ok(())
+    }
+
     /// A problem that does not fail the run: printed, and kept in its status.
     pub fn warn(&mut self, line: String) {
         self.out.warn(&line);
@@ -46,15 +53,20 @@ impl Run<'_> {
 
 /// Lock the store, clean what a killed run left, run `body`, and record the
 /// run's status whatever happens: success, refusal, failure, interruption,
-/// or a panic in a stage. Returns the outcome with the status as recorded.
+/// or a panic in a stage. Returns the outcome, and the status as recorded
+/// (none when the store could not even be locked).
 pub(super) fn recorded<T: Outcome>(
     cfg: &Config,
     store: &Store,
     out: Reporter,
     body: impl FnOnce(&mut Run) -> Result<T>,
-) -> Result<(T, RunStatus)> {
+) -> (Result<T>, Option<RunStatus>) {
+    let locked = match store.lock() {
+        Ok(locked) => locked,
+        Err(e) => return (Err(e), None),
+    };
     let status = RunStatus { started: now_rfc3339(), ..RunStatus::default() };
-    let mut run = Run { locked: store.lock()?, cfg, out, status };
+    let mut run = Run { locked, cfg, out, status };
     if let Some(warning) = store.owner_warning() {
         run.warn(warning);
     }
@@ -80,15 +92,16 @@ pub(super) fn recorded<T: Outcome>(
     // Monitoring must not go silent: a status or metrics file that cannot
     // be written fails the run (exit 4) and is printed even under --quiet.
     let recorded = status.record(&Sinks::new(&store.root, cfg));
-    match (result, recorded) {
-        (Ok(done), Ok(())) => Ok((done, status)),
+    let result = match (result, recorded) {
+        (Ok(done), Ok(())) => Ok(done),
         (Ok(_), Err(unrecorded)) => Err(unrecorded),
         (Err(e), Ok(())) => Err(e),
         (Err(e), Err(unrecorded)) => {
             eprintln!("upmirror: {}", error_line(&unrecorded));
             Err(e)
         }
-    }
+    };
+    (result, Some(status))
 }
 
 /// Point the grace links at the snapshots still inside their window, and

@@ -2,8 +2,9 @@
 
 use anyhow::Result;
 
-use super::{client_identity, rfc3339, runtime};
+use super::{client_identity, runtime};
 use crate::config::Config;
+use crate::identity::ClientCert;
 use crate::output::{Reporter, human_duration};
 use crate::upstream::{Probe, Upstreams};
 
@@ -12,7 +13,7 @@ pub(super) fn mirrors(cfg: &Config, out: Reporter) -> Result<()> {
     let upstreams = Upstreams::new(cfg)?;
     let mut probes = runtime(false)?
         .block_on(futures_util::future::join_all((0..upstreams.bases.len()).map(|i| upstreams.probe(i))));
-    let expires = cert.as_ref().map(|c| rfc3339(c.not_after.max(0) as u64));
+    let expires = cert.as_ref().map(ClientCert::expires);
     for p in &mut probes {
         p.client_cert_expires = expires.clone();
     }

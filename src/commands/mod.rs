@@ -56,7 +56,7 @@ fn client_identity(cfg: &Config, out: Reporter) -> Result<Option<ClientCert>> {
             "client_cert {} expires in {} ({}); renew it",
             cert.display(),
             crate::output::human_duration(left.max(0) as u64),
-            rfc3339(info.not_after.max(0) as u64)
+            info.expires()
         ));
     }
     Ok(Some(info))

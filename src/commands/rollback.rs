@@ -24,9 +24,9 @@ impl Outcome for RolledBack {
 
 pub(super) fn rollback(cfg: &Config, out: Reporter) -> Result<()> {
     let store = Store::new(cfg.root()?);
-    let (done, _) = recorded(cfg, &store, out, roll_back)?;
+    let done = recorded(cfg, &store, out, roll_back).0?;
     out.summary(format!(
-        "published {} again; later syncs refuse the listing of {} and publish the next newer one",
+        "published {} again; later syncs hold while the upstream offers the listing of {}, and publish the next newer one",
         done.to, done.from
     ));
     Ok(())

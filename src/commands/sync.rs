@@ -53,8 +53,8 @@ pub(super) fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
     if args.dry_run {
         return dry_run(cfg, args, &store, out);
     }
-    let result = recorded(cfg, &store, out, |run| {
-        run.status.client_cert_expires = client_identity(cfg, out)?.map(|c| rfc3339(c.not_after.max(0) as u64));
+    let (result, status) = recorded(cfg, &store, out, |run| {
+        run.check_client_cert()?;
         let upstreams = Upstreams::new(cfg)?;
         let result = sync_with(run, args, &upstreams);
         run.status.upstreams = upstreams.health();
@@ -73,18 +73,12 @@ pub(super) fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
         }
     }
     // --json prints the status as recorded, for a failed run too.
-    let (done, status) = match result {
-        Err(e) if out.json && Exit::of(&e) != Exit::Locked => {
-            if let Ok(recorded) = std::fs::read_to_string(store.meta().join("status.json")) {
-                println!("{recorded}");
-            }
-            return Err(e);
-        }
-        other => other?,
-    };
-    if out.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+    if out.json
+        && let Some(status) = &status
+    {
+        println!("{}", serde_json::to_string_pretty(status)?);
     }
+    let done = result?;
     match done {
         Done::Unchanged { upstream } => out.summary(format!("nothing to do: {upstream} is unchanged")),
         Done::Held { reason } => out.summary(format!("held: {reason}")),

@@ -6,8 +6,9 @@ use std::collections::HashSet;
 use anyhow::{Context, Result, bail};
 
 use super::apply::{Origin, Outcome, Run, apply, recorded};
-use super::{client_identity, rfc3339, runtime};
+use super::runtime;
 use crate::config::Config;
+use crate::manifest::Entry;
 use crate::output::{Progress, Reporter, error_line};
 use crate::plan::Plan;
 use crate::snapshot::{Published, Store};
@@ -41,10 +42,11 @@ pub(super) fn verify(cfg: &Config, repair: bool, out: Reporter) -> Result<()> {
     if !repair {
         bail!("{} problems in snapshot {}; `upmirror verify --repair` re-fetches them", problems.len(), published.id);
     }
-    let (done, _) = recorded(cfg, &store, out, |run| {
-        run.status.client_cert_expires = client_identity(cfg, out)?.map(|c| rfc3339(c.not_after.max(0) as u64));
+    let done = recorded(cfg, &store, out, |run| {
+        run.check_client_cert()?;
         repair_snapshot(run, &published, &problems)
-    })?;
+    })
+    .0?;
     out.summary(format!(
         "repaired {} problems of {} into snapshot {}, now published",
         problems.len(),
@@ -93,14 +95,17 @@ fn repair_snapshot(run: &mut Run, published: &Published, problems: &[Problem]) -
     run.status.set_published(&id, m.files.len(), m.total_bytes(), m.generated_at);
     // Older snapshots share the damaged inodes through hardlinks: mend them
     // too, or a rollback would publish the damage again.
-    for e in m.files.iter().filter(|e| bad.contains(e.path.as_str())) {
-        match run.locked.relink_shared(&published.id, &id, e) {
-            Ok(mended) if !mended.is_empty() => {
-                run.out.detail(format!("{}: mended in {}", e.path, mended.join(", ")));
+    let damaged: Vec<&Entry> = m.files.iter().filter(|e| bad.contains(e.path.as_str())).collect();
+    match run.locked.relink_shared(&published.id, &id, &damaged) {
+        Ok(relinked) => {
+            if !relinked.mended.is_empty() {
+                run.out.detail(format!("mended in older snapshots: {}", relinked.mended.join(", ")));
             }
-            Ok(_) => {}
-            Err(err) => run.warn(format!("{} could not be mended in older snapshots: {}", e.path, error_line(&err))),
+            for (path, err) in relinked.failed {
+                run.warn(format!("{path} could not be mended in older snapshots: {}", error_line(&err)));
+            }
         }
+        Err(err) => run.warn(format!("the older snapshots could not be mended: {}", error_line(&err))),
     }
     Ok(Repaired { id })
 }

@@ -89,10 +89,10 @@ impl Crawl {
         }
         let page = || dir_url(base, prefix);
         let mut names = HashSet::with_capacity(items.len());
+        if let Some(twice) = items.iter().find(|item| !names.insert(item.name.as_str())) {
+            bail!("{}: \"{}\" is listed twice", page(), quote(&twice.name, 200));
+        }
         for item in items {
-            if !names.insert(item.name.clone()) {
-                bail!("{}: \"{}\" is listed twice", page(), quote(&item.name, 200));
-            }
             let path = format!("{prefix}{}", item.name);
             let rel = RelPath::parse(&path).map_err(|e| anyhow!("{}: {e}", page()))?;
             match item.kind {
