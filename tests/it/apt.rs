@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest as _;
 
-use crate::serve::{shipped, start_shipped_site};
+use crate::serve::start_shipped_site_as_shipped;
 use crate::support::Env;
 
 const INDEX: &str = "dists/stable/main/binary-amd64";
@@ -170,8 +170,7 @@ fn apt_sees_one_snapshot_while_snapshots_are_published_and_finds_what_it_listed(
     env.make_manifest();
     let url = format!("file://{}", env.upstream.display());
     assert_eq!(env.sync(&url, &["--max-delete-percent", "50"]).code, 0);
-    let allow = fs::read_to_string(shipped("nginx/upmirror-allow.conf")).unwrap();
-    let (nginx, https, _) = start_shipped_site(&env, &allow, "nginx");
+    let (nginx, https, _) = start_shipped_site_as_shipped(&env);
     let (fast, slow) = (Apt::new(&env, "apt-fast", https), Apt::new(&env, "apt-slow", https));
     let (ok, text) = fast.apt_get(&["update"], None);
     assert!(ok, "{text}");

@@ -119,7 +119,7 @@ fn age_grace_windows(env: &Env, hours: u64) {
 
 #[test]
 fn missing_paths_are_served_from_replaced_snapshots_for_the_grace_window_only() {
-    use crate::serve::{client, get, runtime, shipped, start_shipped_site};
+    use crate::serve::{client, get, runtime, start_shipped_site_as_shipped};
     let env = Env::with_sample_tree();
     let upstream = env.serve();
     assert_eq!(env.sync(&upstream.url(), &["--keep", "1"]).code, 0);
@@ -132,8 +132,7 @@ fn missing_paths_are_served_from_replaced_snapshots_for_the_grace_window_only() 
     let v2 = env.published_id().unwrap();
     assert_eq!(env.snapshot_ids(), [v1.clone(), v2.clone()], "keep 1, but v1 is inside its grace window");
 
-    let allow = fs::read_to_string(shipped("nginx/upmirror-allow.conf")).unwrap();
-    let (_nginx, https, _) = start_shipped_site(&env, &allow, "nginx");
+    let (_nginx, https, _) = start_shipped_site_as_shipped(&env);
     let base = format!("https://127.0.0.1:{https}");
     let c = client(&env);
     let pinned = format!("{base}/.well-known/upmirror/snapshots/{v1}/releases/current.json");
@@ -217,7 +216,7 @@ fn a_client_resuming_with_if_range_across_a_publish_never_mixes_two_versions() {
 
 #[test]
 fn a_pinned_snapshot_serves_its_own_bytes_after_two_more_publishes() {
-    use crate::serve::{client, get, runtime, shipped, start_shipped_site};
+    use crate::serve::{client, get, runtime, start_shipped_site_as_shipped};
     let env = Env::with_sample_tree();
     let upstream = env.serve();
     assert_eq!(env.sync(&upstream.url(), &[]).code, 0);
@@ -228,8 +227,7 @@ fn a_pinned_snapshot_serves_its_own_bytes_after_two_more_publishes() {
         env.make_manifest();
         assert_eq!(env.sync(&upstream.url(), &[]).code, 0);
     }
-    let allow = fs::read_to_string(shipped("nginx/upmirror-allow.conf")).unwrap();
-    let (_nginx, https, _) = start_shipped_site(&env, &allow, "nginx");
+    let (_nginx, https, _) = start_shipped_site_as_shipped(&env);
     let base = format!("https://127.0.0.1:{https}/.well-known/upmirror/snapshots/{v1}");
     let c = client(&env);
     runtime().block_on(async {

@@ -141,6 +141,25 @@ fn kill_9_at_random_moments_never_breaks_current() {
     assert_converges(&env, &server.url());
 }
 
+/// Start a sync in the background with `slow` dripping, and return once
+/// that file is being received (bounded).
+fn sync_in_background(env: &Env, server: &crate::support::Server, slow: &str, stderr: Stdio) -> std::process::Child {
+    server.fault(slow, Fault::Drip(50));
+    let before = server.requests_for(slow).len();
+    let child = Command::new(env!("CARGO_BIN_EXE_upmirror"))
+        .args(["sync", "--root", env.root.to_str().unwrap(), "--upstream", &server.url()])
+        .args(["--ca-file", env.pki.ca.to_str().unwrap(), "--config", "/dev/null"])
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.requests_for(slow).len() <= before {
+        assert!(Instant::now() < deadline, "the download of {slow} never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child
+}
+
 #[test]
 fn a_signal_aborts_cleanly_with_its_exit_code_and_releases_the_lock() {
     use rustix::process::Signal;
@@ -151,27 +170,14 @@ fn a_signal_aborts_cleanly_with_its_exit_code_and_releases_the_lock() {
     upstream_v2(&env);
     for (signal, code, name) in [(Signal::TERM, 143, "SIGTERM"), (Signal::INT, 130, "SIGINT")] {
         server.clear_log();
-        server.fault("/releases/11.3/core.zip", Fault::Drip(50));
-        let child = Command::new(env!("CARGO_BIN_EXE_upmirror"))
-            .args(["sync", "--root", env.root.to_str().unwrap(), "--upstream", &server.url()])
-            .args(["--ca-file", env.pki.ca.to_str().unwrap(), "--config", "/dev/null"])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Wait (bounded) until the slow file is being received.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while server.requests_for("/releases/11.3/core.zip").is_empty() {
-            assert!(Instant::now() < deadline, "the download never started");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let child = sync_in_background(&env, &server, "/releases/11.3/core.zip", Stdio::piped());
         let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
         rustix::process::kill_process(pid, signal).unwrap();
         let out = child.wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(code), "128 + {name}: {out:?}");
         assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("interrupted by {name}")), "{out:?}");
         assert_eq!(env.published_id(), v1);
-        let status: serde_json::Value =
-            serde_json::from_slice(&fs::read(env.root.join(".upmirror/status.json")).unwrap()).unwrap();
+        let status: serde_json::Value = env.last_status();
         assert_eq!(status["outcome"], "interrupted");
         assert_eq!(status["exit_code"], code);
     }
@@ -394,8 +400,7 @@ fn rollback_republishes_the_previous_snapshot_and_refuses_that_listing_until_a_n
     assert_eq!(out.code, 0, "held: {out:?}");
     assert!(out.stderr.is_empty(), "--quiet prints nothing for a held run: {}", out.stderr);
     assert_eq!(env.published_id().unwrap(), v1);
-    let status: serde_json::Value =
-        serde_json::from_slice(&fs::read(env.root.join(".upmirror/status.json")).unwrap()).unwrap();
+    let status: serde_json::Value = env.last_status();
     assert_eq!(status["outcome"], "held");
     assert!(status["held"].as_str().unwrap().contains("rolled back"), "{status}");
     let metrics = fs::read_to_string(&metrics).unwrap();
@@ -455,19 +460,7 @@ fn status_reports_the_published_snapshot_and_the_last_run() {
     assert!(out.code == 1 && out.stderr.contains("the last run failed (exit 1)"), "{out:?}");
 
     // A run in progress shows with its pid.
-    server.fault("/pool/p01.deb", Fault::Drip(50));
-    let before = server.requests_for("/pool/p01.deb").len();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_upmirror"))
-        .args(["sync", "--root", root, "--upstream", &server.url(), "--ca-file", env.pki.ca.to_str().unwrap()])
-        .args(["--config", "/dev/null"])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.requests_for("/pool/p01.deb").len() <= before {
-        assert!(Instant::now() < deadline, "the slow download never started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut child = sync_in_background(&env, &server, "/pool/p01.deb", Stdio::null());
     let text = env.run(&["status", "--root", root]).stdout;
     let lock = fs::read_to_string(env.root.join(".upmirror/lock")).unwrap();
     assert!(text.contains(&format!("running     a run (pid {})", child.id())), "{text} lock: {lock:?}");
@@ -510,17 +503,13 @@ fn dry_run_writes_nothing_even_on_a_read_only_root() {
     assert!(out.stdout.contains("+ releases/11.3/core.zip"), "{}", out.stdout);
 }
 
-fn last_status(env: &Env) -> serde_json::Value {
-    serde_json::from_slice(&fs::read(env.root.join(".upmirror/status.json")).unwrap()).unwrap()
-}
-
 #[test]
 fn a_failed_repair_is_recorded_as_failed_and_publishes_nothing() {
     let env = Env::with_sample_tree();
     let server = env.serve();
     assert_eq!(env.sync(&server.url(), &[]).code, 0);
     let published = env.published_id();
-    assert_eq!(last_status(&env)["outcome"], "published");
+    assert_eq!(env.last_status()["outcome"], "published");
     let cur = env.current().canonicalize().unwrap();
     fs::write(cur.join("pool/p03.deb"), b"damaged").unwrap();
     server.fault("/pool/p03.deb", Fault::Status(500));
@@ -529,7 +518,7 @@ fn a_failed_repair_is_recorded_as_failed_and_publishes_nothing() {
     let out = env.run(&[&repair[..], &["--retries", "0"]].concat());
     assert_eq!(out.code, 1, "{out:?}");
     assert_eq!(env.published_id(), published, "nothing published");
-    let status = last_status(&env);
+    let status = env.last_status();
     assert_eq!(status["outcome"], "failed", "{status}");
     assert_eq!(status["exit_code"], 1);
     assert!(status["error"].as_str().unwrap().contains("pool/p03.deb"), "{status}");
@@ -537,7 +526,7 @@ fn a_failed_repair_is_recorded_as_failed_and_publishes_nothing() {
 
     server.clear_faults();
     assert_eq!(env.run(&repair).code, 0);
-    assert_eq!(last_status(&env)["outcome"], "repaired");
+    assert_eq!(env.last_status()["outcome"], "repaired");
     assert_eq!(env.run(&["verify", "--root", root]).code, 0);
 }
 
@@ -552,7 +541,7 @@ fn a_panic_in_a_stage_is_recorded_as_a_failure_and_changes_nothing() {
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("a stage failed unexpectedly"), "{}", out.stderr);
     assert_eq!(env.published_id(), published);
-    let status = last_status(&env);
+    let status = env.last_status();
     assert_eq!(status["outcome"], "failed", "{status}");
     assert!(status["error"].as_str().unwrap().contains("failpoint fetched"), "{status}");
     assert_converges(&env, &server.url());
@@ -567,7 +556,7 @@ fn a_rollback_is_recorded_with_the_snapshot_it_published() {
     upstream_v2(&env);
     assert_eq!(env.sync(&server.url(), &[]).code, 0);
     assert_eq!(env.run(&["rollback", "--root", env.root.to_str().unwrap()]).code, 0);
-    let status = last_status(&env);
+    let status = env.last_status();
     assert_eq!(status["outcome"], "rolled-back", "{status}");
     assert_eq!(status["snapshot"], v1.as_str());
     assert_eq!(status["published_files"], 26);
@@ -590,7 +579,7 @@ fn a_failure_after_the_swap_is_a_warning_and_the_state_is_saved() {
     assert!(out.stderr.contains("is published, but pruning old snapshots failed"), "{}", out.stderr);
     let v2 = env.published_id().unwrap();
     assert_ne!(v1, v2);
-    let status = last_status(&env);
+    let status = env.last_status();
     assert_eq!(status["outcome"], "published", "{status}");
     assert_eq!(status["warnings"].as_array().unwrap().len(), 1, "{status}");
     assert_eq!(env.snapshot_ids(), std::slice::from_ref(&v2), "the old snapshot left snapshots/ whole");

@@ -97,8 +97,7 @@ fn a_206_to_a_plain_request_is_that_upstreams_fault_and_fails_over() {
     let out = env.sync_from(&[&primary.url(), &secondary.url()], &[]);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(secondary.requests_for("/releases/11.2/core.zip").len(), 1);
-    let status: serde_json::Value =
-        serde_json::from_slice(&fs::read(env.root.join(".upmirror/status.json")).unwrap()).unwrap();
+    let status: serde_json::Value = env.last_status();
     assert!(status["upstreams"][0]["error"].as_str().unwrap().contains("206"), "{status}");
     env.assert_mirrors_upstream();
 }

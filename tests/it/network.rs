@@ -37,8 +37,7 @@ fn a_failed_run_keeps_its_partial_file_and_the_next_run_resumes_it() {
     let out = env.sync(&server.url(), &["--retries", "1"]);
     assert_eq!(out.code, 1, "{out:?}");
     assert_eq!(env.published_id(), published, "the published snapshot is untouched");
-    let status: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(env.root.join(".upmirror/status.json")).unwrap()).unwrap();
+    let status: serde_json::Value = env.last_status();
     assert_eq!(status["outcome"], "failed");
     let partial = largest_staged(&env).unwrap();
     // Two attempts (--retries 1), each cut after 120,000 bytes, the second resuming the first.

@@ -13,6 +13,12 @@ pub(crate) fn shipped(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
+/// The shipped site with its own allow list (loopback is allowed).
+pub(crate) fn start_shipped_site_as_shipped(env: &Env) -> (Nginx, u16, u16) {
+    let allow = std::fs::read_to_string(shipped("nginx/upmirror-allow.conf")).unwrap();
+    start_shipped_site(env, &allow, "nginx")
+}
+
 /// The shipped site with only ports, certificate paths, the allow list and
 /// the root substituted.
 pub(crate) fn start_shipped_site(env: &Env, allow: &str, name: &str) -> (Nginx, u16, u16) {
@@ -62,8 +68,7 @@ fn the_shipped_nginx_site_serves_the_mirror_and_its_status_and_nothing_else() {
     let env = Env::with_sample_tree();
     let upstream = env.serve();
     assert_eq!(env.sync(&upstream.url(), &[]).code, 0);
-    let allow = std::fs::read_to_string(shipped("nginx/upmirror-allow.conf")).unwrap();
-    let (_nginx, https, http) = start_shipped_site(&env, &allow, "nginx");
+    let (_nginx, https, http) = start_shipped_site_as_shipped(&env);
     let base = format!("https://127.0.0.1:{https}");
     let c = client(&env);
     runtime().block_on(async {
@@ -134,8 +139,7 @@ fn clients_see_only_whole_old_or_new_files_while_syncs_publish() {
     env.make_manifest();
     let upstream = env.serve();
     assert_eq!(env.sync(&upstream.url(), &["--keep", "2"]).code, 0);
-    let allow = std::fs::read_to_string(shipped("nginx/upmirror-allow.conf")).unwrap();
-    let (_nginx, https, _) = start_shipped_site(&env, &allow, "nginx");
+    let (_nginx, https, _) = start_shipped_site_as_shipped(&env);
     let base = format!("https://127.0.0.1:{https}");
     let c = client(&env);
     let rt = runtime();
@@ -235,8 +239,7 @@ fn the_status_page_renders_in_chromium_under_the_shipped_sites_policy() {
     let env = Env::with_sample_tree();
     let upstream = env.serve();
     assert_eq!(env.sync(&upstream.url(), &[]).code, 0);
-    let allow = std::fs::read_to_string(shipped("nginx/upmirror-allow.conf")).unwrap();
-    let (_nginx, https, _) = start_shipped_site(&env, &allow, "nginx");
+    let (_nginx, https, _) = start_shipped_site_as_shipped(&env);
     // Served by nginx with its Content-Security-Policy: the script runs only
     // if the policy allows it by hash.
     let page = format!("https://127.0.0.1:{https}/.well-known/upmirror/");

@@ -124,8 +124,7 @@ fn corrupted_bytes_fail_the_run_and_keep_the_old_snapshot() {
     assert_eq!(out.stderr.lines().count(), 1, "one line: {}", out.stderr);
     assert_eq!(env.published_id(), published);
     assert_eq!(env.snapshot_ids().len(), 1);
-    let status: serde_json::Value =
-        serde_json::from_slice(&fs::read(env.root.join(".upmirror/status.json")).unwrap()).unwrap();
+    let status: serde_json::Value = env.last_status();
     assert_eq!(status["outcome"], "failed");
     assert_eq!(status["exit_code"], 1);
 }

@@ -39,8 +39,7 @@ fn a_signed_manifest_is_checked_by_minisign_and_required_by_trusted_keys() {
     let trust_a = ["--trusted-key", a_pub.to_str().unwrap()];
     let out = env.sync(&server.url(), &trust_a);
     assert_eq!(out.code, 0, "{out:?}");
-    let state: serde_json::Value =
-        serde_json::from_slice(&fs::read(env.root.join(".upmirror/status.json")).unwrap()).unwrap();
+    let state: serde_json::Value = env.last_status();
     assert_eq!(state["signed_by"], a_id.as_str());
     let published = env.published_id();
 
@@ -136,8 +135,7 @@ fn a_pre_publish_hook_sees_the_snapshot_and_can_refuse_it() {
     let out = env.sync(&server.url(), &["--pre-publish", "true", "--post-publish", "false"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert_ne!(env.published_id(), published);
-    let status: serde_json::Value =
-        serde_json::from_slice(&fs::read(env.root.join(".upmirror/status.json")).unwrap()).unwrap();
+    let status: serde_json::Value = env.last_status();
     assert!(status["warnings"][0].as_str().unwrap().contains("post_publish `false` failed"), "{status}");
     let alarm = env.dir.path().join("alarm");
     let on_failure =

@@ -173,6 +173,11 @@ impl Env {
         self.run(&args)
     }
 
+    /// The last run's `.upmirror/status.json`.
+    pub fn last_status(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.root.join(".upmirror/status.json")).unwrap()).unwrap()
+    }
+
     pub fn current(&self) -> PathBuf {
         self.root.join("current")
     }
