@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test: installs what the integration tests need when it is missing
 # (Debian 12, as root), then runs the whole suite. The tests start real
-# nginx servers, verify the systemd units with systemd-analyze, render the
+# nginx, Apache, lighttpd, Caddy, rclone, webfs and python servers, verify the systemd units with systemd-analyze, render the
 # status page in headless Chromium, make certificates and mount tmpfs, and
 # run real apt against a repository built with apt-ftparchive.
 set -euo pipefail
@@ -11,7 +11,8 @@ need=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
 for pair in nginx:nginx chromium:chromium openssl:openssl python3:python3 \
             systemd-analyze:systemd mount:mount apt-ftparchive:apt-utils xz:xz-utils \
-            dpkg-deb:dpkg mkfifo:coreutils tinyproxy:tinyproxy minisign:minisign; do
+            dpkg-deb:dpkg mkfifo:coreutils tinyproxy:tinyproxy minisign:minisign \
+            apache2:apache2 lighttpd:lighttpd caddy:caddy rclone:rclone webfsd:webfs; do
   have "${pair%%:*}" || need+=("${pair##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -22,7 +23,18 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "test.sh: installing ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # The servers' packages must not start their daemons on port 80: the tests
+  # start their own, on free ports.
+  policy=/usr/sbin/policy-rc.d
+  if [ -e "$policy" ]; then
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy"
+    trap 'rm -f "$policy"' EXIT
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    rm -f "$policy"
+    trap - EXIT
+  fi
 fi
 
 cargo test --locked "$@"

@@ -18,11 +18,9 @@
 //! 256 KiB buffer: they never wait on the disk, and handing each one to a
 //! blocking thread cost more (futex wake-ups) than the write.
 
-use std::hash::{BuildHasher, Hasher};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,9 +32,9 @@ use sha2::{Digest as _, Sha256};
 use crate::config::Net;
 use crate::disk::{ensure_real_dir, nofollow};
 use crate::manifest::{Digest, Entry};
-use crate::output::Progress;
+use crate::output::{Progress, rfc3339};
 use crate::scan::hash_reader;
-use crate::upstream::{Body, HttpStatus, Pace, Stalled, Transport, Upstreams};
+use crate::upstream::{self, Body, Dates, HttpStatus, Pace, Stalled, Upstreams, Verdict, backoff};
 
 /// A file in staging whose bytes matched the listing: its size, and its
 /// digest when the listing gives one (else its `Last-Modified`). Only this
@@ -94,8 +92,8 @@ pub enum Mismatch {
     Size { got: u64, want: u64 },
     #[error("sha256 mismatch: the listing says {want}, got {got}")]
     Digest { want: Digest, got: Digest },
-    #[error("Last-Modified {got} differs from the listing's mtime {want} (a lagging upstream?)")]
-    Mtime { got: i64, want: i64 },
+    #[error("Last-Modified {} differs from the listing's mtime {}{}", rfc3339(*got), rfc3339(*want), mtime_hint(*got, *want, *dates))]
+    Mtime { got: i64, want: i64, dates: Dates },
     #[error("asked for bytes from {want}, got a 206 from {got}; the partial file was discarded")]
     RangeStart { want: u64, got: u64 },
     #[error("answered a request for the whole file with a 206 (partial content)")]
@@ -104,20 +102,22 @@ pub enum Mismatch {
     Unconfirmed,
 }
 
+/// What a body's date that differs from the listing's likely means.
+fn mtime_hint(got: i64, want: i64, dates: Dates) -> String {
+    if dates.offset != 0 {
+        format!(" (the listing shows local time {}, found from another file; this file disagrees)", dates.zone())
+    } else if want > got {
+        " (the listing is ahead of the file: a listing in local time, or a file replaced by an older one?)".into()
+    } else {
+        " (the file changed after it was listed, or the upstream lags)".into()
+    }
+}
+
 /// A local disk error: the run stops, no retry helps.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct LocalIo(String);
 
-/// What to do after a failed attempt on one upstream.
-enum Verdict {
-    /// Rule this upstream out for the file.
-    Fatal,
-    /// Try again later, not before the given time.
-    Retry(Option<Duration>),
-}
-
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Smaller files are fetched whole on every attempt: resuming them would cost
 /// more in bookkeeping than it saves.
 const RESUME_MIN: u64 = 256 << 10;
@@ -127,11 +127,9 @@ const FLUSH_EVERY: u64 = 64 << 20;
 struct Fetcher {
     up: Upstreams,
     order: Vec<usize>,
-    precision: i64,
+    dates: Dates,
     staging: PathBuf,
     net: Net,
-    /// Retry rounds left for the whole run.
-    budget: AtomicUsize,
     limiter: Option<Limiter>,
     progress: Progress,
 }
@@ -140,8 +138,8 @@ struct Fetcher {
 pub struct Job<'a> {
     /// The upstream tried first (the one that gave the listing).
     pub first: usize,
-    /// Resolution of the listing's mtimes, in seconds (see [`fetch_all`]).
-    pub precision: i64,
+    /// How the listing shows mtimes (see [`fetch_all`]).
+    pub dates: Dates,
     /// Where files are staged (`.upmirror/partial/`).
     pub staging: &'a Path,
     pub concurrency: usize,
@@ -151,7 +149,7 @@ pub struct Job<'a> {
 
 /// Fetch every entry into `job.staging`, trying upstream `job.first` before
 /// the others. An entry without a digest is accepted only if the body's
-/// `Last-Modified`, cut to `job.precision` seconds, equals its listed mtime.
+/// `Last-Modified`, cut to the listing's resolution, equals its listed mtime.
 pub async fn fetch_all(up: &Upstreams, entries: Vec<Entry>, job: Job<'_>) -> Result<Vec<Verified>> {
     let staging = job.staging;
     // 256 shards: thousands of files created at once in one directory
@@ -159,13 +157,13 @@ pub async fn fetch_all(up: &Upstreams, entries: Vec<Entry>, job: Job<'_>) -> Res
     for shard in 0..=255u8 {
         ensure_real_dir(&staging.join(format!("{shard:02x}")))?;
     }
+    up.budget.grant(entries.len());
     let fetcher = Arc::new(Fetcher {
         up: up.clone(),
         order: std::iter::once(job.first).chain((0..up.bases.len()).filter(|&i| i != job.first)).collect(),
-        precision: job.precision,
+        dates: job.dates,
         staging: staging.to_path_buf(),
         net: job.net.clone(),
-        budget: AtomicUsize::new(entries.len().max(100)),
         limiter: job.net.bandwidth_limit.map(Limiter::new),
         progress: job.progress,
     });
@@ -234,10 +232,10 @@ impl Fetcher {
                 }
             }
             let Some(after) = wait else { break };
-            if round == self.net.retries || self.budget.fetch_sub(1, Ordering::Relaxed) == 0 {
+            if round == self.net.retries || !self.up.budget.take() {
                 break;
             }
-            tokio::time::sleep(backoff(self.net.retry_backoff, round).max(after.min(MAX_BACKOFF))).await;
+            tokio::time::sleep(backoff(self.net.retry_backoff, round, Some(after))).await;
         }
         failures.dedup();
         bail!("could not fetch {}: {}", entry.path, failures.join("; "))
@@ -271,8 +269,8 @@ impl Fetcher {
         // another upstream than the listing's, it must be confirmed.
         if entry.sha256.is_none() {
             match body.last_modified {
-                Some(got) if got - got.rem_euclid(self.precision) != entry.mtime => {
-                    return Err(Mismatch::Mtime { got, want: entry.mtime }.into());
+                Some(got) if got - got.rem_euclid(self.dates.precision) != entry.mtime => {
+                    return Err(Mismatch::Mtime { got, want: entry.mtime, dates: self.dates }.into());
                 }
                 None if i != self.order[0] => return Err(Mismatch::Unconfirmed.into()),
                 _ => {}
@@ -337,7 +335,7 @@ impl Fetcher {
             }
         };
         // A listing that shows minutes gets the exact time from the body.
-        let listed = if self.precision > 1 { body.last_modified.unwrap_or(entry.mtime) } else { entry.mtime };
+        let listed = if self.dates.precision > 1 { body.last_modified.unwrap_or(entry.mtime) } else { entry.mtime };
         let mtime = entry.local_mtime.unwrap_or(listed);
         let out = out.into_inner().map_err(|e| io("write", e.into_error()))?;
         filetime::set_file_handle_times(&out, None, Some(FileTime::from_unix_time(mtime, 0)))
@@ -418,30 +416,15 @@ impl Fetcher {
     }
 }
 
+/// The verdict on a failed attempt: bytes that do not match rule the
+/// upstream out for the file (a range that starts elsewhere may be retried);
+/// anything else follows the rule for every request.
 fn verdict(e: &anyhow::Error) -> Verdict {
-    if let Some(m) = e.downcast_ref::<Mismatch>() {
-        return match m {
-            Mismatch::RangeStart { .. } => Verdict::Retry(None),
-            _ => Verdict::Fatal,
-        };
+    match e.downcast_ref::<Mismatch>() {
+        Some(Mismatch::RangeStart { .. }) => Verdict::Retry(None),
+        Some(_) => Verdict::Fatal,
+        None => upstream::verdict(e),
     }
-    if let Some(s) = e.downcast_ref::<HttpStatus>() {
-        return match s.status {
-            408 | 416 | 429 | 500..=599 => Verdict::Retry(s.retry_after),
-            _ => Verdict::Fatal,
-        };
-    }
-    match e.downcast_ref::<Transport>() {
-        Some(t) if t.kind.is_permanent() => Verdict::Fatal,
-        _ => Verdict::Retry(None),
-    }
-}
-
-/// `base × 2^round`, capped, plus up to half of it again as jitter.
-fn backoff(base: Duration, round: u32) -> Duration {
-    let d = base.saturating_mul(1 << round.min(16)).min(MAX_BACKOFF);
-    let jitter = std::hash::RandomState::new().build_hasher().finish() % (d.as_millis() as u64 / 2 + 1);
-    d + Duration::from_millis(jitter)
 }
 
 /// Create a staging file afresh: whatever was at `path` is unlinked (never

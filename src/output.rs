@@ -253,6 +253,13 @@ pub fn quote(s: &str, max: usize) -> String {
     format!("{}… ({} bytes)", escape(clip(s, max)), s.len())
 }
 
+/// Seconds since the epoch as an RFC 3339 time (UTC, to the second);
+/// times before the epoch read as the epoch.
+pub fn rfc3339(secs: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
 /// `s` cut to at most `max` bytes, at a character boundary.
 pub fn clip(s: &str, max: usize) -> &str {
     let mut end = max.min(s.len());

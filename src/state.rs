@@ -38,6 +38,9 @@ pub struct SnapshotInfo {
     /// serves the paths missing from `current`. Not set for a rolled-back one.
     #[serde(default)]
     pub replaced_at: Option<u64>,
+    /// How far ahead of UTC the dates of its directory listing were.
+    #[serde(default)]
+    pub listing_offset: i64,
 }
 
 /// Validators, valid only while the published listing is `identity`.

@@ -145,8 +145,8 @@ pub(super) struct Origin<'a> {
     pub upstreams: &'a Upstreams,
     /// The upstream tried first (the one that gave the listing).
     pub first: usize,
-    /// Resolution of the listing's mtimes, in seconds.
-    pub precision: i64,
+    /// How the listing shows mtimes.
+    pub dates: crate::upstream::Dates,
     /// The listing's `generated_at`, recorded in the new snapshot's manifest.
     pub generated_at: SystemTime,
     pub rt: &'a tokio::runtime::Runtime,
@@ -175,7 +175,7 @@ pub(super) fn apply(
     let partial = run.locked.partial_dir();
     let job = Job {
         first: source.first,
-        precision: source.precision,
+        dates: source.dates,
         staging: &partial,
         concurrency: run.cfg.concurrency,
         net: &run.cfg.net,

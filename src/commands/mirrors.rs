@@ -42,13 +42,19 @@ fn mirrors_table(probes: &[Probe]) -> String {
             p.tls.clone().unwrap_or("-".into()),
             p.client_cert.clone().unwrap_or("-".into()),
             p.latency_ms.map_or("-".into(), |ms| format!("{ms} ms")),
-            p.listing.unwrap_or("-").to_owned(),
+            match (p.listing, &p.server) {
+                (Some(l), Some(server)) => format!("{l} ({server})"),
+                (l, _) => l.unwrap_or("-").to_owned(),
+            },
             p.age_secs.map_or("-".into(), |s| human_duration(s.max(0) as u64)),
         ]);
         if let Some(e) = &p.error {
             notes.push(format!("{}: {e}", p.url));
         }
-        if p.listing.is_some_and(|l| l.starts_with("autoindex")) {
+        if let Some(zone) = &p.listing_time_zone {
+            notes.push(format!("{}: the listing shows local time {zone}; its dates are set back to UTC", p.url));
+        }
+        if p.listing.is_some_and(|l| l != "manifest") {
             notes.push(format!(
                 "{}: no manifest; directory listings never show dotfiles, and a directory holding index.html \
                  shows that page instead: only a manifest lists everything",

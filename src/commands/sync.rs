@@ -17,7 +17,7 @@ use crate::output::{Reporter, human_bytes};
 use crate::plan::{self, Plan, Summary};
 use crate::snapshot::{Published, SNAPSHOT_MANIFEST, Store};
 use crate::state::{Conditional, State};
-use crate::upstream::{ListOutcome, Listing, Source, Upstreams};
+use crate::upstream::{ListOutcome, Listing, Previous, Source, Upstreams};
 
 /// How far in the future a listing's `generated_at` may be (clock skew).
 const MAX_FUTURE: Duration = Duration::from_secs(24 * 3600);
@@ -138,7 +138,7 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
     let source = Origin {
         upstreams,
         first: listing.upstream,
-        precision: listing.source.mtime_precision(),
+        dates: listing.dates,
         generated_at: listing.manifest.generated_at,
         rt: &rt,
         deadline,
@@ -263,7 +263,11 @@ fn list(
     let id = published.map(|p| p.id.as_str()).filter(|_| !whole);
     let now = unix_seconds(SystemTime::now());
     let known = |url: &url::Url| state.validators_for(url.as_str(), id, now, recheck_after.as_secs());
-    let listing = upstreams.list(known, published.map(|p| &p.manifest));
+    let previous = published.map(|p| Previous {
+        manifest: &p.manifest,
+        offset: state.snapshots.get(&p.id).map_or(0, |s| s.listing_offset),
+    });
+    let listing = upstreams.list(known, previous);
     rt.block_on(before(deadline, listing))
 }
 
@@ -293,6 +297,14 @@ fn accept(
 ) -> Result<Plan> {
     let generated = unix_seconds(listing.manifest.generated_at);
     let dated = listing.source == Source::Manifest;
+    if !dated {
+        let server = listing.server.as_deref().map(|s| format!(" from {s}")).unwrap_or_default();
+        let zone = match listing.dates.offset {
+            0 => String::new(),
+            _ => format!(", in local time {} (set back to UTC)", listing.dates.zone()),
+        };
+        out.detail(format!("{}: {} listing{server}{zone}", listing.url, listing.source.label()));
+    }
     if let Some(high) = state.high_water
         && dated
         && generated < high
@@ -392,6 +404,7 @@ impl State {
         self.rejected.retain(|r| *r != identity);
         let info = self.snapshots.entry(id.to_owned()).or_default();
         (info.identity, info.generated_at, info.upstream) = (identity.clone(), generated_at, upstream.clone());
+        info.listing_offset = listing.dates.offset;
         let since = unix_seconds(SystemTime::now());
         self.validators.insert(upstream, Conditional { identity, since, validators: listing.validators.clone() });
     }

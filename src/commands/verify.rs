@@ -79,7 +79,7 @@ fn repair_snapshot(run: &mut Run, published: &Published, problems: &[Problem]) -
     let origin = Origin {
         upstreams: &upstreams,
         first: 0,
-        precision: 1,
+        dates: crate::upstream::Dates::EXACT,
         generated_at: m.generated_at,
         rt: &rt,
         deadline: tokio::time::Instant::now() + run.cfg.net.run_timeout,

@@ -1,8 +1,11 @@
-//! Pure parsers for directory listings: nginx `autoindex_format json`, nginx
-//! and Apache HTML autoindex, and `SHA256SUMS` files. Each returns the names
-//! of one directory, decoded once and checked to be a single path segment;
-//! navigation links (parent, sort order, absolute or off-site URLs) are
-//! skipped, never followed.
+//! Pure parsers for directory listings — JSON from nginx (`autoindex_format
+//! json`) and Caddy, HTML from nginx, Apache, lighttpd, Caddy, rclone,
+//! python's `http.server` and webfs — and `SHA256SUMS` files. Each returns
+//! the names of one directory, taken from the links (never the link text),
+//! decoded once and checked to be a single path segment; navigation links
+//! (parent, sort order, absolute or off-site URLs) are skipped, never
+//! followed. An HTML page is a listing by its structure: its title names the
+//! directory, and every other link is a plain name.
 
 use std::borrow::Cow;
 
@@ -28,75 +31,151 @@ pub struct Item {
     pub mtime: Option<i64>,
 }
 
-/// One entry as nginx writes it, borrowed from the page where it can be.
+/// One entry of a JSON listing, borrowed from the page where it can be:
+/// nginx writes `name`, `type`, `mtime` (an HTTP date) and `size`; Caddy
+/// writes `name`, `url`, `is_dir`, `mod_time` (RFC 3339) and `size`.
 #[derive(Deserialize)]
 struct JsonItem<'a> {
     #[serde(borrow)]
     name: Cow<'a, str>,
     #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
+    kind: Option<Cow<'a, str>>,
     #[serde(borrow)]
     mtime: Option<Cow<'a, str>>,
     size: Option<u64>,
+    #[serde(borrow)]
+    url: Option<Cow<'a, str>>,
+    is_dir: Option<bool>,
+    #[serde(borrow)]
+    mod_time: Option<Cow<'a, str>>,
 }
 
-/// nginx `autoindex_format json`: names are raw, mtimes to the second.
-pub fn parse_nginx_json(text: &str) -> Result<Vec<Item>, String> {
+/// Which server wrote a JSON listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonKind {
+    Nginx,
+    Caddy,
+}
+
+/// A JSON listing (nginx or Caddy): exact sizes, mtimes to the second.
+pub fn parse_json(text: &str) -> Result<(Vec<Item>, JsonKind), String> {
     let raw: Vec<JsonItem> = serde_json::from_str(text)
-        .map_err(|e| format!("not an nginx JSON listing: {}", crate::output::quote(&e.to_string(), 300)))?;
-    raw.into_iter()
-        .filter(|r| r.kind == "file" || r.kind == "directory")
-        .map(|r| {
-            let name = check_name(r.name.into_owned())?;
-            let mtime = r.mtime.as_deref().and_then(parse_http_date);
-            let kind = if r.kind == "file" { Kind::File } else { Kind::Dir };
-            Ok(Item { name, kind, size: if kind == Kind::File { r.size } else { None }, mtime })
-        })
-        .collect()
+        .map_err(|e| format!("not a JSON directory listing: {}", crate::output::quote(&e.to_string(), 300)))?;
+    let kind = if raw.iter().any(|r| r.is_dir.is_some()) { JsonKind::Caddy } else { JsonKind::Nginx };
+    let items = raw.into_iter().filter_map(|r| json_item(r, kind).transpose()).collect::<Result<_, _>>()?;
+    Ok((items, kind))
 }
 
-/// nginx or Apache HTML autoindex (pre or table layout): the name comes from
-/// the link target, never from the (possibly cut) link text; the date and
-/// size from the text after the link on the same line. Mtimes to the minute.
-pub fn parse_html(text: &str) -> Result<Vec<Item>, String> {
-    let mut items = Vec::new();
-    for line in text.lines() {
-        let mut rest = line;
-        while let Some(start) = find_ci(rest, "<a ") {
-            let tag_end = rest[start..].find('>').map(|i| start + i).ok_or("unterminated <a> tag")?;
-            let href = attr(&rest[start..tag_end], "href");
-            let after = &rest[tag_end + 1..];
-            let close = find_ci(after, "</a>").map(|i| i + 4).unwrap_or(after.len());
-            let tail_end = find_ci(&after[close..], "<a ").map(|i| close + i).unwrap_or(after.len());
-            if let Some(item) = href.map(|h| item_from_link(&h, &after[close..tail_end])).transpose()?.flatten() {
-                items.push(item);
-            }
-            rest = &after[tail_end..];
+fn json_item(r: JsonItem, kind: JsonKind) -> Result<Option<Item>, String> {
+    let (name, dir, mtime) = match kind {
+        JsonKind::Nginx => match r.kind.as_deref() {
+            Some("file") => (check_name(r.name.into_owned())?, false, r.mtime.as_deref().and_then(parse_http_date)),
+            Some("directory") => (check_name(r.name.into_owned())?, true, None),
+            _ => return Ok(None),
+        },
+        JsonKind::Caddy => {
+            let href = r.url.as_deref().ok_or_else(|| format!("entry \"{}\" has no url", escape(&r.name)))?;
+            // A JSON listing has no navigation: every url must name an entry.
+            let Some((name, kind)) = name_from_href(href)? else {
+                return Err(format!("entry url \"{}\" is not a plain name", escape(href)));
+            };
+            (name, kind == Kind::Dir || r.is_dir == Some(true), r.mod_time.as_deref().and_then(parse_timestamp))
         }
-    }
-    Ok(items)
+    };
+    let kind = if dir { Kind::Dir } else { Kind::File };
+    let (size, mtime) = if dir { (None, None) } else { (r.size, mtime) };
+    Ok(Some(Item { name, kind, size, mtime }))
 }
 
-fn item_from_link(href: &str, tail: &str) -> Result<Option<Item>, String> {
+/// One HTML listing page, and the resolution of its mtimes in seconds.
+#[derive(Debug)]
+pub struct HtmlPage {
+    pub items: Vec<Item>,
+    pub precision: i64,
+}
+
+/// An HTML directory listing of the directory at URL path `dir` (as sent,
+/// percent-encoded). Each link's date and size come from the rest of its
+/// row: `datetime` and `data-order` attributes (Caddy, rclone), else the
+/// text after the link (nginx, Apache, lighttpd). Pages that show neither
+/// (python, webfs, Apache without FancyIndexing) give names only.
+pub fn parse_html(text: &str, dir: &str) -> Result<HtmlPage, String> {
+    if !names_directory(text, dir) {
+        return Err(format!(
+            "not a directory listing (its title does not name the directory {}: an index.html page, or a login page?)",
+            escape(&percent_decode(dir).unwrap_or_else(|_| dir.to_owned()))
+        ));
+    }
+    let (mut items, mut precision) = (Vec::new(), 1);
+    let mut rest = text;
+    while let Some(start) = find_ci(rest, "<a ") {
+        let tag_end = tag_end(&rest[start..]).map(|i| start + i).ok_or("unterminated <a> tag")?;
+        let href = attr(&rest[start..tag_end], "href");
+        let after = &rest[tag_end + 1..];
+        let close = find_ci(after, "</a>").map(|i| i + 4).unwrap_or(after.len());
+        let row_end = ["<a ", "</tr", "</li"].iter().filter_map(|m| find_ci(&after[close..], m)).min();
+        let tail = &after[close..close + row_end.unwrap_or(after.len() - close)];
+        if let Some((name, kind)) = href.map(|h| name_from_href(&h)).transpose()?.flatten() {
+            let (mtime, size, secs) = row_fields(kind, tail);
+            precision = precision.max(secs);
+            items.push(Item { name, kind, size, mtime });
+        }
+        rest = &after[close..];
+    }
+    Ok(HtmlPage { items, precision })
+}
+
+/// Whether the page's `<title>` names the directory at `dir`: as a path
+/// that ends the title (Caddy, rclone, webfs), or after "Index of " or
+/// "Directory listing for " (nginx, Apache, lighttpd, python), which show
+/// the server's own path, not always ours behind a proxy.
+fn names_directory(text: &str, dir: &str) -> bool {
+    let Some(start) = find_ci(text, "<title>").map(|i| i + 7) else { return false };
+    let Some(len) = find_ci(&text[start..], "</title>") else { return false };
+    let title = decode_entities(text[start..start + len].trim());
+    if title.starts_with("Index of /") || title.starts_with("Directory listing for /") {
+        return true;
+    }
+    let dir = dir.trim_end_matches('/');
+    let title = title.trim_end_matches('/');
+    let decoded = percent_decode(dir).unwrap_or_default();
+    title.ends_with(dir) || title.ends_with(&decoded)
+}
+
+/// The name and kind a link points at, or `None` for navigation.
+fn name_from_href(href: &str) -> Result<Option<(String, Kind)>, String> {
     let href = decode_entities(href);
-    if href.is_empty() || href == "../" || href.starts_with(['?', '#', '/']) || has_scheme(&href) {
+    let parent = href == ".." || href.starts_with("../");
+    if href.is_empty() || parent || href.starts_with(['?', '#', '/']) || has_scheme(&href) {
         return Ok(None);
     }
-    // Apache writes `./name` for names with a colon, so they read as paths.
+    // Apache and Caddy write `./name`, so that a name with a colon reads as a path.
     let href = href.strip_prefix("./").unwrap_or(&href);
     let (raw, kind) = match href.strip_suffix('/') {
         Some(dir) => (dir, Kind::Dir),
         None => (href, Kind::File),
     };
-    let name = check_name(percent_decode(raw)?)?;
-    let text = strip_tags(tail);
+    Ok(Some((check_name(percent_decode(raw)?)?, kind)))
+}
+
+/// The mtime, exact size and the mtime's resolution from the rest of a
+/// file link's row.
+fn row_fields(kind: Kind, tail: &str) -> (Option<i64>, Option<u64>, i64) {
+    if kind == Kind::Dir {
+        return (None, None, 1);
+    }
+    let exact = |s: &str| s.bytes().all(|b| b.is_ascii_digit()).then(|| s.parse().ok()).flatten();
+    if let Some(when) = find_ci(tail, "<time ").and_then(|i| attr(&tail[i..], "datetime")) {
+        let size = find_ci(tail, " data-order=").and_then(|i| attr(&tail[i..], "data-order")).and_then(|s| exact(&s));
+        return (parse_timestamp(&decode_entities(&when)), size, 1);
+    }
+    let text = decode_entities(&strip_tags(tail));
     let tokens: Vec<&str> = text.split_whitespace().collect();
-    let mtime = tokens.get(..2).and_then(|t| parse_listing_date(t[0], t[1]));
-    let size = match (kind, mtime.and_then(|_| tokens.get(2))) {
-        (Kind::File, Some(s)) if s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
-        _ => None,
+    let Some((mtime, secs)) = tokens.get(..2).and_then(|t| parse_listing_date(t[0], t[1])) else {
+        return (None, None, 1);
     };
-    Ok(Some(Item { name, kind, size, mtime }))
+    let size = tokens.get(2).and_then(|s| exact(s));
+    (Some(mtime), size, secs)
 }
 
 /// `SHA256SUMS` (`HEX  name`, `HEX *name`, or BSD `SHA256 (name) = HEX`) →
@@ -129,21 +208,45 @@ fn check_name(name: String) -> Result<String, String> {
     Ok(name)
 }
 
+/// Whether a link leaves the listing: it names a scheme a browser would
+/// follow elsewhere. webfs writes `colon:name.txt` unescaped, so a name
+/// with a colon is a name unless what precedes the colon is such a scheme.
 fn has_scheme(href: &str) -> bool {
-    match href.find(':') {
-        Some(i) => {
-            href[..i].bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) && !href[..i].contains('/')
-        }
-        None => false,
-    }
+    const LEAVING: [&str; 10] = ["http", "https", "ftp", "ftps", "mailto", "javascript", "data", "file", "tel", "blob"];
+    href.split_once(':').is_some_and(|(scheme, _)| LEAVING.iter().any(|s| s.eq_ignore_ascii_case(scheme)))
 }
 
 fn find_ci(hay: &str, needle: &str) -> Option<usize> {
     hay.as_bytes().windows(needle.len()).position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
+/// Where a tag that starts `s` ends: the first `>` outside quotes (webfs
+/// writes `<` and `>` into its links unescaped).
+fn tag_end(s: &str) -> Option<usize> {
+    let mut quote = None;
+    for (i, c) in s.char_indices() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '>') => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The value of attribute `name` in the tag that starts `tag`.
 fn attr(tag: &str, name: &str) -> Option<String> {
-    let at = find_ci(tag, &format!("{name}="))? + name.len() + 1;
+    let tag = &tag[..tag_end(tag).unwrap_or(tag.len())];
+    let needle = format!("{name}=");
+    let mut from = 0;
+    let at = loop {
+        let i = from + find_ci(&tag[from..], &needle)?;
+        if tag[..i].ends_with(char::is_whitespace) {
+            break i + needle.len();
+        }
+        from = i + 1;
+    };
     let value = &tag[at..];
     let quote = value.chars().next()?;
     if quote == '"' || quote == '\'' {
@@ -168,16 +271,47 @@ fn strip_tags(s: &str) -> String {
             _ => {}
         }
     }
-    out.replace("&nbsp;", " ")
+    out
 }
 
+/// Decode the character references listings use: the named ones for
+/// markup, `&nbsp;`, and numeric ones (`&#39;`, `&#x26;`).
 fn decode_entities(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&#x27;", "'")
-        .replace("&amp;", "&")
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let decoded = rest.find(';').filter(|&end| end <= 10).and_then(|end| Some((entity(&rest[1..end])?, end)));
+        match decoded {
+            Some((c, end)) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn entity(name: &str) -> Option<char> {
+    let code = match name {
+        "lt" => '<' as u32,
+        "gt" => '>' as u32,
+        "amp" => '&' as u32,
+        "quot" => '"' as u32,
+        "apos" => '\'' as u32,
+        "nbsp" => ' ' as u32,
+        _ => match name.strip_prefix('#')? {
+            hex if hex.starts_with(['x', 'X']) => u32::from_str_radix(&hex[1..], 16).ok()?,
+            dec => dec.parse().ok()?,
+        },
+    };
+    char::from_u32(code)
 }
 
 /// Decode `%XX` escapes exactly once; the result must be UTF-8.
@@ -216,18 +350,53 @@ pub fn parse_http_date(s: &str) -> Option<i64> {
     unix(day.parse().ok()?, month, year.parse().ok()?, h, m, sec)
 }
 
-/// `24-Nov-2026 20:58` (nginx, older Apache) or `2026-11-24 20:58` (Apache).
-fn parse_listing_date(date: &str, time: &str) -> Option<i64> {
+/// A listing's date and time → (seconds since the epoch, resolution):
+/// `24-Nov-2026 20:58` (nginx, older Apache), `2026-11-24 20:58` (Apache),
+/// `2026-Nov-24 20:58:07` (lighttpd); seconds are optional in each.
+fn parse_listing_date(date: &str, time: &str) -> Option<(i64, i64)> {
     let d: Vec<&str> = date.split('-').collect();
     if d.len() != 3 {
         return None;
     }
-    let (year, month, day) = match MONTHS.iter().position(|m| *m == d[1]) {
-        Some(m) => (d[2].parse().ok()?, m as i64 + 1, d[0].parse().ok()?),
-        None => (d[0].parse().ok()?, d[1].parse().ok()?, d[2].parse().ok()?),
+    let month = |s: &str| MONTHS.iter().position(|m| *m == s).map(|m| m as i64 + 1);
+    let (year, month, day) = match (month(d[1]), d[0].len()) {
+        (Some(m), 4) => (d[0].parse().ok()?, m, d[2].parse().ok()?),
+        (Some(m), _) => (d[2].parse().ok()?, m, d[0].parse().ok()?),
+        (None, _) => (d[0].parse().ok()?, d[1].parse().ok()?, d[2].parse().ok()?),
     };
-    let (h, m) = time.split_once(':')?;
-    unix(day, month, year, h.parse().ok()?, m.parse().ok()?, 0)
+    let t: Vec<&str> = time.split(':').collect();
+    let (h, m, s, precision) = match t[..] {
+        [h, m] => (h, m, "0", 60),
+        [h, m, s] => (h, m, s, 1),
+        _ => return None,
+    };
+    Some((unix(day, month, year, h.parse().ok()?, m.parse().ok()?, s.parse().ok()?)?, precision))
+}
+
+/// An RFC 3339 time (`2025-06-15T15:08:18.5+05:30`, Caddy) or Go's default
+/// format (`2025-06-15 15:08:18 +0530 IST`, rclone) → seconds since the
+/// epoch, the offset applied and any fraction dropped.
+pub fn parse_timestamp(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (date, rest) = (s.get(..10)?, s.get(11..)?);
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (year, month, day) = (d.next()??, d.next()??, d.next()??);
+    let (hh, mm, ss) = (rest.get(..2)?.parse().ok()?, rest.get(3..5)?.parse().ok()?, rest.get(6..8)?.parse().ok()?);
+    let zone = rest[8..].trim_start_matches(|c: char| c == '.' || c.is_ascii_digit()).trim_start();
+    let offset = match zone.as_bytes().first() {
+        Some(b'Z') | None => 0,
+        Some(&sign @ (b'+' | b'-')) => {
+            let digits: String = zone[1..].chars().take_while(|c| c.is_ascii_digit() || *c == ':').collect();
+            let digits = digits.replace(':', "");
+            let (h, m): (i64, i64) = (digits.get(..2)?.parse().ok()?, digits.get(2..4)?.parse().ok()?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            (h * 3600 + m * 60) * if sign == b'-' { -1 } else { 1 }
+        }
+        Some(_) => return None,
+    };
+    Some(unix(day, month, year, hh, mm, ss)? - offset)
 }
 
 /// Seconds since the epoch of a UTC date and time, for years 1970 to 9999
@@ -257,9 +426,53 @@ mod tests {
     const NGINX_HTML: &str = include_str!("../../tests/fixtures/autoindex/nginx-names.html");
     const NGINX_JSON: &str = include_str!("../../tests/fixtures/autoindex/nginx-names.json");
     const NGINX_SUBDIR: &str = include_str!("../../tests/fixtures/autoindex/nginx-subdir.html");
+    /// When every file of the tree captured from lighttpd, Caddy, rclone,
+    /// python and webfs was written (2025-06-15 15:08:18 UTC).
+    const CAPTURED: i64 = 1_750_000_098;
 
     fn find<'a>(items: &'a [Item], name: &str) -> &'a Item {
         items.iter().find(|i| i.name == name).unwrap_or_else(|| panic!("{name} not listed"))
+    }
+
+    fn html(text: &str) -> Vec<Item> {
+        parse_html(text, "/").unwrap().items
+    }
+
+    fn names(items: &[Item]) -> Vec<String> {
+        let mut names: Vec<String> = items.iter().map(|i| i.name.clone()).collect();
+        names.sort();
+        names
+    }
+
+    /// The names of the tree the other servers were captured on.
+    fn captured_names() -> Vec<String> {
+        let mut want: Vec<String> = [
+            "-leading-dash.txt",
+            "amp&er=sand.txt",
+            "big.bin",
+            "colon:name.txt",
+            "dir%pct",
+            "emoji-📦.txt",
+            "empty-file",
+            "hash#frag.txt",
+            "huge.bin",
+            "lt<gt>.txt",
+            "percent%41.txt",
+            "plain.txt",
+            "question?mark.txt",
+            "quote\"double.txt",
+            "quote'single.txt",
+            "sub dir",
+            "trailing.dot.",
+            "with space.txt",
+            "ünï",
+            "日本語.txt",
+        ]
+        .map(String::from)
+        .to_vec();
+        want.push(format!("{}.txt", "a".repeat(200)));
+        want.sort();
+        want
     }
 
     #[test]
@@ -273,14 +486,30 @@ mod tests {
         assert_eq!(parse_http_date("Thu, 01 Jan 2026 00:00:9223372036854775807 GMT"), None);
         assert_eq!(parse_listing_date("01-Jan-9223372036854775807", "00:00"), None);
         assert_eq!(parse_listing_date("2026-13-01", "00:00"), None);
-        assert_eq!(parse_listing_date("24-Nov-2026", "19:00"), Some(1_795_546_800));
-        assert_eq!(parse_listing_date("2026-11-24", "19:00"), Some(1_795_546_800));
-        assert_eq!(parse_listing_date("29-Feb-2024", "00:00"), Some(1_709_164_800));
+        assert_eq!(parse_listing_date("24-Nov-2026", "19:00"), Some((1_795_546_800, 60)));
+        assert_eq!(parse_listing_date("2026-11-24", "19:00"), Some((1_795_546_800, 60)));
+        assert_eq!(parse_listing_date("2026-Nov-24", "19:00:07"), Some((1_795_546_807, 1)));
+        assert_eq!(parse_listing_date("29-Feb-2024", "00:00"), Some((1_709_164_800, 60)));
+        assert_eq!(parse_listing_date("29-Feb-2024", "00:00:00:00"), None);
+    }
+
+    #[test]
+    fn timestamps_with_offsets_convert_to_utc() {
+        assert_eq!(parse_timestamp("2025-06-15T15:08:18Z"), Some(CAPTURED));
+        assert_eq!(parse_timestamp(" 2025-06-15T15:08:18.123456789Z"), Some(CAPTURED));
+        assert_eq!(parse_timestamp("2025-06-15T20:38:18+05:30"), Some(CAPTURED));
+        assert_eq!(parse_timestamp("2025-06-15 11:08:18 -0400 EDT"), Some(CAPTURED));
+        assert_eq!(parse_timestamp("2025-06-15 15:08:18 +0000 UTC"), Some(CAPTURED));
+        for bad in ["2025-06-15", "2025-06-15T15:08:18+99:00", "2025-06-15T15:08:18 EDT", "9999999-06-15T15:08:18Z"] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
     }
 
     #[test]
     fn nginx_html_takes_names_from_links_and_sizes_in_bytes() {
-        let items = parse_html(NGINX_HTML).unwrap();
+        let page = parse_html(NGINX_HTML, "/").unwrap();
+        assert_eq!(page.precision, 60);
+        let items = page.items;
         assert!(!items.iter().any(|i| i.name == ".."), "parent link skipped");
         let long = format!("{}.txt", "a".repeat(200));
         let cut = find(&items, &long);
@@ -292,26 +521,26 @@ mod tests {
         assert_eq!(find(&items, "empty-file").size, Some(0));
         let dir = find(&items, "dir%25pct");
         assert_eq!((dir.kind, dir.size), (Kind::Dir, None));
-        assert_eq!(find(&items, "-leading-dash.txt").mtime, parse_listing_date("23-Apr-2025", "23:36"));
+        assert_eq!(find(&items, "-leading-dash.txt").mtime, parse_listing_date("23-Apr-2025", "23:36").map(|d| d.0));
     }
 
     #[test]
     fn nginx_json_and_html_list_the_same_names() {
-        let mut html: Vec<String> = parse_html(NGINX_HTML).unwrap().into_iter().map(|i| i.name).collect();
-        let mut json: Vec<String> = parse_nginx_json(NGINX_JSON).unwrap().into_iter().map(|i| i.name).collect();
-        html.sort();
-        json.sort();
-        assert_eq!(html, json);
-        let items = parse_nginx_json(NGINX_JSON).unwrap();
-        let f = find(&items, "plain.txt");
+        let (json, kind) = parse_json(NGINX_JSON).unwrap();
+        assert_eq!(kind, JsonKind::Nginx);
+        assert_eq!(names(&html(NGINX_HTML)), names(&json));
+        let f = find(&json, "plain.txt");
         assert_eq!(f.size, Some(1934));
-        assert_eq!(f.mtime.map(|m| m - m % 60), parse_listing_date("08-Oct-2025", "02:13"));
-        assert!(parse_html(NGINX_SUBDIR).unwrap().iter().any(|i| i.name == "inner file.txt"));
+        assert_eq!(f.mtime.map(|m| m - m % 60), parse_listing_date("08-Oct-2025", "02:13").map(|d| d.0));
+        assert!(
+            parse_html(NGINX_SUBDIR, "/dir%20with%20space/").unwrap().items.iter().any(|i| i.name == "inner file.txt")
+        );
     }
 
     #[test]
     fn apache_table_listing_gives_names_dates_and_exact_sizes_only_below_1k() {
-        let items = parse_html(include_str!("../../tests/fixtures/autoindex/apache-names.html")).unwrap();
+        let items =
+            parse_html(include_str!("../../tests/fixtures/autoindex/apache-names.html"), "/names/").unwrap().items;
         assert!(!items.iter().any(|i| i.name == "Parent Directory" || i.name.starts_with('?')));
         assert_eq!(
             items.len(),
@@ -319,36 +548,104 @@ mod tests {
             "every name of the directory (captured without index.htm, which Apache would serve instead)"
         );
         let upper = find(&items, "UPPER.TXT");
-        assert_eq!((upper.size, upper.mtime), (Some(677), parse_listing_date("2025-10-13", "09:33")));
+        assert_eq!((upper.size, upper.mtime), (Some(677), parse_listing_date("2025-10-13", "09:33").map(|d| d.0)));
         assert_eq!(find(&items, "日本語.txt").size, None, "3.3K is rounded, so no size");
         assert_eq!(find(&items, "amp&er=sand.txt").kind, Kind::File);
         assert_eq!(find(&items, "colon:name.txt").size, Some(665));
         assert_eq!(find(&items, "quote'single.txt").kind, Kind::File);
         assert_eq!(find(&items, "ünï").kind, Kind::Dir);
-        let sub = parse_html(include_str!("../../tests/fixtures/autoindex/apache-subdir.html")).unwrap();
+        let sub = include_str!("../../tests/fixtures/autoindex/apache-subdir.html");
+        let sub = parse_html(sub, "/names/dir%20with%20space/").unwrap().items;
         assert_eq!(sub.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["inner file.txt"]);
+    }
+
+    #[test]
+    fn lighttpd_shows_seconds_and_rounded_sizes() {
+        let page = parse_html(include_str!("../../tests/fixtures/autoindex/lighttpd-names.html"), "/").unwrap();
+        assert_eq!(page.precision, 1);
+        assert_eq!(names(&page.items), captured_names());
+        let plain = find(&page.items, "plain.txt");
+        assert_eq!((plain.size, plain.mtime), (None, Some(CAPTURED)), "0.1K is rounded");
+        assert_eq!(find(&page.items, "sub dir").kind, Kind::Dir);
+    }
+
+    #[test]
+    fn caddy_json_and_rclone_html_give_exact_sizes_and_seconds() {
+        let (caddy, kind) = parse_json(include_str!("../../tests/fixtures/autoindex/caddy-names.json")).unwrap();
+        assert_eq!(kind, JsonKind::Caddy);
+        let rclone = parse_html(include_str!("../../tests/fixtures/autoindex/rclone-names.html"), "/").unwrap();
+        assert_eq!(rclone.precision, 1);
+        for items in [&caddy, &rclone.items] {
+            assert_eq!(names(items), captured_names());
+            let huge = find(items, "huge.bin");
+            assert_eq!((huge.kind, huge.size, huge.mtime), (Kind::File, Some(3_000_000), Some(CAPTURED)));
+            assert_eq!(find(items, "empty-file").size, Some(0));
+            let dir = find(items, "dir%pct");
+            assert_eq!((dir.kind, dir.size, dir.mtime), (Kind::Dir, None, None));
+        }
+        let sub = include_str!("../../tests/fixtures/autoindex/rclone-subdir.html");
+        assert_eq!(names(&parse_html(sub, "/sub%20dir/").unwrap().items), ["inner file.txt"]);
+        let sub = parse_json(include_str!("../../tests/fixtures/autoindex/caddy-subdir.json")).unwrap().0;
+        assert_eq!(names(&sub), ["inner file.txt"]);
+        // Caddy's HTML, should it be sent instead of JSON, reads the same.
+        let caddy_html = parse_html(include_str!("../../tests/fixtures/autoindex/caddy-names.html"), "/").unwrap();
+        assert_eq!(names(&caddy_html.items), captured_names());
+        assert_eq!(find(&caddy_html.items, "big.bin").size, Some(5000));
+    }
+
+    #[test]
+    fn pages_without_dates_give_names_only() {
+        for fixture in [
+            include_str!("../../tests/fixtures/autoindex/python-names.html"),
+            include_str!("../../tests/fixtures/autoindex/apache-plain.html"),
+            include_str!("../../tests/fixtures/autoindex/webfs-names.html"),
+        ] {
+            let items = html(fixture);
+            assert_eq!(names(&items), captured_names());
+            assert!(items.iter().all(|i| i.mtime.is_none() && i.size.is_none()), "{items:?}");
+            assert_eq!(find(&items, "sub dir").kind, Kind::Dir);
+        }
+    }
+
+    #[test]
+    fn a_page_is_a_listing_only_when_its_title_names_the_directory() {
+        let page = |title: &str| format!("<title>{title}</title><a href=\"a.txt\">a.txt</a>");
+        assert!(parse_html(&page("Index of /pub/"), "/mirror/pub/").is_ok(), "behind a proxy");
+        assert!(parse_html(&page("/pub/sub dir"), "/pub/sub%20dir/").is_ok());
+        assert!(parse_html(&page("host:8080/pub/sub%20dir/"), "/pub/sub%20dir/").is_ok());
+        let err = parse_html(&page("Acme Downloads"), "/pub/").unwrap_err();
+        assert!(err.contains("not a directory listing") && err.contains("/pub/"), "{err}");
+        assert!(parse_html("<html><body>Sign in</body></html>", "/").is_err());
     }
 
     #[test]
     fn traversal_in_links_is_rejected_after_one_decode() {
         for href in ["%2e%2e/", "..%2Fetc", "a%2Fb", "%2e%2e", "x%00y", "%ff%fe", "%zz"] {
-            let page = format!("<a href=\"{href}\">x</a> 24-Nov-2026 19:00 5\n");
-            assert!(parse_html(&page).is_err(), "{href} accepted");
+            let page = format!("<title>Index of /</title><a href=\"{href}\">x</a> 24-Nov-2026 19:00 5\n");
+            assert!(parse_html(&page, "/").is_err(), "{href} accepted");
         }
         // Double encoding decodes once: a literal name, not a traversal.
-        let items = parse_html("<a href=\"%252e%252e\">x</a> 24-Nov-2026 19:00 5\n").unwrap();
+        let items = html("<title>Index of /</title><a href=\"%252e%252e\">x</a> 24-Nov-2026 19:00 5\n");
         assert_eq!(items[0].name, "%2e%2e");
-        assert!(parse_nginx_json(r#"[{"name":"../x","type":"file","size":1}]"#).is_err());
-        assert!(parse_nginx_json(r#"[{"name":"..","type":"directory"}]"#).is_err());
+        assert!(parse_json(r#"[{"name":"../x","type":"file","size":1}]"#).is_err());
+        assert!(parse_json(r#"[{"name":"..","type":"directory"}]"#).is_err());
+        assert!(parse_json(r#"[{"name":"x","url":"./..%2Fx","is_dir":false,"size":1}]"#).is_err());
+        assert!(parse_json(r#"[{"name":"x","url":"../../etc/","is_dir":true}]"#).is_err());
     }
 
     #[test]
     fn navigation_and_off_site_links_are_skipped() {
-        let page = "<a href=\"?C=N;O=D\">Name</a>\n<a href=\"/pub/\">Parent Directory</a>\n\
+        let page = "<title>Index of /</title><a href=\"?C=N;O=D\">Name</a>\n<a href=\"/pub/\">Parent Directory</a>\n\
                     <a href=\"https://elsewhere.example/x\">x</a>\n<a href=\"./colon:name.txt\">colon:name.txt</a> 2026-11-24 19:00 12\n";
-        let items = parse_html(page).unwrap();
+        let items = html(page);
         assert_eq!(items.len(), 1);
         assert_eq!((items[0].name.as_str(), items[0].size), ("colon:name.txt", Some(12)));
+    }
+
+    #[test]
+    fn entities_decode_once() {
+        assert_eq!(decode_entities("a&amp;b&#x26;c&#39;d&lt;&amp;lt;&bogus;&"), "a&b&c'd<&lt;&bogus;&");
+        assert_eq!(decode_entities("&#1114112;&#xD800;"), "&#1114112;&#xD800;", "not a character");
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! The listing of an upstream without a manifest: its directory listings
 //! crawled breadth first from the base URL, a bounded number of pages at a
-//! time, with caps on page size, depth and entry count. Sizes a listing shows
-//! rounded are taken from the published snapshot when the mtime is unchanged,
-//! else from a HEAD request; `SHA256SUMS` files name digests to verify.
+//! time, with caps on page size, depth and entry count, and never into a
+//! directory the filters exclude. Sizes a listing shows rounded are taken
+//! from the published snapshot when the mtime is unchanged; sizes and dates
+//! a listing does not show come from a HEAD request. A listing in local time
+//! is found from one file's `Last-Modified` and set right; `SHA256SUMS` files
+//! name digests to verify.
 
 use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
@@ -12,28 +15,40 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use sha2::{Digest as _, Sha256};
 use url::Url;
 
-use super::autoindex::{Item, Kind, parse_html, parse_nginx_json, parse_sha256sums};
-use super::{Listing, MAX_LISTING_BYTES, Source, Upstreams, Validators};
+use super::autoindex::{Item, JsonKind, Kind, parse_html, parse_json, parse_sha256sums};
+use super::{Dates, Listing, MAX_LISTING_BYTES, Previous, Source, Upstreams, Validators};
 use crate::manifest::{Digest, Entry, MAX_DEPTH, Manifest, RelPath};
 use crate::output::quote;
 
 const MAX_PAGE_BYTES: u64 = 16 << 20;
 const MAX_ENTRIES: usize = 5_000_000;
 const SUMS_FILE: &str = "SHA256SUMS";
+/// The largest offset of a local time from UTC (UTC+14, Kiribati).
+const MAX_OFFSET: i64 = 14 * 3600;
 
-/// A file found by the crawl, before sizes and digests are settled.
+/// A file found by the crawl, before sizes and dates are settled.
 struct Found {
     path: RelPath,
     size: Option<u64>,
-    mtime: i64,
+    mtime: Option<i64>,
 }
 
-pub(super) async fn crawl(up: &Upstreams, i: usize, published: Option<&Manifest>) -> Result<Listing> {
+/// One directory page: its items, the format, the resolution of its dates,
+/// the `Server` header and its length in bytes.
+struct Page {
+    items: Vec<Item>,
+    source: Source,
+    precision: i64,
+    server: Option<String>,
+    len: u64,
+}
+
+pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_>>) -> Result<Listing> {
     let base = &up.bases[i];
     if base.scheme() == "file" {
         bail!("{base}: a file:// upstream needs a manifest (write one with `upmirror manifest DIR`)");
     }
-    let mut crawl = Crawl { found: Vec::new(), frontier: vec![String::new()], source: None, bytes: 0 };
+    let mut crawl = Crawl { frontier: vec![String::new()], ..Crawl::default() };
     for depth in 0.. {
         if crawl.frontier.is_empty() {
             break;
@@ -43,61 +58,78 @@ pub(super) async fn crawl(up: &Upstreams, i: usize, published: Option<&Manifest>
         }
         // Pages are taken as they arrive and counted at once: a hostile
         // level is stopped at the first page past a cap, not held whole.
-        let mut pages = stream::iter(std::mem::take(&mut crawl.frontier))
-            .map(|prefix| async move {
-                let (items, source, len) = fetch_page(up, &dir_url(base, &prefix)).await?;
-                Ok::<_, anyhow::Error>((prefix, items, source, len))
-            })
-            .buffer_unordered(up.concurrency);
-        while let Some((prefix, items, source, len)) = pages.try_next().await? {
-            crawl.take(base, &prefix, items, source, len)?;
+        let mut pages =
+            stream::iter(std::mem::take(&mut crawl.frontier))
+                .map(|prefix| async move {
+                    Ok::<_, anyhow::Error>((fetch_page(up, &dir_url(base, &prefix)).await?, prefix))
+                })
+                .buffer_unordered(up.concurrency);
+        while let Some((page, prefix)) = pages.try_next().await? {
+            crawl.take(up, base, &prefix, page)?;
         }
     }
-    let Crawl { found, source, bytes, .. } = crawl;
-    let source = source.unwrap_or(Source::AutoindexJson);
+    let Crawl { mut found, source, bytes, precision, server, .. } = crawl;
+    let offset = find_offset(up, i, &found, precision, previous).await?;
+    for f in &mut found {
+        f.mtime = f.mtime.map(|t| t - offset);
+    }
     let digests = fetch_sums(up, i, &found, bytes).await?;
-    let files = settle_sizes(up, i, found, published, digests).await?;
+    let files = settle(up, i, found, previous.map(|p| p.manifest), digests, precision).await?;
     let manifest = Manifest::new(SystemTime::now(), files).map_err(|e| anyhow!("{base}: {e}"))?;
     Ok(Listing {
         upstream: i,
         url: base.clone(),
-        source,
+        source: source.unwrap_or(Source::AutoindexJson),
         identity: identity(&manifest),
         validators: Validators::default(),
         manifest,
         signed_by: None,
+        dates: Dates { precision, offset },
+        server,
     })
 }
 
 /// What the crawl has found so far.
+#[derive(Default)]
 struct Crawl {
     found: Vec<Found>,
     /// Directories of the next level, as path prefixes ending in `/`.
     frontier: Vec<String>,
     source: Option<Source>,
+    server: Option<String>,
+    /// The coarsest resolution of the dates seen, in seconds.
+    precision: i64,
     /// Listing bytes read this run.
     bytes: u64,
 }
 
 impl Crawl {
-    /// Add one page's items below `prefix`, checking every cap as it goes.
-    fn take(&mut self, base: &Url, prefix: &str, items: Vec<Item>, source: Source, len: u64) -> Result<()> {
-        self.source.get_or_insert(source);
-        self.bytes += len;
+    /// Add one page's items below `prefix`, checking every cap as it goes;
+    /// directories and files the filters leave out are dropped here.
+    fn take(&mut self, up: &Upstreams, base: &Url, prefix: &str, page: Page) -> Result<()> {
+        self.source.get_or_insert(page.source);
+        if self.server.is_none() {
+            self.server = page.server;
+        }
+        self.precision = self.precision.max(page.precision);
+        self.bytes += page.len;
         if self.bytes > MAX_LISTING_BYTES {
             bail!("{base}: directory listings larger than {MAX_LISTING_BYTES} bytes in all");
         }
-        let page = || dir_url(base, prefix);
-        let mut names = HashSet::with_capacity(items.len());
-        if let Some(twice) = items.iter().find(|item| !names.insert(item.name.as_str())) {
-            bail!("{}: \"{}\" is listed twice", page(), quote(&twice.name, 200));
+        let url = || dir_url(base, prefix);
+        let mut names = HashSet::with_capacity(page.items.len());
+        if let Some(twice) = page.items.iter().find(|item| !names.insert(item.name.as_str())) {
+            bail!("{}: \"{}\" is listed twice", url(), quote(&twice.name, 200));
         }
-        for item in items {
+        for item in page.items {
             let path = format!("{prefix}{}", item.name);
-            let rel = RelPath::parse(&path).map_err(|e| anyhow!("{}: {e}", page()))?;
+            let rel = RelPath::parse(&path).map_err(|e| anyhow!("{}: {e}", url()))?;
             match item.kind {
-                Kind::Dir => self.frontier.push(format!("{path}/")),
-                Kind::File => self.found.push(Found { path: rel, size: item.size, mtime: item.mtime.unwrap_or(0) }),
+                Kind::Dir if up.filter.may_hold(&path) => self.frontier.push(format!("{path}/")),
+                Kind::File if up.filter.allows(&path) => {
+                    self.found.push(Found { path: rel, size: item.size, mtime: item.mtime })
+                }
+                _ => {}
             }
             if self.found.len() + self.frontier.len() > MAX_ENTRIES {
                 bail!("{base}: more than {MAX_ENTRIES} entries");
@@ -107,30 +139,79 @@ impl Crawl {
     }
 }
 
-/// The format of the top listing and the newest mtime in it.
-pub(super) async fn probe_top(up: &Upstreams, i: usize) -> Result<(Source, i64)> {
+/// How far the listing's dates are ahead of UTC, in seconds: a listing in
+/// local time (nginx `autoindex_localtime`, Apache and lighttpd by default)
+/// is off by a whole offset, found from the `Last-Modified` of one file
+/// (the first by path) as a multiple of a quarter hour within ±14 h. While
+/// that file is listed as the previous listing showed it, the offset is the
+/// previous one and nothing is asked. A file whose dates differ otherwise
+/// (rewritten since it was listed) shows no offset; the download then checks
+/// it as usual.
+async fn find_offset(
+    up: &Upstreams,
+    i: usize,
+    found: &[Found],
+    precision: i64,
+    previous: Option<Previous<'_>>,
+) -> Result<i64> {
+    let first = found.iter().filter_map(|f| Some((f, f.mtime?))).min_by(|a, b| a.0.path.cmp(&b.0.path));
+    let Some((f, listed)) = first else { return Ok(0) };
+    if let Some(prev) = previous
+        && prev.manifest.files.binary_search_by(|e| e.path.cmp(&f.path)).is_ok_and(|at| {
+            let e = &prev.manifest.files[at];
+            e.mtime == listed - prev.offset && f.size.is_none_or(|size| size == e.size)
+        })
+    {
+        return Ok(prev.offset);
+    }
+    let Some(exact) = up.head(&up.file_url(i, &f.path)).await?.1 else { return Ok(0) };
+    // A listing at minute resolution shows the minute the file's time falls in.
+    let ahead = listed - exact + precision / 2;
+    let offset = (ahead + 450).div_euclid(900) * 900;
+    let clean = (ahead - offset).abs() <= precision / 2 && offset.abs() <= MAX_OFFSET;
+    Ok(if clean { offset } else { 0 })
+}
+
+/// The format of the top listing, the newest mtime in it, its time-zone
+/// offset and the server's name.
+pub(super) async fn probe_top(up: &Upstreams, i: usize) -> Result<(Source, i64, Dates, Option<String>)> {
     let base = &up.bases[i];
     if base.scheme() == "file" {
         bail!("{base}: no manifest");
     }
-    let (items, source, _) = fetch_page(up, base).await?;
-    Ok((source, items.iter().filter_map(|i| i.mtime).max().unwrap_or(0)))
+    let page = fetch_page(up, base).await?;
+    let found: Vec<Found> = page
+        .items
+        .iter()
+        .filter(|item| item.kind == Kind::File)
+        .filter_map(|item| Some(Found { path: RelPath::parse(&item.name).ok()?, size: item.size, mtime: item.mtime }))
+        .collect();
+    let offset = find_offset(up, i, &found, page.precision, None).await?;
+    let newest = found.iter().filter_map(|f| f.mtime).max().map_or(0, |t| t - offset);
+    Ok((page.source, newest, Dates { precision: page.precision, offset }, page.server))
 }
 
-/// One directory page, parsed by its format, and its length in bytes.
-async fn fetch_page(up: &Upstreams, url: &Url) -> Result<(Vec<Item>, Source, u64)> {
-    let bytes = up.get_small(url, MAX_PAGE_BYTES).await.with_context(|| url.to_string())?;
+/// One directory page, parsed by its format.
+async fn fetch_page(up: &Upstreams, url: &Url) -> Result<Page> {
+    let (bytes, server) = up.get_small(url, MAX_PAGE_BYTES).await.with_context(|| url.to_string())?;
     let text = std::str::from_utf8(&bytes).map_err(|_| anyhow!("{url}: listing is not UTF-8"))?;
-    let parsed = if text.trim_start().starts_with('[') {
-        parse_nginx_json(text).map(|items| (items, Source::AutoindexJson))
-    } else if text.contains("Index of ") {
-        parse_html(text).map(|items| (items, Source::AutoindexHtml))
+    let len = bytes.len() as u64;
+    let page = if text.trim_start().starts_with('[') {
+        parse_json(text).map(|(items, kind)| {
+            let source = if kind == JsonKind::Caddy { Source::CaddyJson } else { Source::AutoindexJson };
+            Page { items, source, precision: 1, server, len }
+        })
     } else {
-        Err("not a directory listing (an index.html page, or a login page?)".to_owned())
+        parse_html(text, url.path()).map(|page| Page {
+            items: page.items,
+            source: Source::AutoindexHtml,
+            precision: page.precision,
+            server,
+            len,
+        })
     };
-    parsed.map(|(items, source)| (items, source, bytes.len() as u64)).map_err(|e| anyhow!("{url}: {e}"))
+    page.map_err(|e| anyhow!("{url}: {e}"))
 }
-
 /// Digests from every `SHA256SUMS` the crawl found, by full path. They
 /// count against the run's listing bytes, `listed` of which are spent.
 async fn fetch_sums(up: &Upstreams, i: usize, found: &[Found], listed: u64) -> Result<HashMap<String, Digest>> {
@@ -138,7 +219,7 @@ async fn fetch_sums(up: &Upstreams, i: usize, found: &[Found], listed: u64) -> R
     let mut lists = stream::iter(sums)
         .map(|f| async move {
             let url = up.file_url(i, &f.path);
-            let bytes = up.get_small(&url, MAX_PAGE_BYTES).await.with_context(|| url.to_string())?;
+            let (bytes, _) = up.get_small(&url, MAX_PAGE_BYTES).await.with_context(|| url.to_string())?;
             let prefix = &f.path.as_str()[..f.path.as_str().len() - SUMS_FILE.len()];
             let text = String::from_utf8_lossy(&bytes);
             let pairs = parse_sha256sums(&text).map_err(|e| anyhow!("{url}: {e}"))?;
@@ -158,26 +239,38 @@ async fn fetch_sums(up: &Upstreams, i: usize, found: &[Found], listed: u64) -> R
     Ok(digests)
 }
 
-/// Give every file an exact size and, where known, its digest.
-async fn settle_sizes(
+/// Give every file an exact size and mtime and, where known, its digest.
+/// A size the listing rounds is the published one while the mtime is
+/// unchanged; whatever the listing does not show comes from a HEAD, its
+/// date cut to the listing's resolution.
+async fn settle(
     up: &Upstreams,
     i: usize,
     found: Vec<Found>,
     published: Option<&Manifest>,
     digests: HashMap<String, Digest>,
+    precision: i64,
 ) -> Result<Vec<Entry>> {
     let known: HashMap<&str, &Entry> =
         published.map(|m| m.files.iter().map(|e| (e.path.as_str(), e)).collect()).unwrap_or_default();
     stream::iter(found)
         .map(|f| {
-            let old = known.get(f.path.as_str()).filter(|old| old.mtime == f.mtime).map(|old| old.size);
+            let old = known.get(f.path.as_str()).filter(|old| Some(old.mtime) == f.mtime).map(|old| old.size);
             let sha256 = digests.get(f.path.as_str()).copied();
             async move {
-                let size = match f.size.or(old) {
-                    Some(size) => size,
-                    None => up.content_length(&up.file_url(i, &f.path)).await?,
+                let (size, mtime) = match (f.size.or(old), f.mtime) {
+                    (Some(size), Some(mtime)) => (size, mtime),
+                    (size, mtime) => {
+                        let url = up.file_url(i, &f.path);
+                        let (len, modified) = up.head(&url).await?;
+                        let modified = modified.map(|t| t - t.rem_euclid(precision));
+                        let mtime = mtime.or(modified).ok_or_else(|| {
+                            anyhow!("{url}: the listing shows no date, and the server sends no Last-Modified")
+                        })?;
+                        (size.unwrap_or(len), mtime)
+                    }
                 };
-                Ok(Entry { path: f.path, size, mtime: f.mtime, sha256, local_mtime: None })
+                Ok(Entry { path: f.path, size, mtime, sha256, local_mtime: None })
             }
         })
         .buffer_unordered(up.concurrency)

@@ -6,13 +6,17 @@
 mod autoindex;
 mod crawl;
 mod pace;
+mod retry;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
-use reqwest::header::{CONTENT_RANGE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE};
+use reqwest::header::{
+    ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE,
+    SERVER,
+};
 use reqwest::{Certificate, Client, Identity, StatusCode};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -25,10 +29,13 @@ use crate::manifest::{Digest, Manifest, RelPath};
 
 pub use autoindex::parse_http_date;
 pub use pace::{Pace, Stalled};
+pub use retry::{Budget, Verdict, backoff, verdict};
 
 /// The largest manifest accepted, a guard against endless or bloated bodies.
 pub const MAX_LISTING_BYTES: u64 = 512 << 20;
 const MAX_REDIRECTS: usize = 5;
+/// Retry rounds a run has for its listing requests; downloads add their own.
+pub const MIN_RETRY_BUDGET: usize = 100;
 
 /// Validators from the last accepted listing of one upstream.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,7 +48,11 @@ pub struct Validators {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
     Manifest,
+    /// nginx `autoindex_format json`.
     AutoindexJson,
+    /// Caddy's `file_server browse`, asked for JSON.
+    CaddyJson,
+    /// An HTML directory listing (nginx, Apache, lighttpd, rclone, python, webfs).
     AutoindexHtml,
 }
 
@@ -50,13 +61,29 @@ impl Source {
         match self {
             Source::Manifest => "manifest",
             Source::AutoindexJson => "autoindex-json",
+            Source::CaddyJson => "caddy-json",
             Source::AutoindexHtml => "autoindex-html",
         }
     }
+}
 
-    /// The resolution of the listing's mtimes, in seconds.
-    pub fn mtime_precision(self) -> i64 {
-        if self == Source::AutoindexHtml { 60 } else { 1 }
+/// How a listing shows mtimes: their resolution, and how far ahead of UTC
+/// they are (a listing in local time), both in seconds. Listed mtimes are
+/// already set back by the offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dates {
+    pub precision: i64,
+    pub offset: i64,
+}
+
+impl Dates {
+    pub const EXACT: Dates = Dates { precision: 1, offset: 0 };
+
+    /// The offset as a time zone, `UTC+05:30`.
+    pub fn zone(self) -> String {
+        let sign = if self.offset < 0 { '-' } else { '+' };
+        let minutes = self.offset.abs() / 60;
+        format!("UTC{sign}{:02}:{:02}", minutes / 60, minutes % 60)
     }
 }
 
@@ -72,6 +99,17 @@ pub struct Listing {
     pub manifest: Manifest,
     /// The id of the trusted key whose signature the manifest carries.
     pub signed_by: Option<String>,
+    pub dates: Dates,
+    /// The `Server` header of a crawled listing's top page.
+    pub server: Option<String>,
+}
+
+/// The published snapshot's listing, which a crawl reuses: the sizes a
+/// listing rounds, and the time-zone offset its listing showed.
+#[derive(Clone, Copy)]
+pub struct Previous<'a> {
+    pub manifest: &'a Manifest,
+    pub offset: i64,
 }
 
 /// What `upmirror mirrors` reports of one upstream.
@@ -90,6 +128,10 @@ pub struct Probe {
     pub signed_by: Option<String>,
     pub latency_ms: Option<u64>,
     pub listing: Option<&'static str>,
+    /// The server that wrote a directory listing (its `Server` header).
+    pub server: Option<String>,
+    /// The time zone a directory listing shows, when not UTC.
+    pub listing_time_zone: Option<String>,
     /// Seconds since `generated_at`, or since the newest mtime of the top listing.
     pub age_secs: Option<i64>,
     /// Files in the manifest (a crawl is not run to count them).
@@ -127,12 +169,16 @@ pub struct Upstreams {
     manifest_name: String,
     listing: ListingKind,
     concurrency: usize,
+    /// What the mirror carries: a crawl lists nothing else.
+    filter: crate::filter::Filter,
     /// What server certificates are checked against, for reports.
     trust: String,
     has_client_cert: bool,
     trusted: crate::signature::TrustedKeys,
     net: Net,
     client: Client,
+    /// Retry rounds left for the whole run, shared by every request.
+    pub budget: Budget,
     /// What this run saw of each upstream: used, and its first error.
     health: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
 }
@@ -155,26 +201,28 @@ impl Upstreams {
             manifest_name: cfg.manifest_name.clone(),
             listing: cfg.listing,
             concurrency: cfg.concurrency,
+            filter: cfg.filter.clone(),
             trust: cfg.tls.ca_file.as_ref().map_or("system roots".to_owned(), |f| format!("pinned {}", f.display())),
             has_client_cert: cfg.tls.client_cert.is_some(),
             net: cfg.net.clone(),
             trusted: crate::signature::TrustedKeys::load(&cfg.trusted_keys)?,
             client: build_client(cfg)?,
+            budget: Budget::new(MIN_RETRY_BUDGET),
             health: std::sync::Arc::new(std::sync::Mutex::new(vec![(false, None, 0); cfg.upstreams.len()])),
         })
     }
 
     /// The listing from the first upstream that answers correctly. `known`
     /// gives each manifest URL's validators from the last accepted listing;
-    /// `published` lets a crawl reuse sizes that a listing shows rounded.
+    /// a crawl reuses what it can of the `previous` listing.
     pub async fn list(
         &self,
         known: impl Fn(&Url) -> Option<Validators>,
-        published: Option<&Manifest>,
+        previous: Option<Previous<'_>>,
     ) -> Result<ListOutcome> {
         let mut failures = Vec::new();
         for i in 0..self.bases.len() {
-            match self.list_one(i, &known, published).await {
+            match self.list_one(i, &known, previous).await {
                 Ok(outcome) => {
                     self.note(i, None);
                     return Ok(outcome);
@@ -193,7 +241,7 @@ impl Upstreams {
         &self,
         i: usize,
         known: impl Fn(&Url) -> Option<Validators>,
-        published: Option<&Manifest>,
+        previous: Option<Previous<'_>>,
     ) -> Result<ListOutcome> {
         let url = self.manifest_url(i)?;
         let crawl = || async {
@@ -203,7 +251,7 @@ impl Upstreams {
                     self.bases[i]
                 );
             }
-            crawl::crawl(self, i, published).await.map(ListOutcome::Fetched)
+            crawl::crawl(self, i, previous).await.map(ListOutcome::Fetched)
         };
         match self.listing {
             ListingKind::Autoindex => crawl().await,
@@ -230,12 +278,10 @@ impl Upstreams {
         let https = self.bases[i].scheme() == "https";
         let mut probe = Probe { url: self.bases[i].to_string(), usable: result.is_ok(), ..Probe::default() };
         match result {
-            Ok((source, newest, files, signed_by)) => {
-                probe.signed_by = signed_by;
+            Ok(listed) => {
+                probe = Probe { url: probe.url, usable: true, ..listed };
                 probe.latency_ms = Some(latency_ms);
-                probe.listing = Some(source.label());
-                probe.age_secs = newest.map(|t| now - t);
-                probe.files = files;
+                probe.age_secs = probe.age_secs.map(|t| now - t);
                 probe.tls = https.then(|| format!("verified, {}", self.trust));
                 probe.client_cert = self.has_client_cert.then(|| "accepted".into());
             }
@@ -259,20 +305,30 @@ impl Upstreams {
         probe
     }
 
-    /// The listing kind of upstream `i`, its age and (for a manifest) its size.
-    async fn probe_listing(&self, i: usize) -> Result<(Source, Option<i64>, Option<usize>, Option<String>)> {
+    /// What `mirrors` shows of upstream `i`'s listing: its manifest, or else
+    /// its top directory listing (and one file's dates, for the time zone).
+    async fn probe_listing(&self, i: usize) -> Result<Probe> {
         let url = self.manifest_url(i)?;
+        let mut probe = Probe::default();
         match self.fetch_manifest(i, &url, None).await {
             Err(e) if self.listing != ListingKind::Manifest && is_not_found(&e) => {
-                crawl::probe_top(self, i).await.map(|(source, newest)| (source, Some(newest), None, None))
+                let (source, newest, dates, server) = crawl::probe_top(self, i).await?;
+                probe.listing = Some(source.label());
+                probe.age_secs = Some(newest);
+                probe.listing_time_zone = (dates.offset != 0).then(|| dates.zone());
+                probe.server = server;
             }
             Ok(ListOutcome::Fetched(l)) => {
-                let generated = l.manifest.generated_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-                Ok((Source::Manifest, Some(generated), Some(l.manifest.files.len()), l.signed_by))
+                probe.listing = Some(Source::Manifest.label());
+                probe.age_secs =
+                    Some(l.manifest.generated_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64));
+                probe.files = Some(l.manifest.files.len());
+                probe.signed_by = l.signed_by;
             }
             Ok(ListOutcome::Unchanged { .. }) => bail!("{url}: answered 304 to a request without validators"),
-            Err(e) => Err(e),
+            Err(e) => return Err(e),
         }
+        Ok(probe)
     }
 
     /// Remember that upstream `i` was used, and its first failure if any.
@@ -323,23 +379,10 @@ impl Upstreams {
                 Validators::default(),
             )
         } else {
-            let mut req = self.client.get(url.clone());
-            if let Some(v) = &known {
-                if let Some(etag) = &v.etag {
-                    req = req.header(IF_NONE_MATCH, etag);
-                }
-                if let Some(lm) = &v.last_modified {
-                    req = req.header(IF_MODIFIED_SINCE, lm);
-                }
+            match self.retrying(|| self.get_manifest(url, known.as_ref())).await? {
+                Some(fetched) => fetched,
+                None => return Ok(ListOutcome::Unchanged { upstream, url: url.clone() }),
             }
-            let resp = send(req).await?;
-            if resp.status() == StatusCode::NOT_MODIFIED && known.is_some() {
-                return Ok(ListOutcome::Unchanged { upstream, url: url.clone() });
-            }
-            let resp = check_status(resp)?;
-            let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            let validators = Validators { etag: header(ETAG), last_modified: header(LAST_MODIFIED) };
-            (self.read_capped(resp, MAX_LISTING_BYTES).await?, validators)
         };
         let signed_by = self.check_signature(upstream, url, &bytes).await?;
         let manifest = Manifest::parse(&bytes).map_err(anyhow::Error::msg)?;
@@ -352,7 +395,54 @@ impl Upstreams {
             validators,
             manifest,
             signed_by,
+            dates: Dates::EXACT,
+            server: None,
         }))
+    }
+
+    /// The manifest's bytes and validators, or `None` when the upstream
+    /// answers 304 to the validators we sent.
+    async fn get_manifest(&self, url: &Url, known: Option<&Validators>) -> Result<Option<(Vec<u8>, Validators)>> {
+        let mut req = self.client.get(url.clone());
+        if let Some(v) = known {
+            if let Some(etag) = &v.etag {
+                req = req.header(IF_NONE_MATCH, etag);
+            }
+            if let Some(lm) = &v.last_modified {
+                req = req.header(IF_MODIFIED_SINCE, lm);
+            }
+        }
+        let resp = send(req).await?;
+        if resp.status() == StatusCode::NOT_MODIFIED && known.is_some() {
+            return Ok(None);
+        }
+        let resp = check_status(resp)?;
+        let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let validators = Validators { etag: header(ETAG), last_modified: header(LAST_MODIFIED) };
+        Ok(Some((self.read_capped(resp, MAX_LISTING_BYTES).await?, validators)))
+    }
+
+    /// Run `attempt` until it succeeds, with the run's retry rule: errors a
+    /// retry can fix wait a backoff and try again, within `retries` rounds
+    /// and the run's retry budget.
+    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut round = 0;
+        loop {
+            let e = match attempt().await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            let Verdict::Retry(after) = verdict(&e) else { return Err(e) };
+            if round >= self.net.retries || !self.budget.take() {
+                return Err(e);
+            }
+            tokio::time::sleep(backoff(self.net.retry_backoff, round, after)).await;
+            round += 1;
+        }
     }
 
     /// With trusted keys, the manifest's detached signature must verify by
@@ -366,7 +456,7 @@ impl Upstreams {
             read_local(&file_path(&self.bases[upstream])?, &name, crate::signature::MAX_SIGNATURE_BYTES).await
         } else {
             let sig_url = self.bases[upstream].join(&name).context("signature URL")?;
-            self.get_small(&sig_url, crate::signature::MAX_SIGNATURE_BYTES).await
+            self.get_small(&sig_url, crate::signature::MAX_SIGNATURE_BYTES).await.map(|(bytes, _)| bytes)
         };
         // A new error, not a context: a missing signature must not read as a missing manifest.
         let signature = signature.map_err(|e| {
@@ -431,10 +521,18 @@ impl Upstreams {
     }
 
     /// GET a small document (a directory listing, a SHA256SUMS file) whole,
-    /// at most `cap` bytes.
-    async fn get_small(&self, url: &Url, cap: u64) -> Result<Vec<u8>> {
-        let resp = check_status(send(self.client.get(url.clone())).await?)?;
-        self.read_capped(resp, cap).await
+    /// at most `cap` bytes, retried as every request is. Listing pages ask
+    /// for JSON first: Caddy answers it, other servers send their HTML.
+    /// Also gives the `Server` header, clipped and escaped.
+    pub(super) async fn get_small(&self, url: &Url, cap: u64) -> Result<(Vec<u8>, Option<String>)> {
+        self.retrying(|| async {
+            let req = self.client.get(url.clone()).header(ACCEPT, "application/json, text/html;q=0.9, */*;q=0.8");
+            let resp = check_status(send(req).await?)?;
+            let server =
+                resp.headers().get(SERVER).map(|v| crate::output::quote(&String::from_utf8_lossy(v.as_bytes()), 80));
+            Ok((self.read_capped(resp, cap).await?, server))
+        })
+        .await
     }
 
     /// A whole small body, at most `cap` bytes, at the pace every transfer keeps.
@@ -447,20 +545,36 @@ impl Upstreams {
                 .map_err(describe)?;
             let Some(chunk) = chunk else { return Ok(out) };
             if out.len() as u64 + chunk.len() as u64 > cap {
-                bail!("larger than {cap} bytes");
+                return Err(TooLarge(cap).into());
             }
             pace.add(chunk.len())?;
             out.extend_from_slice(&chunk);
         }
     }
 
-    /// The exact length of a file, from a HEAD request.
-    async fn content_length(&self, url: &Url) -> Result<u64> {
-        let resp = check_status(send(self.client.head(url.clone())).await?)?;
-        let len = resp.headers().get(reqwest::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
-        len.ok_or_else(|| anyhow!("{url}: no Content-Length"))
+    /// The exact length and `Last-Modified` of a file, from a HEAD request;
+    /// a server that sends no length on HEAD (Apache, for an empty file) is
+    /// asked with a GET whose body is left unread.
+    pub(super) async fn head(&self, url: &Url) -> Result<(u64, Option<i64>)> {
+        self.retrying(|| async {
+            let mut resp = check_status(send(self.client.head(url.clone())).await?)?;
+            if !resp.headers().contains_key(CONTENT_LENGTH) {
+                resp = check_status(send(self.client.get(url.clone())).await?)?;
+            }
+            let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let len = header(CONTENT_LENGTH).and_then(|v| v.parse().ok());
+            let len = len.ok_or_else(|| anyhow!("{url}: no Content-Length on HEAD or GET"))?;
+            Ok((len, header(LAST_MODIFIED).as_deref().and_then(parse_http_date)))
+        })
+        .await
+        .with_context(|| format!("HEAD {url}"))
     }
 }
+
+/// A body larger than its cap: retrying cannot help.
+#[derive(Debug, thiserror::Error)]
+#[error("larger than {0} bytes")]
+pub struct TooLarge(pub u64);
 
 /// A file body being streamed, from either kind of upstream.
 pub struct Body {

@@ -6,7 +6,7 @@ use std::fs;
 use crate::support::{Env, Fault, MTIME, Options, Server, files, pseudo_random};
 
 /// A tree nginx can list whole: no dotfiles, no index.html, awkward names.
-fn crawlable() -> Env {
+pub fn crawlable() -> Env {
     let env = Env::new();
     env.write("releases/11.2/core.zip", &pseudo_random(200_000, 1));
     env.write("releases/current.json", b"{\"version\":\"11.2\"}\n");
@@ -21,7 +21,7 @@ fn crawlable() -> Env {
     env
 }
 
-fn assert_same_files(env: &Env) {
+pub fn assert_same_files(env: &Env) {
     let (want, got) = (files(&env.upstream), files(&env.current()));
     let names = |m: &std::collections::BTreeMap<String, (Vec<u8>, i64)>| {
         m.keys().filter(|k| k.as_str() != "upmirror-manifest.json").cloned().collect::<Vec<_>>()

@@ -7,6 +7,7 @@ mod consistency;
 mod crash;
 mod crawl;
 mod hostile;
+mod listings;
 mod network;
 mod operator;
 mod serve;

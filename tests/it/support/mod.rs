@@ -7,6 +7,7 @@ pub mod nginx;
 pub mod pki;
 pub mod proxy;
 pub mod server;
+pub mod servers;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -76,6 +77,12 @@ impl Env {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, bytes).unwrap();
         filetime::set_file_mtime(&path, FileTime::from_unix_time(MTIME, 0)).unwrap();
+    }
+
+    /// Write `rel` with this mtime, as a real rewrite moves it.
+    pub fn write_at(&self, rel: &str, bytes: &[u8], mtime: i64) {
+        self.write(rel, bytes);
+        filetime::set_file_mtime(self.upstream.join(rel), FileTime::from_unix_time(mtime, 0)).unwrap();
     }
 
     pub fn remove(&self, rel: &str) {

@@ -45,9 +45,30 @@ impl Nginx {
         Nginx::with_servers(prefix, &servers, html_port, json_port)
     }
 
+    /// Serve `root` with HTML listings in the local time of `tz` (a POSIX
+    /// TZ value, so that no zone database is needed) on `html_port`.
+    pub fn start_localtime(root: &Path, pki: &Pki, prefix: &Path, tz: &str) -> Nginx {
+        let (html_port, json_port) = (free_port(), free_port());
+        let servers = format!(
+            r#"
+    ssl_certificate {cert}; ssl_certificate_key {key};
+    server {{ listen 127.0.0.1:{html_port} ssl; root {root}; autoindex on; autoindex_localtime on; }}
+    server {{ listen 127.0.0.1:{json_port} ssl; root {root}; autoindex on; autoindex_format json; }}
+"#,
+            cert = pki.server_cert.display(),
+            key = pki.server_key.display(),
+            root = root.display(),
+        );
+        Nginx::spawn(prefix, &servers, (html_port, json_port), tz)
+    }
+
     /// Run nginx with these `server` blocks (and http-level lines) on two
     /// ports the caller put in them.
     pub fn with_servers(prefix: &Path, servers: &str, html_port: u16, json_port: u16) -> Nginx {
+        Nginx::spawn(prefix, servers, (html_port, json_port), "UTC")
+    }
+
+    fn spawn(prefix: &Path, servers: &str, (html_port, json_port): (u16, u16), tz: &str) -> Nginx {
         let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| Path::new(p).exists());
         let binary = binary.expect("nginx is not installed (apt-get install nginx); .ci/run installs it");
         std::fs::create_dir_all(prefix.join("logs")).unwrap();
@@ -81,6 +102,7 @@ http {{
         assert!(test.status.success(), "nginx -t: {}", String::from_utf8_lossy(&test.stderr));
         let child = Command::new(binary)
             .args(["-p", prefix.to_str().unwrap(), "-c", conf_path.to_str().unwrap(), "-e", "stderr"])
+            .env("TZ", tz)
             .spawn()
             .unwrap();
         let nginx = Nginx { html_port, json_port, prefix: prefix.to_path_buf(), child };

@@ -1,0 +1,179 @@
+//! Every real file server a vendor might run, as an upstream without a
+//! manifest: Apache (fancy and plain), lighttpd, Caddy, rclone, webfs and
+//! python's `http.server`, each mirrored whole with exact mtimes, then left
+//! alone by a run with nothing to do, then followed change by change.
+//! Listings in local time, flaky listing requests and filters that keep a
+//! crawl out of a directory.
+
+use std::time::Instant;
+
+use crate::crawl::{assert_same_files, crawlable};
+use crate::support::servers::{FileServer, Kind};
+use crate::support::{Env, Fault, MTIME, Nginx, pseudo_random};
+
+/// Files in `crawlable()`.
+const FILES: usize = 19;
+
+fn start(env: &Env, kind: Kind, tz: Option<&str>) -> FileServer {
+    FileServer::start(kind, &env.upstream, &env.pki, &env.dir.path().join("server"), tz)
+}
+
+fn sync(env: &Env, server: &FileServer, extra: &[&str]) -> crate::support::Out {
+    let mut args = extra.to_vec();
+    if matches!(server.kind, Kind::Python | Kind::Webfs) {
+        args.push("--allow-plain-http");
+    }
+    let out = env.sync(&server.url(), &args);
+    assert_eq!(out.code, 0, "{:?}: {out:?}", server.kind);
+    out
+}
+
+/// A full sync, a run with nothing to do and an incremental run through
+/// `kind`; prints the figures a closing note quotes.
+fn mirrors_through(kind: Kind) {
+    let env = crawlable();
+    let server = start(&env, kind, None);
+    let started = Instant::now();
+    sync(&env, &server, &[]);
+    let full = started.elapsed();
+    assert_same_files(&env);
+
+    let logged = kind != Kind::Rclone;
+    if logged {
+        server.clear_log();
+    }
+    sync(&env, &server, &[]);
+    assert_eq!(env.snapshot_ids().len(), 1, "{kind:?}: nothing changed, nothing published");
+    let noop = if logged { check_noop_requests(&server) } else { 0 };
+
+    // A same-size rewrite, a resize, an addition and a deletion, each with a new mtime.
+    env.write_at("pool/p03.deb", &pseudo_random(1000 + 3 * 37, 77), MTIME + 3600);
+    env.write_at("pool/p05.deb", b"resized", MTIME + 7200);
+    env.write_at("pool/new.deb", b"new", MTIME + 7200);
+    env.remove("pool/p04.deb");
+    if logged {
+        server.clear_log();
+    }
+    sync(&env, &server, &[]);
+    assert_same_files(&env);
+    if logged {
+        let mut got: Vec<String> =
+            server.hits().into_iter().filter(|h| h.method == "GET" && !h.uri.ends_with('/')).map(|h| h.uri).collect();
+        // Apache sends no Content-Length on a HEAD of an empty file; a GET tells.
+        got.retain(|u| u != "/upmirror-manifest.json" && !(kind == Kind::ApachePlain && u == "/empty"));
+        got.sort();
+        got.dedup(); // a request on a connection the server was closing is retried
+        assert_eq!(got, ["/pool/new.deb", "/pool/p03.deb", "/pool/p05.deb"], "{kind:?}");
+    }
+    eprintln!("FIGURES {kind:?}: full sync {} ms; no-op run {noop} requests", full.as_millis());
+}
+
+/// A run with nothing to do reads the listings (and, from a server whose
+/// listing shows no dates, each file's HEAD); it fetches no file. Returns
+/// the number of requests (retries included: webfs and Apache close idle
+/// connections the client may just have picked for its next request).
+fn check_noop_requests(server: &FileServer) -> usize {
+    let (hits, kind) = (server.hits(), server.kind);
+    let dirs = hits.iter().filter(|h| h.method == "GET" && h.uri.ends_with('/')).count();
+    assert_eq!(dirs, 7, "{kind:?}: one request per directory: {hits:?}");
+    let mut heads: Vec<&str> = hits.iter().filter(|h| h.method == "HEAD").map(|h| h.uri.as_str()).collect();
+    heads.sort();
+    heads.dedup();
+    let dateless = matches!(kind, Kind::ApachePlain | Kind::Python | Kind::Webfs);
+    assert_eq!(heads.len(), if dateless { FILES } else { 0 }, "{kind:?}: {hits:?}");
+    let files: Vec<&str> = hits
+        .iter()
+        .filter(|h| h.method == "GET" && !h.uri.ends_with('/') && h.uri != "/upmirror-manifest.json")
+        .map(|h| h.uri.as_str())
+        .collect();
+    // Apache sends no Content-Length on a HEAD of an empty file; a GET tells.
+    let want: &[&str] = if kind == Kind::ApachePlain { &["/empty"] } else { &[] };
+    assert_eq!(files, want, "{kind:?}: no file fetched: {hits:?}");
+    hits.len()
+}
+
+#[test]
+fn apache_fancy_index_is_mirrored_then_followed() {
+    mirrors_through(Kind::Apache);
+}
+
+#[test]
+fn apache_without_fancy_indexing_is_mirrored_by_head_requests() {
+    mirrors_through(Kind::ApachePlain);
+}
+
+#[test]
+fn lighttpd_is_mirrored_then_followed() {
+    mirrors_through(Kind::Lighttpd);
+}
+
+#[test]
+fn caddy_is_mirrored_from_its_json_listing() {
+    mirrors_through(Kind::Caddy);
+}
+
+#[test]
+fn rclone_serve_http_is_mirrored_then_followed() {
+    mirrors_through(Kind::Rclone);
+}
+
+#[test]
+fn webfs_is_mirrored_by_head_requests() {
+    mirrors_through(Kind::Webfs);
+}
+
+#[test]
+fn python_http_server_is_mirrored_by_head_requests() {
+    mirrors_through(Kind::Python);
+}
+
+#[test]
+fn listings_in_local_time_are_set_back_to_utc() {
+    // Apache in New York (UTC-05:00 in November), nginx in India (UTC+05:30).
+    let env = crawlable();
+    let apache = start(&env, Kind::Apache, Some("EST5EDT,M3.2.0,M11.1.0"));
+    let out = sync(&env, &apache, &["-v"]);
+    assert!(out.stderr.contains("in local time UTC-05:00"), "{}", out.stderr);
+    assert_same_files(&env);
+
+    let env = crawlable();
+    let nginx = Nginx::start_localtime(&env.upstream, &env.pki, &env.dir.path().join("nginx"), "IST-5:30");
+    let out = env.sync(&nginx.html_url(), &["-v"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("in local time UTC+05:30"), "{}", out.stderr);
+    assert_same_files(&env);
+    // The offset is kept while the listing shows the same dates: no HEAD.
+    nginx.clear_log();
+    assert_eq!(env.sync(&nginx.html_url(), &[]).code, 0);
+    assert!(nginx.file_hits().iter().all(|h| h.uri == "/upmirror-manifest.json"), "{:?}", nginx.file_hits());
+    let probe = env.run(&["mirrors", "--upstream", &nginx.html_url(), "--ca-file", env.pki.ca.to_str().unwrap()]);
+    assert_eq!(probe.code, 0, "{probe:?}");
+    assert!(probe.stdout.contains("the listing shows local time UTC+05:30"), "{}", probe.stdout);
+    assert!(probe.stdout.contains("autoindex-html (nginx"), "{}", probe.stdout);
+}
+
+#[test]
+fn a_dropped_connection_or_a_503_on_a_listing_request_is_retried() {
+    let env = crawlable();
+    let server = env.serve();
+    server.fault_times("/docs/", Fault::Hangup, 1);
+    server.fault_times("/pool/", Fault::Status(503), 2);
+    server.fault_times("/upmirror-manifest.json", Fault::Hangup, 1);
+    let out = env.sync(&server.url(), &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_same_files(&env);
+}
+
+#[test]
+fn an_excluded_directory_is_never_listed() {
+    let env = crawlable();
+    env.write("site/index.html", b"<html><body><a href=\"about.html\">a web site, not a listing</a></body></html>");
+    let nginx = env.nginx(&env.upstream, "nginx");
+    let out = env.sync(&nginx.html_url(), &["--exclude", "site/**"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(nginx.hits().iter().all(|h| !h.uri.starts_with("/site")), "{:?}", nginx.hits());
+    assert!(!env.current().join("site").exists());
+    let out = env.sync(&nginx.html_url(), &[]);
+    assert_eq!(out.code, 1, "without the filter the page fails the run: {out:?}");
+    assert!(out.stderr.contains("/site/: not a directory listing"), "{}", out.stderr);
+}
