@@ -253,6 +253,9 @@ pub struct UpstreamArgs {
     /// Downloads in flight at once [default: 16].
     #[arg(long, env = "UPMIRROR_CONCURRENCY", value_name = "N")]
     pub concurrency: Option<usize>,
+    /// Requests in flight to one upstream host at most [default: 16].
+    #[arg(long, env = "UPMIRROR_MAX_CONNECTIONS_PER_HOST", value_name = "N")]
+    pub max_connections_per_host: Option<usize>,
     /// Attempts per file beyond the first, across all upstreams [default: 5].
     #[arg(long, env = "UPMIRROR_RETRIES", value_name = "N")]
     pub retries: Option<u32>,

@@ -33,6 +33,7 @@ pub struct FileConfig {
     pub allow_plain_http: Option<bool>,
     pub max_delete_percent: Option<f64>,
     pub concurrency: Option<usize>,
+    pub max_connections_per_host: Option<usize>,
     pub free_space_margin: Option<String>,
     pub metrics_file: Option<PathBuf>,
     pub http2: Option<bool>,
@@ -100,6 +101,8 @@ pub struct Config {
     pub allow_plain_http: bool,
     pub max_delete_percent: f64,
     pub concurrency: usize,
+    /// Requests in flight to one upstream host at most.
+    pub max_connections_per_host: usize,
     /// Bytes kept free beyond what a run downloads.
     pub free_space_margin: u64,
     /// A Prometheus textfile written after every run.
@@ -153,6 +156,11 @@ impl Config {
             allow_plain_http,
             max_delete_percent: keys.plan.max_delete_percent.or(file.max_delete_percent).unwrap_or(10.0),
             concurrency: keys.upstream.concurrency.or(file.concurrency).unwrap_or(16),
+            max_connections_per_host: keys
+                .upstream
+                .max_connections_per_host
+                .or(file.max_connections_per_host)
+                .unwrap_or(16),
             free_space_margin: bytes(
                 "free_space_margin",
                 keys.plan.free_space_margin.clone().or(file.free_space_margin.clone()),
@@ -184,6 +192,9 @@ impl Config {
         }
         if self.concurrency < 1 {
             return Err(ConfigError("concurrency must be at least 1".into()));
+        }
+        if self.max_connections_per_host < 1 {
+            return Err(ConfigError("max_connections_per_host must be at least 1".into()));
         }
         if !(0.0..=100.0).contains(&self.max_delete_percent) {
             return Err(ConfigError("max_delete_percent must be between 0 and 100".into()));

@@ -269,7 +269,7 @@ impl Fetcher {
         // another upstream than the listing's, it must be confirmed.
         if entry.sha256.is_none() {
             match body.last_modified {
-                Some(got) if got - got.rem_euclid(self.dates.precision) != entry.mtime => {
+                Some(got) if got.div_euclid(self.dates.precision) != entry.mtime.div_euclid(self.dates.precision) => {
                     return Err(Mismatch::Mtime { got, want: entry.mtime, dates: self.dates }.into());
                 }
                 None if i != self.order[0] => return Err(Mismatch::Unconfirmed.into()),
@@ -327,15 +327,17 @@ impl Fetcher {
             return Err(e);
         }
         let digest = Digest(hasher.finalize().into());
-        let verified = match Verified::check(entry.clone(), file.to_path_buf(), got, digest) {
+        let mut verified = match Verified::check(entry.clone(), file.to_path_buf(), got, digest) {
             Ok(verified) => verified,
             Err(mismatch) => {
                 discard(file, meta_path)?;
                 return Err(mismatch.into());
             }
         };
-        // A listing that shows minutes gets the exact time from the body.
+        // A listing that shows minutes gets the exact time from the body,
+        // which the snapshot's manifest keeps for the next crawl.
         let listed = if self.dates.precision > 1 { body.last_modified.unwrap_or(entry.mtime) } else { entry.mtime };
+        verified.entry.mtime = listed;
         let mtime = entry.local_mtime.unwrap_or(listed);
         let out = out.into_inner().map_err(|e| io("write", e.into_error()))?;
         filetime::set_file_handle_times(&out, None, Some(FileTime::from_unix_time(mtime, 0)))

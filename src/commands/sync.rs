@@ -263,9 +263,13 @@ fn list(
     let id = published.map(|p| p.id.as_str()).filter(|_| !whole);
     let now = unix_seconds(SystemTime::now());
     let known = |url: &url::Url| state.validators_for(url.as_str(), id, now, recheck_after.as_secs());
-    let previous = published.map(|p| Previous {
-        manifest: &p.manifest,
-        offset: state.snapshots.get(&p.id).map_or(0, |s| s.listing_offset),
+    let previous = published.map(|p| {
+        let info = state.snapshots.get(&p.id);
+        Previous {
+            manifest: &p.manifest,
+            offset: info.map_or(0, |s| s.listing_offset),
+            listed_at: info.map_or(0, |s| s.generated_at as i64),
+        }
     });
     let listing = upstreams.list(known, previous);
     rt.block_on(before(deadline, listing))

@@ -74,7 +74,7 @@ pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_
         f.mtime = f.mtime.map(|t| t - offset);
     }
     let digests = fetch_sums(up, i, &found, bytes).await?;
-    let files = settle(up, i, found, previous.map(|p| p.manifest), digests, precision).await?;
+    let files = settle(up, i, found, previous, digests, precision).await?;
     let manifest = Manifest::new(SystemTime::now(), files).map_err(|e| anyhow!("{base}: {e}"))?;
     Ok(Listing {
         upstream: i,
@@ -159,7 +159,7 @@ async fn find_offset(
     if let Some(prev) = previous
         && prev.manifest.files.binary_search_by(|e| e.path.cmp(&f.path)).is_ok_and(|at| {
             let e = &prev.manifest.files[at];
-            e.mtime == listed - prev.offset && f.size.is_none_or(|size| size == e.size)
+            e.mtime - e.mtime.rem_euclid(precision) == listed - prev.offset && f.size.is_none_or(|size| size == e.size)
         })
     {
         return Ok(prev.offset);
@@ -240,42 +240,59 @@ async fn fetch_sums(up: &Upstreams, i: usize, found: &[Found], listed: u64) -> R
 }
 
 /// Give every file an exact size and mtime and, where known, its digest.
-/// A size the listing rounds is the published one while the mtime is
-/// unchanged; whatever the listing does not show comes from a HEAD, its
-/// date cut to the listing's resolution.
 async fn settle(
     up: &Upstreams,
     i: usize,
     found: Vec<Found>,
-    published: Option<&Manifest>,
+    previous: Option<Previous<'_>>,
     digests: HashMap<String, Digest>,
     precision: i64,
 ) -> Result<Vec<Entry>> {
     let known: HashMap<&str, &Entry> =
-        published.map(|m| m.files.iter().map(|e| (e.path.as_str(), e)).collect()).unwrap_or_default();
+        previous.map(|p| p.manifest.files.iter().map(|e| (e.path.as_str(), e)).collect()).unwrap_or_default();
+    let listed_at = previous.map_or(0, |p| p.listed_at);
     stream::iter(found)
         .map(|f| {
-            let old = known.get(f.path.as_str()).filter(|old| Some(old.mtime) == f.mtime).map(|old| old.size);
+            let old = known.get(f.path.as_str()).copied();
             let sha256 = digests.get(f.path.as_str()).copied();
             async move {
-                let (size, mtime) = match (f.size.or(old), f.mtime) {
-                    (Some(size), Some(mtime)) => (size, mtime),
-                    (size, mtime) => {
-                        let url = up.file_url(i, &f.path);
-                        let (len, modified) = up.head(&url).await?;
-                        let modified = modified.map(|t| t - t.rem_euclid(precision));
-                        let mtime = mtime.or(modified).ok_or_else(|| {
-                            anyhow!("{url}: the listing shows no date, and the server sends no Last-Modified")
-                        })?;
-                        (size.unwrap_or(len), mtime)
-                    }
-                };
+                let (size, mtime) = settle_one(up, i, &f, old, precision, listed_at).await?;
                 Ok(Entry { path: f.path, size, mtime, sha256, local_mtime: None })
             }
         })
         .buffer_unordered(up.concurrency)
         .try_collect()
         .await
+}
+
+/// The size and mtime of one file. The published entry holds while the
+/// listing shows it unchanged: its exact mtime, and its size where the
+/// listing rounds it — unless it is racy, listed in the minute the previous
+/// listing was made (or later), when a rewrite of the same size would not
+/// show: such a file, like anything the listing does not show, is asked
+/// with a HEAD (the git index's answer to the same race).
+async fn settle_one(
+    up: &Upstreams,
+    i: usize,
+    f: &Found,
+    old: Option<&Entry>,
+    precision: i64,
+    listed_at: i64,
+) -> Result<(u64, i64)> {
+    let shown = |o: &&Entry| {
+        f.mtime == Some(o.mtime - o.mtime.rem_euclid(precision)) && f.size.is_none_or(|size| size == o.size)
+    };
+    match (old.filter(shown), f.size, f.mtime) {
+        (Some(o), _, Some(m)) if precision == 1 || m + precision <= listed_at => return Ok((o.size, o.mtime)),
+        (None, Some(size), Some(mtime)) => return Ok((size, mtime)),
+        _ => {}
+    }
+    let url = up.file_url(i, &f.path);
+    let (len, modified) = up.head(&url).await?;
+    let mtime = modified
+        .or(f.mtime)
+        .ok_or_else(|| anyhow!("{url}: the listing shows no date, and the server sends no Last-Modified"))?;
+    Ok((f.size.unwrap_or(len), mtime))
 }
 
 fn dir_url(base: &Url, prefix: &str) -> Url {

@@ -21,6 +21,7 @@ use reqwest::{Certificate, Client, Identity, StatusCode};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncReadExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use url::Url;
 
 use crate::cli::ListingKind;
@@ -104,12 +105,14 @@ pub struct Listing {
     pub server: Option<String>,
 }
 
-/// The published snapshot's listing, which a crawl reuses: the sizes a
-/// listing rounds, and the time-zone offset its listing showed.
+/// The published snapshot's listing, which a crawl reuses: exact mtimes
+/// and the sizes a listing rounds, the time-zone offset its listing showed,
+/// and when that listing was last read (seconds since the epoch).
 #[derive(Clone, Copy)]
 pub struct Previous<'a> {
     pub manifest: &'a Manifest,
     pub offset: i64,
+    pub listed_at: i64,
 }
 
 /// What `upmirror mirrors` reports of one upstream.
@@ -179,6 +182,8 @@ pub struct Upstreams {
     client: Client,
     /// Retry rounds left for the whole run, shared by every request.
     pub budget: Budget,
+    /// Requests in flight to each upstream host (`max_connections_per_host`).
+    hosts: std::sync::Arc<std::collections::HashMap<String, std::sync::Arc<Semaphore>>>,
     /// What this run saw of each upstream: used, and its first error.
     health: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
 }
@@ -208,6 +213,12 @@ impl Upstreams {
             trusted: crate::signature::TrustedKeys::load(&cfg.trusted_keys)?,
             client: build_client(cfg)?,
             budget: Budget::new(MIN_RETRY_BUDGET),
+            hosts: std::sync::Arc::new(
+                cfg.upstreams
+                    .iter()
+                    .map(|url| (host_key(url), std::sync::Arc::new(Semaphore::new(cfg.max_connections_per_host))))
+                    .collect(),
+            ),
             health: std::sync::Arc::new(std::sync::Mutex::new(vec![(false, None, 0); cfg.upstreams.len()])),
         })
     }
@@ -400,9 +411,16 @@ impl Upstreams {
         }))
     }
 
+    /// A place among the requests in flight to `url`'s host, held until
+    /// the answer is read whole.
+    async fn slot(&self, url: &Url) -> Option<OwnedSemaphorePermit> {
+        self.hosts.get(&host_key(url))?.clone().acquire_owned().await.ok()
+    }
+
     /// The manifest's bytes and validators, or `None` when the upstream
     /// answers 304 to the validators we sent.
     async fn get_manifest(&self, url: &Url, known: Option<&Validators>) -> Result<Option<(Vec<u8>, Validators)>> {
+        let _slot = self.slot(url).await;
         let mut req = self.client.get(url.clone());
         if let Some(v) = known {
             if let Some(etag) = &v.etag {
@@ -499,6 +517,7 @@ impl Upstreams {
                 last_modified: None,
             });
         }
+        let slot = self.slot(&url).await;
         let mut req = self.client.get(url);
         if from > 0 {
             req = req.header(RANGE, format!("bytes={from}-"));
@@ -517,7 +536,7 @@ impl Upstreams {
         let last_modified = header(LAST_MODIFIED);
         let validator = header(ETAG).filter(|e| !e.starts_with("W/")).or_else(|| last_modified.clone());
         let last_modified = last_modified.as_deref().and_then(parse_http_date);
-        Ok(Body { kind: BodyKind::Http(resp), range_start, validator, last_modified })
+        Ok(Body { kind: BodyKind::Http { resp, _slot: slot }, range_start, validator, last_modified })
     }
 
     /// GET a small document (a directory listing, a SHA256SUMS file) whole,
@@ -526,6 +545,7 @@ impl Upstreams {
     /// Also gives the `Server` header, clipped and escaped.
     pub(super) async fn get_small(&self, url: &Url, cap: u64) -> Result<(Vec<u8>, Option<String>)> {
         self.retrying(|| async {
+            let _slot = self.slot(url).await;
             let req = self.client.get(url.clone()).header(ACCEPT, "application/json, text/html;q=0.9, */*;q=0.8");
             let resp = check_status(send(req).await?)?;
             let server =
@@ -557,6 +577,7 @@ impl Upstreams {
     /// asked with a GET whose body is left unread.
     pub(super) async fn head(&self, url: &Url) -> Result<(u64, Option<i64>)> {
         self.retrying(|| async {
+            let _slot = self.slot(url).await;
             let mut resp = check_status(send(self.client.head(url.clone())).await?)?;
             if !resp.headers().contains_key(CONTENT_LENGTH) {
                 resp = check_status(send(self.client.get(url.clone())).await?)?;
@@ -588,7 +609,11 @@ pub struct Body {
 }
 
 enum BodyKind {
-    Http(reqwest::Response),
+    /// A response, and its place among the requests to its host.
+    Http {
+        resp: reqwest::Response,
+        _slot: Option<OwnedSemaphorePermit>,
+    },
     File(tokio::fs::File),
 }
 
@@ -596,7 +621,7 @@ impl Body {
     /// The next chunk, or `None` at the end.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>> {
         match &mut self.kind {
-            BodyKind::Http(resp) => Ok(resp.chunk().await.map_err(describe)?),
+            BodyKind::Http { resp, .. } => Ok(resp.chunk().await.map_err(describe)?),
             BodyKind::File(f) => {
                 let mut buf = vec![0u8; 256 << 10];
                 let n = f.read(&mut buf).await?;
@@ -793,6 +818,11 @@ async fn read_local(base: &std::path::Path, name: &str, cap: u64) -> Result<Vec<
         Ok(out)
     };
     tokio::task::spawn_blocking(read).await.map_err(|e| anyhow!("read task failed: {e}"))?
+}
+
+/// What requests to one host share: scheme, host and port.
+fn host_key(url: &Url) -> String {
+    format!("{}://{}:{}", url.scheme(), url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(0))
 }
 
 fn file_path(url: &Url) -> Result<PathBuf> {

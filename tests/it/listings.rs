@@ -8,6 +8,7 @@
 use std::time::Instant;
 
 use crate::crawl::{assert_same_files, crawlable};
+use crate::support::nginx::free_port;
 use crate::support::servers::{FileServer, Kind};
 use crate::support::{Env, Fault, MTIME, Nginx, pseudo_random};
 
@@ -176,4 +177,52 @@ fn an_excluded_directory_is_never_listed() {
     let out = env.sync(&nginx.html_url(), &[]);
     assert_eq!(out.code, 1, "without the filter the page fails the run: {out:?}");
     assert!(out.stderr.contains("/site/: not a directory listing"), "{}", out.stderr);
+}
+
+#[test]
+fn a_same_size_rewrite_within_the_listed_minute_is_published_by_the_next_run() {
+    let env = crawlable();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    // A minute that has not begun when the first run lists the file: the
+    // listing cannot show a rewrite within it.
+    let minute = (now / 60 + 2) * 60;
+    env.write_at("pool/p03.deb", b"first version", minute + 10);
+    let nginx = env.nginx(&env.upstream, "nginx");
+    assert_eq!(env.sync(&nginx.html_url(), &[]).code, 0);
+    assert_same_files(&env);
+    env.write_at("pool/p03.deb", b"other version", minute + 20);
+    nginx.clear_log();
+    let out = env.sync(&nginx.html_url(), &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_same_files(&env);
+    let heads: Vec<String> = nginx.hits().into_iter().filter(|h| h.method == "HEAD").map(|h| h.uri).collect();
+    assert_eq!(heads, ["/pool/p03.deb"], "only the racy file is asked again");
+}
+
+#[test]
+fn requests_to_one_host_stay_within_max_connections_per_host() {
+    // nginx answers 503 to a third request in flight from one address, and
+    // no retry is allowed: only the cap keeps the run whole.
+    let env = crawlable();
+    for i in 0..8 {
+        env.write(&format!("big/b{i}.bin"), &pseudo_random(48 << 10, 100 + i));
+    }
+    let (json, html) = (free_port(), free_port());
+    let servers = format!(
+        r#"
+    limit_conn_zone $binary_remote_addr zone=perip:1m;
+    ssl_certificate {cert}; ssl_certificate_key {key};
+    server {{ listen 127.0.0.1:{json} ssl; root {root}; autoindex on; autoindex_format json;
+             limit_conn perip 2; limit_rate 64k; }}
+    server {{ listen 127.0.0.1:{html} ssl; root {root}; autoindex on; }}
+"#,
+        cert = env.pki.server_cert.display(),
+        key = env.pki.server_key.display(),
+        root = env.upstream.display(),
+    );
+    let nginx = Nginx::with_servers(&env.dir.path().join("nginx"), &servers, html, json);
+    let out = env.sync(&nginx.json_url(), &["--max-connections-per-host", "2", "--retries", "0"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(nginx.hits().iter().all(|h| h.status != 503), "{:?}", nginx.hits());
+    assert_same_files(&env);
 }
