@@ -52,6 +52,17 @@ pub enum Command {
         #[command(flatten)]
         upstream: UpstreamArgs,
     },
+    /// Write an air-gap bundle: the published snapshot's manifest and the files new or changed since a base.
+    Export {
+        /// Where to write the bundle (a new or empty directory).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Only what is new or changed since this snapshot (kept in the root) or this manifest file.
+        #[arg(long, value_name = "SNAPSHOT_ID|MANIFEST")]
+        since: Option<String>,
+        #[command(flatten)]
+        root: RootArgs,
+    },
     /// Write upmirror-manifest.json for a directory.
     Manifest {
         /// The directory to describe; the manifest is written into it.
@@ -76,7 +87,7 @@ impl Command {
             }
             Command::Status(a) => keys.root = a.root.clone(),
             Command::Rollback { root, publish } => (keys.root, keys.publish) = (root.clone(), publish.clone()),
-            Command::Init { root, .. } => keys.root = root.clone(),
+            Command::Init { root, .. } | Command::Export { root, .. } => keys.root = root.clone(),
             Command::Mirrors { upstream } => keys.upstream = upstream.clone(),
             Command::Completions { .. } | Command::Man { .. } | Command::Manifest { .. } => {}
         }
@@ -196,6 +207,9 @@ pub struct PublishArgs {
     /// After a publish, paths missing from current are served from the snapshots it replaced for this long [default: 2h].
     #[arg(long, env = "UPMIRROR_GRACE", value_name = "DURATION")]
     pub grace: Option<String>,
+    /// Sign the manifest of a snapshot that is not the upstream's signed one (a filtered subset) with this minisign key.
+    #[arg(long, env = "UPMIRROR_SIGNING_KEY", value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
     /// Also write Prometheus metrics to this file (node_exporter textfile collector).
     #[arg(long, env = "UPMIRROR_METRICS_FILE", value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,

@@ -36,6 +36,7 @@ pub struct FileConfig {
     pub max_connections_per_host: Option<usize>,
     pub free_space_margin: Option<String>,
     pub metrics_file: Option<PathBuf>,
+    pub signing_key: Option<PathBuf>,
     pub http2: Option<bool>,
     pub include: Option<Vec<String>>,
     pub exclude: Option<Vec<String>>,
@@ -107,6 +108,8 @@ pub struct Config {
     pub free_space_margin: u64,
     /// A Prometheus textfile written after every run.
     pub metrics_file: Option<PathBuf>,
+    /// The mirror's own minisign key, for a manifest it writes itself.
+    pub signing_key: Option<PathBuf>,
     /// One multiplexed HTTP/2 connection per upstream instead of an HTTP/1.1 pool.
     pub http2: bool,
     /// The proxy every upstream request goes through (`NO_PROXY` still
@@ -168,6 +171,7 @@ impl Config {
             )?
             .unwrap_or(64 << 20),
             metrics_file: expand(keys.publish.metrics_file.clone().or(file.metrics_file.clone()))?,
+            signing_key: expand(keys.publish.signing_key.clone().or(file.signing_key.clone()))?,
             http2: keys.upstream.http2.or(file.http2).unwrap_or(false),
             trusted_keys: list(&keys.upstream.trusted_keys, &file.trusted_keys),
             hooks: resolve_hooks(&keys.publish, &file)?,

@@ -16,6 +16,27 @@ pub const SUFFIX: &str = ".minisig";
 /// The largest signature file read.
 pub const MAX_SIGNATURE_BYTES: u64 = 4096;
 
+/// A manifest as its upstream signed it: the bytes and the detached
+/// signature, kept as they came so that the next tier checks the same.
+#[derive(Clone, Debug)]
+pub struct Signed {
+    pub manifest: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+impl Signed {
+    /// The manifest at `path` and the signature beside it, if there is one.
+    pub fn read(path: &Path) -> Result<Option<Signed>> {
+        let sig_path = format!("{}{SUFFIX}", path.display());
+        let signature = match std::fs::read(&sig_path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            other => other.with_context(|| format!("could not read {sig_path}"))?,
+        };
+        let manifest = std::fs::read(path).with_context(|| format!("could not read {}", path.display()))?;
+        Ok(Some(Signed { manifest, signature }))
+    }
+}
+
 /// The public keys a listing may be signed by (several during a rotation).
 #[derive(Clone, Default)]
 pub struct TrustedKeys(Vec<(String, PublicKey)>);

@@ -29,6 +29,7 @@ use crate::fetch::Verified;
 use crate::interrupt;
 use crate::manifest::{Entry, Manifest};
 use crate::plan::Plan;
+use crate::signature::Signed;
 
 /// Every snapshot carries its own manifest under this name, which makes each
 /// mirror a valid upstream for the next tier.
@@ -263,7 +264,7 @@ impl Locked<'_> {
         plan: &Plan,
         verified: Vec<Verified>,
         published: Option<&Published>,
-        generated_at: SystemTime,
+        (generated_at, describe): (SystemTime, Describe),
     ) -> Result<String> {
         let id = self.new_id()?;
         let build = self.meta().join(format!("build-{id}"));
@@ -272,7 +273,8 @@ impl Locked<'_> {
             .mode(0o700)
             .create(&build)
             .with_context(|| format!("could not create {}", build.display()))?;
-        let filled = fill(&build, plan, verified, published, generated_at);
+        let filled = fill(&build, plan, verified, published, generated_at)
+            .and_then(|manifest| write_manifest(&build, manifest, describe));
         let result = filled.and_then(|()| {
             fs::set_permissions(&build, fs::Permissions::from_mode(0o755))
                 .with_context(|| format!("could not open up {}", build.display()))?;
@@ -420,15 +422,38 @@ pub struct Relinked {
     pub failed: Vec<(String, anyhow::Error)>,
 }
 
+/// How a new snapshot's manifest is written.
+pub enum Describe<'a> {
+    /// As the upstream signed it, with its signature: the snapshot holds
+    /// exactly what it lists, and the next tier checks the vendor's key.
+    AsSigned(&'a Signed),
+    /// Its own, signed with the mirror's `signing_key` when there is one.
+    Own(Option<&'a Path>),
+}
+
+impl Describe<'_> {
+    /// What status says of the snapshot's manifest: nothing when neither
+    /// the listing nor the snapshot is signed.
+    pub fn label(&self, listing_signed: bool) -> Option<&'static str> {
+        match self {
+            Describe::AsSigned(_) => Some("the upstream's, with its signature"),
+            Describe::Own(Some(_)) => Some("the mirror's own, signed with signing_key"),
+            Describe::Own(None) => {
+                listing_signed.then_some("the mirror's own, unsigned (a subset of the signed listing)")
+            }
+        }
+    }
+}
+
 /// Fill a fresh build directory: directories first, then hardlinks and
-/// renames in parallel, then the manifest.
+/// renames in parallel; the manifest of what it holds.
 fn fill(
     build: &Path,
     plan: &Plan,
     verified: Vec<Verified>,
     published: Option<&Published>,
     generated_at: SystemTime,
-) -> Result<()> {
+) -> Result<Manifest> {
     let keep: &[Entry] = if published.is_some() { &plan.keep } else { &[] };
     let mut dirs: Vec<&str> =
         keep.iter().chain(verified.iter().map(Verified::entry)).filter_map(|e| e.path.ancestors().last()).collect();
@@ -461,8 +486,23 @@ fn fill(
     })?;
     interrupt::check()?;
     let files = keep.iter().cloned().chain(verified.into_iter().map(Verified::into_entry)).collect();
-    let manifest = Manifest::new(generated_at, files).map_err(anyhow::Error::msg)?;
-    write_new(&build.join(SNAPSHOT_MANIFEST), &manifest.to_json())
+    Manifest::new(generated_at, files).map_err(anyhow::Error::msg)
+}
+
+/// The snapshot's manifest, and its signature when it has one.
+fn write_manifest(build: &Path, manifest: Manifest, describe: Describe) -> Result<()> {
+    let (bytes, signature) = match describe {
+        Describe::AsSigned(signed) => (signed.manifest.clone(), Some(signed.signature.clone())),
+        Describe::Own(key) => {
+            let bytes = manifest.to_json();
+            let signature = key.map(|key| crate::signature::sign(&bytes, key)).transpose()?;
+            (bytes, signature.map(String::into_bytes))
+        }
+    };
+    if let Some(signature) = signature {
+        write_new(&build.join(format!("{SNAPSHOT_MANIFEST}{}", crate::signature::SUFFIX)), &signature)?;
+    }
+    write_new(&build.join(SNAPSHOT_MANIFEST), &bytes)
 }
 
 /// `YYYYMMDDTHHMMSSZ` with an optional `-N` suffix.

@@ -47,6 +47,9 @@ pub struct RunStatus {
     /// The trusted key whose signature the listing carried.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signed_by: Option<String>,
+    /// Whose manifest the snapshot published by this run carries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_manifest: Option<String>,
     /// When the client certificate expires, if one is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_cert_expires: Option<String>,

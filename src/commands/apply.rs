@@ -16,7 +16,7 @@ use crate::fetch::{Job, fetch_all};
 use crate::hooks;
 use crate::output::{Progress, Reporter, error_line};
 use crate::plan::Plan;
-use crate::snapshot::{Locked, Published, Store};
+use crate::snapshot::{Describe, Locked, Published, Store};
 use crate::state::State;
 use crate::status::{Kept, RunStatus, Sinks};
 use crate::upstream::Upstreams;
@@ -149,6 +149,8 @@ pub(super) struct Origin<'a> {
     pub dates: crate::upstream::Dates,
     /// The listing's `generated_at`, recorded in the new snapshot's manifest.
     pub generated_at: SystemTime,
+    /// How the new snapshot's manifest is written.
+    pub describe: Describe<'a>,
     pub rt: &'a tokio::runtime::Runtime,
     pub deadline: tokio::time::Instant,
     pub progress: Progress,
@@ -189,7 +191,7 @@ pub(super) fn apply(
     run.out.detail(format!("fetched {} files in {:.3} s", verified.len(), clock.elapsed().as_secs_f64()));
     failpoint("fetched");
     let clock = Instant::now();
-    let id = run.locked.build(plan, verified, base, source.generated_at)?;
+    let id = run.locked.build(plan, verified, base, (source.generated_at, source.describe))?;
     run.out.detail(format!("built snapshot {id} in {:.3} s", clock.elapsed().as_secs_f64()));
     let env = hook_env(run, &id, plan)?;
     if let Some(command) = &run.cfg.hooks.pre_publish

@@ -82,6 +82,9 @@ fn print_status(
     if let Some(key) = last.and_then(|r| r.signed_by.as_deref()) {
         println!("signed by   key {key}");
     }
+    if let Some(manifest) = last.and_then(|r| r.snapshot_manifest.as_deref()) {
+        println!("manifest    {manifest}");
+    }
     if let Some(expires) = last.and_then(|r| r.client_cert_expires.as_deref()) {
         println!("client cert expires {expires}");
     }

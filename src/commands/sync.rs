@@ -15,7 +15,7 @@ use crate::filter::Filter;
 use crate::manifest::Manifest;
 use crate::output::{Reporter, human_bytes};
 use crate::plan::{self, Plan, Summary};
-use crate::snapshot::{Published, SNAPSHOT_MANIFEST, Store};
+use crate::snapshot::{Describe, Published, SNAPSHOT_MANIFEST, Store};
 use crate::state::{Conditional, State};
 use crate::upstream::{ListOutcome, Listing, Previous, Source, Upstreams};
 
@@ -118,6 +118,7 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
         return Ok(Done::Held { reason });
     }
     let plan = accept(args, &state, published.as_ref(), &listing, &cfg.filter, out)?;
+    check_carried(&state, published.as_ref(), &listing, &plan)?;
     let freed = reclaim_staging(&run.locked.partial_dir(), plan.downloads())?;
     if freed > 0 {
         out.detail(format!("removed {} of partial downloads this listing no longer needs", human_bytes(freed)));
@@ -135,11 +136,14 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
     }
     let summary = plan.summary();
     run.status.summary = summary;
+    let describe = describe(&listing, &plan, cfg);
+    run.status.snapshot_manifest = describe.label(listing.signed.is_some()).map(Into::into);
     let source = Origin {
         upstreams,
         first: listing.upstream,
         dates: listing.dates,
         generated_at: listing.manifest.generated_at,
+        describe,
         rt: &rt,
         deadline,
         progress: out.progress(summary.added + summary.changed, summary.download_bytes),
@@ -174,6 +178,7 @@ fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Resul
         return Ok(());
     }
     let plan = accept(args, &state, published.as_ref(), &listing, &cfg.filter, out)?;
+    check_carried(&state, published.as_ref(), &listing, &plan)?;
     print_plan(&plan, out);
     check_plan(cfg, args, &plan, published_count(published.as_ref()), &store.root)?;
     if let Some(file) = &args.save_plan {
@@ -273,6 +278,24 @@ fn list(
     });
     let listing = upstreams.list(known, previous);
     rt.block_on(before(deadline, listing))
+}
+
+/// From a `file://` upstream, every file the plan fetches must be there
+/// (see [`super::export::check_carried`]).
+fn check_carried(state: &State, published: Option<&Published>, listing: &Listing, plan: &Plan) -> Result<()> {
+    let here = published.and_then(|p| state.snapshots.get(&p.id)).map(|s| s.identity.as_str());
+    let dir = listing.url.join(".").unwrap_or_else(|_| listing.url.clone());
+    super::export::check_carried(&dir, plan, here)
+}
+
+/// A snapshot that holds exactly what a signed manifest lists keeps that
+/// manifest and its signature; any other gets its own, signed with
+/// `signing_key` when one is configured.
+fn describe<'a>(listing: &'a Listing, plan: &Plan, cfg: &'a Config) -> Describe<'a> {
+    match &listing.signed {
+        Some(signed) if plan.result_len() == listing.manifest.files.len() => Describe::AsSigned(signed),
+        _ => Describe::Own(cfg.signing_key.as_deref()),
+    }
 }
 
 /// Why the mirror holds what it has: the upstream still offers the listing

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::manifest::Entry;
 use crate::output::{Progress, Reporter, error_line};
 use crate::plan::Plan;
-use crate::snapshot::{Published, Store};
+use crate::snapshot::{Describe, Published, Store};
 use crate::upstream::Upstreams;
 use crate::verify::{Problem, check_tree};
 
@@ -76,11 +76,17 @@ fn repair_snapshot(run: &mut Run, published: &Published, problems: &[Problem]) -
     run.status.summary = plan.summary();
     let upstreams = Upstreams::new(run.cfg)?;
     let rt = runtime(true)?;
+    // The same files again: the same manifest, and its signature if it has one.
+    let signed = crate::signature::Signed::read(&published.dir.join(crate::snapshot::SNAPSHOT_MANIFEST))?;
     let origin = Origin {
         upstreams: &upstreams,
         first: 0,
         dates: crate::upstream::Dates::EXACT,
         generated_at: m.generated_at,
+        describe: match &signed {
+            Some(signed) => Describe::AsSigned(signed),
+            None => Describe::Own(run.cfg.signing_key.as_deref()),
+        },
         rt: &rt,
         deadline: tokio::time::Instant::now() + run.cfg.net.run_timeout,
         progress: Progress::hidden(),

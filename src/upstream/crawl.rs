@@ -84,6 +84,7 @@ pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_
         validators: Validators::default(),
         manifest,
         signed_by: None,
+        signed: None,
         dates: Dates { precision, offset },
         server,
     })

@@ -100,6 +100,8 @@ pub struct Listing {
     pub manifest: Manifest,
     /// The id of the trusted key whose signature the manifest carries.
     pub signed_by: Option<String>,
+    /// The manifest and its signature as they came, when it was signed.
+    pub signed: Option<crate::signature::Signed>,
     pub dates: Dates,
     /// The `Server` header of a crawled listing's top page.
     pub server: Option<String>,
@@ -162,7 +164,7 @@ pub enum ListOutcome {
         upstream: usize,
         url: Url,
     },
-    Fetched(Listing),
+    Fetched(Box<Listing>),
 }
 
 /// Cheap to clone: the client and the health record are shared.
@@ -262,7 +264,7 @@ impl Upstreams {
                     self.bases[i]
                 );
             }
-            crawl::crawl(self, i, previous).await.map(ListOutcome::Fetched)
+            crawl::crawl(self, i, previous).await.map(|l| ListOutcome::Fetched(Box::new(l)))
         };
         match self.listing {
             ListingKind::Autoindex => crawl().await,
@@ -395,20 +397,21 @@ impl Upstreams {
                 None => return Ok(ListOutcome::Unchanged { upstream, url: url.clone() }),
             }
         };
-        let signed_by = self.check_signature(upstream, url, &bytes).await?;
+        let signature = self.check_signature(upstream, url, &bytes).await?;
         let manifest = Manifest::parse(&bytes).map_err(anyhow::Error::msg)?;
         let identity = Digest(Sha256::digest(&bytes).into());
-        Ok(ListOutcome::Fetched(Listing {
+        Ok(ListOutcome::Fetched(Box::new(Listing {
             upstream,
             url: url.clone(),
             source: Source::Manifest,
             identity,
             validators,
             manifest,
-            signed_by,
+            signed_by: signature.as_ref().map(|(id, _)| id.clone()),
+            signed: signature.map(|(_, signature)| crate::signature::Signed { manifest: bytes, signature }),
             dates: Dates::EXACT,
             server: None,
-        }))
+        })))
     }
 
     /// A place among the requests in flight to `url`'s host, held until
@@ -464,8 +467,9 @@ impl Upstreams {
     }
 
     /// With trusted keys, the manifest's detached signature must verify by
-    /// one of them; the key's id. Nothing is asked without trusted keys.
-    async fn check_signature(&self, upstream: usize, url: &Url, bytes: &[u8]) -> Result<Option<String>> {
+    /// one of them; the key's id and the signature. Nothing is asked
+    /// without trusted keys.
+    async fn check_signature(&self, upstream: usize, url: &Url, bytes: &[u8]) -> Result<Option<(String, Vec<u8>)>> {
         if self.trusted.is_empty() {
             return Ok(None);
         }
@@ -483,7 +487,8 @@ impl Upstreams {
                 crate::output::error_line(&e)
             )
         })?;
-        self.trusted.verify(bytes, &signature).map(Some)
+        let id = self.trusted.verify(bytes, &signature)?;
+        Ok(Some((id, signature)))
     }
 
     /// Where `rel` lives on upstream `i`.

@@ -1,6 +1,7 @@
 //! Integration tests: the real binary against a real HTTPS upstream started
 //! in the test (certificates made here), or a `file://` upstream.
 
+mod airgap;
 mod apt;
 mod cli;
 mod consistency;

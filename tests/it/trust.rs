@@ -147,3 +147,57 @@ fn a_pre_publish_hook_sees_the_snapshot_and_can_refuse_it() {
     let said = fs::read_to_string(&alarm).unwrap();
     assert!(said.starts_with("1 ") && said.contains("HTTP 500"), "{said}");
 }
+
+#[test]
+fn the_vendors_signature_travels_down_the_tiers_and_a_filtered_hub_signs_its_own() {
+    let env = Env::with_sample_tree();
+    let (vendor_pub, vendor_key, vendor_id) = keypair(&env, "vendor");
+    let (hub_pub, hub_key, hub_id) = keypair(&env, "hub");
+    sign(&env, &vendor_key);
+    let vendor = env.serve();
+    let out = env.sync(&vendor.url(), &["--trusted-key", vendor_pub.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // The hub serves the vendor's manifest and signature, byte for byte.
+    for name in ["upmirror-manifest.json", "upmirror-manifest.json.minisig"] {
+        assert_eq!(fs::read(env.current().join(name)).unwrap(), fs::read(env.upstream.join(name)).unwrap(), "{name}");
+    }
+    // A site that trusts the vendor alone accepts the hub's snapshot.
+    let hub = env.nginx(&env.current(), "hub-nginx");
+    let site = env.dir.path().join("site");
+    let (url, root) = (hub.json_url(), site.to_str().unwrap());
+    let ca = env.pki.ca.to_str().unwrap();
+    let trust_vendor = ["--trusted-key", vendor_pub.to_str().unwrap()];
+    let out = env.run(&[&["sync", "--root", root, "--upstream", &url, "--ca-file", ca][..], &trust_vendor].concat());
+    assert_eq!(out.code, 0, "{out:?}");
+    let status: serde_json::Value =
+        serde_json::from_slice(&fs::read(site.join(".upmirror/status.json")).unwrap()).unwrap();
+    assert_eq!(status["signed_by"], vendor_id.as_str());
+
+    // A hub that carries a subset cannot keep the vendor's manifest: it signs its own.
+    let filtered = env.dir.path().join("filtered");
+    let out = env.run(&[
+        "sync",
+        "--root",
+        filtered.to_str().unwrap(),
+        "--upstream",
+        &vendor.url(),
+        "--ca-file",
+        env.pki.ca.to_str().unwrap(),
+        "--trusted-key",
+        vendor_pub.to_str().unwrap(),
+        "--exclude",
+        "pool/**",
+        "--signing-key",
+        hub_key.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let manifest = filtered.join("current/upmirror-manifest.json");
+    assert!(!fs::read_to_string(&manifest).unwrap().contains("pool/"));
+    let check = |key: &Path| Command::new("minisign").arg("-Vm").arg(&manifest).arg("-p").arg(key).output().unwrap();
+    assert!(check(&hub_pub).status.success(), "signed by the hub's key {hub_id}");
+    assert!(!check(&vendor_pub).status.success(), "not the vendor's signature any more");
+    let status: serde_json::Value =
+        serde_json::from_slice(&fs::read(filtered.join(".upmirror/status.json")).unwrap()).unwrap();
+    assert_eq!(status["snapshot_manifest"], "the mirror's own, signed with signing_key");
+    assert_eq!(env.last_status()["snapshot_manifest"], "the upstream's, with its signature");
+}
