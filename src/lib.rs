@@ -20,5 +20,6 @@ pub mod signature;
 pub mod snapshot;
 pub mod state;
 pub mod status;
+pub mod trace;
 pub mod upstream;
 pub mod verify;

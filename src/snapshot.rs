@@ -264,7 +264,7 @@ impl Locked<'_> {
         plan: &Plan,
         verified: Vec<Verified>,
         published: Option<&Published>,
-        (generated_at, describe): (SystemTime, Describe),
+        about: About,
     ) -> Result<String> {
         let id = self.new_id()?;
         let build = self.meta().join(format!("build-{id}"));
@@ -273,8 +273,11 @@ impl Locked<'_> {
             .mode(0o700)
             .create(&build)
             .with_context(|| format!("could not create {}", build.display()))?;
-        let filled = fill(&build, plan, verified, published, generated_at)
-            .and_then(|manifest| write_manifest(&build, manifest, describe));
+        let filled = fill(&build, plan, verified, published, about.generated_at).and_then(|manifest| {
+            let trace = crate::trace::extend(about.trace, &id, about.generated_at);
+            write_new(&build.join(crate::trace::TRACE_FILE), &crate::trace::render(&trace))?;
+            write_manifest(&build, manifest, about.manifest)
+        });
         let result = filled.and_then(|()| {
             fs::set_permissions(&build, fs::Permissions::from_mode(0o755))
                 .with_context(|| format!("could not open up {}", build.display()))?;
@@ -420,6 +423,21 @@ impl Locked<'_> {
 pub struct Relinked {
     pub mended: Vec<String>,
     pub failed: Vec<(String, anyhow::Error)>,
+}
+
+/// Whether `rel` is a file a snapshot writes about itself (its manifest and
+/// that manifest's signature), not one the manifest lists.
+pub fn describes_snapshot(rel: &str) -> bool {
+    rel == crate::trace::TRACE_FILE
+        || rel.strip_prefix(SNAPSHOT_MANIFEST).is_some_and(|rest| rest.is_empty() || rest == crate::signature::SUFFIX)
+}
+
+/// What a new snapshot says of itself: when its listing was generated, how
+/// its manifest is written, and the tiers the listing came down through.
+pub struct About<'a> {
+    pub generated_at: SystemTime,
+    pub manifest: Describe<'a>,
+    pub trace: Vec<crate::trace::Tier>,
 }
 
 /// How a new snapshot's manifest is written.

@@ -47,6 +47,9 @@ pub struct RunStatus {
     /// The trusted key whose signature the listing carried.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signed_by: Option<String>,
+    /// The tiers the published snapshot came down through, this one last.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trace: Vec<crate::trace::Tier>,
     /// Whose manifest the snapshot published by this run carries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_manifest: Option<String>,
@@ -224,12 +227,23 @@ fn metrics(history: &[RunStatus]) -> String {
     if let Some(last) = last {
         per_run_metrics(&mut text, last);
     }
+    if let Some(lag) = last.and_then(origin_lag) {
+        let help = "How far the published snapshot is behind its origin's listing, at the last run.";
+        let name = family(&mut text, "upmirror_origin_lag_seconds", "gauge", help);
+        let _ = writeln!(text, "{name} {lag}");
+    }
     if let Some(expiry) = last.and_then(|r| r.client_cert_expires.as_deref()).and_then(unix) {
         let help = "When the client certificate expires.";
         let name = family(&mut text, "upmirror_client_cert_expiry_timestamp_seconds", "gauge", help);
         let _ = writeln!(text, "{name} {expiry}");
     }
     text
+}
+
+/// Seconds from the origin's listing to the end of run `r`.
+fn origin_lag(r: &RunStatus) -> Option<u64> {
+    let origin = unix(&r.trace.first()?.origin_generated_at)?;
+    Some(unix(&r.finished)?.saturating_sub(origin))
 }
 
 /// The last run's duration, and each upstream's health and traffic.
@@ -286,6 +300,7 @@ fn page(recent: &[&RunStatus], success: Option<&RunStatus>) -> String {
     }
     if let Some(r) = recent.first() {
         last_run_section(&mut html, r);
+        trace_section(&mut html, r);
     }
     history_section(&mut html, recent);
     let _ = write!(
@@ -350,6 +365,29 @@ fn last_run_section(html: &mut String, r: &RunStatus) {
 }
 
 /// The recent runs, newest first.
+/// The tiers the published snapshot came down through, and the lag behind
+/// the origin.
+fn trace_section(html: &mut String, r: &RunStatus) {
+    let (Some(first), Some(lag)) = (r.trace.first(), origin_lag(r)) else { return };
+    let _ = writeln!(
+        html,
+        "<h2>Tiers</h2>\n<p>The origin generated its listing at <time datetime=\"{t}\">{t}</time>: \
+         {} behind it.</p>\n<table><tr><th>tier</th><th>snapshot</th><th>published</th></tr>",
+        human_duration(lag),
+        t = esc(&first.origin_generated_at),
+    );
+    for t in &r.trace {
+        let _ = writeln!(
+            html,
+            "<tr><td>{}</td><td><code>{}</code></td><td><time datetime=\"{p}\">{p}</time></td></tr>",
+            esc(&t.name),
+            esc(&t.snapshot),
+            p = esc(&t.published_at)
+        );
+    }
+    html.push_str("</table>\n");
+}
+
 fn history_section(html: &mut String, recent: &[&RunStatus]) {
     html.push_str("<h2>Recent runs</h2>\n<table><tr><th>finished</th><th>outcome</th><th>added</th><th>changed</th><th>removed</th><th>downloaded</th></tr>\n");
     for r in recent {

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use crate::manifest::{Entry, Manifest};
 use crate::scan::hash_file;
-use crate::snapshot::SNAPSHOT_MANIFEST;
+use crate::snapshot::describes_snapshot;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
@@ -72,7 +72,7 @@ pub fn check_tree(dir: &Path, manifest: &Manifest) -> Vec<Problem> {
             continue;
         }
         let rel = item.path().strip_prefix(dir).ok().and_then(Path::to_str).unwrap_or_default();
-        if rel != SNAPSHOT_MANIFEST && !listed.contains(rel) {
+        if !describes_snapshot(rel) && !listed.contains(rel) {
             problems.push(Problem::Extra(rel.to_owned()));
         }
     }

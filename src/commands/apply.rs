@@ -16,7 +16,7 @@ use crate::fetch::{Job, fetch_all};
 use crate::hooks;
 use crate::output::{Progress, Reporter, error_line};
 use crate::plan::Plan;
-use crate::snapshot::{Describe, Locked, Published, Store};
+use crate::snapshot::{About, Locked, Published, Store};
 use crate::state::State;
 use crate::status::{Kept, RunStatus, Sinks};
 use crate::upstream::Upstreams;
@@ -79,6 +79,9 @@ pub(super) fn recorded<T: Outcome>(
     });
     refresh_grace(&mut run);
     let mut status = run.status;
+    if let Some(id) = &status.snapshot {
+        status.trace = crate::trace::read(&store.root.join("snapshots").join(id));
+    }
     status.finished = now_rfc3339();
     match &result {
         Ok(done) => status.outcome = done.label().into(),
@@ -147,10 +150,8 @@ pub(super) struct Origin<'a> {
     pub first: usize,
     /// How the listing shows mtimes.
     pub dates: crate::upstream::Dates,
-    /// The listing's `generated_at`, recorded in the new snapshot's manifest.
-    pub generated_at: SystemTime,
-    /// How the new snapshot's manifest is written.
-    pub describe: Describe<'a>,
+    /// What the new snapshot says of itself.
+    pub about: About<'a>,
     pub rt: &'a tokio::runtime::Runtime,
     pub deadline: tokio::time::Instant,
     pub progress: Progress,
@@ -191,7 +192,7 @@ pub(super) fn apply(
     run.out.detail(format!("fetched {} files in {:.3} s", verified.len(), clock.elapsed().as_secs_f64()));
     failpoint("fetched");
     let clock = Instant::now();
-    let id = run.locked.build(plan, verified, base, (source.generated_at, source.describe))?;
+    let id = run.locked.build(plan, verified, base, source.about)?;
     run.out.detail(format!("built snapshot {id} in {:.3} s", clock.elapsed().as_secs_f64()));
     let env = hook_env(run, &id, plan)?;
     if let Some(command) = &run.cfg.hooks.pre_publish

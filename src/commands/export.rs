@@ -49,7 +49,7 @@ pub(super) fn export(cfg: &Config, to: &Path, since: Option<&str>, out: Reporter
         copy_file(&published.dir.join(e.path.as_str()), &to.join(e.path.as_str()))?;
     }
     let signature = format!("{SNAPSHOT_MANIFEST}{}", crate::signature::SUFFIX);
-    for name in [SNAPSHOT_MANIFEST, signature.as_str()] {
+    for name in [SNAPSHOT_MANIFEST, signature.as_str(), crate::trace::TRACE_FILE] {
         if published.dir.join(name).exists() {
             copy_file(&published.dir.join(name), &to.join(name))?;
         }

@@ -15,7 +15,7 @@ use crate::filter::Filter;
 use crate::manifest::Manifest;
 use crate::output::{Reporter, human_bytes};
 use crate::plan::{self, Plan, Summary};
-use crate::snapshot::{Describe, Published, SNAPSHOT_MANIFEST, Store};
+use crate::snapshot::{About, Describe, Published, SNAPSHOT_MANIFEST, Store, describes_snapshot};
 use crate::state::{Conditional, State};
 use crate::upstream::{ListOutcome, Listing, Previous, Source, Upstreams};
 
@@ -142,8 +142,7 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
         upstreams,
         first: listing.upstream,
         dates: listing.dates,
-        generated_at: listing.manifest.generated_at,
-        describe,
+        about: About { generated_at: listing.manifest.generated_at, manifest: describe, trace: listing.trace.clone() },
         rt: &rt,
         deadline,
         progress: out.progress(summary.added + summary.changed, summary.download_bytes),
@@ -361,9 +360,12 @@ fn accept(
         );
     }
     let files: Vec<_> =
-        listing.manifest.files.iter().filter(|e| e.path.as_str() != SNAPSHOT_MANIFEST).cloned().collect();
+        listing.manifest.files.iter().filter(|e| !describes_snapshot(e.path.as_str())).cloned().collect();
     if files.len() < listing.manifest.files.len() {
-        out.warn(format!("{} lists {SNAPSHOT_MANIFEST}, which each snapshot writes itself; not mirrored", listing.url));
+        out.warn(format!(
+            "{} lists {SNAPSHOT_MANIFEST} or its signature, which each snapshot writes itself; not mirrored",
+            listing.url
+        ));
     }
     let empty = Manifest { generated_at: UNIX_EPOCH, files: Vec::new() };
     let current = published.map_or(&empty, |p| &p.manifest);

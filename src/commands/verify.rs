@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::manifest::Entry;
 use crate::output::{Progress, Reporter, error_line};
 use crate::plan::Plan;
-use crate::snapshot::{Describe, Published, Store};
+use crate::snapshot::{About, Describe, Published, Store};
 use crate::upstream::Upstreams;
 use crate::verify::{Problem, check_tree};
 
@@ -82,10 +82,14 @@ fn repair_snapshot(run: &mut Run, published: &Published, problems: &[Problem]) -
         upstreams: &upstreams,
         first: 0,
         dates: crate::upstream::Dates::EXACT,
-        generated_at: m.generated_at,
-        describe: match &signed {
-            Some(signed) => Describe::AsSigned(signed),
-            None => Describe::Own(run.cfg.signing_key.as_deref()),
+        about: About {
+            generated_at: m.generated_at,
+            manifest: match &signed {
+                Some(signed) => Describe::AsSigned(signed),
+                None => Describe::Own(run.cfg.signing_key.as_deref()),
+            },
+            // The same tiers above this one; this tier appends itself again.
+            trace: crate::trace::read(&published.dir).into_iter().rev().skip(1).rev().collect(),
         },
         rt: &rt,
         deadline: tokio::time::Instant::now() + run.cfg.net.run_timeout,

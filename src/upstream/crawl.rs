@@ -87,6 +87,7 @@ pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_
         signed: None,
         dates: Dates { precision, offset },
         server,
+        trace: Vec::new(),
     })
 }
 

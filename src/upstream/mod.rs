@@ -102,6 +102,8 @@ pub struct Listing {
     pub signed_by: Option<String>,
     /// The manifest and its signature as they came, when it was signed.
     pub signed: Option<crate::signature::Signed>,
+    /// The tiers the listing came down through (none from the origin).
+    pub trace: Vec<crate::trace::Tier>,
     pub dates: Dates,
     /// The `Server` header of a crawled listing's top page.
     pub server: Option<String>,
@@ -399,6 +401,7 @@ impl Upstreams {
         };
         let signature = self.check_signature(upstream, url, &bytes).await?;
         let manifest = Manifest::parse(&bytes).map_err(anyhow::Error::msg)?;
+        let trace = self.fetch_trace(upstream).await;
         let identity = Digest(Sha256::digest(&bytes).into());
         Ok(ListOutcome::Fetched(Box::new(Listing {
             upstream,
@@ -411,6 +414,7 @@ impl Upstreams {
             signed: signature.map(|(_, signature)| crate::signature::Signed { manifest: bytes, signature }),
             dates: Dates::EXACT,
             server: None,
+            trace,
         })))
     }
 
@@ -464,6 +468,23 @@ impl Upstreams {
             tokio::time::sleep(backoff(self.net.retry_backoff, round, after)).await;
             round += 1;
         }
+    }
+
+    /// The trace of the tiers beside upstream `i`'s manifest; none when there
+    /// is none, or it cannot be read: it informs, it never fails a run.
+    async fn fetch_trace(&self, i: usize) -> Vec<crate::trace::Tier> {
+        use crate::trace::{MAX_TRACE_BYTES, TRACE_FILE};
+        let bytes = match self.bases[i].scheme() {
+            "file" => match file_path(&self.bases[i]) {
+                Ok(base) => read_local(&base, TRACE_FILE, MAX_TRACE_BYTES).await.ok(),
+                Err(_) => None,
+            },
+            _ => match self.bases[i].join(TRACE_FILE) {
+                Ok(url) => self.get_small(&url, MAX_TRACE_BYTES).await.ok().map(|(bytes, _)| bytes),
+                Err(_) => None,
+            },
+        };
+        bytes.and_then(|b| crate::trace::parse(&b)).unwrap_or_default()
     }
 
     /// With trusted keys, the manifest's detached signature must verify by

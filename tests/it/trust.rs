@@ -172,6 +172,8 @@ fn the_vendors_signature_travels_down_the_tiers_and_a_filtered_hub_signs_its_own
     let status: serde_json::Value =
         serde_json::from_slice(&fs::read(site.join(".upmirror/status.json")).unwrap()).unwrap();
     assert_eq!(status["signed_by"], vendor_id.as_str());
+    let out = env.run(&["verify", "--root", env.root.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "the signature is the snapshot's own, not an extra file: {out:?}");
 
     // A hub that carries a subset cannot keep the vendor's manifest: it signs its own.
     let filtered = env.dir.path().join("filtered");
@@ -200,4 +202,45 @@ fn the_vendors_signature_travels_down_the_tiers_and_a_filtered_hub_signs_its_own
         serde_json::from_slice(&fs::read(filtered.join(".upmirror/status.json")).unwrap()).unwrap();
     assert_eq!(status["snapshot_manifest"], "the mirror's own, signed with signing_key");
     assert_eq!(env.last_status()["snapshot_manifest"], "the upstream's, with its signature");
+}
+
+#[test]
+fn a_three_tier_chain_shows_each_tier_and_the_lag_behind_the_origin() {
+    let env = Env::with_sample_tree();
+    env.set_generated_at("2026-11-01T00:00:00Z");
+    let vendor = env.serve();
+    let ca = env.pki.ca.to_str().unwrap();
+    let sync = |root: &Path, url: &str, extra: &[&str]| {
+        let out = env.run(
+            &[&["sync", "--root", root.to_str().unwrap(), "--upstream", url, "--ca-file", ca][..], extra].concat(),
+        );
+        assert_eq!(out.code, 0, "{out:?}");
+    };
+    sync(&env.root, &vendor.url(), &[]);
+    let tier1 = env.nginx(&env.current(), "tier1");
+    let root2 = env.dir.path().join("tier2-root");
+    sync(&root2, &tier1.json_url(), &[]);
+    let tier2 = env.nginx(&root2.join("current"), "tier2");
+    let (root3, metrics) = (env.dir.path().join("tier3-root"), env.dir.path().join("tier3.prom"));
+    sync(&root3, &tier2.json_url(), &["--metrics-file", metrics.to_str().unwrap()]);
+
+    let status: serde_json::Value =
+        serde_json::from_slice(&fs::read(root3.join(".upmirror/status.json")).unwrap()).unwrap();
+    let trace = status["trace"].as_array().unwrap();
+    let ids: Vec<String> = [&env.root, &root2, &root3]
+        .iter()
+        .map(|r| fs::read_link(r.join("current")).unwrap().file_name().unwrap().to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(trace.iter().map(|t| t["snapshot"].as_str().unwrap()).collect::<Vec<_>>(), ids);
+    assert!(trace.iter().all(|t| t["origin_generated_at"] == "2026-11-01T00:00:00Z"), "{trace:?}");
+    let text = fs::read_to_string(&metrics).unwrap();
+    let lag: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("upmirror_origin_lag_seconds "))
+        .expect("the origin lag metric")
+        .parse()
+        .unwrap();
+    assert!(lag >= 30 * 86_400, "a month behind the origin: {lag}");
+    let page = fs::read_to_string(root3.join("public/index.html")).unwrap();
+    assert!(page.contains("<h2>Tiers</h2>") && page.contains(&ids[0]), "{page}");
 }

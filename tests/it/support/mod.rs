@@ -266,13 +266,17 @@ impl Env {
     }
 }
 
-/// Every regular file below `dir`: relative path → (bytes, mtime).
+/// Every regular file below `dir` (but a snapshot's trace of the tiers):
+/// relative path → (bytes, mtime).
 pub fn files(dir: &Path) -> BTreeMap<String, (Vec<u8>, i64)> {
     let mut out = BTreeMap::new();
     for e in walkdir::WalkDir::new(dir).follow_links(false).min_depth(1) {
         let e = e.unwrap();
         if e.file_type().is_file() {
             let rel = e.path().strip_prefix(dir).unwrap().to_str().unwrap().to_owned();
+            if rel == "upmirror-trace.json" {
+                continue; // each tier's own record of the chain (tests/it/trust.rs checks it)
+            }
             out.insert(rel, (std::fs::read(e.path()).unwrap(), e.metadata().unwrap().mtime()));
         }
     }

@@ -169,9 +169,10 @@ impl Server {
         self.shared.log.lock().unwrap().clear();
     }
 
-    /// Requests for anything but the manifest.
+    /// Requests for anything but the manifest and the trace of the tiers.
     pub fn file_requests(&self) -> Vec<Request> {
-        self.log().into_iter().filter(|r| !r.path.ends_with("upmirror-manifest.json")).collect()
+        let listing = |path: &str| path.ends_with("upmirror-manifest.json") || path.ends_with("upmirror-trace.json");
+        self.log().into_iter().filter(|r| !listing(&r.path)).collect()
     }
 }
 
