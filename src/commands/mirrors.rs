@@ -51,6 +51,9 @@ fn mirrors_table(probes: &[Probe]) -> String {
         if let Some(e) = &p.error {
             notes.push(format!("{}: {e}", p.url));
         }
+        if let Some(proxy) = &p.proxy {
+            notes.push(format!("{}: through the proxy {proxy}", p.url));
+        }
         if let Some(zone) = &p.listing_time_zone {
             notes.push(format!("{}: the listing shows local time {zone}; its dates are set back to UTC", p.url));
         }

@@ -139,6 +139,8 @@ pub struct Probe {
     pub server: Option<String>,
     /// The time zone a directory listing shows, when not UTC.
     pub listing_time_zone: Option<String>,
+    /// The proxy requests go through (without credentials).
+    pub proxy: Option<String>,
     /// Seconds since `generated_at`, or since the newest mtime of the top listing.
     pub age_secs: Option<i64>,
     /// Files in the manifest (a crawl is not run to count them).
@@ -176,6 +178,8 @@ pub struct Upstreams {
     manifest_name: String,
     listing: ListingKind,
     concurrency: usize,
+    /// The proxy requests go through, as `scheme://host:port`.
+    proxy: Option<String>,
     /// What the mirror carries: a crawl lists nothing else.
     filter: crate::filter::Filter,
     /// What server certificates are checked against, for reports.
@@ -211,6 +215,7 @@ impl Upstreams {
             listing: cfg.listing,
             concurrency: cfg.concurrency,
             filter: cfg.filter.clone(),
+            proxy: proxy_label(cfg),
             trust: cfg.tls.ca_file.as_ref().map_or("system roots".to_owned(), |f| format!("pinned {}", f.display())),
             has_client_cert: cfg.tls.client_cert.is_some(),
             net: cfg.net.clone(),
@@ -292,9 +297,10 @@ impl Upstreams {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let https = self.bases[i].scheme() == "https";
         let mut probe = Probe { url: self.bases[i].to_string(), usable: result.is_ok(), ..Probe::default() };
+        probe.proxy = self.proxy.clone().filter(|_| !self.bases[i].scheme().eq("file"));
         match result {
             Ok(listed) => {
-                probe = Probe { url: probe.url, usable: true, ..listed };
+                probe = Probe { url: probe.url, usable: true, proxy: probe.proxy, ..listed };
                 probe.latency_ms = Some(latency_ms);
                 probe.age_secs = probe.age_secs.map(|t| now - t);
                 probe.tls = https.then(|| format!("verified, {}", self.trust));
@@ -418,6 +424,19 @@ impl Upstreams {
         })))
     }
 
+    /// Send a request; a connection that fails through a proxy names the
+    /// proxy (never its credentials).
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        req.send().await.map_err(|e| {
+            let e = describe(e);
+            let connect = e.downcast_ref::<Transport>().is_some_and(|t| t.kind == TransportKind::Connect);
+            match &self.proxy {
+                Some(proxy) if connect => e.context(format!("through the proxy {proxy}")),
+                _ => e,
+            }
+        })
+    }
+
     /// A place among the requests in flight to `url`'s host, held until
     /// the answer is read whole.
     async fn slot(&self, url: &Url) -> Option<OwnedSemaphorePermit> {
@@ -437,7 +456,7 @@ impl Upstreams {
                 req = req.header(IF_MODIFIED_SINCE, lm);
             }
         }
-        let resp = send(req).await?;
+        let resp = self.send(req).await?;
         if resp.status() == StatusCode::NOT_MODIFIED && known.is_some() {
             return Ok(None);
         }
@@ -551,7 +570,7 @@ impl Upstreams {
                 req = req.header(IF_RANGE, v);
             }
         }
-        let resp = check_status(send(req).await?)?;
+        let resp = check_status(self.send(req).await?)?;
         let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let range_start = if resp.status() == StatusCode::PARTIAL_CONTENT {
             let start = header(CONTENT_RANGE).and_then(|r| r.strip_prefix("bytes ")?.split('-').next()?.parse().ok());
@@ -573,7 +592,7 @@ impl Upstreams {
         self.retrying(|| async {
             let _slot = self.slot(url).await;
             let req = self.client.get(url.clone()).header(ACCEPT, "application/json, text/html;q=0.9, */*;q=0.8");
-            let resp = check_status(send(req).await?)?;
+            let resp = check_status(self.send(req).await?)?;
             let server =
                 resp.headers().get(SERVER).map(|v| crate::output::quote(&String::from_utf8_lossy(v.as_bytes()), 80));
             Ok((self.read_capped(resp, cap).await?, server))
@@ -604,9 +623,9 @@ impl Upstreams {
     pub(super) async fn head(&self, url: &Url) -> Result<(u64, Option<i64>)> {
         self.retrying(|| async {
             let _slot = self.slot(url).await;
-            let mut resp = check_status(send(self.client.head(url.clone())).await?)?;
+            let mut resp = check_status(self.send(self.client.head(url.clone())).await?)?;
             if !resp.headers().contains_key(CONTENT_LENGTH) {
-                resp = check_status(send(self.client.get(url.clone())).await?)?;
+                resp = check_status(self.send(self.client.get(url.clone())).await?)?;
             }
             let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
             let len = header(CONTENT_LENGTH).and_then(|v| v.parse().ok());
@@ -711,10 +730,6 @@ fn build_client(cfg: &Config) -> Result<Client> {
         builder = builder.identity(id);
     }
     builder.build().map_err(|e| anyhow!("could not build the HTTPS client: {}", describe(e)))
-}
-
-async fn send(req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-    req.send().await.map_err(describe)
 }
 
 /// Map a non-success status to an error that says what it likely means.
@@ -844,6 +859,20 @@ async fn read_local(base: &std::path::Path, name: &str, cap: u64) -> Result<Vec<
         Ok(out)
     };
     tokio::task::spawn_blocking(read).await.map_err(|e| anyhow!("read task failed: {e}"))?
+}
+
+/// The proxy in use, without credentials: the configured one, else the
+/// environment's (`NO_PROXY` may still exempt a host from it).
+fn proxy_label(cfg: &Config) -> Option<String> {
+    let from_env = || {
+        let var =
+            ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"].iter().find_map(|v| std::env::var(v).ok())?;
+        Url::parse(&var).ok()
+    };
+    let url = cfg.proxy.clone().or_else(from_env)?;
+    let exempt = std::env::var("NO_PROXY").or_else(|_| std::env::var("no_proxy")).is_ok_and(|v| !v.is_empty());
+    let caveat = if exempt { " (unless NO_PROXY exempts the host)" } else { "" };
+    Some(format!("{}://{}:{}{caveat}", url.scheme(), url.host_str()?, url.port_or_known_default()?))
 }
 
 /// What requests to one host share: scheme, host and port.

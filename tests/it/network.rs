@@ -288,6 +288,31 @@ fn every_request_goes_through_the_company_proxy_unless_no_proxy_exempts_the_host
     let out = env.sync(&server.url(), &["--proxy", &dead, "--retries", "0", "--connect-timeout", "2s"]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(!out.stderr.contains("secret"), "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("through the proxy {}", &dead.replace("user:secret@", ""))), "{}", out.stderr);
+}
+
+#[test]
+fn a_proxy_that_wants_credentials_refuses_without_them_and_passes_with_them() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    let proxy = crate::support::proxy::Proxy::start_with(&env.dir.path().join("proxy"), Some(("alice", "s3cret")));
+    let out = env.sync(&server.url(), &["--proxy", &proxy.url(), "--retries", "0"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let said = format!("through the proxy {}", proxy.url());
+    assert!(out.stderr.contains(&said) && out.stderr.contains("proxy authorization required"), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "one line: {}", out.stderr);
+    assert!(!env.current().exists());
+
+    let with_credentials = proxy.url().replace("http://", "http://alice:s3cret@");
+    let out = env.sync(&server.url(), &["--proxy", &with_credentials]);
+    assert_eq!(out.code, 0, "{out:?}");
+    env.assert_mirrors_upstream();
+    let status = std::fs::read_to_string(env.root.join(".upmirror/status.json")).unwrap();
+    assert!(!out.stderr.contains("s3cret") && !status.contains("s3cret"), "credentials never show");
+    let ca = env.pki.ca.to_str().unwrap();
+    let probe = env.run(&["mirrors", "--upstream", &server.url(), "--ca-file", ca, "--proxy", &with_credentials]);
+    assert_eq!(probe.code, 0, "{probe:?}");
+    assert!(probe.stdout.contains(&said) && !probe.stdout.contains("s3cret"), "{}", probe.stdout);
 }
 
 #[test]

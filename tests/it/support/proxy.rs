@@ -16,12 +16,18 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start(dir: &Path) -> Proxy {
+        Proxy::start_with(dir, None)
+    }
+
+    /// A proxy that answers 407 unless given these Basic credentials.
+    pub fn start_with(dir: &Path, auth: Option<(&str, &str)>) -> Proxy {
         let port = free_port();
         std::fs::create_dir_all(dir).unwrap();
         let (conf, log) = (dir.join("tinyproxy.conf"), dir.join("tinyproxy.log"));
         let settings = format!(
-            "Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 50\nAllow 127.0.0.1\nLogLevel Connect\nLogFile \"{}\"\n",
-            log.display()
+            "Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 50\nAllow 127.0.0.1\nLogLevel Connect\nLogFile \"{}\"\n{}",
+            log.display(),
+            auth.map(|(user, password)| format!("BasicAuth {user} {password}\n")).unwrap_or_default()
         );
         std::fs::write(&conf, settings).unwrap();
         let child = Command::new("tinyproxy")
