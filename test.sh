@@ -15,6 +15,8 @@ for pair in nginx:nginx chromium:chromium openssl:openssl python3:python3 \
             apache2:apache2 lighttpd:lighttpd caddy:caddy rclone:rclone webfsd:webfs; do
   have "${pair%%:*}" || need+=("${pair##*:}")
 done
+# lighttpd's TLS is a module of its own package.
+[ -e /usr/lib/lighttpd/mod_openssl.so ] || need+=(lighttpd-mod-openssl)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: missing ${need[*]}; run as root, or: apt-get install ${need[*]}" >&2

@@ -230,6 +230,9 @@ pub struct PlanArgs {
     /// Free space kept beyond the bytes to download (e.g. 1GiB) [default: 64MiB].
     #[arg(long, env = "UPMIRROR_FREE_SPACE_MARGIN", value_name = "SIZE")]
     pub free_space_margin: Option<String>,
+    /// Partial downloads kept for resuming at most this size in all, the oldest dropped first [default: no limit].
+    #[arg(long, env = "UPMIRROR_MAX_PARTIAL_SIZE", value_name = "SIZE")]
+    pub max_partial_size: Option<String>,
     /// Trust an upstream's validators (ETag, Last-Modified) at most this long [default: 24h].
     #[arg(long, env = "UPMIRROR_RECHECK_AFTER", value_name = "DURATION")]
     pub recheck_after: Option<String>,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use crate::cli::{GlobalArgs, Keys, ListingKind, PublishArgs, UpstreamArgs};
+use crate::cli::{GlobalArgs, Keys, ListingKind, PlanArgs, PublishArgs, UpstreamArgs};
 use crate::filter::Filter;
 
 pub const DEFAULT_CONFIG: &str = "/etc/upmirror/upmirror.toml";
@@ -35,6 +35,7 @@ pub struct FileConfig {
     pub concurrency: Option<usize>,
     pub max_connections_per_host: Option<usize>,
     pub free_space_margin: Option<String>,
+    pub max_partial_size: Option<String>,
     pub metrics_file: Option<PathBuf>,
     pub signing_key: Option<PathBuf>,
     pub http2: Option<bool>,
@@ -106,6 +107,8 @@ pub struct Config {
     pub max_connections_per_host: usize,
     /// Bytes kept free beyond what a run downloads.
     pub free_space_margin: u64,
+    /// Partial downloads kept for resuming at most this size in all.
+    pub max_partial_size: Option<u64>,
     /// A Prometheus textfile written after every run.
     pub metrics_file: Option<PathBuf>,
     /// The mirror's own minisign key, for a manifest it writes itself.
@@ -140,6 +143,8 @@ impl Config {
         };
         let upstreams = list(&keys.upstream.upstreams, &file.upstreams);
         let allow_plain_http = keys.upstream.allow_plain_http.or(file.allow_plain_http).unwrap_or(false);
+        let (free_space_margin, max_partial_size) = resolve_sizes(&keys.plan, &file)?;
+        let up = &keys.upstream;
         let config = Config {
             root: expand(keys.root.root.clone().or(file.root.clone()))?,
             upstreams: upstreams.iter().map(|u| parse_upstream(u, allow_plain_http)).collect::<Result<_, _>>()?,
@@ -159,17 +164,9 @@ impl Config {
             allow_plain_http,
             max_delete_percent: keys.plan.max_delete_percent.or(file.max_delete_percent).unwrap_or(10.0),
             concurrency: keys.upstream.concurrency.or(file.concurrency).unwrap_or(16),
-            max_connections_per_host: keys
-                .upstream
-                .max_connections_per_host
-                .or(file.max_connections_per_host)
-                .unwrap_or(16),
-            free_space_margin: bytes(
-                "free_space_margin",
-                keys.plan.free_space_margin.clone().or(file.free_space_margin.clone()),
-                true,
-            )?
-            .unwrap_or(64 << 20),
+            max_connections_per_host: up.max_connections_per_host.or(file.max_connections_per_host).unwrap_or(16),
+            free_space_margin,
+            max_partial_size,
             metrics_file: expand(keys.publish.metrics_file.clone().or(file.metrics_file.clone()))?,
             signing_key: expand(keys.publish.signing_key.clone().or(file.signing_key.clone()))?,
             http2: keys.upstream.http2.or(file.http2).unwrap_or(false),
@@ -232,6 +229,13 @@ impl Config {
 }
 
 /// The publish hooks and their time limit.
+/// `free_space_margin` (default 64 MiB) and `max_partial_size` (no default).
+fn resolve_sizes(args: &PlanArgs, file: &FileConfig) -> Result<(u64, Option<u64>), ConfigError> {
+    let margin = bytes("free_space_margin", args.free_space_margin.clone().or(file.free_space_margin.clone()), true)?;
+    let partial = bytes("max_partial_size", args.max_partial_size.clone().or(file.max_partial_size.clone()), true)?;
+    Ok((margin.unwrap_or(64 << 20), partial))
+}
+
 fn resolve_hooks(args: &PublishArgs, file: &FileConfig) -> Result<Hooks, ConfigError> {
     Ok(Hooks {
         pre_publish: args.pre_publish.clone().or(file.pre_publish.clone()),

@@ -492,24 +492,38 @@ fn staging_name(e: &Entry) -> String {
     hex::encode(&Sha256::digest(e.identity_line().as_bytes())[..16])
 }
 
-/// Remove every staged file that none of `wanted` will resume: what a failed
-/// run left for a listing that has since changed. Returns the bytes freed.
-/// Without this, an upstream that fails each run differently grows staging
-/// until the free-space guard refuses every run.
-pub fn reclaim_staging<'a>(staging: &Path, wanted: impl Iterator<Item = &'a Entry>) -> Result<u64> {
+/// Remove from `staging` what the plan no longer needs — any file but the
+/// partial downloads of `wanted` — and then, past `cap` bytes, the oldest of
+/// those too (they start over). Returns the bytes freed. Without this, an
+/// upstream that fails each run differently grows staging until the
+/// free-space guard refuses every run.
+pub fn reclaim_staging<'a>(staging: &Path, wanted: impl Iterator<Item = &'a Entry>, cap: Option<u64>) -> Result<u64> {
     let keep: std::collections::HashSet<String> = wanted.map(staging_name).collect();
-    let mut freed = 0;
+    let (mut freed, mut kept) = (0, Vec::new());
     let shards = crate::disk::read_dir(staging)?.into_iter().filter(|d| d.file_type().is_ok_and(|t| t.is_dir()));
     for shard in shards {
         for file in crate::disk::read_dir(&shard.path())? {
             let name = file.file_name().to_string_lossy().into_owned();
+            let meta = file.metadata().ok();
+            let len = meta.as_ref().map_or(0, |m| m.len());
             if keep.contains(name.strip_suffix(".validator").unwrap_or(&name)) {
+                let modified = meta.and_then(|m| m.modified().ok()).unwrap_or(std::time::UNIX_EPOCH);
+                kept.push((modified, len, file.path()));
                 continue;
             }
-            let len = file.metadata().map_or(0, |m| m.len());
             crate::disk::remove_if_exists(&file.path())?;
             freed += len;
         }
+    }
+    let Some(cap) = cap else { return Ok(freed) };
+    kept.sort();
+    let mut total: u64 = kept.iter().map(|(_, len, _)| len).sum();
+    for (_, len, path) in kept {
+        if total <= cap {
+            break;
+        }
+        crate::disk::remove_if_exists(&path)?;
+        (total, freed) = (total - len, freed + len);
     }
     Ok(freed)
 }

@@ -119,9 +119,9 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
     }
     let plan = accept(args, &state, published.as_ref(), &listing, &cfg.filter, out)?;
     check_carried(&state, published.as_ref(), &listing, &plan)?;
-    let freed = reclaim_staging(&run.locked.partial_dir(), plan.downloads())?;
+    let freed = reclaim_staging(&run.locked.partial_dir(), plan.downloads(), cfg.max_partial_size)?;
     if freed > 0 {
-        out.detail(format!("removed {} of partial downloads this listing no longer needs", human_bytes(freed)));
+        out.detail(format!("removed {} of partial downloads (unneeded, or past max_partial_size)", human_bytes(freed)));
     }
     check_plan(cfg, args, &plan, published_count(published.as_ref()), &run.locked.root)?;
     if let Some(file) = &args.plan {

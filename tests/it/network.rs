@@ -55,6 +55,28 @@ fn a_failed_run_keeps_its_partial_file_and_the_next_run_resumes_it() {
     assert_eq!(left, 0, "staging is empty after a publish");
 }
 
+#[test]
+fn partial_downloads_past_max_partial_size_start_over() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    env.write("releases/11.2/core.zip", &pseudo_random(300_000, 77));
+    env.make_manifest();
+    server.fault(BIG, Fault::ResetAfter(120_000));
+    assert_eq!(env.sync(&server.url(), &["--retries", "0"]).code, 1);
+    assert_eq!(largest_staged(&env), Some(120_000));
+
+    server.clear_faults();
+    server.clear_log();
+    let out = env.sync(&server.url(), &["--max-partial-size", "64KiB", "-v"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let reqs = server.requests_for(BIG);
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].headers.get("range"), None, "the partial file past the cap was dropped: {reqs:?}");
+    assert!(out.stderr.contains("removed 117.2 KiB of partial downloads"), "{}", out.stderr);
+    env.assert_mirrors_upstream();
+}
+
 /// The size of the largest file in staging.
 fn largest_staged(env: &Env) -> Option<u64> {
     crate::support::files(&env.root.join(".upmirror/partial")).values().map(|(bytes, _)| bytes.len() as u64).max()
