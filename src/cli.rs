@@ -302,7 +302,7 @@ pub struct UpstreamArgs {
     /// [default: HTTPS_PROXY / NO_PROXY from the environment].
     #[arg(long, env = "UPMIRROR_PROXY", value_name = "URL")]
     pub proxy: Option<String>,
-    /// Cap on download speed, shared by all transfers (e.g. 20MiB/s) [default: none].
+    /// Cap on download speed, shared by all transfers (20MiB/s), or a local-time timetable ("08:00,4MiB/s 18:00,off") [default: none].
     #[arg(long, env = "UPMIRROR_BANDWIDTH_LIMIT", value_name = "RATE")]
     pub bandwidth_limit: Option<String>,
 }

@@ -71,8 +71,8 @@ pub struct Net {
     /// … for this long.
     pub low_speed_time: Duration,
     pub run_timeout: Duration,
-    /// Bytes per second for all transfers together.
-    pub bandwidth_limit: Option<u64>,
+    /// Bytes per second for all transfers together, by local time.
+    pub bandwidth_limit: Option<crate::bandwidth::Schedule>,
 }
 
 /// Commands run around a publish (see `hooks`).
@@ -257,7 +257,16 @@ fn resolve_net(args: &UpstreamArgs, file: &FileConfig) -> Result<Net, ConfigErro
             .unwrap_or(1024),
         low_speed_time: duration("low_speed_time", pick(&args.low_speed_time, &file.low_speed_time), "60s")?,
         run_timeout: duration("run_timeout", pick(&args.run_timeout, &file.run_timeout), "12h")?,
-        bandwidth_limit: bytes("bandwidth_limit", pick(&args.bandwidth_limit, &file.bandwidth_limit), false)?,
+        bandwidth_limit: pick(&args.bandwidth_limit, &file.bandwidth_limit).map(|t| bandwidth(&t)).transpose()?,
+    })
+}
+
+/// A rate or a timetable of rates (see `bandwidth`).
+fn bandwidth(text: &str) -> Result<crate::bandwidth::Schedule, ConfigError> {
+    let rate =
+        |r: &str| bytes("bandwidth_limit", Some(r.to_owned()), false).map(Option::unwrap_or_default).map_err(|e| e.0);
+    crate::bandwidth::Schedule::parse(text, rate).map_err(|e| {
+        ConfigError(format!("bandwidth_limit \"{text}\": {e} (a rate like 20MiB/s, or \"08:00,4MiB/s 18:00,off\")"))
     })
 }
 

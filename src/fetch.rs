@@ -164,7 +164,7 @@ pub async fn fetch_all(up: &Upstreams, entries: Vec<Entry>, job: Job<'_>) -> Res
         dates: job.dates,
         staging: staging.to_path_buf(),
         net: job.net.clone(),
-        limiter: job.net.bandwidth_limit.map(Limiter::new),
+        limiter: job.net.bandwidth_limit.clone().map(Limiter::new),
         progress: job.progress,
     });
     // Each download is a task of its own, so hashing and writing spread over
@@ -530,20 +530,22 @@ pub fn reclaim_staging<'a>(staging: &Path, wanted: impl Iterator<Item = &'a Entr
 
 /// A pace shared by all transfers: each chunk waits for its slot.
 struct Limiter {
-    bytes_per_sec: f64,
+    schedule: crate::bandwidth::Schedule,
     next: Mutex<Instant>,
 }
 
 impl Limiter {
-    fn new(bytes_per_sec: u64) -> Limiter {
-        Limiter { bytes_per_sec: bytes_per_sec as f64, next: Mutex::new(Instant::now()) }
+    fn new(schedule: crate::bandwidth::Schedule) -> Limiter {
+        Limiter { schedule, next: Mutex::new(Instant::now()) }
     }
 
+    /// Wait for `n` bytes' turn at the rate the timetable gives now.
     async fn take(&self, n: usize) {
+        let Some(rate) = self.schedule.rate_now() else { return };
         let at = {
             let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
             let start = (*next).max(Instant::now());
-            *next = start + Duration::from_secs_f64(n as f64 / self.bytes_per_sec);
+            *next = start + Duration::from_secs_f64(n as f64 / rate as f64);
             start
         };
         tokio::time::sleep_until(at.into()).await;

@@ -2,6 +2,7 @@
 //! the stages fit together.
 #![forbid(unsafe_code)]
 
+pub mod bandwidth;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -215,19 +215,25 @@ fn the_run_deadline_ends_a_hung_run() {
 
 #[test]
 fn the_bandwidth_limit_holds_over_a_multi_second_transfer() {
-    let env = Env::new();
-    env.write("a.bin", &pseudo_random(2 << 20, 1));
-    env.write("b.bin", &pseudo_random(1 << 20, 2));
-    env.make_manifest();
-    let server = env.serve();
-    let start = Instant::now();
-    let out = env.sync(&server.url(), &["--bandwidth-limit", "1MiB/s"]);
-    let took = start.elapsed();
-    assert_eq!(out.code, 0, "{out:?}");
-    // 3 MiB at 1 MiB/s, shared by both transfers: at least 2.7 s (10% under).
-    assert!(took >= Duration::from_millis(2700), "3 MiB took only {took:?}");
-    assert!(took < Duration::from_secs(9), "3 MiB took {took:?}");
-    env.assert_mirrors_upstream();
+    // A plain rate, and a timetable whose every-day entry covers the run.
+    for limit in ["1MiB/s", "00:00,1MiB/s"] {
+        let env = Env::new();
+        env.write("a.bin", &pseudo_random(2 << 20, 1));
+        env.write("b.bin", &pseudo_random(1 << 20, 2));
+        env.make_manifest();
+        let server = env.serve();
+        let start = Instant::now();
+        let out = env.sync(&server.url(), &["--bandwidth-limit", limit]);
+        let took = start.elapsed();
+        assert_eq!(out.code, 0, "{out:?}");
+        // 3 MiB at 1 MiB/s, shared by both transfers: at least 2.7 s (10% under).
+        assert!(took >= Duration::from_millis(2700), "{limit}: 3 MiB took only {took:?}");
+        assert!(took < Duration::from_secs(9), "{limit}: 3 MiB took {took:?}");
+        env.assert_mirrors_upstream();
+    }
+    let out = Env::new().run(&["sync", "--root", "/tmp/x", "--upstream", "https://h/", "--bandwidth-limit", "8:00"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("bandwidth_limit \"8:00\""), "{}", out.stderr);
 }
 
 #[test]
