@@ -48,7 +48,10 @@ pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_
     if base.scheme() == "file" {
         bail!("{base}: a file:// upstream needs a manifest (write one with `upmirror manifest DIR`)");
     }
-    let mut crawl = Crawl { frontier: vec![String::new()], ..Crawl::default() };
+    // The crawl's time is when it began: a file rewritten while it ran is
+    // then racy for the next run (see `settle_one`).
+    let started = SystemTime::now();
+    let mut crawl = Crawl { frontier: vec![String::new()], precision: 1, ..Crawl::default() };
     for depth in 0.. {
         if crawl.frontier.is_empty() {
             break;
@@ -75,7 +78,7 @@ pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_
     }
     let digests = fetch_sums(up, i, &found, bytes).await?;
     let files = settle(up, i, found, previous, digests, precision).await?;
-    let manifest = Manifest::new(SystemTime::now(), files).map_err(|e| anyhow!("{base}: {e}"))?;
+    let manifest = Manifest::new(started, files).map_err(|e| anyhow!("{base}: {e}"))?;
     Ok(Listing {
         upstream: i,
         url: base.clone(),
@@ -174,9 +177,9 @@ async fn find_offset(
     Ok(if clean { offset } else { 0 })
 }
 
-/// The format of the top listing, the newest mtime in it, its time-zone
-/// offset and the server's name.
-pub(super) async fn probe_top(up: &Upstreams, i: usize) -> Result<(Source, i64, Dates, Option<String>)> {
+/// The format of the top listing, the newest mtime in it (if it shows
+/// dates), its dates and the server's name.
+pub(super) async fn probe_top(up: &Upstreams, i: usize) -> Result<(Source, Option<i64>, Dates, Option<String>)> {
     let base = &up.bases[i];
     if base.scheme() == "file" {
         bail!("{base}: no manifest");
@@ -189,7 +192,7 @@ pub(super) async fn probe_top(up: &Upstreams, i: usize) -> Result<(Source, i64, 
         .filter_map(|item| Some(Found { path: RelPath::parse(&item.name).ok()?, size: item.size, mtime: item.mtime }))
         .collect();
     let offset = find_offset(up, i, &found, page.precision, None).await?;
-    let newest = found.iter().filter_map(|f| f.mtime).max().map_or(0, |t| t - offset);
+    let newest = found.iter().filter_map(|f| f.mtime).max().map(|t| t - offset);
     Ok((page.source, newest, Dates { precision: page.precision, offset }, page.server))
 }
 

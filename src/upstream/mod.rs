@@ -96,7 +96,7 @@ pub struct Listing {
     /// sha256 of the manifest bytes, or of the normalised crawled listing.
     pub identity: Digest,
     pub validators: Validators,
-    /// For a crawl, `generated_at` is the time of the crawl.
+    /// For a crawl, `generated_at` is when the crawl began.
     pub manifest: Manifest,
     /// The id of the trusted key whose signature the manifest carries.
     pub signed_by: Option<String>,
@@ -335,7 +335,7 @@ impl Upstreams {
             Err(e) if self.listing != ListingKind::Manifest && is_not_found(&e) => {
                 let (source, newest, dates, server) = crawl::probe_top(self, i).await?;
                 probe.listing = Some(source.label());
-                probe.age_secs = Some(newest);
+                probe.age_secs = newest;
                 probe.listing_time_zone = (dates.offset != 0).then(|| dates.zone());
                 probe.server = server;
             }
