@@ -5,6 +5,7 @@
 
 mod autoindex;
 mod crawl;
+mod hosts;
 mod pace;
 mod retry;
 
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
+use hosts::{HostLimit, Place};
 use reqwest::header::{
     ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE,
     SERVER,
@@ -21,7 +23,6 @@ use reqwest::{Certificate, Client, Identity, StatusCode};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncReadExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use url::Url;
 
 use crate::cli::ListingKind;
@@ -190,8 +191,9 @@ pub struct Upstreams {
     client: Client,
     /// Retry rounds left for the whole run, shared by every request.
     pub budget: Budget,
-    /// Requests in flight to each upstream host (`max_connections_per_host`).
-    hosts: std::sync::Arc<std::collections::HashMap<String, std::sync::Arc<Semaphore>>>,
+    /// Requests in flight to each upstream host (`max_connections_per_host`,
+    /// fewer while the host says it is overrun).
+    hosts: std::sync::Arc<std::collections::HashMap<String, std::sync::Arc<HostLimit>>>,
     /// What this run saw of each upstream: used, and its first error.
     health: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
 }
@@ -223,10 +225,7 @@ impl Upstreams {
             client: build_client(cfg)?,
             budget: Budget::new(MIN_RETRY_BUDGET),
             hosts: std::sync::Arc::new(
-                cfg.upstreams
-                    .iter()
-                    .map(|url| (host_key(url), std::sync::Arc::new(Semaphore::new(cfg.max_connections_per_host))))
-                    .collect(),
+                cfg.upstreams.iter().map(|url| (host_key(url), HostLimit::new(cfg.max_connections_per_host))).collect(),
             ),
             health: std::sync::Arc::new(std::sync::Mutex::new(vec![(false, None, 0); cfg.upstreams.len()])),
         })
@@ -427,20 +426,28 @@ impl Upstreams {
     /// Send a request; a connection that fails through a proxy names the
     /// proxy (never its credentials).
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        req.send().await.map_err(|e| {
+        let resp = req.send().await.map_err(|e| {
             let e = describe(e);
             let connect = e.downcast_ref::<Transport>().is_some_and(|t| t.kind == TransportKind::Connect);
             match &self.proxy {
                 Some(proxy) if connect => e.context(format!("through the proxy {proxy}")),
                 _ => e,
             }
-        })
+        })?;
+        if let Some(host) = self.hosts.get(&host_key(resp.url())) {
+            match resp.status().as_u16() {
+                429 | 503 => host.overrun(),
+                _ if resp.status().is_success() => host.calm(),
+                _ => {}
+            }
+        }
+        Ok(resp)
     }
 
     /// A place among the requests in flight to `url`'s host, held until
     /// the answer is read whole.
-    async fn slot(&self, url: &Url) -> Option<OwnedSemaphorePermit> {
-        self.hosts.get(&host_key(url))?.clone().acquire_owned().await.ok()
+    async fn slot(&self, url: &Url) -> Option<Place> {
+        Some(self.hosts.get(&host_key(url))?.place().await)
     }
 
     /// The manifest's bytes and validators, or `None` when the upstream
@@ -657,7 +664,7 @@ enum BodyKind {
     /// A response, and its place among the requests to its host.
     Http {
         resp: reqwest::Response,
-        _slot: Option<OwnedSemaphorePermit>,
+        _slot: Option<Place>,
     },
     File(tokio::fs::File),
 }
