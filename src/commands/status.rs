@@ -88,6 +88,15 @@ fn print_status(
     if let Some(expires) = last.and_then(|r| r.client_cert_expires.as_deref()) {
         println!("client cert expires {expires}");
     }
+    if let Some(trace) = last.map(|r| &r.trace).filter(|t| t.len() > 1) {
+        let chain: Vec<String> = trace.iter().map(|t| crate::output::escape(&t.name)).collect();
+        println!(
+            "origin      listed at {}, {} tiers down: {}",
+            trace[0].origin_generated_at,
+            trace.len(),
+            chain.join(" > ")
+        );
+    }
     let current = published.map(|p| &p.id);
     let marked: Vec<String> =
         ids.iter().map(|id| if Some(id) == current { format!("{id} (current)") } else { id.clone() }).collect();

@@ -241,6 +241,8 @@ fn a_three_tier_chain_shows_each_tier_and_the_lag_behind_the_origin() {
         .parse()
         .unwrap();
     assert!(lag >= 30 * 86_400, "a month behind the origin: {lag}");
+    let out = env.run(&["status", "--root", root3.to_str().unwrap()]);
+    assert!(out.stdout.contains("origin      listed at 2026-11-01T00:00:00Z, 3 tiers down"), "{}", out.stdout);
     let page = fs::read_to_string(root3.join("public/index.html")).unwrap();
     assert!(page.contains("<h2>Tiers</h2>") && page.contains(&ids[0]), "{page}");
 }
