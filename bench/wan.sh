@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# upmirror beside rclone and lftp over a long link: the kit's wan-proxy.py
+# (../shared/bench: every byte delayed half the RTT each way, the downstream
+# shaped to WAN_MBIT, WAN_WINDOW_KIB in flight per connection) in front of
+# the kit's nginx. Each tool's default settings (the peers as the kit runs
+# them); full sync and a no-op run of one profile, the tools interleaved run
+# by run. The floor is the tree's bytes ÷ the link rate.
+#
+#   bench/wan.sh                                             # small, 50 ms, 400 Mbit/s, 3 runs
+#   PROFILE=many WAN_RTT_MS=50 WAN_MBIT=400 RUNS=1 bench/wan.sh
+#   TOOLS=upmirror UPMIRROR_ARGS="--concurrency 64 --max-connections-per-host 64" bench/wan.sh
+#
+# Needs: apt-get install -y nginx rclone lftp curl
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KIT=${KIT:-$(cd ../shared/bench && pwd)}
+export BENCH_DIR=${BENCH_DIR:-/tmp/upmirror-bench}
+PROFILE=${PROFILE:-small} RUNS=${RUNS:-3} TOOLS=${TOOLS:-"upmirror rclone lftp"}
+RTT=${WAN_RTT_MS:-50} MBIT=${WAN_MBIT:-400} WINDOW=${WAN_WINDOW_KIB:-4096}
+
+cargo build --release --quiet
+BIN=$PWD/target/release/upmirror
+TREE=$BENCH_DIR/trees/$PROFILE/base
+[ -d "$TREE" ] || "$KIT/gen-tree.py" generate "$PROFILE" "$TREE"
+"$KIT/upstream.sh" start "$TREE" >/dev/null
+python3 "$KIT/wan-proxy.py" 29443 18443 --rtt-ms "$RTT" --mbit "$MBIT" --window-kib "$WINDOW" >/dev/null 2>&1 &
+html=$!
+python3 "$KIT/wan-proxy.py" 29444 18444 --rtt-ms "$RTT" --mbit "$MBIT" --window-kib "$WINDOW" >/dev/null 2>&1 &
+json=$!
+trap 'kill $html $json 2>/dev/null; "$KIT/upstream.sh" stop >/dev/null' EXIT
+CA=$BENCH_DIR/pki/ca.crt DEST=$BENCH_DIR/dest/wan
+touch "$BENCH_DIR/rclone.conf"
+until curl -sf --cacert "$CA" -o /dev/null https://127.0.0.1:29444/; do sleep 0.1; done
+
+command_of() {
+  case $1 in
+    upmirror) echo "$BIN sync --quiet ${UPMIRROR_ARGS:-} --upstream https://127.0.0.1:29444/ --ca-file $CA --root $DEST/upmirror" ;;
+    rclone) echo "rclone sync --config $BENCH_DIR/rclone.conf -q --http-url https://127.0.0.1:29443/ --ca-cert $CA --transfers 8 --checkers 16 :http: $DEST/rclone" ;;
+    lftp) echo "lftp -c 'set ssl:ca-file $CA; set cmd:fail-exit yes; mirror --delete --parallel=8 https://127.0.0.1:29443/ $DEST/lftp'" ;;
+  esac
+}
+seconds() { local t0 t1; t0=$(date +%s%N); eval "$1"; t1=$(date +%s%N); echo "scale=2; ($t1 - $t0) / 1000000000" | bc; }
+
+bytes=$(du -sb --apparent-size "$TREE" | cut -f1)
+echo "$PROFILE over ${RTT} ms RTT, ${MBIT} Mbit/s, ${WINDOW} KiB window: floor $(echo "scale=1; $bytes * 8 / ($MBIT * 1000000)" | bc) s"
+echo
+echo "| tool | run | full s | no-op s |"
+echo "| --- | --- | --- | --- |"
+for run in $(seq "$RUNS"); do
+  for tool in $TOOLS; do
+    rm -rf "${DEST:?}/$tool"; mkdir -p "$DEST/$tool"
+    full=$(seconds "$(command_of "$tool")")
+    noop=$(seconds "$(command_of "$tool")")
+    echo "| $tool | $run | $full | $noop |"
+  done
+done
