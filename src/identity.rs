@@ -9,6 +9,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::ConfigError;
+use crate::output::rfc3339;
 
 /// Warn this long before the client certificate expires.
 pub const EXPIRY_WARNING: i64 = 30 * 86_400;
@@ -26,11 +27,6 @@ impl ClientCert {
     pub fn expires(&self) -> String {
         rfc3339(self.not_after)
     }
-}
-
-fn rfc3339(t: i64) -> String {
-    let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64);
-    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 /// Check `cert` and `key` as a pair, and the certificate's dates at `now`:

@@ -13,6 +13,11 @@ use crate::config::ConfigError;
 
 /// The signature's file name: the manifest's, plus this.
 pub const SUFFIX: &str = ".minisig";
+/// The name of the signature of the manifest named `manifest`.
+pub fn beside(manifest: &str) -> String {
+    format!("{manifest}{SUFFIX}")
+}
+
 /// The largest signature file read.
 pub const MAX_SIGNATURE_BYTES: u64 = 4096;
 
@@ -27,7 +32,7 @@ pub struct Signed {
 impl Signed {
     /// The manifest at `path` and the signature beside it, if there is one.
     pub fn read(path: &Path) -> Result<Option<Signed>> {
-        let sig_path = format!("{}{SUFFIX}", path.display());
+        let sig_path = beside(&path.display().to_string());
         let signature = match std::fs::read(&sig_path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             other => other.with_context(|| format!("could not read {sig_path}"))?,

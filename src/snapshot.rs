@@ -89,7 +89,7 @@ impl Store {
         self.meta().join("partial")
     }
 
-    fn snapshots(&self) -> PathBuf {
+    pub fn snapshots(&self) -> PathBuf {
         self.root.join("snapshots")
     }
 
@@ -518,7 +518,7 @@ fn write_manifest(build: &Path, manifest: Manifest, describe: Describe) -> Resul
         }
     };
     if let Some(signature) = signature {
-        write_new(&build.join(format!("{SNAPSHOT_MANIFEST}{}", crate::signature::SUFFIX)), &signature)?;
+        write_new(&build.join(crate::signature::beside(SNAPSHOT_MANIFEST)), &signature)?;
     }
     write_new(&build.join(SNAPSHOT_MANIFEST), &bytes)
 }

@@ -85,6 +85,14 @@ pub fn read(snapshot: &std::path::Path) -> Vec<Tier> {
     std::fs::read(snapshot.join(TRACE_FILE)).ok().and_then(|b| parse(&b)).unwrap_or_default()
 }
 
+/// The tiers above the one that built a snapshot (which, building it
+/// again, appends itself again).
+pub fn read_above(snapshot: &std::path::Path) -> Vec<Tier> {
+    let mut tiers = read(snapshot);
+    tiers.pop();
+    tiers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

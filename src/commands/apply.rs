@@ -8,13 +8,13 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::{Result, anyhow};
 
-use super::{before, client_identity, now_rfc3339, rfc3339, unix_seconds};
+use super::{before, client_identity, now_rfc3339, unix_seconds};
 use crate::config::Config;
 use crate::disk::failpoint;
 use crate::error::{Exit, Refused};
 use crate::fetch::{Job, fetch_all};
 use crate::hooks;
-use crate::output::{Progress, Reporter, error_line};
+use crate::output::{Progress, Reporter, error_line, rfc3339};
 use crate::plan::Plan;
 use crate::snapshot::{About, Locked, Published, Store};
 use crate::state::State;
@@ -80,7 +80,7 @@ pub(super) fn recorded<T: Outcome>(
     refresh_grace(&mut run);
     let mut status = run.status;
     if let Some(id) = &status.snapshot {
-        status.trace = crate::trace::read(&store.root.join("snapshots").join(id));
+        status.trace = crate::trace::read(&store.snapshots().join(id));
     }
     status.finished = now_rfc3339();
     match &result {
@@ -131,7 +131,7 @@ fn refresh_grace(run: &mut Run) {
         .iter()
         .map(|id| Kept {
             id: id.clone(),
-            published_at: state.snapshots.get(id).and_then(|i| i.published_at).map(rfc3339),
+            published_at: state.snapshots.get(id).and_then(|i| i.published_at).map(|t| rfc3339(t as i64)),
             current: Some(id) == current.as_ref(),
             in_grace: grace.contains(id),
         })

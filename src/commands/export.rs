@@ -48,7 +48,7 @@ pub(super) fn export(cfg: &Config, to: &Path, since: Option<&str>, out: Reporter
     for e in &wanted {
         copy_file(&published.dir.join(e.path.as_str()), &to.join(e.path.as_str()))?;
     }
-    let signature = format!("{SNAPSHOT_MANIFEST}{}", crate::signature::SUFFIX);
+    let signature = crate::signature::beside(SNAPSHOT_MANIFEST);
     for name in [SNAPSHOT_MANIFEST, signature.as_str(), crate::trace::TRACE_FILE] {
         if published.dir.join(name).exists() {
             copy_file(&published.dir.join(name), &to.join(name))?;
@@ -78,7 +78,7 @@ pub(super) fn export(cfg: &Config, to: &Path, since: Option<&str>, out: Reporter
 /// The base of a delta: a snapshot kept in this root, or a manifest file.
 /// Its name, its manifest's sha256 and the manifest.
 fn load_base(store: &Store, since: &str) -> Result<(String, String, Manifest)> {
-    let kept = store.root.join("snapshots").join(since);
+    let kept = store.snapshots().join(since);
     let path = if !since.contains('/') && kept.is_dir() { kept.join(SNAPSHOT_MANIFEST) } else { since.into() };
     let bytes = std::fs::read(&path).map_err(|e| {
         ConfigError(format!(

@@ -10,7 +10,7 @@ use crate::scan::describe_dir;
 use crate::snapshot::SNAPSHOT_MANIFEST;
 
 pub(super) fn manifest(dir: &Path, sign: Option<&Path>, out: Reporter) -> Result<()> {
-    let signature_name = format!("{SNAPSHOT_MANIFEST}{}", crate::signature::SUFFIX);
+    let signature_name = crate::signature::beside(SNAPSHOT_MANIFEST);
     let manifest = describe_dir(dir, &[SNAPSHOT_MANIFEST, &signature_name])?;
     let path = dir.join(SNAPSHOT_MANIFEST);
     let bytes = manifest.to_json();

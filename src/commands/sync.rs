@@ -6,14 +6,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 
 use super::apply::{Origin, Outcome, Run, apply, recorded};
-use super::{before, client_identity, rfc3339, runtime, unix_seconds};
+use super::{before, client_identity, runtime, unix_seconds};
 use crate::cli::SyncArgs;
 use crate::config::Config;
 use crate::error::{Exit, Refused};
 use crate::fetch::reclaim_staging;
 use crate::filter::Filter;
 use crate::manifest::Manifest;
-use crate::output::{Reporter, human_bytes};
+use crate::output::{Reporter, human_bytes, rfc3339};
 use crate::plan::{self, Plan, Summary};
 use crate::snapshot::{About, Describe, Published, SNAPSHOT_MANIFEST, Store, describes_snapshot};
 use crate::state::{Conditional, State};
@@ -339,8 +339,8 @@ fn accept(
         return Err(Refused(format!(
             "the listing from {} was generated at {}, before the published one ({}); --allow-rollback accepts it",
             listing.url,
-            rfc3339(generated),
-            rfc3339(high)
+            rfc3339(generated as i64),
+            rfc3339(high as i64)
         ))
         .into());
     }
@@ -348,7 +348,7 @@ fn accept(
         return Err(Refused(format!(
             "the listing from {} claims to be generated at {}, in the future",
             listing.url,
-            rfc3339(generated)
+            rfc3339(generated as i64)
         ))
         .into());
     }

@@ -88,8 +88,7 @@ fn repair_snapshot(run: &mut Run, published: &Published, problems: &[Problem]) -
                 Some(signed) => Describe::AsSigned(signed),
                 None => Describe::Own(run.cfg.signing_key.as_deref()),
             },
-            // The same tiers above this one; this tier appends itself again.
-            trace: crate::trace::read(&published.dir).into_iter().rev().skip(1).rev().collect(),
+            trace: crate::trace::read_above(&published.dir),
         },
         rt: &rt,
         deadline: tokio::time::Instant::now() + run.cfg.net.run_timeout,

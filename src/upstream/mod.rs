@@ -404,7 +404,7 @@ impl Upstreams {
                 None => return Ok(ListOutcome::Unchanged { upstream, url: url.clone() }),
             }
         };
-        let signature = self.check_signature(upstream, url, &bytes).await?;
+        let signature = self.check_signature(upstream, &bytes).await?;
         let manifest = Manifest::parse(&bytes).map_err(anyhow::Error::msg)?;
         let trace = self.fetch_trace(upstream).await;
         let identity = Digest(Sha256::digest(&bytes).into());
@@ -499,34 +499,30 @@ impl Upstreams {
     /// The trace of the tiers beside upstream `i`'s manifest; none when there
     /// is none, or it cannot be read: it informs, it never fails a run.
     async fn fetch_trace(&self, i: usize) -> Vec<crate::trace::Tier> {
-        use crate::trace::{MAX_TRACE_BYTES, TRACE_FILE};
-        let bytes = match self.bases[i].scheme() {
-            "file" => match file_path(&self.bases[i]) {
-                Ok(base) => read_local(&base, TRACE_FILE, MAX_TRACE_BYTES).await.ok(),
-                Err(_) => None,
-            },
-            _ => match self.bases[i].join(TRACE_FILE) {
-                Ok(url) => self.get_small(&url, MAX_TRACE_BYTES).await.ok().map(|(bytes, _)| bytes),
-                Err(_) => None,
-            },
-        };
-        bytes.and_then(|b| crate::trace::parse(&b)).unwrap_or_default()
+        let bytes = self.read_beside(i, crate::trace::TRACE_FILE, crate::trace::MAX_TRACE_BYTES).await;
+        bytes.ok().and_then(|b| crate::trace::parse(&b)).unwrap_or_default()
+    }
+
+    /// A small file at upstream `i`'s base, beside its manifest (the
+    /// signature, the trace), at most `cap` bytes.
+    async fn read_beside(&self, i: usize, name: &str, cap: u64) -> Result<Vec<u8>> {
+        let base = &self.bases[i];
+        if base.scheme() == "file" {
+            return read_local(&file_path(base)?, name, cap).await;
+        }
+        let url = base.join(name).with_context(|| format!("{name} at {base}"))?;
+        Ok(self.get_small(&url, cap).await?.0)
     }
 
     /// With trusted keys, the manifest's detached signature must verify by
     /// one of them; the key's id and the signature. Nothing is asked
     /// without trusted keys.
-    async fn check_signature(&self, upstream: usize, url: &Url, bytes: &[u8]) -> Result<Option<(String, Vec<u8>)>> {
+    async fn check_signature(&self, upstream: usize, bytes: &[u8]) -> Result<Option<(String, Vec<u8>)>> {
         if self.trusted.is_empty() {
             return Ok(None);
         }
-        let name = format!("{}{}", self.manifest_name, crate::signature::SUFFIX);
-        let signature = if url.scheme() == "file" {
-            read_local(&file_path(&self.bases[upstream])?, &name, crate::signature::MAX_SIGNATURE_BYTES).await
-        } else {
-            let sig_url = self.bases[upstream].join(&name).context("signature URL")?;
-            self.get_small(&sig_url, crate::signature::MAX_SIGNATURE_BYTES).await.map(|(bytes, _)| bytes)
-        };
+        let name = crate::signature::beside(&self.manifest_name);
+        let signature = self.read_beside(upstream, &name, crate::signature::MAX_SIGNATURE_BYTES).await;
         // A new error, not a context: a missing signature must not read as a missing manifest.
         let signature = signature.map_err(|e| {
             anyhow!(

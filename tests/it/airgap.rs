@@ -20,17 +20,9 @@ fn apply(env: &Env, site: &str, bundle: &Path) -> Out {
     env.run(&["sync", "--root", site, "--upstream", &format!("file://{}", bundle.display())])
 }
 
-/// The trees of two roots' `current`: same names, bytes and mtimes (the
-/// manifest's own mtime is when each root wrote it).
+/// The trees two roots publish.
 fn assert_same_trees(a: &Path, b: &Path) {
-    let (a, b) = (files(&a.join("current")), files(&b.join("current")));
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    for (k, (bytes, mtime)) in &a {
-        assert!(b[k].0 == *bytes, "{k}: bytes differ");
-        if k != "upmirror-manifest.json" {
-            assert_eq!(b[k].1, *mtime, "{k}: mtime differs");
-        }
-    }
+    crate::support::assert_same_trees(&a.join("current"), &b.join("current"));
 }
 
 #[test]

@@ -199,11 +199,10 @@ fn a_same_size_rewrite_within_the_listed_minute_is_published_by_the_next_run() {
     assert_eq!(heads, ["/pool/p03.deb"], "only the racy file is asked again");
 }
 
-#[test]
-fn requests_to_one_host_stay_within_max_connections_per_host() {
-    // nginx answers 503 to a third request in flight from one address, and
-    // no retry is allowed: only the cap keeps the run whole.
-    let env = crawlable();
+/// The crawl tree with eight 48 KiB files, behind an nginx that answers
+/// 503 to a third request in flight from one address and sends 64 KiB/s on
+/// each connection (so that requests overlap): its JSON listings.
+fn crowded_nginx(env: &Env) -> Nginx {
     for i in 0..8 {
         env.write(&format!("big/b{i}.bin"), &pseudo_random(48 << 10, 100 + i));
     }
@@ -220,7 +219,14 @@ fn requests_to_one_host_stay_within_max_connections_per_host() {
         key = env.pki.server_key.display(),
         root = env.upstream.display(),
     );
-    let nginx = Nginx::with_servers(&env.dir.path().join("nginx"), &servers, html, json);
+    Nginx::with_servers(&env.dir.path().join("nginx"), &servers, html, json)
+}
+
+#[test]
+fn requests_to_one_host_stay_within_max_connections_per_host() {
+    // No retry is allowed: only the cap keeps the run whole.
+    let env = crawlable();
+    let nginx = crowded_nginx(&env);
     let out = env.sync(&nginx.json_url(), &["--max-connections-per-host", "2", "--retries", "0"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(nginx.hits().iter().all(|h| h.status != 503), "{:?}", nginx.hits());
@@ -229,28 +235,11 @@ fn requests_to_one_host_stay_within_max_connections_per_host() {
 
 #[test]
 fn a_host_that_answers_503_gets_fewer_requests_at_once() {
-    // nginx answers 503 to a third request in flight; 16 are allowed, and
-    // each file is retried at most 5 times within about half a second: only
-    // backing off to fewer requests at once, not retrying into the same
-    // wall, gets every file.
+    // 16 are allowed, and each file is retried at most 5 times within about
+    // half a second: only backing off to fewer requests at once, not
+    // retrying into the same wall, gets every file.
     let env = crawlable();
-    for i in 0..8 {
-        env.write(&format!("big/b{i}.bin"), &pseudo_random(48 << 10, 100 + i));
-    }
-    let (json, html) = (free_port(), free_port());
-    let servers = format!(
-        r#"
-    limit_conn_zone $binary_remote_addr zone=perip:1m;
-    ssl_certificate {cert}; ssl_certificate_key {key};
-    server {{ listen 127.0.0.1:{json} ssl; root {root}; autoindex on; autoindex_format json;
-             limit_conn perip 2; limit_rate 64k; }}
-    server {{ listen 127.0.0.1:{html} ssl; root {root}; autoindex on; }}
-"#,
-        cert = env.pki.server_cert.display(),
-        key = env.pki.server_key.display(),
-        root = env.upstream.display(),
-    );
-    let nginx = Nginx::with_servers(&env.dir.path().join("nginx"), &servers, html, json);
+    let nginx = crowded_nginx(&env);
     let out = env.sync(&nginx.json_url(), &[]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(nginx.hits().iter().any(|h| h.status == 503), "the host was overrun at first");

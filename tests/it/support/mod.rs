@@ -266,6 +266,19 @@ impl Env {
     }
 }
 
+/// Two mirrors publish the same tree: names, bytes and mtimes (but the
+/// manifest's own mtime, which is when each wrote it).
+pub fn assert_same_trees(a: &Path, b: &Path) {
+    let (a, b) = (files(a), files(b));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (k, (bytes, mtime)) in &a {
+        assert!(b[k].0 == *bytes, "{k}: bytes differ");
+        if k != "upmirror-manifest.json" {
+            assert_eq!(b[k].1, *mtime, "{k}: mtime differs");
+        }
+    }
+}
+
 /// Every regular file below `dir` (but a snapshot's trace of the tiers):
 /// relative path → (bytes, mtime).
 pub fn files(dir: &Path) -> BTreeMap<String, (Vec<u8>, i64)> {
