@@ -8,7 +8,12 @@
 #
 #   bench/wan.sh                                             # small, 50 ms, 400 Mbit/s, 3 runs
 #   PROFILE=many WAN_RTT_MS=50 WAN_MBIT=400 RUNS=1 bench/wan.sh
-#   TOOLS=upmirror UPMIRROR_ARGS="--concurrency 64 --max-connections-per-host 64" bench/wan.sh
+#   TOOLS=upmirror UPMIRROR_ARGS="--concurrency 16" bench/wan.sh
+#   PROFILE=one WAN_RTT_MS=150 WAN_MBIT=200 WAN_WINDOW_KIB=1024 RUNS=1 bench/wan.sh
+#
+# Profile `one` is one 1 GiB file with an upmirror manifest beside it (a
+# manifest's digest is what lets upmirror fetch a file in ranges); the other
+# profiles are the kit's, crawled from their JSON listings.
 #
 # Needs: apt-get install -y nginx rclone lftp curl
 set -euo pipefail
@@ -21,7 +26,13 @@ RTT=${WAN_RTT_MS:-50} MBIT=${WAN_MBIT:-400} WINDOW=${WAN_WINDOW_KIB:-4096}
 cargo build --release --quiet
 BIN=$PWD/target/release/upmirror
 TREE=$BENCH_DIR/trees/$PROFILE/base
-[ -d "$TREE" ] || "$KIT/gen-tree.py" generate "$PROFILE" "$TREE"
+if [ ! -d "$TREE" ]; then
+  case $PROFILE in
+    one) "$KIT/gen-tree.py" generate custom "$TREE" --files 1 --sizes 1:1024M-1024M --depth 1 --fanout 1
+         "$BIN" manifest "$TREE" >/dev/null ;;
+    *) "$KIT/gen-tree.py" generate "$PROFILE" "$TREE" ;;
+  esac
+fi
 "$KIT/upstream.sh" start "$TREE" >/dev/null
 python3 "$KIT/wan-proxy.py" 29443 18443 --rtt-ms "$RTT" --mbit "$MBIT" --window-kib "$WINDOW" >/dev/null 2>&1 &
 html=$!

@@ -267,7 +267,7 @@ pub struct UpstreamArgs {
     #[arg(long, env = "UPMIRROR_HTTP2", num_args = 0..=1,
           default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
     pub http2: Option<bool>,
-    /// Downloads in flight at once [default: 16].
+    /// Downloads in flight at once, fixed [default: adaptive, per host up to max_connections_per_host].
     #[arg(long, env = "UPMIRROR_CONCURRENCY", value_name = "N")]
     pub concurrency: Option<usize>,
     /// Requests in flight to one upstream host at most [default: 16].

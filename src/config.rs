@@ -102,7 +102,8 @@ pub struct Config {
     pub manifest_name: String,
     pub allow_plain_http: bool,
     pub max_delete_percent: f64,
-    pub concurrency: usize,
+    /// Files in flight, fixed; `None`: adaptive (see `upstream::hosts`).
+    pub concurrency: Option<usize>,
     /// Requests in flight to one upstream host at most.
     pub max_connections_per_host: usize,
     /// Bytes kept free beyond what a run downloads.
@@ -163,8 +164,8 @@ impl Config {
                 .unwrap_or("upmirror-manifest.json".into()),
             allow_plain_http,
             max_delete_percent: keys.plan.max_delete_percent.or(file.max_delete_percent).unwrap_or(10.0),
-            concurrency: keys.upstream.concurrency.or(file.concurrency).unwrap_or(16),
-            max_connections_per_host: up.max_connections_per_host.or(file.max_connections_per_host).unwrap_or(16),
+            concurrency: keys.upstream.concurrency.or(file.concurrency),
+            max_connections_per_host: up.max_connections_per_host.or(file.max_connections_per_host).unwrap_or(64),
             free_space_margin,
             max_partial_size,
             metrics_file: expand(keys.publish.metrics_file.clone().or(file.metrics_file.clone()))?,
@@ -191,7 +192,7 @@ impl Config {
         if self.keep < 1 {
             return Err(ConfigError("keep must be at least 1".into()));
         }
-        if self.concurrency < 1 {
+        if self.concurrency == Some(0) {
             return Err(ConfigError("concurrency must be at least 1".into()));
         }
         if self.max_connections_per_host < 1 {
@@ -221,6 +222,12 @@ impl Config {
     }
 
     /// The root, which every command but `manifest` needs.
+    /// Files in flight at once: the fixed `concurrency`, else as many as
+    /// the upstream hosts could take (each host's limit decides).
+    pub fn files_in_flight(&self) -> usize {
+        self.concurrency.unwrap_or(self.max_connections_per_host * self.upstreams.len().max(1))
+    }
+
     pub fn root(&self) -> Result<&Path, ConfigError> {
         self.root
             .as_deref()

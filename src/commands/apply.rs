@@ -180,7 +180,7 @@ pub(super) fn apply(
         first: source.first,
         dates: source.dates,
         staging: &partial,
-        concurrency: run.cfg.concurrency,
+        concurrency: run.cfg.files_in_flight(),
         net: &run.cfg.net,
         progress: source.progress.clone(),
     };

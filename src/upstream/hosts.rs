@@ -1,30 +1,48 @@
-//! How many requests go to one upstream host at once: at most
-//! `max_connections_per_host`, halved when the host answers 429 or 503 (it
-//! is overrun: the requests that wait for a place then go fewer at a time
-//! instead of retrying into the same wall), and grown back by one place for
-//! every `4 × limit` answers without complaint.
+//! How many requests go to one upstream host at once. Adaptive (without a
+//! fixed `concurrency`), a host starts with [`START`] places and earns a
+//! quarter more each time the bytes it sends per second beat the best rate
+//! seen before, up to `max_connections_per_host`: a long link gets the
+//! requests in flight it needs to be filled, a short one stays where more
+//! would not help. A host that answers 429 or 503 is overrun: its places
+//! are halved (the requests that wait for a place then go fewer at a time
+//! instead of retrying into the same wall), and given back one for every
+//! `4 × limit` answers without complaint.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 /// Calm answers per place before one more is given back.
 const GROWTH: usize = 4;
+/// The places an adaptive host starts with.
+pub const START: usize = 16;
+/// Throughput is compared over windows this long.
+const WINDOW: Duration = Duration::from_millis(500);
+/// How much a window's rate must beat the best before it to earn places.
+const GAIN: f64 = 1.1;
 
 pub struct HostLimit {
     places: Arc<Semaphore>,
     cap: usize,
+    adaptive: bool,
     state: Mutex<State>,
 }
 
-#[derive(Default)]
 struct State {
     /// Places allowed now.
     limit: usize,
+    /// Places earned by throughput: calm answers give back places up to it.
+    ceiling: usize,
     /// Places taken away while they were in use: forgotten when given back.
     owed: usize,
     /// Answers without complaint since the limit last moved.
     calm: usize,
+    /// Bytes received since `since`, and the best rate of a window before.
+    bytes: u64,
+    since: Instant,
+    best: f64,
 }
 
 /// A place among the requests in flight to one host.
@@ -45,10 +63,20 @@ impl Drop for Place {
     }
 }
 
+impl Place {
+    /// `n` bytes of an answer arrived.
+    pub fn received(&self, n: usize) {
+        self.host.received(n);
+    }
+}
+
 impl HostLimit {
-    pub fn new(cap: usize) -> Arc<HostLimit> {
-        let state = Mutex::new(State { limit: cap, ..State::default() });
-        Arc::new(HostLimit { places: Arc::new(Semaphore::new(cap)), cap, state })
+    /// At most `cap` places; adaptive, [`START`] of them at first.
+    pub fn new(cap: usize, adaptive: bool) -> Arc<HostLimit> {
+        let limit = if adaptive { START.min(cap) } else { cap };
+        let (since, best) = (Instant::now(), 0.0);
+        let state = State { limit, ceiling: limit, owed: 0, calm: 0, bytes: 0, since, best };
+        Arc::new(HostLimit { places: Arc::new(Semaphore::new(limit)), cap, adaptive, state: Mutex::new(state) })
     }
 
     pub async fn place(self: &Arc<Self>) -> Place {
@@ -70,17 +98,42 @@ impl HostLimit {
     /// place more.
     pub fn calm(&self) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.limit >= self.cap {
+        if state.limit >= state.ceiling {
             return;
         }
         state.calm += 1;
         if state.calm >= GROWTH * state.limit {
-            (state.calm, state.limit) = (0, state.limit + 1);
-            match state.owed {
-                0 => self.places.add_permits(1),
-                _ => state.owed -= 1,
-            }
+            state.calm = 0;
+            self.give(&mut state, 1);
         }
+    }
+
+    /// `n` bytes arrived from the host. At the end of each window, a rate
+    /// above the best before earns a quarter more places, when the host is
+    /// adaptive, not recovering from an overrun, and below its cap.
+    pub fn received(&self, n: usize) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.bytes += n as u64;
+        let elapsed = state.since.elapsed();
+        if elapsed < WINDOW {
+            return;
+        }
+        let rate = state.bytes as f64 / elapsed.as_secs_f64();
+        let better = rate > state.best * GAIN;
+        (state.bytes, state.since, state.best) = (0, Instant::now(), state.best.max(rate));
+        if better && self.adaptive && state.limit >= state.ceiling && state.ceiling < self.cap {
+            let more = (state.ceiling / 4).clamp(1, self.cap - state.ceiling);
+            state.ceiling += more;
+            self.give(&mut state, more);
+        }
+    }
+
+    /// `more` places back, first to cancel places owed.
+    fn give(&self, state: &mut State, more: usize) {
+        state.limit += more;
+        let paid = more.min(state.owed);
+        state.owed -= paid;
+        self.places.add_permits(more - paid);
     }
 
     #[cfg(test)]
@@ -95,7 +148,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_overrun_host_gets_fewer_places_then_more_again() {
-        let host = HostLimit::new(8);
+        let host = HostLimit::new(8, false);
         let held: Vec<Place> = futures_util::future::join_all((0..6).map(|_| host.place())).await;
         host.overrun();
         assert_eq!(host.limit(), 4);
@@ -114,5 +167,36 @@ mod tests {
             host.calm();
         }
         assert_eq!(host.limit(), 8, "never above the cap");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_adaptive_host_earns_places_while_its_rate_grows_and_holds_when_it_stops() {
+        let host = HostLimit::new(64, true);
+        let window = |bytes: usize| {
+            let host = host.clone();
+            async move {
+                host.received(bytes);
+                tokio::time::advance(WINDOW).await;
+                host.received(0);
+            }
+        };
+        window(1 << 20).await;
+        assert_eq!(host.limit(), 20, "the first window beats nothing: a quarter more");
+        window(2 << 20).await;
+        assert_eq!(host.limit(), 25);
+        for _ in 0..5 {
+            window(2 << 20).await;
+        }
+        assert_eq!(host.limit(), 25, "a rate that stopped growing earns nothing");
+        host.overrun();
+        window(64 << 20).await;
+        assert_eq!(host.limit(), 12, "no growth while recovering from an overrun");
+        for i in 0..20 {
+            window(64 << (20 + i)).await;
+            for _ in 0..GROWTH * 64 {
+                host.calm();
+            }
+        }
+        assert_eq!((host.limit(), host.places.available_permits()), (64, 64), "never above the cap");
     }
 }

@@ -11,6 +11,7 @@ mod hostile;
 mod listings;
 mod network;
 mod operator;
+mod segments;
 mod serve;
 mod style;
 mod support;

@@ -49,6 +49,8 @@ pub enum Fault {
     Body(Vec<u8>),
     /// Serve the file without a `Last-Modified` header.
     NoLastModified,
+    /// Send the headers and this many body bytes, then nothing.
+    StallAfter(usize),
 }
 
 /// How the body is written.
@@ -56,7 +58,41 @@ enum Mode {
     Whole,
     ResetAfter(usize),
     Stall,
+    StallAfter(usize),
     Drip(u64),
+}
+
+/// Files larger than this are served from the disk in ranges (`bytes=A-B`
+/// too), never read whole, and tagged by length and mtime.
+const BIG: u64 = 4 << 20;
+
+/// A body: bytes, or `len` bytes of a file from `start`.
+enum Payload {
+    Bytes(Vec<u8>),
+    File(PathBuf, u64, u64),
+}
+
+impl Payload {
+    fn len(&self) -> u64 {
+        match self {
+            Payload::Bytes(b) => b.len() as u64,
+            Payload::File(_, _, len) => *len,
+        }
+    }
+
+    /// Write the first `limit` bytes (all without one).
+    async fn write<W: tokio::io::AsyncWrite + Unpin>(&self, w: &mut W, limit: Option<usize>) -> std::io::Result<()> {
+        let n = limit.map_or(self.len(), |l| (l as u64).min(self.len()));
+        match self {
+            Payload::Bytes(b) => w.write_all(&b[..n as usize]).await?,
+            Payload::File(path, start, _) => {
+                let mut f = tokio::fs::File::open(path).await?;
+                tokio::io::AsyncSeekExt::seek(&mut f, std::io::SeekFrom::Start(*start)).await?;
+                tokio::io::copy(&mut tokio::io::AsyncReadExt::take(f, n), w).await?;
+            }
+        }
+        w.flush().await
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -223,18 +259,23 @@ async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpi
         if method == "HEAD" {
             continue;
         }
-        match mode {
-            Mode::Whole => w.write_all(&body).await?,
-            Mode::ResetAfter(k) => {
-                w.write_all(&body[..k.min(body.len())]).await?;
-                w.flush().await?;
+        match (mode, body) {
+            (Mode::Whole, body) => body.write(&mut w, None).await?,
+            (Mode::ResetAfter(k), body) => {
+                body.write(&mut w, Some(k)).await?;
                 return Ok(()); // dropping the stream closes the connection mid-body
             }
-            Mode::Stall => {
+            (Mode::Stall, _) => {
                 tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
                 return Ok(());
             }
-            Mode::Drip(ms) => {
+            (Mode::StallAfter(k), body) => {
+                body.write(&mut w, Some(k)).await?;
+                tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                return Ok(());
+            }
+            (Mode::Drip(_), Payload::File(..)) => unimplemented!("dripping a large file"),
+            (Mode::Drip(ms), Payload::Bytes(body)) => {
                 for b in body {
                     w.write_all(&[b]).await?;
                     w.flush().await?;
@@ -246,17 +287,59 @@ async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpi
     }
 }
 
-type Reply = (u16, Vec<(String, String)>, Vec<u8>, Mode);
+type Reply = (u16, Vec<(String, String)>, Payload, Mode);
 
 fn respond(root: &Path, target: &str, headers: &HashMap<String, String>, fault: Option<Fault>) -> Reply {
-    let (status, extra, body) = respond_file(root, target, headers, fault.clone());
+    let big = decode(target.trim_start_matches('/'))
+        .filter(|rel| !rel.split('/').any(|s| s == ".."))
+        .map(|rel| root.join(rel))
+        .filter(|path| std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > BIG));
+    let simple = matches!(
+        fault,
+        None | Some(Fault::IgnoreRange | Fault::WrongStart | Fault::StallAfter(_) | Fault::ResetAfter(_))
+    );
+    let (status, extra, body) = match big {
+        Some(path) if simple => respond_big(&path, headers, fault.clone()),
+        _ => {
+            let (status, extra, body) = respond_file(root, target, headers, fault.clone());
+            (status, extra, Payload::Bytes(body))
+        }
+    };
     let mode = match fault {
         Some(Fault::ResetAfter(k)) => Mode::ResetAfter(k),
         Some(Fault::Stall) => Mode::Stall,
+        Some(Fault::StallAfter(k)) => Mode::StallAfter(k),
         Some(Fault::Drip(ms)) => Mode::Drip(ms),
         _ => Mode::Whole,
     };
     (status, extra, body, mode)
+}
+
+/// A large file, or the range of it asked for (`bytes=A-B` or `bytes=A-`).
+fn respond_big(
+    path: &Path,
+    headers: &HashMap<String, String>,
+    fault: Option<Fault>,
+) -> (u16, Vec<(String, String)>, Payload) {
+    let meta = std::fs::metadata(path).unwrap();
+    let (len, modified) = (meta.len(), meta.modified().unwrap());
+    let nanos = modified.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let etag = format!("\"{nanos:x}-{len:x}\"");
+    let extra = vec![("ETag".to_owned(), etag.clone()), ("Last-Modified".to_owned(), httpdate(modified))];
+    let range = headers.get("range").and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.split_once('-'));
+    let if_range_ok = headers.get("if-range").is_none_or(|v| *v == etag);
+    let Some((start, end)) = range.filter(|_| if_range_ok && !matches!(fault, Some(Fault::IgnoreRange))) else {
+        return (200, extra, Payload::File(path.to_owned(), 0, len));
+    };
+    let start: u64 = start.parse().unwrap();
+    let end: u64 = end.parse().map_or(len - 1, |e: u64| e.min(len - 1));
+    if start >= len {
+        return (416, vec![("Content-Range".into(), format!("bytes */{len}"))], Payload::Bytes(vec![]));
+    }
+    let from = if matches!(fault, Some(Fault::WrongStart)) { start + 1 } else { start };
+    let mut extra = extra;
+    extra.push(("Content-Range".into(), format!("bytes {from}-{end}/{len}")));
+    (206, extra, Payload::File(path.to_owned(), from, end + 1 - from))
 }
 
 fn respond_file(

@@ -18,7 +18,10 @@
 //! 256 KiB buffer: they never wait on the disk, and handing each one to a
 //! blocking thread cost more (futex wake-ups) than the write.
 
+mod segmented;
+
 use std::io::{Read, Write};
+use std::ops::Range;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -35,6 +38,7 @@ use crate::manifest::{Digest, Entry};
 use crate::output::{Progress, rfc3339};
 use crate::scan::hash_reader;
 use crate::upstream::{self, Body, Dates, HttpStatus, Pace, Stalled, Upstreams, Verdict, backoff};
+use segmented::Segmented;
 
 /// A file in staging whose bytes matched the listing: its size, and its
 /// digest when the listing gives one (else its `Last-Modified`). Only this
@@ -111,6 +115,15 @@ fn mtime_hint(got: i64, want: i64, dates: Dates) -> String {
     } else {
         " (the file changed after it was listed, or the upstream lags)".into()
     }
+}
+
+/// What is left to try for one file.
+struct Tries {
+    /// Upstreams that cannot give this file.
+    ruled_out: Vec<bool>,
+    failures: Vec<String>,
+    /// The wait before the next round; `None`: no round will help.
+    wait: Option<Duration>,
 }
 
 /// A local disk error: the run stops, no retry helps.
@@ -205,40 +218,59 @@ impl Fetcher {
     async fn fetch_retrying(&self, entry: Entry) -> Result<Verified> {
         let name = staging_name(&entry);
         let file = self.staging.join(&name[..2]).join(&name);
-        let mut ruled_out = vec![false; self.up.bases.len()];
-        let mut failures = Vec::new();
+        let mut tries = Tries { ruled_out: vec![false; self.up.bases.len()], failures: Vec::new(), wait: None };
+        let mut segmented = segmented::fits(&self.up, &entry);
         for round in 0..=self.net.retries {
-            let mut wait = None;
-            for &i in &self.order {
-                if ruled_out[i] {
-                    continue;
-                }
-                match self.attempt(i, &entry, &file).await {
-                    Ok(verified) => {
-                        self.up.note(i, None);
-                        self.up.delivered(i, verified.entry.size);
-                        return Ok(verified);
-                    }
-                    Err(e) if e.is::<LocalIo>() => return Err(e),
-                    Err(e) => {
-                        match verdict(&e) {
-                            Verdict::Fatal => ruled_out[i] = true,
-                            Verdict::Retry(after) => wait = wait.max(Some(after.unwrap_or_default())),
-                        }
-                        let failure = format!("{}: {e:#}", self.up.file_url(i, &entry.path));
-                        self.up.note(i, Some(failure.clone()));
-                        failures.push(failure);
-                    }
+            tries.wait = None;
+            if segmented {
+                match self.segmented(&entry, &file, &mut tries).await? {
+                    Segmented::Done(verified) => return Ok(verified),
+                    Segmented::Again => {}
+                    Segmented::Whole => segmented = false,
                 }
             }
-            let Some(after) = wait else { break };
+            if !segmented && let Some(verified) = self.each_upstream(&entry, &file, &mut tries).await? {
+                return Ok(verified);
+            }
+            let Some(after) = tries.wait else { break };
             if round == self.net.retries || !self.up.budget.take() {
                 break;
             }
             tokio::time::sleep(backoff(self.net.retry_backoff, round, Some(after))).await;
         }
-        failures.dedup();
-        bail!("could not fetch {}: {}", entry.path, failures.join("; "))
+        tries.failures.dedup();
+        bail!("could not fetch {}: {}", entry.path, tries.failures.join("; "))
+    }
+
+    /// One round over the upstreams in order, each asked for the whole file.
+    async fn each_upstream(&self, entry: &Entry, file: &Path, tries: &mut Tries) -> Result<Option<Verified>> {
+        for &i in &self.order {
+            if tries.ruled_out[i] {
+                continue;
+            }
+            match self.attempt(i, entry, file).await {
+                Ok(verified) => {
+                    self.up.note(i, None);
+                    self.up.delivered(i, verified.entry.size);
+                    return Ok(Some(verified));
+                }
+                Err(e) if e.is::<LocalIo>() => return Err(e),
+                Err(e) => self.failed(tries, i, entry, e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Record a failed try on upstream `i`: ruled out for the file when no
+    /// retry can help, else a wait before the next round.
+    fn failed(&self, tries: &mut Tries, i: usize, entry: &Entry, e: anyhow::Error) {
+        match verdict(&e) {
+            Verdict::Fatal => tries.ruled_out[i] = true,
+            Verdict::Retry(after) => tries.wait = tries.wait.max(Some(after.unwrap_or_default())),
+        }
+        let failure = format!("{}: {e:#}", self.up.file_url(i, &entry.path));
+        self.up.note(i, Some(failure.clone()));
+        tries.failures.push(failure);
     }
 
     /// One try on upstream `i`: resume the partial file if there is one, and
@@ -293,38 +325,30 @@ impl Fetcher {
         from: u64,
     ) -> Result<Verified> {
         let io = |what: &str, e: std::io::Error| LocalIo(format!("could not {what} {}: {e}", file.display()));
-        let (out, mut hasher, mut got) = match body.range_start {
-            Some(_) if from == 0 => return Err(Mismatch::UnaskedRange.into()),
-            Some(start) if start == from => {
-                let (hasher, len) = hash_prefix(file).await?;
-                let out = std::fs::File::options()
-                    .append(true)
-                    .custom_flags(nofollow())
-                    .open(file)
-                    .map_err(|e| io("open", e))?;
-                (out, hasher, len)
-            }
-            Some(start) => {
-                discard(file, meta_path)?;
-                return Err(Mismatch::RangeStart { want: from, got: start }.into());
-            }
-            None => (create_nofollow(file).map_err(|e| io("create", e))?, Sha256::new(), 0),
-        };
-        if entry.size >= RESUME_MIN {
-            let _ = std::fs::remove_file(meta_path);
-            if let Some(v) = &body.validator {
-                create_nofollow(meta_path).and_then(|mut f| f.write_all(v.as_bytes())).map_err(|e| io("write", e))?;
-            }
-        }
+        let (out, mut hasher, mut got) = start_output(&body, entry, file, meta_path, from).await?;
         let mut out = std::io::BufWriter::with_capacity((entry.size as usize).clamp(4096, 256 << 10), out);
-        let streamed = self.stream_body(&mut body, &mut out, &mut hasher, &mut got, entry.size).await;
+        let mut flusher = Flusher::default();
+        let streamed = self
+            .pump(&mut body, got..entry.size, |chunk| {
+                hasher.update(chunk);
+                out.write_all(chunk).map_err(|e| io("write", e))?;
+                flusher.wrote(chunk.len(), &mut out)
+            })
+            .await;
         // Keep what arrived for the next attempt, whatever happened.
         out.flush().map_err(|e| io("write", e))?;
-        if let Err(e) = streamed {
-            if e.is::<Mismatch>() {
-                discard(file, meta_path)?;
+        let streamed = match streamed {
+            Ok(n) => flusher.finish().await.map(|()| n),
+            Err(e) => Err(e),
+        };
+        match streamed {
+            Ok(n) => got = n,
+            Err(e) => {
+                if e.is::<Mismatch>() {
+                    discard(file, meta_path)?;
+                }
+                return Err(e);
             }
-            return Err(e);
         }
         let digest = Digest(hasher.finalize().into());
         let mut verified = match Verified::check(entry.clone(), file.to_path_buf(), got, digest) {
@@ -345,54 +369,28 @@ impl Fetcher {
         Ok(verified)
     }
 
-    /// Copy chunks until the end, counting, hashing, pacing, and watching for
-    /// a stall or a trickle.
-    async fn stream_body(
-        &self,
-        body: &mut Body,
-        out: &mut std::io::BufWriter<std::fs::File>,
-        hasher: &mut Sha256,
-        got: &mut u64,
-        size: u64,
-    ) -> Result<()> {
+    /// Hand `body`'s chunks, bytes `span` of the file, to `sink` until the
+    /// end, counting, pacing and watching for a stall or a trickle; bytes
+    /// past `span.end` are a mismatch. Returns where the body ended.
+    async fn pump(&self, body: &mut Body, span: Range<u64>, mut sink: impl FnMut(&[u8]) -> Result<()>) -> Result<u64> {
         let mut pace = Pace::new(&self.net);
-        let (mut unflushed, mut flushing) = (0u64, None::<tokio::task::JoinHandle<std::io::Result<()>>>);
+        let (mut got, cap) = (span.start, span.end);
         loop {
             let chunk = match tokio::time::timeout(self.net.idle_timeout, body.chunk()).await {
                 Err(_) => return Err(Stalled::Idle(self.net.idle_timeout).into()),
                 Ok(chunk) => chunk?,
             };
-            let Some(chunk) = chunk else {
-                // The final syncfs before the publish is what makes this
-                // durable; a background flush only started it early.
-                if let Some(job) = flushing {
-                    job.await
-                        .map_err(|e| anyhow!("flush task failed: {e}"))?
-                        .map_err(|e| LocalIo(format!("could not flush: {e}")))?;
-                }
-                return Ok(());
-            };
-            *got += chunk.len() as u64;
-            if *got > size {
-                return Err(Mismatch::TooLong(size).into());
+            let Some(chunk) = chunk else { return Ok(got) };
+            got += chunk.len() as u64;
+            if got > cap {
+                return Err(Mismatch::TooLong(cap).into());
             }
             pace.add(chunk.len())?;
             if let Some(limiter) = &self.limiter {
                 limiter.take(chunk.len()).await;
             }
             self.progress.add_bytes(chunk.len() as u64);
-            hasher.update(&chunk);
-            out.write_all(&chunk).map_err(|e| LocalIo(format!("could not write {e}")))?;
-            // Large files start their way to the disk while they download,
-            // one flush at a time, so the flush before the publish finds
-            // little left to write.
-            unflushed += chunk.len() as u64;
-            if unflushed >= FLUSH_EVERY && flushing.as_ref().is_none_or(|job| job.is_finished()) {
-                out.flush().map_err(|e| LocalIo(format!("could not write {e}")))?;
-                let file = out.get_ref().try_clone().map_err(|e| LocalIo(format!("could not flush {e}")))?;
-                flushing = Some(tokio::task::spawn_blocking(move || file.sync_data()));
-                unflushed = 0;
-            }
+            sink(&chunk)?;
         }
     }
 
@@ -427,6 +425,41 @@ fn verdict(e: &anyhow::Error) -> Verdict {
         Some(_) => Verdict::Fatal,
         None => upstream::verdict(e),
     }
+}
+
+/// The staging file a body goes to: appended to when the body resumes it
+/// at `from`, else created afresh; with the hash state and length of what
+/// it holds. The body's validator is kept beside a large file for a later
+/// `If-Range`.
+async fn start_output(
+    body: &Body,
+    entry: &Entry,
+    file: &Path,
+    meta_path: &Path,
+    from: u64,
+) -> Result<(std::fs::File, Sha256, u64)> {
+    let io = |what: &str, e: std::io::Error| LocalIo(format!("could not {what} {}: {e}", file.display()));
+    let output = match body.range_start {
+        Some(_) if from == 0 => return Err(Mismatch::UnaskedRange.into()),
+        Some(start) if start == from => {
+            let (hasher, len) = hash_prefix(file).await?;
+            let out =
+                std::fs::File::options().append(true).custom_flags(nofollow()).open(file).map_err(|e| io("open", e))?;
+            (out, hasher, len)
+        }
+        Some(start) => {
+            discard(file, meta_path)?;
+            return Err(Mismatch::RangeStart { want: from, got: start }.into());
+        }
+        None => (create_nofollow(file).map_err(|e| io("create", e))?, Sha256::new(), 0),
+    };
+    if entry.size >= RESUME_MIN {
+        let _ = std::fs::remove_file(meta_path);
+        if let Some(v) = &body.validator {
+            create_nofollow(meta_path).and_then(|mut f| f.write_all(v.as_bytes())).map_err(|e| io("write", e))?;
+        }
+    }
+    Ok(output)
 }
 
 /// Create a staging file afresh: whatever was at `path` is unlinked (never
@@ -506,7 +539,8 @@ pub fn reclaim_staging<'a>(staging: &Path, wanted: impl Iterator<Item = &'a Entr
             let name = file.file_name().to_string_lossy().into_owned();
             let meta = file.metadata().ok();
             let len = meta.as_ref().map_or(0, |m| m.len());
-            if keep.contains(name.strip_suffix(".validator").unwrap_or(&name)) {
+            // A partial file, its validator, its record of pieces.
+            if keep.contains(name.split('.').next().unwrap_or_default()) {
                 let modified = meta.and_then(|m| m.modified().ok()).unwrap_or(std::time::UNIX_EPOCH);
                 kept.push((modified, len, file.path()));
                 continue;
@@ -526,6 +560,44 @@ pub fn reclaim_staging<'a>(staging: &Path, wanted: impl Iterator<Item = &'a Entr
         (total, freed) = (total - len, freed + len);
     }
     Ok(freed)
+}
+
+/// Large files start their way to the disk while they download, one flush
+/// at a time, so the flush before the publish finds little left to write.
+/// That final `syncfs` is what makes them durable; this only starts it early.
+#[derive(Default)]
+struct Flusher {
+    unflushed: u64,
+    flushing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Flusher {
+    /// `n` more bytes went into `out`.
+    fn wrote(&mut self, n: usize, out: &mut std::io::BufWriter<std::fs::File>) -> Result<()> {
+        self.unflushed += n as u64;
+        if self.unflushed >= FLUSH_EVERY && self.flushing.as_ref().is_none_or(|job| job.is_finished()) {
+            out.flush().map_err(|e| LocalIo(format!("could not write {e}")))?;
+            self.start(out.get_ref())?;
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, file: &std::fs::File) -> Result<()> {
+        let file = file.try_clone().map_err(|e| LocalIo(format!("could not flush {e}")))?;
+        self.flushing = Some(tokio::task::spawn_blocking(move || file.sync_data()));
+        self.unflushed = 0;
+        Ok(())
+    }
+
+    /// Wait for the flush in progress.
+    async fn finish(self) -> Result<()> {
+        if let Some(job) = self.flushing {
+            job.await
+                .map_err(|e| anyhow!("flush task failed: {e}"))?
+                .map_err(|e| LocalIo(format!("could not flush: {e}")))?;
+        }
+        Ok(())
+    }
 }
 
 /// A pace shared by all transfers: each chunk waits for its slot.
