@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test: installs what the integration tests need when it is missing
 # (Debian 12, as root), then runs the whole suite. The tests start real
-# nginx, Apache, lighttpd, Caddy, rclone, webfs and python servers, verify the systemd units with systemd-analyze, render the
+# nginx, Apache, lighttpd, Caddy, rclone, webfs and python servers, a
+# tinyproxy (behind stunnel for a TLS proxy), verify the systemd units with systemd-analyze, render the
 # status page in headless Chromium, make certificates and mount tmpfs, and
 # run real apt against a repository built with apt-ftparchive.
 set -euo pipefail
@@ -12,7 +13,8 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/
 for pair in nginx:nginx chromium:chromium openssl:openssl python3:python3 \
             systemd-analyze:systemd mount:mount apt-ftparchive:apt-utils xz:xz-utils \
             dpkg-deb:dpkg mkfifo:coreutils tinyproxy:tinyproxy minisign:minisign \
-            apache2:apache2 lighttpd:lighttpd caddy:caddy rclone:rclone webfsd:webfs; do
+            apache2:apache2 lighttpd:lighttpd caddy:caddy rclone:rclone webfsd:webfs \
+            stunnel4:stunnel4 unshare:util-linux getent:libc-bin; do
   have "${pair%%:*}" || need+=("${pair##*:}")
 done
 # lighttpd's TLS is a module of its own package.

@@ -302,6 +302,9 @@ pub struct UpstreamArgs {
     /// [default: HTTPS_PROXY / NO_PROXY from the environment].
     #[arg(long, env = "UPMIRROR_PROXY", value_name = "URL")]
     pub proxy: Option<String>,
+    /// PEM roots for an https:// proxy's own certificate; they vouch for the proxy's name alone, never for an upstream.
+    #[arg(long, env = "UPMIRROR_PROXY_CA_FILE", value_name = "FILE")]
+    pub proxy_ca_file: Option<PathBuf>,
     /// Cap on download speed, shared by all transfers (20MiB/s), or a local-time timetable ("08:00,4MiB/s 18:00,off") [default: none].
     #[arg(long, env = "UPMIRROR_BANDWIDTH_LIMIT", value_name = "RATE")]
     pub bandwidth_limit: Option<String>,

@@ -52,6 +52,7 @@ pub struct FileConfig {
     pub grace: Option<String>,
     pub recheck_after: Option<String>,
     pub proxy: Option<String>,
+    pub proxy_ca_file: Option<PathBuf>,
     pub trusted_keys: Option<Vec<String>>,
     pub pre_publish: Option<String>,
     pub post_publish: Option<String>,
@@ -119,6 +120,8 @@ pub struct Config {
     /// The proxy every upstream request goes through (`NO_PROXY` still
     /// exempts hosts); without it, `HTTPS_PROXY`/`NO_PROXY` are honoured.
     pub proxy: Option<Url>,
+    /// Roots for a TLS proxy's certificate, for its name alone.
+    pub proxy_ca_file: Option<PathBuf>,
     /// When set, a listing needs a valid signature by one of these keys.
     pub trusted_keys: Vec<String>,
     pub hooks: Hooks,
@@ -174,6 +177,7 @@ impl Config {
             trusted_keys: list(&keys.upstream.trusted_keys, &file.trusted_keys),
             hooks: resolve_hooks(&keys.publish, &file)?,
             proxy: keys.upstream.proxy.clone().or(file.proxy.clone()).map(|p| parse_proxy(&p)).transpose()?,
+            proxy_ca_file: expand(keys.upstream.proxy_ca_file.clone().or(file.proxy_ca_file.clone()))?,
             filter: Filter::new(&list(&keys.plan.include, &file.include), &list(&keys.plan.exclude, &file.exclude))
                 .map_err(|e| ConfigError(e.0))?,
             grace: grace(keys.publish.grace.clone().or(file.grace.clone()))?,

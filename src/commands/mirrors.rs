@@ -54,6 +54,10 @@ fn mirrors_table(probes: &[Probe]) -> String {
         if let Some(proxy) = &p.proxy {
             notes.push(format!("{}: through the proxy {proxy}", p.url));
         }
+        let named = url::Url::parse(&p.url).ok().is_some_and(|u| matches!(u.host(), Some(url::Host::Domain(_))));
+        if let Some(address) = p.address.as_ref().filter(|_| named) {
+            notes.push(format!("{}: answered from {address}", p.url));
+        }
         if let Some(zone) = &p.listing_time_zone {
             notes.push(format!("{}: the listing shows local time {zone}; its dates are set back to UTC", p.url));
         }

@@ -8,6 +8,7 @@ mod crawl;
 mod hosts;
 mod pace;
 mod retry;
+mod tls;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,7 +20,7 @@ use reqwest::header::{
     ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE,
     SERVER,
 };
-use reqwest::{Certificate, Client, Identity, StatusCode};
+use reqwest::{Client, StatusCode};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncReadExt;
@@ -142,6 +143,8 @@ pub struct Probe {
     pub listing_time_zone: Option<String>,
     /// The proxy requests go through (without credentials).
     pub proxy: Option<String>,
+    /// The address that answered (without a proxy).
+    pub address: Option<String>,
     /// Seconds since `generated_at`, or since the newest mtime of the top listing.
     pub age_secs: Option<i64>,
     /// Files in the manifest (a crawl is not run to count them).
@@ -196,6 +199,9 @@ pub struct Upstreams {
     hosts: std::sync::Arc<std::collections::HashMap<String, std::sync::Arc<HostLimit>>>,
     /// What this run saw of each upstream: used, and its first error.
     health: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+    /// The address that last answered, by host (of a host name with
+    /// several, the one that took the connection).
+    answered: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::net::SocketAddr>>>,
 }
 
 /// Whether an upstream was used this run, its first error, and the bytes
@@ -230,6 +236,7 @@ impl Upstreams {
                     .collect(),
             ),
             health: std::sync::Arc::new(std::sync::Mutex::new(vec![(false, None, 0); cfg.upstreams.len()])),
+            answered: std::sync::Arc::default(),
         })
     }
 
@@ -306,6 +313,9 @@ impl Upstreams {
                 probe.age_secs = probe.age_secs.map(|t| now - t);
                 probe.tls = https.then(|| format!("verified, {}", self.trust));
                 probe.client_cert = self.has_client_cert.then(|| "accepted".into());
+                let answered = self.answered.lock().unwrap_or_else(|e| e.into_inner());
+                probe.address =
+                    answered.get(&host_key(&self.bases[i])).filter(|_| probe.proxy.is_none()).map(|a| a.to_string());
             }
             Err(e) => {
                 let kind = e.downcast_ref::<Transport>().map(|t| t.kind);
@@ -429,13 +439,17 @@ impl Upstreams {
     /// proxy (never its credentials).
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
         let resp = req.send().await.map_err(|e| {
+            // Connecting covers the proxy, its CONNECT and both handshakes.
+            let connect = e.is_connect();
             let e = describe(e);
-            let connect = e.downcast_ref::<Transport>().is_some_and(|t| t.kind == TransportKind::Connect);
             match &self.proxy {
                 Some(proxy) if connect => e.context(format!("through the proxy {proxy}")),
                 _ => e,
             }
         })?;
+        if let Some(addr) = resp.remote_addr() {
+            self.answered.lock().unwrap_or_else(|e| e.into_inner()).insert(host_key(resp.url()), addr);
+        }
         if let Some(host) = self.hosts.get(&host_key(resp.url())) {
             match resp.status().as_u16() {
                 429 | 503 => host.overrun(),
@@ -776,23 +790,7 @@ fn build_client(cfg: &Config) -> Result<Client> {
             .no_proxy(reqwest::NoProxy::from_env());
         builder = builder.proxy(proxy);
     }
-    if let Some(ca) = &cfg.tls.ca_file {
-        let pem = std::fs::read(ca).with_context(|| format!("ca_file {}", ca.display()))?;
-        let certs =
-            Certificate::from_pem_bundle(&pem).map_err(|e| ConfigError(format!("ca_file {}: {e}", ca.display())))?;
-        if certs.is_empty() {
-            return Err(ConfigError(format!("ca_file {}: no PEM certificate in it", ca.display())).into());
-        }
-        builder = builder.tls_certs_only(certs);
-    }
-    if let (Some(cert), Some(key)) = (&cfg.tls.client_cert, &cfg.tls.client_key) {
-        let mut pem = std::fs::read(cert).with_context(|| format!("client_cert {}", cert.display()))?;
-        pem.push(b'\n');
-        pem.extend(std::fs::read(key).with_context(|| format!("client_key {}", key.display()))?);
-        let id = Identity::from_pem(&pem)
-            .map_err(|e| ConfigError(format!("client_cert {} / client_key {}: {e}", cert.display(), key.display())))?;
-        builder = builder.identity(id);
-    }
+    builder = builder.tls_backend_preconfigured(tls::client_config(cfg)?);
     builder.build().map_err(|e| anyhow!("could not build the HTTPS client: {}", describe(e)))
 }
 
@@ -928,15 +926,20 @@ async fn read_local(base: &std::path::Path, name: &str, cap: u64) -> Result<Vec<
 /// The proxy in use, without credentials: the configured one, else the
 /// environment's (`NO_PROXY` may still exempt a host from it).
 fn proxy_label(cfg: &Config) -> Option<String> {
+    let url = configured_proxy(cfg)?;
+    let exempt = std::env::var("NO_PROXY").or_else(|_| std::env::var("no_proxy")).is_ok_and(|v| !v.is_empty());
+    let caveat = if exempt { " (unless NO_PROXY exempts the host)" } else { "" };
+    Some(format!("{}://{}:{}{caveat}", url.scheme(), url.host_str()?, url.port_or_known_default()?))
+}
+
+/// The proxy upstream requests go through: `proxy`, else the environment's.
+fn configured_proxy(cfg: &Config) -> Option<Url> {
     let from_env = || {
         let var =
             ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"].iter().find_map(|v| std::env::var(v).ok())?;
         Url::parse(&var).ok()
     };
-    let url = cfg.proxy.clone().or_else(from_env)?;
-    let exempt = std::env::var("NO_PROXY").or_else(|_| std::env::var("no_proxy")).is_ok_and(|v| !v.is_empty());
-    let caveat = if exempt { " (unless NO_PROXY exempts the host)" } else { "" };
-    Some(format!("{}://{}:{}{caveat}", url.scheme(), url.host_str()?, url.port_or_known_default()?))
+    cfg.proxy.clone().or_else(from_env)
 }
 
 /// What requests to one host share: scheme, host and port.

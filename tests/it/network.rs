@@ -3,9 +3,10 @@
 //! Every failure leaves the published snapshot as it was.
 
 use std::net::TcpListener;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{Env, Fault, pseudo_random};
+use crate::support::{Env, Fault, Options, pseudo_random};
 
 const BIG: &str = "/releases/11.2/core.zip";
 
@@ -362,4 +363,88 @@ fn an_upstream_over_ipv6_is_mirrored() {
     env.assert_mirrors_upstream();
     let out = env.run(&["mirrors", "--json", "--upstream", &url, "--ca-file", env.pki.ca.to_str().unwrap()]);
     assert_eq!(out.code, 0, "{out:?}");
+}
+
+#[test]
+fn a_tls_proxy_is_trusted_by_its_own_ca_and_that_ca_never_vouches_for_an_upstream() {
+    let env = Env::with_sample_tree();
+    let pki = &env.pki;
+    let server = env.serve_with(Options { client_ca: Some(pki.client_ca.clone()), ..Default::default() });
+    let proxy = crate::support::proxy::Proxy::start(&env.dir.path().join("proxy"));
+    // The proxy's certificate comes from a CA of its own (the test's "rogue" one).
+    let front = proxy.tls_front(&env.dir.path().join("stunnel"), &pki.rogue_cert, &pki.rogue_key);
+    let via = format!("https://localhost:{}", front.port);
+    let client = ["--client-cert", pki.client_cert.to_str().unwrap(), "--client-key", pki.client_key.to_str().unwrap()];
+    let proxy_ca = ["--proxy-ca-file", pki.rogue_ca.to_str().unwrap()];
+
+    let out = env.sync(&server.url(), &[&["--proxy", &via][..], &client].concat());
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("certificate") && out.stderr.contains(&via), "{}", out.stderr);
+    assert!(proxy.connects().is_empty(), "{:?}", proxy.connects());
+
+    let out = env.sync(&server.url(), &[&["--proxy", &via][..], &client, &proxy_ca].concat());
+    assert_eq!(out.code, 0, "{out:?}");
+    env.assert_mirrors_upstream();
+    let upstream = format!("127.0.0.1:{}", server.addr.port());
+    assert!(!proxy.connects().is_empty() && proxy.connects().iter().all(|c| *c == upstream), "{:?}", proxy.connects());
+
+    // A proxy reached by an upstream's name: its CA would vouch for that upstream.
+    let same_name = format!("https://127.0.0.1:{}", front.port);
+    let out = env.sync(&server.url(), &[&["--proxy", &same_name][..], &client, &proxy_ca].concat());
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("has the name of an upstream"), "{}", out.stderr);
+
+    // An upstream whose certificate that CA signed is refused through the tunnel.
+    let impostor =
+        env.serve_with(Options { cert: Some((pki.rogue_cert.clone(), pki.rogue_key.clone())), ..Default::default() });
+    let out = env.sync(&impostor.url(), &[&["--proxy", &via][..], &proxy_ca].concat());
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("certificate"), "{}", out.stderr);
+}
+
+/// A listener on `[::1]:port` that takes no connection: its queue is full,
+/// so a connect there waits until the client gives up, like a dead host.
+fn dead_address(port: u16) -> (TcpListener, Vec<std::net::TcpStream>) {
+    let listener = TcpListener::bind(("::1", port)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    while let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+        queued.push(s);
+        assert!(queued.len() < 1000, "the accept queue never filled");
+    }
+    (listener, queued)
+}
+
+#[test]
+fn a_name_whose_first_address_is_dead_fails_over_to_the_next() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    let port = server.addr.port();
+    let _dead = dead_address(port);
+    // The name resolves to the dead IPv6 address first, then the live IPv4 one.
+    let hosts = env.dir.path().join("hosts");
+    std::fs::write(&hosts, "::1 two.upmirror.test\n127.0.0.1 two.upmirror.test\n").unwrap();
+    let resolved = Command::new("unshare")
+        .args(["--mount", "sh", "-c", "mount --bind \"$0\" /etc/hosts && getent ahosts two.upmirror.test"])
+        .arg(&hosts)
+        .output()
+        .unwrap();
+    let resolved = String::from_utf8_lossy(&resolved.stdout).into_owned();
+    assert!(resolved.starts_with("::1 "), "the dead address must come first: {resolved}");
+
+    let url = format!("https://two.upmirror.test:{port}/");
+    let (root, ca) = (env.root.to_str().unwrap(), env.pki.ca.to_str().unwrap());
+    let started = Instant::now();
+    let timeout = ["--connect-timeout", "20s"];
+    let out = env.run_with_hosts(
+        &hosts,
+        &[&["sync", "--root", root, "--upstream", &url, "--ca-file", ca][..], &timeout].concat(),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(15), "waited out the dead address: {:?}", started.elapsed());
+    env.assert_mirrors_upstream();
+
+    let out = env.run_with_hosts(&hosts, &[&["mirrors", "--upstream", &url, "--ca-file", ca][..], &timeout].concat());
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains(&format!("answered from 127.0.0.1:{port}")), "{}", out.stdout);
 }

@@ -137,8 +137,21 @@ impl Env {
         self.run_command(args, &[], Some(cwd))
     }
 
+    /// Run the binary in a mount namespace of its own where `hosts` is
+    /// `/etc/hosts`: a host name gets the addresses a test gives it.
+    pub fn run_with_hosts(&self, hosts: &Path, args: &[&str]) -> Out {
+        let script = "mount --bind \"$0\" /etc/hosts && exec \"$@\"";
+        let mut all = vec!["--mount", "sh", "-c", script, hosts.to_str().unwrap(), env!("CARGO_BIN_EXE_upmirror")];
+        all.extend_from_slice(args);
+        self.run_program("unshare", &all, &[], None)
+    }
+
     fn run_command(&self, args: &[&str], env: &[(&str, &str)], cwd: Option<&Path>) -> Out {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_upmirror"));
+        self.run_program(env!("CARGO_BIN_EXE_upmirror"), args, env, cwd)
+    }
+
+    fn run_program(&self, program: &str, args: &[&str], env: &[(&str, &str)], cwd: Option<&Path>) -> Out {
+        let mut cmd = Command::new(program);
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }

@@ -69,8 +69,11 @@ impl Pki {
             p
         };
         let server_ca = ca("upmirror test CA");
-        let (server_cert, server_key) =
-            leaf(&server_ca, &["127.0.0.1", "localhost", "::1"], ExtendedKeyUsagePurpose::ServerAuth);
+        let (server_cert, server_key) = leaf(
+            &server_ca,
+            &["127.0.0.1", "localhost", "::1", "two.upmirror.test"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
         let client_ca = ca("upmirror test client CA");
         let (client_cert, client_key) = leaf(&client_ca, &["mirror.test"], ExtendedKeyUsagePurpose::ClientAuth);
         let rogue = ca("rogue CA");

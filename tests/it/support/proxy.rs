@@ -70,6 +70,47 @@ impl Proxy {
     }
 }
 
+/// A real stunnel in front of a proxy: the proxy reached over TLS, with
+/// the certificate given. Stopped on drop.
+pub struct TlsFront {
+    pub port: u16,
+    child: Child,
+}
+
+impl Proxy {
+    pub fn tls_front(&self, dir: &Path, cert: &Path, key: &Path) -> TlsFront {
+        let port = free_port();
+        std::fs::create_dir_all(dir).unwrap();
+        let conf = dir.join("stunnel.conf");
+        let settings = format!(
+            "foreground = yes\npid =\n[proxy]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{}\ncert = {}\nkey = {}\n",
+            self.port,
+            cert.display(),
+            key.display()
+        );
+        std::fs::write(&conf, settings).unwrap();
+        let child = Command::new("stunnel4")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("stunnel4 is missing (apt-get install stunnel4); ./test.sh installs it");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "stunnel did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        TlsFront { port, child }
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
