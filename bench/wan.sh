@@ -13,7 +13,8 @@
 #
 # Profile `one` is one 1 GiB file with an upmirror manifest beside it (a
 # manifest's digest is what lets upmirror fetch a file in ranges); the other
-# profiles are the kit's, crawled from their JSON listings.
+# profiles are the kit's, crawled from their JSON listings, or with
+# MANIFEST=1 served with an upmirror manifest (a hardlinked copy of the tree).
 #
 # Needs: apt-get install -y nginx rclone lftp curl
 set -euo pipefail
@@ -32,6 +33,10 @@ if [ ! -d "$TREE" ]; then
          "$BIN" manifest "$TREE" >/dev/null ;;
     *) "$KIT/gen-tree.py" generate "$PROFILE" "$TREE" ;;
   esac
+fi
+if [ "${MANIFEST:-0}" = 1 ] && [ "$PROFILE" != one ]; then
+  [ -d "$TREE.manifest" ] || { cp -al "$TREE" "$TREE.manifest" && "$BIN" manifest "$TREE.manifest" >/dev/null; }
+  TREE=$TREE.manifest
 fi
 "$KIT/upstream.sh" start "$TREE" >/dev/null
 python3 "$KIT/wan-proxy.py" 29443 18443 --rtt-ms "$RTT" --mbit "$MBIT" --window-kib "$WINDOW" >/dev/null 2>&1 &

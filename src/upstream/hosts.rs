@@ -1,9 +1,10 @@
 //! How many requests go to one upstream host at once. Adaptive (without a
-//! fixed `concurrency`), a host starts with [`START`] places and earns a
-//! quarter more each time the bytes it sends per second beat the best rate
-//! seen before, up to `max_connections_per_host`: a long link gets the
-//! requests in flight it needs to be filled, a short one stays where more
-//! would not help. A host that answers 429 or 503 is overrun: its places
+//! fixed `concurrency`), a host starts with [`START`] places and earns more
+//! each time the bytes it sends per second beat the best rate seen before,
+//! up to `max_connections_per_host`: twice as many while every window beats
+//! the last (a slow start), a quarter more after the first that did not. A
+//! long link gets the requests in flight it needs to be filled, a short one
+//! stays where more would not help. A host that answers 429 or 503 is overrun: its places
 //! are halved (the requests that wait for a place then go fewer at a time
 //! instead of retrying into the same wall), and given back one for every
 //! `4 × limit` answers without complaint.
@@ -43,6 +44,11 @@ struct State {
     bytes: u64,
     since: Instant,
     best: f64,
+    /// Every window so far beat the one before: places double.
+    slow_start: bool,
+    /// The places the last window earned, taken back if the next one does
+    /// not beat it.
+    step: usize,
 }
 
 /// A place among the requests in flight to one host.
@@ -75,7 +81,7 @@ impl HostLimit {
     pub fn new(cap: usize, adaptive: bool) -> Arc<HostLimit> {
         let limit = if adaptive { START.min(cap) } else { cap };
         let (since, best) = (Instant::now(), 0.0);
-        let state = State { limit, ceiling: limit, owed: 0, calm: 0, bytes: 0, since, best };
+        let state = State { limit, ceiling: limit, owed: 0, calm: 0, bytes: 0, since, best, slow_start: true, step: 0 };
         Arc::new(HostLimit { places: Arc::new(Semaphore::new(limit)), cap, adaptive, state: Mutex::new(state) })
     }
 
@@ -88,10 +94,15 @@ impl HostLimit {
     /// below one; places in use are taken away as they come back.
     pub fn overrun(&self) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let keep = (state.limit / 2).max(1);
-        let cut = state.limit - keep;
+        let cut = state.limit - (state.limit / 2).max(1);
+        self.withdraw(&mut state, cut);
+        (state.calm, state.step) = (0, 0);
+    }
+
+    /// `cut` places fewer: free ones at once, those in use as they come back.
+    fn withdraw(&self, state: &mut State, cut: usize) {
         let forgotten = self.places.forget_permits(cut);
-        (state.limit, state.owed, state.calm) = (keep, state.owed + cut - forgotten, 0);
+        (state.limit, state.owed) = (state.limit - cut, state.owed + cut - forgotten);
     }
 
     /// An answer without complaint: after `GROWTH × limit` of them, one
@@ -108,11 +119,17 @@ impl HostLimit {
         }
     }
 
-    /// `n` bytes arrived from the host. At the end of each window, a rate
-    /// above the best before earns a quarter more places, when the host is
-    /// adaptive, not recovering from an overrun, and below its cap.
+    /// `n` bytes arrived from the host. At the end of each window (the first
+    /// begins with the first bytes), a rate above the best before earns more
+    /// places (twice as many in the slow start, else a quarter more), when
+    /// the host is adaptive, not recovering from an overrun, and below its
+    /// cap; places earned by the window before that brought no better rate
+    /// are taken back.
     pub fn received(&self, n: usize) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.best == 0.0 && state.bytes == 0 {
+            state.since = Instant::now();
+        }
         state.bytes += n as u64;
         let elapsed = state.since.elapsed();
         if elapsed < WINDOW {
@@ -121,9 +138,15 @@ impl HostLimit {
         let rate = state.bytes as f64 / elapsed.as_secs_f64();
         let better = rate > state.best * GAIN;
         (state.bytes, state.since, state.best) = (0, Instant::now(), state.best.max(rate));
-        if better && self.adaptive && state.limit >= state.ceiling && state.ceiling < self.cap {
-            let more = (state.ceiling / 4).clamp(1, self.cap - state.ceiling);
-            state.ceiling += more;
+        state.slow_start &= better;
+        let last = std::mem::take(&mut state.step);
+        if !better && last > 0 && state.limit == state.ceiling {
+            state.ceiling -= last;
+            self.withdraw(&mut state, last);
+        } else if better && self.adaptive && state.limit >= state.ceiling && state.ceiling < self.cap {
+            let step = if state.slow_start { state.ceiling } else { state.ceiling / 4 };
+            let more = step.clamp(1, self.cap - state.ceiling);
+            (state.ceiling, state.step) = (state.ceiling + more, more);
             self.give(&mut state, more);
         }
     }
@@ -169,34 +192,39 @@ mod tests {
         assert_eq!(host.limit(), 8, "never above the cap");
     }
 
+    /// One window in which `bytes` arrive.
+    async fn window(host: &HostLimit, bytes: usize) {
+        host.received(bytes);
+        tokio::time::advance(WINDOW).await;
+        host.received(0);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_adaptive_host_earns_places_while_its_rate_grows_and_holds_when_it_stops() {
         let host = HostLimit::new(64, true);
-        let window = |bytes: usize| {
-            let host = host.clone();
-            async move {
-                host.received(bytes);
-                tokio::time::advance(WINDOW).await;
-                host.received(0);
-            }
-        };
-        window(1 << 20).await;
-        assert_eq!(host.limit(), 20, "the first window beats nothing: a quarter more");
-        window(2 << 20).await;
-        assert_eq!(host.limit(), 25);
+        window(&host, 1 << 20).await;
+        assert_eq!(host.limit(), 32, "the first window beats nothing: twice as many");
+        window(&host, 2 << 20).await;
+        assert_eq!(host.limit(), 64, "twice again while the rate grows");
+        let host = HostLimit::new(256, true);
+        window(&host, 1 << 20).await;
+        window(&host, 1 << 20).await;
+        assert_eq!(host.limit(), 16, "places that brought no better rate are taken back; the slow start ends");
+        window(&host, 4 << 20).await;
+        assert_eq!(host.limit(), 20, "then a quarter more");
         for _ in 0..5 {
-            window(2 << 20).await;
+            window(&host, 4 << 20).await;
         }
-        assert_eq!(host.limit(), 25, "a rate that stopped growing earns nothing");
+        assert_eq!(host.limit(), 16, "a rate that stopped growing earns nothing");
         host.overrun();
-        window(64 << 20).await;
-        assert_eq!(host.limit(), 12, "no growth while recovering from an overrun");
-        for i in 0..20 {
-            window(64 << (20 + i)).await;
+        window(&host, 64 << 20).await;
+        assert_eq!(host.limit(), 8, "no growth while recovering from an overrun");
+        for i in 0..30 {
+            window(&host, 64 << (20 + i)).await;
             for _ in 0..GROWTH * 64 {
                 host.calm();
             }
         }
-        assert_eq!((host.limit(), host.places.available_permits()), (64, 64), "never above the cap");
+        assert_eq!((host.limit(), host.places.available_permits()), (256, 256), "never above the cap");
     }
 }
