@@ -2,7 +2,8 @@
 # Every test: installs what the integration tests need when it is missing
 # (Debian 12, as root), then runs the whole suite. The tests start real
 # nginx, Apache, lighttpd, Caddy, rclone, webfs and python servers, a
-# tinyproxy (behind stunnel for a TLS proxy), verify the systemd units with systemd-analyze, render the
+# tinyproxy (behind stunnel for a TLS proxy), a FUSE case-insensitive file
+# system, verify the systemd units with systemd-analyze, render the
 # status page in headless Chromium, make certificates and mount tmpfs, and
 # run real apt against a repository built with apt-ftparchive.
 set -euo pipefail
@@ -17,6 +18,8 @@ for pair in nginx:nginx chromium:chromium openssl:openssl python3:python3 \
             stunnel4:stunnel4 unshare:util-linux getent:libc-bin; do
   have "${pair%%:*}" || need+=("${pair##*:}")
 done
+# The case-insensitive file system of a test is a FUSE one in Python.
+/usr/bin/python3 -c 'import fusepy' 2>/dev/null || need+=(python3-fusepy)
 # lighttpd's TLS is a module of its own package.
 [ -e /usr/lib/lighttpd/mod_openssl.so ] || need+=(lighttpd-mod-openssl)
 if [ ${#need[@]} -gt 0 ]; then

@@ -18,12 +18,34 @@ pub const DEFAULT_CONFIG: &str = "/etc/upmirror/upmirror.toml";
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
+/// An `upstreams` entry: a URL, or `{ url = "...", proxy = "http://…" | "direct" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum UpstreamEntry {
+    Url(String),
+    WithProxy(UpstreamWithProxy),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamWithProxy {
+    url: String,
+    proxy: String,
+}
+
+/// An upstream's own proxy, overriding `proxy` and the environment's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyChoice {
+    Direct,
+    Via(Url),
+}
+
 /// The file as written by the operator; every key optional, unknown keys an error.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub root: Option<PathBuf>,
-    pub upstreams: Option<Vec<String>>,
+    pub upstreams: Option<Vec<UpstreamEntry>>,
     pub ca_file: Option<PathBuf>,
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
@@ -97,6 +119,8 @@ pub struct Tls {
 pub struct Config {
     pub root: Option<PathBuf>,
     pub upstreams: Vec<Url>,
+    /// Each upstream's own proxy, if it has one.
+    pub upstream_proxies: Vec<Option<ProxyChoice>>,
     pub tls: Tls,
     pub keep: usize,
     pub listing: ListingKind,
@@ -145,13 +169,14 @@ impl Config {
         let list = |flag: &Vec<String>, key: &Option<Vec<String>>| {
             if flag.is_empty() { key.clone().unwrap_or_default() } else { flag.clone() }
         };
-        let upstreams = list(&keys.upstream.upstreams, &file.upstreams);
+        let (upstreams, upstream_proxies) = upstream_entries(&keys.upstream.upstreams, &file.upstreams)?;
         let allow_plain_http = keys.upstream.allow_plain_http.or(file.allow_plain_http).unwrap_or(false);
         let (free_space_margin, max_partial_size) = resolve_sizes(&keys.plan, &file)?;
         let up = &keys.upstream;
         let config = Config {
             root: expand(keys.root.root.clone().or(file.root.clone()))?,
             upstreams: upstreams.iter().map(|u| parse_upstream(u, allow_plain_http)).collect::<Result<_, _>>()?,
+            upstream_proxies,
             tls: Tls {
                 ca_file: expand(keys.upstream.ca_file.clone().or(file.ca_file.clone()))?,
                 client_cert: expand(keys.upstream.client_cert.clone().or(file.client_cert.clone()))?,
@@ -359,6 +384,30 @@ fn parse_file(text: &str) -> Result<FileConfig, String> {
     })
 }
 
+/// The upstream URLs, from the flags (or environment) when given, else from
+/// the file, with each one's own proxy.
+fn upstream_entries(
+    flags: &[String],
+    file: &Option<Vec<UpstreamEntry>>,
+) -> Result<(Vec<String>, Vec<Option<ProxyChoice>>), ConfigError> {
+    if !flags.is_empty() {
+        return Ok((flags.to_vec(), vec![None; flags.len()]));
+    }
+    let mut pairs = Vec::new();
+    for entry in file.iter().flatten() {
+        pairs.push(match entry {
+            UpstreamEntry::Url(url) => (url.clone(), None),
+            UpstreamEntry::WithProxy(UpstreamWithProxy { url, proxy }) if proxy == "direct" => {
+                (url.clone(), Some(ProxyChoice::Direct))
+            }
+            UpstreamEntry::WithProxy(UpstreamWithProxy { url, proxy }) => {
+                (url.clone(), Some(ProxyChoice::Via(parse_proxy(proxy)?)))
+            }
+        });
+    }
+    Ok(pairs.into_iter().unzip())
+}
+
 /// A proxy URL: http or https, host and port, credentials allowed (never
 /// printed back).
 fn parse_proxy(s: &str) -> Result<Url, ConfigError> {
@@ -450,5 +499,17 @@ mod tests {
         assert!(parse_upstream("ftp://h/", true).is_err());
         assert!(parse_upstream("https://u:p@h/", false).is_err());
         assert_eq!(parse_upstream("file:///srv/x", false).unwrap().as_str(), "file:///srv/x/");
+    }
+
+    #[test]
+    fn an_upstream_entry_may_name_its_own_proxy() {
+        let text = r#"upstreams = ["https://a/", { url = "https://b/", proxy = "direct" }, { url = "https://c/", proxy = "http://p:3128" }]"#;
+        let (urls, proxies) = upstream_entries(&[], &parse_file(text).unwrap().upstreams).unwrap();
+        assert_eq!(urls, ["https://a/", "https://b/", "https://c/"]);
+        let via = Url::parse("http://p:3128").unwrap();
+        assert_eq!(proxies, [None, Some(ProxyChoice::Direct), Some(ProxyChoice::Via(via))]);
+        let bad = r#"upstreams = [{ url = "https://b/", proxy = "ftp://p" }]"#;
+        assert!(upstream_entries(&[], &parse_file(bad).unwrap().upstreams).unwrap_err().0.contains("proxy"));
+        assert!(parse_file(r#"upstreams = [{ url = "https://b/", via = "x" }]"#).is_err());
     }
 }

@@ -488,7 +488,7 @@ fn fill(
                 failpoint("build-link");
             }
             let (from, to) = (p.dir.join(e.path.as_str()), build.join(e.path.as_str()));
-            fs::hard_link(&from, &to).with_context(|| {
+            fs::hard_link(&from, &to).map_err(|err| collision(build, &e.path, &err)).with_context(|| {
                 format!(
                     "could not hardlink {} to {} (`upmirror verify --repair` mends the published snapshot)",
                     from.display(),
@@ -498,13 +498,41 @@ fn fill(
         })?;
     }
     interrupt::check()?;
+    // Linked, then unlinked from staging: unlike a rename, a link never
+    // replaces a name the file system takes for the same one.
     verified.par_iter().try_for_each(|v| {
         let (from, to) = (v.file(), build.join(v.entry().path.as_str()));
-        fs::rename(from, &to).with_context(|| format!("could not move {} to {}", from.display(), to.display()))
+        fs::hard_link(from, &to)
+            .and_then(|()| fs::remove_file(from))
+            .map_err(|err| collision(build, &v.entry().path, &err))
+            .with_context(|| format!("could not move {} to {}", from.display(), to.display()))
     })?;
     interrupt::check()?;
     let files = keep.iter().cloned().chain(verified.into_iter().map(Verified::into_entry)).collect();
     Manifest::new(generated_at, files).map_err(anyhow::Error::msg)
+}
+
+/// A link that found its name taken: on a case-insensitive or normalising
+/// file system another listed path is the same name. The error names both.
+fn collision(build: &Path, path: &crate::manifest::RelPath, err: &std::io::Error) -> anyhow::Error {
+    use std::os::unix::fs::MetadataExt;
+    let to = build.join(path.as_str());
+    let found = (err.kind() == std::io::ErrorKind::AlreadyExists).then(|| {
+        let ino = fs::symlink_metadata(&to).ok()?.ino();
+        let parent = to.parent()?;
+        let twin = fs::read_dir(parent).ok()?.flatten().find(|d| d.metadata().is_ok_and(|m| m.ino() == ino))?;
+        Some(parent.join(twin.file_name()).strip_prefix(build).ok()?.to_string_lossy().into_owned())
+    });
+    match found.flatten() {
+        Some(twin) => anyhow::anyhow!(
+            "{} and {} are one name on this file system (case-insensitive or Unicode-normalising), so one would be \
+             served with the other's bytes; put the root on a file system that keeps names apart (ext4 without \
+             casefold, xfs)",
+            crate::output::escape(path.as_str()),
+            crate::output::escape(&twin)
+        ),
+        None => anyhow::anyhow!("{err}"),
+    }
 }
 
 /// The snapshot's manifest, and its signature when it has one.

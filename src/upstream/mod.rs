@@ -7,6 +7,7 @@ mod autoindex;
 mod crawl;
 mod hosts;
 mod pace;
+mod proxy;
 mod retry;
 mod tls;
 
@@ -182,8 +183,8 @@ pub struct Upstreams {
     manifest_name: String,
     listing: ListingKind,
     concurrency: usize,
-    /// The proxy requests go through, as `scheme://host:port`.
-    proxy: Option<String>,
+    /// The proxy each upstream's requests go through, as `scheme://host:port`.
+    proxies: Vec<Option<String>>,
     /// What the mirror carries: a crawl lists nothing else.
     filter: crate::filter::Filter,
     /// What server certificates are checked against, for reports.
@@ -222,7 +223,7 @@ impl Upstreams {
             listing: cfg.listing,
             concurrency: cfg.concurrency.unwrap_or(hosts::START),
             filter: cfg.filter.clone(),
-            proxy: proxy_label(cfg),
+            proxies: (0..cfg.upstreams.len()).map(|i| proxy::label(cfg, i)).collect(),
             trust: cfg.tls.ca_file.as_ref().map_or("system roots".to_owned(), |f| format!("pinned {}", f.display())),
             has_client_cert: cfg.tls.client_cert.is_some(),
             net: cfg.net.clone(),
@@ -305,7 +306,7 @@ impl Upstreams {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let https = self.bases[i].scheme() == "https";
         let mut probe = Probe { url: self.bases[i].to_string(), usable: result.is_ok(), ..Probe::default() };
-        probe.proxy = self.proxy.clone().filter(|_| !self.bases[i].scheme().eq("file"));
+        probe.proxy = self.proxies[i].clone();
         match result {
             Ok(listed) => {
                 probe = Probe { url: probe.url, usable: true, proxy: probe.proxy, ..listed };
@@ -441,8 +442,10 @@ impl Upstreams {
         let resp = req.send().await.map_err(|e| {
             // Connecting covers the proxy, its CONNECT and both handshakes.
             let connect = e.is_connect();
+            let host = e.url().map(host_key);
             let e = describe(e);
-            match &self.proxy {
+            let i = self.bases.iter().position(|b| Some(host_key(b)) == host);
+            match i.and_then(|i| self.proxies[i].as_ref()) {
                 Some(proxy) if connect => e.context(format!("through the proxy {proxy}")),
                 _ => e,
             }
@@ -784,10 +787,7 @@ fn build_client(cfg: &Config) -> Result<Client> {
     if !cfg.http2 {
         builder = builder.http1_only();
     }
-    if let Some(proxy) = &cfg.proxy {
-        let proxy = reqwest::Proxy::all(proxy.as_str())
-            .map_err(|e| ConfigError(format!("proxy: {}", describe(e))))?
-            .no_proxy(reqwest::NoProxy::from_env());
+    if let Some(proxy) = proxy::client_proxy(cfg)? {
         builder = builder.proxy(proxy);
     }
     builder = builder.tls_backend_preconfigured(tls::client_config(cfg)?);
@@ -921,25 +921,6 @@ async fn read_local(base: &std::path::Path, name: &str, cap: u64) -> Result<Vec<
         Ok(out)
     };
     tokio::task::spawn_blocking(read).await.map_err(|e| anyhow!("read task failed: {e}"))?
-}
-
-/// The proxy in use, without credentials: the configured one, else the
-/// environment's (`NO_PROXY` may still exempt a host from it).
-fn proxy_label(cfg: &Config) -> Option<String> {
-    let url = configured_proxy(cfg)?;
-    let exempt = std::env::var("NO_PROXY").or_else(|_| std::env::var("no_proxy")).is_ok_and(|v| !v.is_empty());
-    let caveat = if exempt { " (unless NO_PROXY exempts the host)" } else { "" };
-    Some(format!("{}://{}:{}{caveat}", url.scheme(), url.host_str()?, url.port_or_known_default()?))
-}
-
-/// The proxy upstream requests go through: `proxy`, else the environment's.
-fn configured_proxy(cfg: &Config) -> Option<Url> {
-    let from_env = || {
-        let var =
-            ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"].iter().find_map(|v| std::env::var(v).ok())?;
-        Url::parse(&var).ok()
-    };
-    cfg.proxy.clone().or_else(from_env)
 }
 
 /// What requests to one host share: scheme, host and port.

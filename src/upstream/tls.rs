@@ -56,7 +56,7 @@ pub fn client_config(cfg: &Config) -> Result<rustls::ClientConfig, ConfigError> 
 /// The name of the proxy that `proxy_ca_file` (`ca`) vouches for: the
 /// `proxy`, else `HTTPS_PROXY`'s. It must name no upstream.
 fn proxy_name(cfg: &Config, ca: &Path) -> Result<ServerName<'static>, ConfigError> {
-    let Some(host) = super::configured_proxy(cfg).and_then(|u| u.host_str().map(str::to_owned)) else {
+    let Some(host) = super::proxy::configured(cfg).and_then(|u| u.host_str().map(str::to_owned)) else {
         return Err(ConfigError(format!("proxy_ca_file {}: set without a proxy; set proxy too", ca.display())));
     };
     let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();

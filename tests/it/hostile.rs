@@ -230,3 +230,21 @@ fn without_a_digest_a_body_from_another_upstream_needs_its_mtime_confirmed() {
     assert!(out.stderr.contains("no Last-Modified to confirm"), "{}", out.stderr);
     assert!(fs::symlink_metadata(env.current()).is_err(), "the unconfirmed bytes are not published");
 }
+
+#[test]
+fn names_a_case_insensitive_file_system_takes_for_one_fail_the_run_naming_both() {
+    let env = Env::new();
+    env.write("docs/README", b"the upper-case one\n");
+    env.write("docs/Readme", b"the mixed-case one, another file\n");
+    env.write("other.txt", b"unrelated\n");
+    env.make_manifest();
+    let server = env.serve();
+    let fs = crate::support::casefold::CaseFold::mount(&env.dir.path().join("backing"), &env.dir.path().join("ci"));
+    let root = fs.mountpoint.join("mirror");
+    let (ca, url) = (env.pki.ca.to_str().unwrap(), server.url());
+    let out = env.run(&["sync", "--root", root.to_str().unwrap(), "--upstream", &url, "--ca-file", ca]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let both = |a: &str, b: &str| out.stderr.contains(&format!("docs/{a} and docs/{b} are one name"));
+    assert!(both("README", "Readme") || both("Readme", "README"), "{}", out.stderr);
+    assert!(!root.join("current").exists(), "nothing published");
+}

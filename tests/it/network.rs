@@ -448,3 +448,37 @@ fn a_name_whose_first_address_is_dead_fails_over_to_the_next() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains(&format!("answered from 127.0.0.1:{port}")), "{}", out.stdout);
 }
+
+#[test]
+fn an_upstream_may_go_through_its_own_proxy_or_none() {
+    let env = Env::with_sample_tree();
+    let (primary, secondary, third) = (env.serve(), env.serve(), env.serve());
+    primary.fault("/pool/p03.deb", Fault::Status(404));
+    secondary.fault("/pool/p03.deb", Fault::Status(404));
+    let company = crate::support::proxy::Proxy::start(&env.dir.path().join("company"));
+    let partner = crate::support::proxy::Proxy::start(&env.dir.path().join("partner"));
+    let config = env.dir.path().join("proxies.toml");
+    let text = format!(
+        "proxy = \"{}\"\nretry_backoff = \"10ms\"\nupstreams = [\"{}\", {{ url = \"{}\", proxy = \"direct\" }}, {{ url = \"{}\", proxy = \"{}\" }}]\n",
+        company.url(),
+        primary.url(),
+        secondary.url(),
+        third.url(),
+        partner.url()
+    );
+    std::fs::write(&config, text).unwrap();
+    let (root, ca) = (env.root.to_str().unwrap(), env.pki.ca.to_str().unwrap());
+    let out = env.run(&["sync", "--config", config.to_str().unwrap(), "--root", root, "--ca-file", ca]);
+    assert_eq!(out.code, 0, "{out:?}");
+    env.assert_mirrors_upstream();
+    let hostport = |s: &crate::support::Server| format!("127.0.0.1:{}", s.addr.port());
+    assert!(company.connects().iter().all(|c| *c == hostport(&primary)), "{:?}", company.connects());
+    assert!(!secondary.requests_for("/pool/p03.deb").is_empty(), "the direct upstream was asked");
+    assert!(partner.connects().iter().all(|c| *c == hostport(&third)), "{:?}", partner.connects());
+    assert!(!partner.connects().is_empty() && !company.connects().is_empty());
+
+    let out = env.run(&["mirrors", "--config", config.to_str().unwrap(), "--ca-file", ca]);
+    let said = |p: &crate::support::proxy::Proxy| format!("through the proxy http://127.0.0.1:{}", p.port);
+    assert!(out.stdout.contains(&said(&company)) && out.stdout.contains(&said(&partner)), "{}", out.stdout);
+    assert_eq!(out.stdout.matches("through the proxy").count(), 2, "{}", out.stdout);
+}

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod casefold;
 pub mod nginx;
 pub mod pki;
 pub mod proxy;
