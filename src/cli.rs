@@ -305,6 +305,9 @@ pub struct UpstreamArgs {
     /// PEM roots for an https:// proxy's own certificate; they vouch for the proxy's name alone, never for an upstream.
     #[arg(long, env = "UPMIRROR_PROXY_CA_FILE", value_name = "FILE")]
     pub proxy_ca_file: Option<PathBuf>,
+    /// A file holding the proxy's `user:password` on one line, kept out of the proxy URL.
+    #[arg(long, env = "UPMIRROR_PROXY_CREDENTIALS_FILE", value_name = "FILE")]
+    pub proxy_credentials_file: Option<PathBuf>,
     /// Cap on download speed, shared by all transfers (20MiB/s), or a local-time timetable ("08:00,4MiB/s 18:00,off") [default: none].
     #[arg(long, env = "UPMIRROR_BANDWIDTH_LIMIT", value_name = "RATE")]
     pub bandwidth_limit: Option<String>,

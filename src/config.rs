@@ -75,6 +75,7 @@ pub struct FileConfig {
     pub recheck_after: Option<String>,
     pub proxy: Option<String>,
     pub proxy_ca_file: Option<PathBuf>,
+    pub proxy_credentials_file: Option<PathBuf>,
     pub trusted_keys: Option<Vec<String>>,
     pub pre_publish: Option<String>,
     pub post_publish: Option<String>,
@@ -146,6 +147,8 @@ pub struct Config {
     pub proxy: Option<Url>,
     /// Roots for a TLS proxy's certificate, for its name alone.
     pub proxy_ca_file: Option<PathBuf>,
+    /// Where the proxy's credentials came from (they are in `proxy`).
+    pub proxy_credentials_file: Option<PathBuf>,
     /// When set, a listing needs a valid signature by one of these keys.
     pub trusted_keys: Vec<String>,
     pub hooks: Hooks,
@@ -202,6 +205,9 @@ impl Config {
             trusted_keys: list(&keys.upstream.trusted_keys, &file.trusted_keys),
             hooks: resolve_hooks(&keys.publish, &file)?,
             proxy: keys.upstream.proxy.clone().or(file.proxy.clone()).map(|p| parse_proxy(&p)).transpose()?,
+            proxy_credentials_file: expand(
+                keys.upstream.proxy_credentials_file.clone().or(file.proxy_credentials_file.clone()),
+            )?,
             proxy_ca_file: expand(keys.upstream.proxy_ca_file.clone().or(file.proxy_ca_file.clone()))?,
             filter: Filter::new(&list(&keys.plan.include, &file.include), &list(&keys.plan.exclude, &file.exclude))
                 .map_err(|e| ConfigError(e.0))?,
@@ -214,7 +220,24 @@ impl Config {
             net: resolve_net(&keys.upstream, &file)?,
         };
         config.validate()?;
-        Ok(config)
+        config.with_proxy_credentials()
+    }
+
+    /// The proxy URL with the user and password of `proxy_credentials_file`.
+    fn with_proxy_credentials(mut self) -> Result<Config, ConfigError> {
+        let Some(file) = &self.proxy_credentials_file else { return Ok(self) };
+        let err = |what: &str| ConfigError(format!("proxy_credentials_file {}: {what}", file.display()));
+        let Some(proxy) = self.proxy.as_mut() else { return Err(err("set without a proxy; set proxy too")) };
+        let mut text = String::new();
+        let read = std::fs::File::open(file)
+            .and_then(|f| std::io::Read::read_to_string(&mut std::io::Read::take(f, 4096), &mut text));
+        read.map_err(|e| err(&e.to_string()))?;
+        let Some((user, password)) = text.trim().split_once(':').filter(|(u, _)| !u.is_empty()) else {
+            return Err(err("expected one line user:password"));
+        };
+        let set = proxy.set_username(user).and_then(|()| proxy.set_password(Some(password)));
+        set.map_err(|()| err("the proxy URL cannot carry credentials"))?;
+        Ok(self)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {

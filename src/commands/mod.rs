@@ -23,10 +23,13 @@ use crate::interrupt;
 use crate::output::Reporter;
 
 pub fn run(command: Command, cfg: &Config, out: Reporter) -> Result<()> {
-    if let Some(key) = &cfg.tls.client_key
-        && std::fs::metadata(key).is_ok_and(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o004 != 0)
+    for (name, secret) in [("client_key", &cfg.tls.client_key), ("proxy_credentials_file", &cfg.proxy_credentials_file)]
     {
-        out.warn(format!("client_key {} is readable by every user; fix: chmod o-r {}", key.display(), key.display()));
+        let Some(file) = secret else { continue };
+        if std::fs::metadata(file).is_ok_and(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o004 != 0)
+        {
+            out.warn(format!("{name} {} is readable by every user; fix: chmod o-r {}", file.display(), file.display()));
+        }
     }
     match command {
         Command::Sync(args) => sync::sync(cfg, &args, out),

@@ -15,7 +15,7 @@
 //! made durable as a whole before it is published.
 //!
 //! Writes go to the page cache from the download task itself, through a
-//! 256 KiB buffer: they never wait on the disk, and handing each one to a
+//! 64 KiB buffer: they never wait on the disk, and handing each one to a
 //! blocking thread cost more (futex wake-ups) than the write.
 
 mod segmented;
@@ -326,7 +326,7 @@ impl Fetcher {
     ) -> Result<Verified> {
         let io = |what: &str, e: std::io::Error| LocalIo(format!("could not {what} {}: {e}", file.display()));
         let (out, mut hasher, mut got) = start_output(&body, entry, file, meta_path, from).await?;
-        let mut out = std::io::BufWriter::with_capacity((entry.size as usize).clamp(4096, 256 << 10), out);
+        let mut out = std::io::BufWriter::with_capacity((entry.size as usize).clamp(4096, 64 << 10), out);
         let mut flusher = Flusher::default();
         let streamed = self
             .pump(&mut body, got..entry.size, |chunk| {

@@ -31,7 +31,7 @@ const PIECE: u64 = 8 << 20;
 /// Ranges of one file in flight at once.
 const CONNECTIONS: usize = 8;
 /// Arrived bytes are written, and recorded, this many at a time.
-const RECORD_EVERY: usize = 256 << 10;
+const RECORD_EVERY: usize = 64 << 10;
 
 /// What a round of a segmented download came to.
 pub enum Segmented {

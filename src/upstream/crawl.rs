@@ -43,6 +43,11 @@ struct Page {
     len: u64,
 }
 
+/// Listing pages in flight at once without a fixed `concurrency`: each may
+/// be held whole (up to 16 MiB) while it is parsed, so this bounds a
+/// hostile crawl's memory.
+pub(super) const PAGES_IN_FLIGHT: usize = 16;
+
 pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_>>) -> Result<Listing> {
     let base = &up.bases[i];
     if base.scheme() == "file" {

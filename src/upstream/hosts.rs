@@ -18,7 +18,7 @@ use tokio::time::Instant;
 /// Calm answers per place before one more is given back.
 const GROWTH: usize = 4;
 /// The places an adaptive host starts with.
-pub const START: usize = 16;
+pub const START: usize = 32;
 /// Throughput is compared over windows this long.
 const WINDOW: Duration = Duration::from_millis(500);
 /// How much a window's rate must beat the best before it to earn places.
@@ -46,9 +46,6 @@ struct State {
     best: f64,
     /// Every window so far beat the one before: places double.
     slow_start: bool,
-    /// The places the last window earned, taken back if the next one does
-    /// not beat it.
-    step: usize,
 }
 
 /// A place among the requests in flight to one host.
@@ -81,7 +78,7 @@ impl HostLimit {
     pub fn new(cap: usize, adaptive: bool) -> Arc<HostLimit> {
         let limit = if adaptive { START.min(cap) } else { cap };
         let (since, best) = (Instant::now(), 0.0);
-        let state = State { limit, ceiling: limit, owed: 0, calm: 0, bytes: 0, since, best, slow_start: true, step: 0 };
+        let state = State { limit, ceiling: limit, owed: 0, calm: 0, bytes: 0, since, best, slow_start: true };
         Arc::new(HostLimit { places: Arc::new(Semaphore::new(limit)), cap, adaptive, state: Mutex::new(state) })
     }
 
@@ -94,15 +91,10 @@ impl HostLimit {
     /// below one; places in use are taken away as they come back.
     pub fn overrun(&self) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let cut = state.limit - (state.limit / 2).max(1);
-        self.withdraw(&mut state, cut);
-        (state.calm, state.step) = (0, 0);
-    }
-
-    /// `cut` places fewer: free ones at once, those in use as they come back.
-    fn withdraw(&self, state: &mut State, cut: usize) {
+        let keep = (state.limit / 2).max(1);
+        let cut = state.limit - keep;
         let forgotten = self.places.forget_permits(cut);
-        (state.limit, state.owed) = (state.limit - cut, state.owed + cut - forgotten);
+        (state.limit, state.owed, state.calm) = (keep, state.owed + cut - forgotten, 0);
     }
 
     /// An answer without complaint: after `GROWTH × limit` of them, one
@@ -123,8 +115,7 @@ impl HostLimit {
     /// begins with the first bytes), a rate above the best before earns more
     /// places (twice as many in the slow start, else a quarter more), when
     /// the host is adaptive, not recovering from an overrun, and below its
-    /// cap; places earned by the window before that brought no better rate
-    /// are taken back.
+    /// cap.
     pub fn received(&self, n: usize) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.best == 0.0 && state.bytes == 0 {
@@ -139,14 +130,10 @@ impl HostLimit {
         let better = rate > state.best * GAIN;
         (state.bytes, state.since, state.best) = (0, Instant::now(), state.best.max(rate));
         state.slow_start &= better;
-        let last = std::mem::take(&mut state.step);
-        if !better && last > 0 && state.limit == state.ceiling {
-            state.ceiling -= last;
-            self.withdraw(&mut state, last);
-        } else if better && self.adaptive && state.limit >= state.ceiling && state.ceiling < self.cap {
+        if better && self.adaptive && state.limit >= state.ceiling && state.ceiling < self.cap {
             let step = if state.slow_start { state.ceiling } else { state.ceiling / 4 };
             let more = step.clamp(1, self.cap - state.ceiling);
-            (state.ceiling, state.step) = (state.ceiling + more, more);
+            state.ceiling += more;
             self.give(&mut state, more);
         }
     }
@@ -201,29 +188,28 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_adaptive_host_earns_places_while_its_rate_grows_and_holds_when_it_stops() {
-        let host = HostLimit::new(64, true);
-        window(&host, 1 << 20).await;
-        assert_eq!(host.limit(), 32, "the first window beats nothing: twice as many");
-        window(&host, 2 << 20).await;
-        assert_eq!(host.limit(), 64, "twice again while the rate grows");
         let host = HostLimit::new(256, true);
         window(&host, 1 << 20).await;
-        window(&host, 1 << 20).await;
-        assert_eq!(host.limit(), 16, "places that brought no better rate are taken back; the slow start ends");
+        assert_eq!(host.limit(), 64, "the first window beats nothing: twice as many");
+        window(&host, 2 << 20).await;
+        assert_eq!(host.limit(), 128, "twice again while the rate grows");
+        window(&host, 2 << 20).await;
+        assert_eq!(host.limit(), 128, "a window that did not beat the best ends the slow start");
         window(&host, 4 << 20).await;
-        assert_eq!(host.limit(), 20, "then a quarter more");
+        assert_eq!(host.limit(), 160, "then a quarter more");
         for _ in 0..5 {
             window(&host, 4 << 20).await;
         }
-        assert_eq!(host.limit(), 16, "a rate that stopped growing earns nothing");
+        assert_eq!(host.limit(), 160, "a rate that stopped growing earns nothing");
         host.overrun();
         window(&host, 64 << 20).await;
-        assert_eq!(host.limit(), 8, "no growth while recovering from an overrun");
-        for i in 0..30 {
-            window(&host, 64 << (20 + i)).await;
-            for _ in 0..GROWTH * 64 {
-                host.calm();
-            }
+        assert_eq!(host.limit(), 80, "no growth while recovering from an overrun");
+        for _ in 0..GROWTH * 160 * 160 {
+            host.calm();
+        }
+        assert_eq!(host.limit(), 160, "calm answers give back what the overrun took");
+        for i in 0..10 {
+            window(&host, 64 << (30 + i)).await;
         }
         assert_eq!((host.limit(), host.places.available_permits()), (256, 256), "never above the cap");
     }

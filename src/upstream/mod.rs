@@ -221,7 +221,7 @@ impl Upstreams {
             bases: cfg.upstreams.clone(),
             manifest_name: cfg.manifest_name.clone(),
             listing: cfg.listing,
-            concurrency: cfg.concurrency.unwrap_or(hosts::START),
+            concurrency: cfg.concurrency.unwrap_or(crawl::PAGES_IN_FLIGHT),
             filter: cfg.filter.clone(),
             proxies: (0..cfg.upstreams.len()).map(|i| proxy::label(cfg, i)).collect(),
             trust: cfg.tls.ca_file.as_ref().map_or("system roots".to_owned(), |f| format!("pinned {}", f.display())),

@@ -342,6 +342,22 @@ fn a_proxy_that_wants_credentials_refuses_without_them_and_passes_with_them() {
     let probe = env.run(&["mirrors", "--upstream", &server.url(), "--ca-file", ca, "--proxy", &with_credentials]);
     assert_eq!(probe.code, 0, "{probe:?}");
     assert!(probe.stdout.contains(&said) && !probe.stdout.contains("s3cret"), "{}", probe.stdout);
+
+    // Or kept in a file of their own, out of the URL and the config.
+    let file = env.dir.path().join("proxy.cred");
+    std::fs::write(&file, "alice:s3cret\n").unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = env.sync(&server.url(), &["--proxy", &proxy.url(), "--proxy-credentials-file", file.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!out.stderr.contains("warning") && !out.stderr.contains("s3cret"), "{}", out.stderr);
+    std::fs::write(&file, "no colon\n").unwrap();
+    let out = env.sync(&server.url(), &["--proxy", &proxy.url(), "--proxy-credentials-file", file.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("expected one line user:password") && !out.stderr.contains("no colon"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -80,7 +80,7 @@ fn a_run_killed_mid_range_resumes_every_piece_where_it_stopped() {
         .unwrap();
     // Eight pieces each receive 1 MiB, then the server holds them: wait
     // (bounded) until the record beside the partial file shows most of it
-    // written (the rest waits in a buffer of 256 KiB).
+    // written (the rest waits in a buffer of 64 KiB).
     let deadline = Instant::now() + Duration::from_secs(30);
     while recorded(&env).iter().sum::<u64>() < 6 << 20 {
         assert!(Instant::now() < deadline, "the pieces never arrived: {:?}", ranges(&server));
