@@ -11,8 +11,9 @@
 //!
 //! Partial files survive failures and runs: the next attempt asks for the
 //! rest with `Range` (and `If-Range`), and extends the file only on a 206
-//! that starts exactly there. Files are not fsynced here: the snapshot is
-//! made durable as a whole before it is published.
+//! that starts exactly there. Large files come in ranges over several
+//! connections at once (`segmented`). Files are not fsynced here: the
+//! snapshot is made durable as a whole before it is published.
 //!
 //! Writes go to the page cache from the download task itself, through a
 //! 64 KiB buffer: they never wait on the disk, and handing each one to a
