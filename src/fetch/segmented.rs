@@ -114,7 +114,7 @@ impl Fetcher {
             let Some((k, range)) = lock(board).take() else { return (root, Ok(())) };
             let len = range.end - range.start;
             if let Err(e) = self.piece(entry, out, board, root, (k, range)).await {
-                lock(board).taken[k] = false;
+                lock(board).release(k);
                 return (root, Err(e));
             }
             self.up.delivered(root, len);
@@ -204,6 +204,8 @@ struct Board {
     size: u64,
     done: Vec<u64>,
     taken: Vec<bool>,
+    /// No piece before this one is free to take: taking is O(1) amortised.
+    cursor: usize,
     record: std::fs::File,
     path: PathBuf,
 }
@@ -241,15 +243,20 @@ impl Board {
             Err(_) => super::create_nofollow(file),
         };
         data.and_then(|f| f.set_len(size)).map_err(io)?;
-        Ok(Board { size, taken: vec![false; pieces], done, record, path })
+        Ok(Board { size, taken: vec![false; pieces], cursor: 0, done, record, path })
     }
 
     /// The first piece nobody fetches that is not complete, and its missing range.
     fn take(&mut self) -> Option<(usize, Range<u64>)> {
-        let k = (0..self.done.len()).find(|&k| !self.taken[k] && self.done[k] < self.len(k))?;
-        self.taken[k] = true;
+        let k = (self.cursor..self.done.len()).find(|&k| !self.taken[k] && self.done[k] < self.len(k))?;
+        (self.taken[k], self.cursor) = (true, k + 1);
         let start = k as u64 * PIECE;
         Some((k, start + self.done[k]..start + self.len(k)))
+    }
+
+    /// Piece `k` is free to take again (its fetch failed).
+    fn release(&mut self, k: usize) {
+        (self.taken[k], self.cursor) = (false, self.cursor.min(k));
     }
 
     /// `n` more bytes of piece `k` are written.
