@@ -333,7 +333,11 @@ impl Fetcher {
             .pump(&mut body, got..entry.size, |chunk| {
                 hasher.update(chunk);
                 out.write_all(chunk).map_err(|e| io("write", e))?;
-                flusher.wrote(chunk.len(), &mut out)
+                if flusher.due(chunk.len()) {
+                    out.flush().map_err(|e| io("write", e))?;
+                    flusher.start(out.get_ref())?;
+                }
+                Ok(())
             })
             .await;
         // Keep what arrived for the next attempt, whatever happened.
@@ -573,14 +577,10 @@ struct Flusher {
 }
 
 impl Flusher {
-    /// `n` more bytes went into `out`.
-    fn wrote(&mut self, n: usize, out: &mut std::io::BufWriter<std::fs::File>) -> Result<()> {
+    /// `n` more bytes were written: whether a flush is due (start it then).
+    fn due(&mut self, n: usize) -> bool {
         self.unflushed += n as u64;
-        if self.unflushed >= FLUSH_EVERY && self.flushing.as_ref().is_none_or(|job| job.is_finished()) {
-            out.flush().map_err(|e| LocalIo(format!("could not write {e}")))?;
-            self.start(out.get_ref())?;
-        }
-        Ok(())
+        self.unflushed >= FLUSH_EVERY && self.flushing.as_ref().is_none_or(|job| job.is_finished())
     }
 
     fn start(&mut self, file: &std::fs::File) -> Result<()> {

@@ -19,7 +19,7 @@ use anyhow::{Result, anyhow};
 use filetime::FileTime;
 use sha2::Digest as _;
 
-use super::{Fetcher, LocalIo, Range, Tries, Verified, discard, hash_prefix, own_file};
+use super::{Fetcher, Flusher, LocalIo, Range, Tries, Verified, discard, hash_prefix, own_file};
 use crate::disk::nofollow;
 use crate::manifest::{Digest, Entry};
 use crate::upstream::{Stalled, Upstreams};
@@ -96,6 +96,8 @@ impl Fetcher {
             discard(file, &Board::record_path(file))?;
             return Ok(Segmented::Whole);
         }
+        let flusher = std::mem::take(&mut lock(&board).flusher);
+        flusher.finish().await?;
         if lock(&board).left() > 0 {
             return Ok(Segmented::Again);
         }
@@ -148,7 +150,11 @@ impl Fetcher {
         let mut put = |buf: &mut Vec<u8>| -> Result<()> {
             let write = out.write_all_at(buf, at);
             write.map_err(|e| LocalIo(format!("could not write piece {k} of {}: {e}", entry.path)))?;
-            lock(board).advance(k, buf.len() as u64)?;
+            let mut board = lock(board);
+            board.advance(k, buf.len() as u64)?;
+            if board.flusher.due(buf.len()) {
+                board.flusher.start(out)?;
+            }
             at += buf.len() as u64;
             buf.clear();
             Ok(())
@@ -206,6 +212,8 @@ struct Board {
     taken: Vec<bool>,
     /// No piece before this one is free to take: taking is O(1) amortised.
     cursor: usize,
+    /// The file starts its way to the disk while it downloads.
+    flusher: Flusher,
     record: std::fs::File,
     path: PathBuf,
 }
@@ -243,7 +251,7 @@ impl Board {
             Err(_) => super::create_nofollow(file),
         };
         data.and_then(|f| f.set_len(size)).map_err(io)?;
-        Ok(Board { size, taken: vec![false; pieces], cursor: 0, done, record, path })
+        Ok(Board { size, taken: vec![false; pieces], cursor: 0, flusher: Flusher::default(), done, record, path })
     }
 
     /// The first piece nobody fetches that is not complete, and its missing range.
