@@ -173,9 +173,10 @@ impl Fetcher {
         }
     }
 
-    /// Every piece is on disk: accept the file if the whole matches. Pieces
-    /// from one upstream that do not rule it out; from several, the file is
-    /// fetched whole, one upstream at a time, where a wrong one shows.
+    /// Every piece is on disk: accept the file if the whole matches. If it
+    /// does not, pieces from one upstream rule that upstream out for the
+    /// file; from several, the file is fetched whole, one upstream at a time,
+    /// where the wrong one shows.
     async fn assembled(&self, entry: &Entry, file: &Path, tries: &mut Tries, roots: &[usize]) -> Result<Segmented> {
         let (hasher, len) = hash_prefix(file).await?;
         let record = Board::record_path(file);
