@@ -4,10 +4,10 @@
 //! up to `max_connections_per_host`: twice as many while every window beats
 //! the last (a slow start), a quarter more after the first that did not. A
 //! long link gets the requests in flight it needs to be filled, a short one
-//! stays where more would not help. A host that answers 429 or 503 is overrun: its places
-//! are halved (the requests that wait for a place then go fewer at a time
-//! instead of retrying into the same wall), and given back one for every
-//! `4 × limit` answers without complaint.
+//! stays where more would not help. A host that answers 429 or 503 is
+//! overrun: its places are halved (the requests that wait for a place then
+//! go fewer at a time instead of retrying into the same wall), and given
+//! back one for every `4 × limit` answers without complaint.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

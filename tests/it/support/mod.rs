@@ -310,6 +310,16 @@ pub fn files(dir: &Path) -> BTreeMap<String, (Vec<u8>, i64)> {
     out
 }
 
+/// Wait until 127.0.0.1:`port` accepts connections, at most `within`;
+/// past it, fail with what `why` says (a log, a hint).
+pub fn wait_listening(port: u16, within: std::time::Duration, why: impl Fn() -> String) {
+    let deadline = std::time::Instant::now() + within;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "nothing listens on port {port}: {}", why());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 pub fn inode(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().ino()
 }

@@ -2,10 +2,10 @@
 //! HTTP/2, one server with HTML autoindex and one with JSON autoindex over
 //! the same directory, an access log the tests read. Stopped on drop.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::pki::Pki;
 
@@ -112,16 +112,9 @@ http {{
 
     /// Poll until both ports accept connections (bounded).
     fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let why = || format!("nginx did not start; see {}", self.prefix.join("logs/error.log").display());
         for port in [self.html_port, self.json_port] {
-            while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "nginx did not start; see {}",
-                    self.prefix.join("logs/error.log").display()
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            super::wait_listening(port, Duration::from_secs(10), why);
         }
     }
 

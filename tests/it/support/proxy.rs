@@ -1,10 +1,9 @@
 //! A real tinyproxy on 127.0.0.1, as a company's HTTP proxy: it logs every
 //! CONNECT. Stopped on drop.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::nginx::free_port;
 
@@ -37,15 +36,8 @@ impl Proxy {
             .stderr(Stdio::null())
             .spawn()
             .expect("tinyproxy is missing (apt-get install tinyproxy); ./test.sh installs it");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tinyproxy did not start: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let why = || format!("tinyproxy did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        super::wait_listening(port, Duration::from_secs(10), why);
         Proxy { port, log, child }
     }
 
@@ -95,11 +87,7 @@ impl Proxy {
             .stderr(Stdio::null())
             .spawn()
             .expect("stunnel4 is missing (apt-get install stunnel4); ./test.sh installs it");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "stunnel did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::wait_listening(port, Duration::from_secs(10), || "stunnel did not start".into());
         TlsFront { port, child }
     }
 }

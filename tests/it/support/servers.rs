@@ -6,7 +6,6 @@
 //! access log the tests read (all but rclone, which keeps none). Stopped on
 //! drop.
 
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -59,12 +58,11 @@ impl FileServer {
     }
 
     fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        let why = || {
             let log = std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default();
-            assert!(Instant::now() < deadline, "{:?} did not start: {log}", self.kind);
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            format!("{:?} did not start: {log}", self.kind)
+        };
+        super::wait_listening(self.port, Duration::from_secs(20), why);
     }
 
     pub fn url(&self) -> String {
