@@ -107,14 +107,20 @@ pub fn parse_html(text: &str, dir: &str) -> Result<HtmlPage, String> {
         ));
     }
     let (mut items, mut precision) = (Vec::new(), 1);
+    // One pass: each search below stops at the next link, so no byte of the
+    // page is looked at more than a few times, whatever the page holds.
     let mut rest = text;
     while let Some(start) = find_ci(rest, "<a ") {
         let tag_end = tag_end(&rest[start..]).map(|i| start + i).ok_or("unterminated <a> tag")?;
         let href = attr(&rest[start..tag_end], "href");
         let after = &rest[tag_end + 1..];
-        let close = find_ci(after, "</a>").map(|i| i + 4).unwrap_or(after.len());
-        let row_end = ["<a ", "</tr", "</li"].iter().filter_map(|m| find_ci(&after[close..], m)).min();
-        let tail = &after[close..close + row_end.unwrap_or(after.len() - close)];
+        let close = match first_tag(after, &["</a>", "<a "]) {
+            Some((at, 0)) => at + 4,
+            Some((at, _)) => at,
+            None => after.len(),
+        };
+        let row_end = first_tag(&after[close..], &["<a ", "</tr", "</li"]).map_or(after.len() - close, |(at, _)| at);
+        let tail = &after[close..close + row_end];
         if let Some((name, kind)) = href.map(|h| name_from_href(&h)).transpose()?.flatten() {
             let (mtime, size, secs) = row_fields(kind, tail);
             precision = precision.max(secs);
@@ -216,8 +222,28 @@ fn has_scheme(href: &str) -> bool {
     href.split_once(':').is_some_and(|(scheme, _)| LEAVING.iter().any(|s| s.eq_ignore_ascii_case(scheme)))
 }
 
+/// Where `needle` (ASCII) first stands in `hay`, ignoring ASCII case.
 fn find_ci(hay: &str, needle: &str) -> Option<usize> {
-    hay.as_bytes().windows(needle.len()).position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    let (hay, needle) = (hay.as_bytes(), needle.as_bytes());
+    let first = needle.first()?.to_ascii_lowercase();
+    (0..hay.len().saturating_sub(needle.len() - 1))
+        .find(|&i| hay[i].to_ascii_lowercase() == first && hay[i..i + needle.len()].eq_ignore_ascii_case(needle))
+}
+
+/// The first of `tags` (each starting with `<`) in `s`, ignoring ASCII
+/// case: where it stands and which it is.
+fn first_tag(s: &str, tags: &[&str]) -> Option<(usize, usize)> {
+    let b = s.as_bytes();
+    let mut from = 0;
+    while let Some(i) = b[from..].iter().position(|&c| c == b'<').map(|i| from + i) {
+        if let Some(which) =
+            tags.iter().position(|t| b[i..].get(..t.len()).is_some_and(|w| w.eq_ignore_ascii_case(t.as_bytes())))
+        {
+            return Some((i, which));
+        }
+        from = i + 1;
+    }
+    None
 }
 
 /// Where a tag that starts `s` ends: the first `>` outside quotes (webfs
@@ -640,6 +666,25 @@ mod tests {
         let items = html(page);
         assert_eq!(items.len(), 1);
         assert_eq!((items[0].name.as_str(), items[0].size), ("colon:name.txt", Some(12)));
+    }
+
+    #[test]
+    fn a_large_page_parses_whole_in_one_pass() {
+        // nginx rows close their links but no `</tr>` or `</li>` follows:
+        // a search for the row's end that ran to the page's end made a
+        // 2 MiB page take minutes.
+        let rows: String = (0..200_000)
+            .map(|i| format!("<a href=\"f{i:06}.bin\">f{i:06}.bin</a>  24-Nov-2026 19:00  {i}\n"))
+            .collect();
+        let page = format!("<html><head><title>Index of /</title></head><body><pre>{rows}</pre></body></html>");
+        assert!(page.len() > 10 << 20);
+        let items = html(&page);
+        assert_eq!(items.len(), 200_000);
+        assert_eq!((items[199_999].name.as_str(), items[199_999].size), ("f199999.bin", Some(199_999)));
+        // Links never closed: each ends where the next begins.
+        let open: String = (0..3).map(|i| format!("<a href=\"g{i}\">g{i}  24-Nov-2026 19:00  7\n")).collect();
+        let items = html(&format!("<title>Index of /</title>{open}"));
+        assert_eq!(names(&items), ["g0", "g1", "g2"]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! `file://` roots. Fetches listings — a manifest (conditionally) or a crawl
 //! of directory listings — and opens file bodies; it never writes to disk.
 
-mod autoindex;
+pub mod autoindex;
 mod crawl;
 mod hosts;
 mod pace;
