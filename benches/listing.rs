@@ -10,7 +10,8 @@ use upmirror::upstream::autoindex::{parse_html, parse_json};
 
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(200_000);
-    let nginx: String = (0..n).map(|i| format!("<a href=\"f{i:07}.bin\">f{i:07}.bin</a>  24-Nov-2026 19:00  {i}\n")).collect();
+    let nginx: String =
+        (0..n).map(|i| format!("<a href=\"f{i:07}.bin\">f{i:07}.bin</a>  24-Nov-2026 19:00  {i}\n")).collect();
     let nginx = format!("<html><head><title>Index of /</title></head><body><pre>{nginx}</pre></body></html>");
     let apache: String = (0..n)
         .map(|i| {
@@ -21,7 +22,9 @@ fn main() {
         .collect();
     let apache = format!("<html><head><title>Index of /</title></head><body><table>{apache}</table></body></html>");
     let json: Vec<String> = (0..n)
-        .map(|i| format!(r#"{{ "name":"f{i:07}.bin", "type":"file", "mtime":"Tue, 24 Nov 2026 19:00:00 GMT", "size":{i} }}"#))
+        .map(|i| {
+            format!(r#"{{ "name":"f{i:07}.bin", "type":"file", "mtime":"Tue, 24 Nov 2026 19:00:00 GMT", "size":{i} }}"#)
+        })
         .collect();
     let json = format!("[\n{}\n]", json.join(",\n"));
     for (what, page) in [("nginx HTML", &nginx), ("Apache HTML", &apache), ("nginx JSON", &json)] {

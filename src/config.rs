@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use crate::cli::{GlobalArgs, Keys, ListingKind, PlanArgs, PublishArgs, UpstreamArgs};
+/// How upstreams are listed; clap parses it, the rest of the program reads it here.
+pub use crate::cli::ListingKind;
+use crate::cli::{GlobalArgs, Keys, PlanArgs, PublishArgs, UpstreamArgs};
 use crate::filter::Filter;
 
 pub const DEFAULT_CONFIG: &str = "/etc/upmirror/upmirror.toml";
@@ -273,13 +275,13 @@ impl Config {
         Ok(())
     }
 
-    /// The root, which every command but `manifest` needs.
     /// Files in flight at once: the fixed `concurrency`, else as many as
     /// the upstream hosts could take (each host's limit decides).
     pub fn files_in_flight(&self) -> usize {
         self.concurrency.unwrap_or(self.max_connections_per_host * self.upstreams.len().max(1))
     }
 
+    /// The root, which every command but `manifest` needs.
     pub fn root(&self) -> Result<&Path, ConfigError> {
         self.root
             .as_deref()
@@ -287,7 +289,6 @@ impl Config {
     }
 }
 
-/// The publish hooks and their time limit.
 /// `free_space_margin` (default 64 MiB) and `max_partial_size` (no default).
 fn resolve_sizes(args: &PlanArgs, file: &FileConfig) -> Result<(u64, Option<u64>), ConfigError> {
     let margin = bytes("free_space_margin", args.free_space_margin.clone().or(file.free_space_margin.clone()), true)?;
@@ -295,6 +296,7 @@ fn resolve_sizes(args: &PlanArgs, file: &FileConfig) -> Result<(u64, Option<u64>
     Ok((margin.unwrap_or(64 << 20), partial))
 }
 
+/// The publish hooks and their time limit.
 fn resolve_hooks(args: &PublishArgs, file: &FileConfig) -> Result<Hooks, ConfigError> {
     Ok(Hooks {
         pre_publish: args.pre_publish.clone().or(file.pre_publish.clone()),

@@ -67,17 +67,6 @@ impl Exit {
     pub fn code(self) -> i32 {
         self as i32
     }
-
-    /// The word status.json records for a run that ended with this code.
-    pub fn outcome(self) -> &'static str {
-        match self {
-            Exit::Ok => "ok",
-            Exit::Failed | Exit::Usage | Exit::Unrecorded => "failed",
-            Exit::Refused => "refused",
-            Exit::Locked => "locked",
-            Exit::Interrupted | Exit::Terminated => "interrupted",
-        }
-    }
 }
 
 #[cfg(test)]

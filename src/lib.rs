@@ -4,6 +4,7 @@
 
 pub mod bandwidth;
 pub mod cli;
+pub mod client_cert;
 pub mod commands;
 pub mod config;
 pub mod disk;
@@ -11,12 +12,11 @@ pub mod error;
 pub mod fetch;
 pub mod filter;
 pub mod hooks;
-pub mod identity;
 pub mod interrupt;
+pub mod local_tree;
 pub mod manifest;
 pub mod output;
 pub mod plan;
-pub mod scan;
 pub mod signature;
 pub mod snapshot;
 pub mod state;

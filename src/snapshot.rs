@@ -298,7 +298,6 @@ impl Locked<'_> {
         let _ = fs::remove_dir_all(self.snapshots().join(id));
     }
 
-    /// Make everything written durable, then point `current` at `id`.
     /// Publish a snapshot this run built; if that fails before the swap, the
     /// snapshot is removed again, so no unpublished tree lingers.
     pub fn publish_new(&self, id: &str) -> Result<()> {
@@ -310,6 +309,7 @@ impl Locked<'_> {
         result
     }
 
+    /// Make everything written durable, then point `current` at `id`.
     pub fn publish(&self, id: &str) -> Result<()> {
         let root = File::open(&self.root).with_context(|| format!("could not open {}", self.root.display()))?;
         rustix::fs::syncfs(&root)

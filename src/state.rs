@@ -20,7 +20,7 @@ pub struct State {
     pub snapshots: BTreeMap<String, SnapshotInfo>,
     /// The newest `generated_at` ever published (seconds since the epoch).
     pub high_water: Option<u64>,
-    /// Listing identities that were rolled back; a sync that sees one exits 3.
+    /// Listing identities that were rolled back; a sync that is offered one again holds (exit 0, outcome `held`).
     pub rejected: Vec<String>,
     /// Manifest URL → validators of the listing last accepted from it.
     pub validators: BTreeMap<String, Conditional>,
@@ -70,7 +70,6 @@ impl State {
         write_private(&meta.join("state.json"), &bytes)
     }
 
-    /// Validators for `url`, if they belong to the published listing.
     /// Note that `id` was made current at `now`, replacing `before`, which
     /// keeps a grace window unless it was rolled back (`grace` false).
     pub fn published(&mut self, id: &str, before: Option<&str>, now: u64, grace: bool) {
@@ -93,6 +92,7 @@ impl State {
         ids.into_iter().map(|(_, id)| id.clone()).collect()
     }
 
+    /// Validators for `url`, if they belong to the published listing.
     /// No validators once they are older than `max_age` at `now`: the
     /// listing is then fetched whole and compared by content, which catches
     /// a same-size rewrite within one second that keeps an `mtime-size` ETag.

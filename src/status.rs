@@ -11,9 +11,10 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::disk::{ensure_real_dir, write_atomic, write_private};
-use crate::error::Unrecorded;
+use crate::error::{Exit, Unrecorded};
 use crate::output::{error_line, human_bytes, human_duration};
 use crate::plan::Summary;
+use crate::upstream::{UpstreamHealth, UpstreamState};
 
 const HISTORY: usize = 30;
 const PAGE_HISTORY: usize = 10;
@@ -24,9 +25,7 @@ const PAGE_HISTORY: usize = 10;
 pub struct RunStatus {
     pub started: String,
     pub finished: String,
-    /// `published`, `unchanged`, `held`, `refused`, `failed`, `interrupted`,
-    /// `rolled-back` or `repaired`.
-    pub outcome: String,
+    pub outcome: Outcome,
     pub exit_code: i32,
     pub error: Option<String>,
     /// Why a `held` run published nothing.
@@ -68,6 +67,49 @@ pub struct RunStatus {
     pub snapshots: Vec<Kept>,
 }
 
+/// How a run ended, as `status.json` words it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Published,
+    Unchanged,
+    /// The upstream still offers a listing that was rolled back.
+    Held,
+    RolledBack,
+    Repaired,
+    Refused,
+    #[default]
+    Failed,
+    Interrupted,
+    /// Another run held the lock.
+    Locked,
+}
+
+impl Outcome {
+    /// How a run that ended with this exit code is recorded.
+    pub fn of_exit(exit: Exit) -> Outcome {
+        match exit {
+            Exit::Ok => Outcome::Unchanged,
+            Exit::Failed | Exit::Usage | Exit::Unrecorded => Outcome::Failed,
+            Exit::Refused => Outcome::Refused,
+            Exit::Locked => Outcome::Locked,
+            Exit::Interrupted | Exit::Terminated => Outcome::Interrupted,
+        }
+    }
+
+    /// A run that leaves the mirror in sync with its upstream.
+    pub fn synced(self) -> bool {
+        matches!(self, Outcome::Published | Outcome::Unchanged | Outcome::Held)
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let word = serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        f.write_str(&word)
+    }
+}
+
 /// A kept snapshot, as the status lists it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Kept {
@@ -77,19 +119,6 @@ pub struct Kept {
     pub current: bool,
     /// Whether it still serves the paths missing from `current`.
     pub in_grace: bool,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct UpstreamHealth {
-    pub url: String,
-    /// `ok`, `failed` or `not used`.
-    pub state: String,
-    pub error: Option<String>,
-    /// Bytes of the files it delivered this run, and over all runs.
-    #[serde(default)]
-    pub bytes: u64,
-    #[serde(default)]
-    pub bytes_total: u64,
 }
 
 /// Where the run's status goes, and what to hide in the public copy.
@@ -125,7 +154,7 @@ impl RunStatus {
         let mut history: Vec<RunStatus> =
             std::fs::read(&history_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
         let before = history.last().map_or(0, |r| r.bytes_downloaded_total);
-        let published_now = if self.outcome == "published" { self.summary.download_bytes } else { 0 };
+        let published_now = if self.outcome == Outcome::Published { self.summary.download_bytes } else { 0 };
         self.bytes_downloaded_total = before.saturating_add(published_now);
         for u in &mut self.upstreams {
             let earlier = history.last().and_then(|r| r.upstreams.iter().find(|p| p.url == u.url));
@@ -183,7 +212,7 @@ impl RunStatus {
 }
 
 fn last_success(history: &[RunStatus]) -> Option<&RunStatus> {
-    history.iter().rev().find(|r| r.succeeded() && matches!(r.outcome.as_str(), "published" | "unchanged" | "held"))
+    history.iter().rev().find(|r| r.succeeded() && r.outcome.synced())
 }
 
 fn unix(rfc3339: &str) -> Option<u64> {
@@ -217,7 +246,7 @@ fn metrics(history: &[RunStatus]) -> String {
             "upmirror_held",
             "gauge",
             "1 while the upstream offers only a rolled-back listing (a held state, not a failure).",
-            u64::from(last.is_some_and(|r| r.outcome == "held")),
+            u64::from(last.is_some_and(|r| r.outcome == Outcome::Held)),
         ),
         ("upmirror_listing_generated_timestamp_seconds", "gauge", "generated_at of the published listing.", generated),
     ] {
@@ -253,8 +282,8 @@ fn per_run_metrics(text: &mut String, last: &RunStatus) {
     let _ = writeln!(text, "{name} {duration}");
     let help = "1 when the upstream answered the last run without error, 0 when it failed.";
     let name = family(text, "upmirror_upstream_up", "gauge", help);
-    for u in last.upstreams.iter().filter(|u| u.state != "not used") {
-        let _ = writeln!(text, "{name}{{upstream=\"{}\"}} {}", label(&u.url), u64::from(u.state == "ok"));
+    for u in last.upstreams.iter().filter(|u| u.state != UpstreamState::NotUsed) {
+        let _ = writeln!(text, "{name}{{upstream=\"{}\"}} {}", label(&u.url), u64::from(u.state == UpstreamState::Ok));
     }
     let help = "Bytes of the files each upstream delivered, over all runs.";
     let name = family(text, "upmirror_upstream_bytes_total", "counter", help);
@@ -330,7 +359,7 @@ fn last_run_section(html: &mut String, r: &RunStatus) {
     let _ = writeln!(
         html,
         "<h2>Last run</h2>\n<p><span class=\"{class}\">{}</span> (exit {}) at <time datetime=\"{t}\">{t}</time>{}</p>",
-        esc(&r.outcome),
+        esc(&r.outcome.to_string()),
         r.exit_code,
         r.error.as_deref().map(|e| format!("<br><span class=\"bad\">{}</span>", esc(e))).unwrap_or_default(),
         t = esc(&r.finished),
@@ -352,19 +381,18 @@ fn last_run_section(html: &mut String, r: &RunStatus) {
         "<h2>Upstreams at the last run</h2>\n<table><tr><th>upstream</th><th>state</th><th>detail</th></tr>\n",
     );
     for u in &r.upstreams {
-        let class = if u.state == "failed" { "bad" } else { "ok" };
+        let class = if u.state == UpstreamState::Failed { "bad" } else { "ok" };
         let _ = writeln!(
             html,
             "<tr><td><code>{}</code></td><td class=\"{class}\">{}</td><td>{}</td></tr>",
             esc(&u.url),
-            esc(&u.state),
+            esc(u.state.label()),
             esc(u.error.as_deref().unwrap_or(""))
         );
     }
     html.push_str("</table>\n");
 }
 
-/// The recent runs, newest first.
 /// The tiers the published snapshot came down through, and the lag behind
 /// the origin.
 fn trace_section(html: &mut String, r: &RunStatus) {
@@ -388,6 +416,7 @@ fn trace_section(html: &mut String, r: &RunStatus) {
     html.push_str("</table>\n");
 }
 
+/// The recent runs, newest first.
 fn history_section(html: &mut String, recent: &[&RunStatus]) {
     html.push_str("<h2>Recent runs</h2>\n<table><tr><th>finished</th><th>outcome</th><th>added</th><th>changed</th><th>removed</th><th>downloaded</th></tr>\n");
     for r in recent {
@@ -395,7 +424,7 @@ fn history_section(html: &mut String, recent: &[&RunStatus]) {
             html,
             "<tr><td><time datetime=\"{t}\">{t}</time></td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             if r.succeeded() { "ok" } else { "bad" },
-            esc(&r.outcome),
+            esc(&r.outcome.to_string()),
             r.summary.added,
             r.summary.changed,
             r.summary.removed,
@@ -431,13 +460,13 @@ impl Sinks {
 mod tests {
     use super::*;
 
-    fn run(outcome: &str, code: i32, finished: &str) -> RunStatus {
-        RunStatus { outcome: outcome.into(), exit_code: code, finished: finished.into(), ..RunStatus::default() }
+    fn run(outcome: Outcome, code: i32, finished: &str) -> RunStatus {
+        RunStatus { outcome, exit_code: code, finished: finished.into(), ..RunStatus::default() }
     }
 
     #[test]
     fn public_copies_hide_host_paths() {
-        let mut r = run("failed", 1, "2026-11-24T19:00:00Z");
+        let mut r = run(Outcome::Failed, 1, "2026-11-24T19:00:00Z");
         r.error = Some("could not write /srv/upmirror/.upmirror/partial/x: No space left".into());
         let clean = r.sanitised(&[("/srv/upmirror".into(), "<root>".into())]);
         assert_eq!(clean.error.as_deref(), Some("could not write <root>/.upmirror/partial/x: No space left"));
@@ -445,10 +474,10 @@ mod tests {
 
     #[test]
     fn metrics_name_the_last_success_and_exit_code() {
-        let mut ok = run("published", 0, "2026-11-24T19:00:00Z");
+        let mut ok = run(Outcome::Published, 0, "2026-11-24T19:00:00Z");
         ok.published_files = Some(7);
         ok.bytes_downloaded_total = 1234;
-        let failed = RunStatus { bytes_downloaded_total: 1234, ..run("failed", 1, "2026-11-24T20:00:00Z") };
+        let failed = RunStatus { bytes_downloaded_total: 1234, ..run(Outcome::Failed, 1, "2026-11-24T20:00:00Z") };
         let text = metrics(&[ok, failed]);
         assert!(text.contains("upmirror_last_success_timestamp_seconds 1795546800\n"), "{text}");
         assert!(text.contains("upmirror_last_run_exit_code 1\n"));
@@ -470,7 +499,7 @@ mod tests {
 
     #[test]
     fn the_page_escapes_what_it_shows() {
-        let mut r = run("failed", 1, "2026-11-24T19:00:00Z");
+        let mut r = run(Outcome::Failed, 1, "2026-11-24T19:00:00Z");
         r.error = Some("<script>alert(1)</script>".into());
         let html = page(&[&r], None);
         assert!(!html.contains("<script>alert"), "{html}");

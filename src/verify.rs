@@ -8,8 +8,8 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
+use crate::local_tree::hash_file;
 use crate::manifest::{Entry, Manifest};
-use crate::scan::hash_file;
 use crate::snapshot::describes_snapshot;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

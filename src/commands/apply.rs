@@ -23,8 +23,8 @@ use crate::upstream::Upstreams;
 
 /// What a command that changes the store ended with.
 pub(super) trait Outcome {
-    /// The word status.json records: `published`, `unchanged`, `repaired`, `rolled-back`.
-    fn label(&self) -> &'static str;
+    /// How status.json records it.
+    fn outcome(&self) -> crate::status::Outcome;
 }
 
 /// A run that changes the store: the store under its lock, the
@@ -84,11 +84,11 @@ pub(super) fn recorded<T: Outcome>(
     }
     status.finished = now_rfc3339();
     match &result {
-        Ok(done) => status.outcome = done.label().into(),
+        Ok(done) => status.outcome = done.outcome(),
         Err(e) => {
             let exit = Exit::of(e);
             status.exit_code = exit.code();
-            status.outcome = exit.outcome().into();
+            status.outcome = crate::status::Outcome::of_exit(exit);
             status.error = Some(error_line(e));
         }
     }

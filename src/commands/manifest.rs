@@ -5,8 +5,8 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::disk::{remove_if_exists, write_atomic};
+use crate::local_tree::describe_dir;
 use crate::output::{Reporter, escape, human_bytes};
-use crate::scan::describe_dir;
 use crate::snapshot::SNAPSHOT_MANIFEST;
 
 pub(super) fn manifest(dir: &Path, sign: Option<&Path>, out: Reporter) -> Result<()> {

@@ -3,8 +3,8 @@
 use anyhow::Result;
 
 use super::{client_identity, runtime};
+use crate::client_cert::ClientCert;
 use crate::config::Config;
-use crate::identity::ClientCert;
 use crate::output::{Reporter, human_duration};
 use crate::upstream::{Probe, Upstreams};
 

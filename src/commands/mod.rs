@@ -17,8 +17,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 
 use crate::cli::Command;
+use crate::client_cert::{self, ClientCert};
 use crate::config::Config;
-use crate::identity::{self, ClientCert};
 use crate::interrupt;
 use crate::output::Reporter;
 
@@ -54,9 +54,9 @@ pub fn run(command: Command, cfg: &Config, out: Reporter) -> Result<()> {
 /// 2), with a warning when it expires within 30 days.
 fn client_identity(cfg: &Config, out: Reporter) -> Result<Option<ClientCert>> {
     let (Some(cert), Some(key)) = (&cfg.tls.client_cert, &cfg.tls.client_key) else { return Ok(None) };
-    let info = identity::check(cert, key, SystemTime::now())?;
+    let info = client_cert::check(cert, key, SystemTime::now())?;
     let left = info.not_after - unix_seconds(SystemTime::now()) as i64;
-    if left < identity::EXPIRY_WARNING {
+    if left < client_cert::EXPIRY_WARNING {
         out.warn(format!(
             "client_cert {} expires in {} ({}); renew it",
             cert.display(),

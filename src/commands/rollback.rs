@@ -17,8 +17,8 @@ struct RolledBack {
 }
 
 impl Outcome for RolledBack {
-    fn label(&self) -> &'static str {
-        "rolled-back"
+    fn outcome(&self) -> crate::status::Outcome {
+        crate::status::Outcome::RolledBack
     }
 }
 

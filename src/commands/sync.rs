@@ -39,11 +39,12 @@ enum Done {
 }
 
 impl Outcome for Done {
-    fn label(&self) -> &'static str {
+    fn outcome(&self) -> crate::status::Outcome {
+        use crate::status::Outcome;
         match self {
-            Done::Unchanged { .. } => "unchanged",
-            Done::Held { .. } => "held",
-            Done::Published { .. } => "published",
+            Done::Unchanged { .. } => Outcome::Unchanged,
+            Done::Held { .. } => Outcome::Held,
+            Done::Published { .. } => Outcome::Published,
         }
     }
 }

@@ -20,8 +20,8 @@ struct Repaired {
 }
 
 impl Outcome for Repaired {
-    fn label(&self) -> &'static str {
-        "repaired"
+    fn outcome(&self) -> crate::status::Outcome {
+        crate::status::Outcome::Repaired
     }
 }
 

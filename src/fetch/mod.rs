@@ -35,9 +35,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::config::Net;
 use crate::disk::{ensure_real_dir, nofollow};
+use crate::local_tree::hash_reader;
 use crate::manifest::{Digest, Entry};
 use crate::output::{Progress, rfc3339};
-use crate::scan::hash_reader;
 use crate::upstream::{self, Body, Dates, HttpStatus, Pace, Stalled, Upstreams, Verdict, backoff};
 use segmented::Segmented;
 

@@ -257,9 +257,12 @@ fn a_listing_page_of_megabytes_is_parsed_in_one_pass() {
     let env = Env::new();
     env.write("f00000.bin", b""); // the file whose dates tell the listing's time zone
     let server = env.serve();
-    let rows: String =
-        (0..40_000).map(|i| format!("<a href=\"f{i:05}.bin\">f{i:05}.bin</a>      24-Nov-2026 19:00   {i}\n")).collect();
-    let page = format!("<html><head><title>Index of /</title></head><body><h1>Index of /</h1><hr><pre>{rows}</pre></body></html>");
+    let rows: String = (0..40_000)
+        .map(|i| format!("<a href=\"f{i:05}.bin\">f{i:05}.bin</a>      24-Nov-2026 19:00   {i}\n"))
+        .collect();
+    let page = format!(
+        "<html><head><title>Index of /</title></head><body><h1>Index of /</h1><hr><pre>{rows}</pre></body></html>"
+    );
     server.fault("/", Fault::Body(page.into_bytes()));
     let start = std::time::Instant::now();
     let out = env.sync(&server.url(), &["--dry-run", "--json", "--listing", "autoindex"]);

@@ -35,3 +35,57 @@ fn no_function_is_longer_than_60_lines() {
     let long: Vec<_> = all.into_iter().filter(|(n, _, _)| *n > 60).collect();
     assert!(long.is_empty(), "functions over 60 lines: {long:?}");
 }
+
+/// The modules below `src/` (a file, or a folder with its files) and the
+/// ones each names as `crate::NAME`, test code and comments left out.
+fn module_imports() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let uses = regex_lite::Regex::new(r"crate::(\w+)").unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut graph = std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
+    for entry in walkdir::WalkDir::new(&src) {
+        let entry = entry.unwrap();
+        let rel = entry.path().strip_prefix(&src).unwrap();
+        if entry.path().extension().is_none_or(|e| e != "rs")
+            || rel.components().count() == 1 && rel.ends_with("lib.rs")
+        {
+            continue;
+        }
+        let module = rel.components().next().unwrap().as_os_str().to_string_lossy().trim_end_matches(".rs").to_owned();
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        let deps = graph.entry(module.clone()).or_default();
+        for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            deps.extend(uses.captures_iter(line).map(|c| c[1].to_owned()).filter(|d| *d != module));
+        }
+    }
+    graph
+}
+
+#[test]
+fn no_module_imports_one_that_imports_it_back() {
+    let graph = module_imports();
+    assert!(graph.len() > 20 && graph["commands"].contains("upstream"), "the scan found too little: {graph:?}");
+    // A depth-first search: a module met again on the path closes a cycle.
+    fn visit<'a>(
+        m: &'a str,
+        graph: &'a std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        path: &mut Vec<&'a str>,
+        done: &mut std::collections::BTreeSet<&'a str>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|p| *p == m) {
+            return Some(path[at..].iter().chain([&m]).map(|s| s.to_string()).collect());
+        }
+        if !done.insert(m) {
+            return None;
+        }
+        path.push(m);
+        let cycle = graph.get(m).into_iter().flatten().find_map(|d| visit(d, graph, path, done));
+        path.pop();
+        cycle
+    }
+    let mut done = std::collections::BTreeSet::new();
+    for m in graph.keys() {
+        let cycle = visit(m, &graph, &mut Vec::new(), &mut done);
+        assert!(cycle.is_none(), "an import cycle: {}", cycle.unwrap_or_default().join(" → "));
+    }
+}

@@ -1,0 +1,128 @@
+//! A manifest listing: fetched conditionally on the last accepted
+//! validators, its signature checked against the trusted keys, and the
+//! trace of the tiers read beside it.
+
+use anyhow::{Context, Result, anyhow, bail};
+use reqwest::StatusCode;
+use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
+use sha2::{Digest as _, Sha256};
+use url::Url;
+
+use super::errors::check_status;
+use super::{Dates, ListOutcome, Listing, MAX_LISTING_BYTES, Source, Upstreams, Validators, file_path};
+use crate::manifest::{Digest, Manifest};
+
+impl Upstreams {
+    pub(super) async fn fetch_manifest(
+        &self,
+        upstream: usize,
+        url: &Url,
+        known: Option<Validators>,
+    ) -> Result<ListOutcome> {
+        let (bytes, validators) = if url.scheme() == "file" {
+            (
+                read_local(&file_path(&self.bases[upstream])?, &self.manifest_name, MAX_LISTING_BYTES).await?,
+                Validators::default(),
+            )
+        } else {
+            match self.retrying(|| self.get_manifest(url, known.as_ref())).await? {
+                Some(fetched) => fetched,
+                None => return Ok(ListOutcome::Unchanged { upstream, url: url.clone() }),
+            }
+        };
+        let signature = self.check_signature(upstream, &bytes).await?;
+        let manifest = Manifest::parse(&bytes).map_err(anyhow::Error::msg)?;
+        let trace = self.fetch_trace(upstream).await;
+        let identity = Digest(Sha256::digest(&bytes).into());
+        Ok(ListOutcome::Fetched(Box::new(Listing {
+            upstream,
+            url: url.clone(),
+            source: Source::Manifest,
+            identity,
+            validators,
+            manifest,
+            signed_by: signature.as_ref().map(|(id, _)| id.clone()),
+            signed: signature.map(|(_, signature)| crate::signature::Signed { manifest: bytes, signature }),
+            dates: Dates::EXACT,
+            server: None,
+            trace,
+        })))
+    }
+
+    /// The manifest's bytes and validators, or `None` when the upstream
+    /// answers 304 to the validators we sent.
+    async fn get_manifest(&self, url: &Url, known: Option<&Validators>) -> Result<Option<(Vec<u8>, Validators)>> {
+        let _slot = self.slot(url).await;
+        let mut req = self.client.get(url.clone());
+        if let Some(v) = known {
+            if let Some(etag) = &v.etag {
+                req = req.header(IF_NONE_MATCH, etag);
+            }
+            if let Some(lm) = &v.last_modified {
+                req = req.header(IF_MODIFIED_SINCE, lm);
+            }
+        }
+        let resp = self.send(req).await?;
+        if resp.status() == StatusCode::NOT_MODIFIED && known.is_some() {
+            return Ok(None);
+        }
+        let resp = check_status(resp)?;
+        let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let validators = Validators { etag: header(ETAG), last_modified: header(LAST_MODIFIED) };
+        Ok(Some((self.read_capped(resp, MAX_LISTING_BYTES).await?, validators)))
+    }
+
+    /// The trace of the tiers beside upstream `i`'s manifest; none when there
+    /// is none, or it cannot be read: it informs, it never fails a run.
+    async fn fetch_trace(&self, i: usize) -> Vec<crate::trace::Tier> {
+        let bytes = self.read_beside(i, crate::trace::TRACE_FILE, crate::trace::MAX_TRACE_BYTES).await;
+        bytes.ok().and_then(|b| crate::trace::parse(&b)).unwrap_or_default()
+    }
+
+    /// A small file at upstream `i`'s base, beside its manifest (the
+    /// signature, the trace), at most `cap` bytes.
+    async fn read_beside(&self, i: usize, name: &str, cap: u64) -> Result<Vec<u8>> {
+        let base = &self.bases[i];
+        if base.scheme() == "file" {
+            return read_local(&file_path(base)?, name, cap).await;
+        }
+        let url = base.join(name).with_context(|| format!("{name} at {base}"))?;
+        Ok(self.get_small(&url, cap).await?.0)
+    }
+
+    /// With trusted keys, the manifest's detached signature must verify by
+    /// one of them; the key's id and the signature. Nothing is asked
+    /// without trusted keys.
+    async fn check_signature(&self, upstream: usize, bytes: &[u8]) -> Result<Option<(String, Vec<u8>)>> {
+        if self.trusted.is_empty() {
+            return Ok(None);
+        }
+        let name = crate::signature::beside(&self.manifest_name);
+        let signature = self.read_beside(upstream, &name, crate::signature::MAX_SIGNATURE_BYTES).await;
+        // A new error, not a context: a missing signature must not read as a missing manifest.
+        let signature = signature.map_err(|e| {
+            anyhow!(
+                "no signature {name} beside the manifest ({}); trusted_keys requires one",
+                crate::output::error_line(&e)
+            )
+        })?;
+        let id = self.trusted.verify(bytes, &signature)?;
+        Ok(Some((id, signature)))
+    }
+}
+
+/// A manifest (or its signature) from a `file://` upstream, at most `cap` bytes.
+async fn read_local(base: &std::path::Path, name: &str, cap: u64) -> Result<Vec<u8>> {
+    let (base, name) = (base.to_path_buf(), name.to_owned());
+    let read = move || -> Result<Vec<u8>> {
+        let f = crate::disk::open_regular_beneath(&base, &name)?;
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(f, cap + 1), &mut out)
+            .with_context(|| format!("{}/{name}", base.display()))?;
+        if out.len() as u64 > cap {
+            bail!("{}/{name} is larger than {cap} bytes", base.display());
+        }
+        Ok(out)
+    };
+    tokio::task::spawn_blocking(read).await.map_err(|e| anyhow!("read task failed: {e}"))?
+}
