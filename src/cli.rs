@@ -60,6 +60,10 @@ pub enum Command {
         /// Only what is new or changed since this snapshot (kept in the root) or this manifest file.
         #[arg(long, value_name = "SNAPSHOT_ID|MANIFEST")]
         since: Option<String>,
+        /// Hard-link the served files into the bundle instead of copying them (same file system only;
+        /// an edit to the bundle then edits the mirror).
+        #[arg(long)]
+        link: bool,
         #[command(flatten)]
         root: RootArgs,
     },
@@ -270,7 +274,7 @@ pub struct UpstreamArgs {
     /// Downloads in flight at once, fixed [default: adaptive, per host up to max_connections_per_host].
     #[arg(long, env = "UPMIRROR_CONCURRENCY", value_name = "N")]
     pub concurrency: Option<usize>,
-    /// Requests in flight to one upstream host at most [default: 16].
+    /// Requests in flight to one upstream host at most [default: 64].
     #[arg(long, env = "UPMIRROR_MAX_CONNECTIONS_PER_HOST", value_name = "N")]
     pub max_connections_per_host: Option<usize>,
     /// Attempts per file beyond the first, across all upstreams [default: 5].

@@ -96,26 +96,35 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
     f.write_all(bytes).with_context(|| format!("could not write {}", path.display()))
 }
 
+/// A file a `file://` upstream does not serve: missing, unreadable, not a
+/// regular file, or reached through a symlink. Reading again reads the same.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotServed(pub String);
+
 /// Open `rel` below the directory `base` for reading, only if it is a
 /// regular file reached without following any symlink and without leaving
 /// `base` (`openat2` with `RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH`); a FIFO
 /// or device is refused, and never waited on (`O_NONBLOCK`).
-pub fn open_regular_beneath(base: &Path, rel: &str) -> Result<File> {
+pub fn open_regular_beneath(base: &Path, rel: &str) -> Result<File, NotServed> {
     use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
     let what = || format!("{}/{rel}", base.display());
     let dir = rustix::fs::open(base, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .with_context(|| format!("could not open {}", base.display()))?;
+        .map_err(|e| NotServed(format!("could not open {}: {e}", base.display())))?;
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
     let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
     let fd = match rustix::fs::openat2(&dir, rel, flags, Mode::empty(), resolve) {
         Err(rustix::io::Errno::LOOP) | Err(rustix::io::Errno::XDEV) => {
-            bail!("{}: a symlink on the way; a file:// upstream serves only regular files", what())
+            return Err(NotServed(format!(
+                "{}: a symlink on the way; a file:// upstream serves only regular files",
+                what()
+            )));
         }
-        other => other.with_context(|| format!("could not open {}", what()))?,
+        other => other.map_err(|e| NotServed(format!("could not open {}: {e}", what())))?,
     };
-    let stat = rustix::fs::fstat(&fd).with_context(|| format!("could not stat {}", what()))?;
+    let stat = rustix::fs::fstat(&fd).map_err(|e| NotServed(format!("could not stat {}: {e}", what())))?;
     if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
-        bail!("{}: not a regular file; a file:// upstream serves only regular files", what());
+        return Err(NotServed(format!("{}: not a regular file; a file:// upstream serves only regular files", what())));
     }
     Ok(File::from(fd))
 }

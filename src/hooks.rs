@@ -6,36 +6,61 @@
 //! sync fails.
 
 use std::io::Read as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use crate::output::{MAX_ERROR_BYTES, clip};
 
-/// Run `command` with `env`, at most `timeout`; its exit status and the
-/// start of what it printed. A hook that outlives `timeout` is killed.
+/// Secrets of the mirror's own that a hook is never handed.
+const WITHHELD: [&str; 3] = ["UPMIRROR_SIGNING_PASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"];
+
+/// A hook that failed. What it says names the hook and how it ended; its
+/// command line (which may carry a token) and what it printed are in
+/// `detail`, for the private status and the operator's terminal only.
+#[derive(Debug, thiserror::Error)]
+#[error("{summary}")]
+pub struct HookFailed {
+    pub summary: String,
+    pub detail: String,
+}
+
+/// Run `command` with `env`, at most `timeout`, in a process group of its
+/// own: a hook that outlives `timeout` is killed with everything it started.
 pub fn run(name: &str, command: &str, env: &[(&str, String)], timeout: Duration, scratch: &Path) -> Result<()> {
     let mut words = command.split_whitespace();
     let program = words.next().with_context(|| format!("{name} is empty"))?;
     let output = scratch.join(format!("{name}.out"));
-    let file = std::fs::File::create(&output).with_context(|| format!("could not create {}", output.display()))?;
-    let mut child = Command::new(program)
-        .args(words)
-        .envs(env.iter().map(|(k, v)| (*k, v)))
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut open = std::fs::OpenOptions::new();
+        open.write(true).create(true).truncate(true).mode(0o600);
+        open.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+        open.open(&output).with_context(|| format!("could not create {}", output.display()))?
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(words).envs(env.iter().map(|(k, v)| (*k, v))).process_group(0);
+    for secret in WITHHELD {
+        cmd.env_remove(secret);
+    }
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(file.try_clone().context("hook output")?)
         .stderr(file)
         .spawn()
-        .with_context(|| format!("{name} `{command}` could not start"))?;
+        .map_err(|e| failed(name, format!("could not start ({e})"), command, String::new()))?;
     let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(status) = child.try_wait().context("waiting for a hook")? {
             break Some(status);
         }
         if Instant::now() >= deadline {
-            let _ = child.kill();
+            if let Some(group) = rustix::process::Pid::from_raw(child.id() as i32) {
+                let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            }
             let _ = child.wait();
             break None;
         }
@@ -46,8 +71,19 @@ pub fn run(name: &str, command: &str, env: &[(&str, String)], timeout: Duration,
     let _ = std::fs::remove_file(&output);
     let printed = clip(printed.trim(), MAX_ERROR_BYTES / 2).replace('\n', " | ");
     match status {
-        None => bail!("{name} `{command}` did not finish within hook_timeout ({timeout:?}) and was killed"),
-        Some(s) if !s.success() => bail!("{name} `{command}` failed ({s}): {printed}"),
+        None => Err(failed(
+            name,
+            format!("did not finish within hook_timeout ({timeout:?}) and was killed"),
+            command,
+            printed,
+        )),
+        Some(s) if !s.success() => Err(failed(name, format!("failed ({s})"), command, printed)),
         Some(_) => Ok(()),
     }
+}
+
+fn failed(name: &str, how: String, command: &str, printed: String) -> anyhow::Error {
+    let detail = format!("{name} `{command}`: {printed}");
+    HookFailed { summary: format!("{name} {how}; its command line and output are in the private status"), detail }
+        .into()
 }

@@ -54,6 +54,15 @@ impl Reporter {
         }
     }
 
+    /// What happens while it happens (a retry, a fail-over): on a terminal,
+    /// and in a log with `-v`; silent under `--quiet`.
+    pub fn notice(&self, msg: impl AsRef<str>) {
+        use std::io::IsTerminal;
+        if self.level >= Level::Verbose || self.level == Level::Normal && std::io::stderr().is_terminal() {
+            eprintln!("upmirror: {}", msg.as_ref());
+        }
+    }
+
     /// A problem that does not stop the run; silent under `--quiet`.
     pub fn warn(&self, msg: impl AsRef<str>) {
         if self.level >= Level::Normal {
@@ -272,6 +281,33 @@ pub fn clip(s: &str, max: usize) -> &str {
 /// The most bytes of an error kept for stderr and status files: whatever an
 /// upstream sends, what a run records stays small.
 pub const MAX_ERROR_BYTES: usize = 4096;
+
+/// `println!` that ends the process quietly when stdout is a closed pipe
+/// (`upmirror status | head -1`), as `cat` does, instead of panicking.
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::output::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `print!`, likewise.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!($($arg)*)) };
+}
+
+/// Write to stdout; a reader that went away ends the process with success.
+pub fn write_stdout(args: std::fmt::Arguments) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("upmirror: could not write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
 
 /// An error's whole chain on one line, at most [`MAX_ERROR_BYTES`].
 pub fn error_line(err: &anyhow::Error) -> String {

@@ -62,6 +62,10 @@ pub struct RunStatus {
     /// pruning, saving state): the run still succeeded.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// What a failed hook ran and printed (private: a command line may
+    /// carry a token); never in the public copy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook_output: Option<String>,
     /// The snapshots kept after the run, oldest first; each is readable at
     /// `/.well-known/upmirror/snapshots/<id>/`.
     pub snapshots: Vec<Kept>,
@@ -203,6 +207,7 @@ impl RunStatus {
     fn sanitised(&self, redact: &[(String, String)]) -> RunStatus {
         let clean = |s: &String| redact.iter().fold(s.clone(), |acc, (from, to)| acc.replace(from.as_str(), to));
         let mut copy = self.clone();
+        copy.hook_output = None;
         copy.error = self.error.as_ref().map(clean);
         for u in &mut copy.upstreams {
             u.error = u.error.as_ref().map(clean);
@@ -271,7 +276,8 @@ fn metrics(history: &[RunStatus]) -> String {
 
 /// Seconds from the origin's listing to the end of run `r`.
 fn origin_lag(r: &RunStatus) -> Option<u64> {
-    let origin = unix(&r.trace.first()?.origin_generated_at)?;
+    // This tier's entry: its origin time was checked against the listing.
+    let origin = unix(&r.trace.last()?.origin_generated_at)?;
     Some(unix(&r.finished)?.saturating_sub(origin))
 }
 

@@ -61,10 +61,14 @@ fn is_time(s: &str) -> bool {
 }
 
 /// The trace of a snapshot this mirror built: its upstream's, then itself.
-/// Without an upstream trace, the listing's own `generated_at` is the origin's.
+/// Without an upstream trace, the listing's own `generated_at` is the
+/// origin's; so it is when the trace (unsigned) names a later origin than
+/// the listing shows, which would make the mirror look fresher than it is.
 pub fn extend(mut tiers: Vec<Tier>, snapshot: &str, generated_at: SystemTime) -> Vec<Tier> {
-    let origin = tiers.first().map(|t| t.origin_generated_at.clone());
-    let origin = origin.unwrap_or_else(|| humantime::format_rfc3339_seconds(generated_at).to_string());
+    let listed = humantime::format_rfc3339_seconds(generated_at).to_string();
+    let claimed = tiers.first().map(|t| t.origin_generated_at.clone());
+    let later = |t: &String| humantime::parse_rfc3339_weak(t).is_ok_and(|t| t > generated_at);
+    let origin = claimed.filter(|t| !later(t)).unwrap_or(listed);
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     tiers.push(Tier {
         name: clip(name.trim(), MAX_FIELD).to_owned(),
@@ -115,5 +119,18 @@ mod tests {
         let bad = Tier { origin_generated_at: "yesterday".into(), ..two[0].clone() };
         assert_eq!(parse(&render(&[bad])), None);
         assert_eq!(parse(b"{\"format\":\"other\",\"tiers\":[]}"), None);
+    }
+
+    #[test]
+    fn an_origin_later_than_the_listing_is_not_believed() {
+        let listed = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let future = Tier {
+            name: "up".into(),
+            snapshot: "S".into(),
+            origin_generated_at: "9999-01-01T00:00:00Z".into(),
+            published_at: "9999-01-01T00:00:00Z".into(),
+        };
+        let tiers = extend(vec![future], "A", listed);
+        assert_eq!(tiers[1].origin_generated_at, "2023-11-14T22:13:20Z", "the listing's own time, not 9999");
     }
 }

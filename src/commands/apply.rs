@@ -44,6 +44,15 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// What a failed hook ran and printed: on the operator's terminal and
+    /// in the private status, never in the public one.
+    pub fn hook_failed(&mut self, e: &anyhow::Error) {
+        if let Some(hook) = e.downcast_ref::<crate::hooks::HookFailed>() {
+            self.out.warn(&hook.detail);
+            self.status.hook_output = Some(hook.detail.clone());
+        }
+    }
+
     /// A problem that does not fail the run: printed, and kept in its status.
     pub fn warn(&mut self, line: String) {
         self.out.warn(&line);
@@ -199,6 +208,7 @@ pub(super) fn apply(
         && let Err(e) = hooks::run("pre_publish", command, &env, run.cfg.hooks.timeout, &run.locked.meta())
     {
         run.locked.discard(&id);
+        run.hook_failed(&e);
         return Err(Refused(format!("{}; snapshot {id} was not published", error_line(&e))).into());
     }
     let clock = Instant::now();
@@ -207,6 +217,7 @@ pub(super) fn apply(
     if let Some(command) = &run.cfg.hooks.post_publish
         && let Err(e) = hooks::run("post_publish", command, &env, run.cfg.hooks.timeout, &run.locked.meta())
     {
+        run.hook_failed(&e);
         run.warn(format!("{id} is published, but {}", error_line(&e)));
     }
     Ok(id)

@@ -36,7 +36,7 @@ pub struct Bundle {
     pub bytes: u64,
 }
 
-pub(super) fn export(cfg: &Config, to: &Path, since: Option<&str>, out: Reporter) -> Result<()> {
+pub(super) fn export(cfg: &Config, to: &Path, since: Option<&str>, link: bool, out: Reporter) -> Result<()> {
     let store = Store::new(cfg.root()?);
     let published = store.published()?.ok_or_else(|| {
         ConfigError(format!("{} has no published snapshot to export; run sync first", store.root.display()))
@@ -46,12 +46,12 @@ pub(super) fn export(cfg: &Config, to: &Path, since: Option<&str>, out: Reporter
     let wanted: Vec<&Entry> =
         published.manifest.files.iter().filter(|e| base.as_ref().is_none_or(|(_, _, m)| !unchanged(m, e))).collect();
     for e in &wanted {
-        copy_file(&published.dir.join(e.path.as_str()), &to.join(e.path.as_str()))?;
+        copy_file(&published.dir.join(e.path.as_str()), &to.join(e.path.as_str()), link)?;
     }
     let signature = crate::signature::beside(SNAPSHOT_MANIFEST);
     for name in [SNAPSHOT_MANIFEST, signature.as_str(), crate::trace::TRACE_FILE] {
         if published.dir.join(name).exists() {
-            copy_file(&published.dir.join(name), &to.join(name))?;
+            copy_file(&published.dir.join(name), &to.join(name), false)?;
         }
     }
     let bundle = Bundle {
@@ -98,28 +98,58 @@ fn unchanged(base: &Manifest, e: &Entry) -> bool {
     })
 }
 
-/// `to` absent or empty: a bundle never mixes with another.
+/// `to` new, or an empty directory of the caller's that nobody else can
+/// write into (so nothing can be planted in it while the bundle is
+/// written): a bundle never mixes with another, nor writes through a link.
 fn start_empty(to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to).with_context(|| format!("could not create {}", to.display()))?;
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let refuse = |why: &str| Err(ConfigError(format!("--to {}: {why}; give a new directory", to.display())).into());
+    match std::fs::symlink_metadata(to) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return std::fs::create_dir_all(to).with_context(|| format!("could not create {}", to.display()));
+        }
+        Err(e) => return Err(e).with_context(|| format!("could not stat {}", to.display())),
+        Ok(meta) if !meta.is_dir() => return refuse("not a directory (a symlink?)"),
+        Ok(meta) if meta.uid() != rustix::process::geteuid().as_raw() => return refuse("owned by another user"),
+        Ok(meta) if meta.permissions().mode() & 0o022 != 0 => return refuse("others can write into it"),
+        Ok(_) => {}
+    }
     let mut entries = std::fs::read_dir(to).with_context(|| format!("could not read {}", to.display()))?;
     if entries.next().is_some() {
-        return Err(ConfigError(format!("--to {}: not empty; give a new or empty directory", to.display())).into());
+        return refuse("not empty");
     }
     Ok(())
 }
 
-/// A hard link where the bundle is on the same file system, else a copy
-/// that keeps the mtime.
-fn copy_file(from: &Path, to: &Path) -> Result<()> {
+/// A copy that keeps the mtime, into a new file (never through a link);
+/// with `link`, a hard link where the bundle is on the same file system.
+fn copy_file(from: &Path, to: &Path, link: bool) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent).with_context(|| format!("could not create {}", parent.display()))?;
     }
-    if std::fs::hard_link(from, to).is_ok() {
+    if link && std::fs::hard_link(from, to).is_ok() {
         return Ok(());
     }
-    std::fs::copy(from, to).with_context(|| format!("could not copy {} to {}", from.display(), to.display()))?;
-    let mtime = filetime::FileTime::from_last_modification_time(&std::fs::metadata(from)?);
-    filetime::set_file_mtime(to, mtime).with_context(|| format!("could not set the mtime of {}", to.display()))
+    let write = || -> std::io::Result<()> {
+        let mut source = std::fs::File::open(from)?;
+        let mut open = std::fs::OpenOptions::new();
+        open.write(true).create_new(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+        let mut target = open.open(to)?;
+        std::io::copy(&mut source, &mut target)?;
+        target.set_modified(source.metadata()?.modified()?)
+    };
+    write().with_context(|| format!("could not copy {} to {}", from.display(), to.display()))
+}
+
+/// The bundle's description, read like anything carried in: a regular file
+/// reached without a symlink, never waited on (a FIFO), at most 64 KiB.
+fn read_bundle(dir: &Path) -> Option<Vec<u8>> {
+    const MAX_BUNDLE_BYTES: u64 = 64 << 10;
+    let file = crate::disk::open_regular_beneath(dir, BUNDLE_FILE).ok()?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_BUNDLE_BYTES + 1), &mut bytes).ok()?;
+    (bytes.len() as u64 <= MAX_BUNDLE_BYTES).then_some(bytes)
 }
 
 /// From a `file://` upstream (a tree carried on a disk, or a bundle), every
@@ -127,13 +157,13 @@ fn copy_file(from: &Path, to: &Path) -> Result<()> {
 /// made against a base this mirror has not published is refused naming
 /// that base; `here` is the listing identity of the published snapshot.
 pub(super) fn check_carried(base: &url::Url, plan: &Plan, here: Option<&str>) -> Result<()> {
-    let Ok(dir) = base.to_file_path() else { return Ok(()) };
+    // `https://localhost/` is no local path, whatever `to_file_path` says.
+    let Some(dir) = base.to_file_path().ok().filter(|_| base.scheme() == "file") else { return Ok(()) };
     // Absent only: what is there but is no regular file, the download refuses.
     let present = |e: &&Entry| std::fs::symlink_metadata(dir.join(e.path.as_str())).is_ok();
     let missing: Vec<&Entry> = plan.downloads().filter(|e| !present(e)).collect();
     let Some(first) = missing.first() else { return Ok(()) };
-    let bundle: Option<Bundle> =
-        std::fs::read(dir.join(BUNDLE_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let bundle: Option<Bundle> = read_bundle(&dir).and_then(|b| serde_json::from_slice(&b).ok());
     let short = |id: &str| id.chars().take(12).collect::<String>();
     let why = match bundle.as_ref().and_then(|b| Some((b.base.as_deref()?, b.base_identity.as_deref()?))) {
         Some((base_id, identity)) => format!(

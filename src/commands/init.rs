@@ -17,7 +17,7 @@ pub(super) fn init(cfg: &Config, dir: Option<&Path>, out: Reporter) -> Result<()
     let store = Store::new(root);
     store.ensure_layout()?;
     out.info(format!("created the mirror root {} (snapshots/, .upmirror/, public/)", root.display()));
-    println!(
+    crate::outln!(
         "next steps:\n\
          1. in /etc/upmirror/upmirror.toml set root = \"{}\", the upstreams, and ca_file / client_cert / client_key if needed\n\
          2. upmirror mirrors            # every upstream reachable, TLS verified?\n\

@@ -10,7 +10,7 @@ use crate::upstream::{Probe, Upstreams};
 
 pub(super) fn mirrors(cfg: &Config, out: Reporter) -> Result<()> {
     let cert = client_identity(cfg, out)?;
-    let upstreams = Upstreams::new(cfg)?;
+    let upstreams = Upstreams::new(cfg, out)?;
     let mut probes = runtime(false)?
         .block_on(futures_util::future::join_all((0..upstreams.bases.len()).map(|i| upstreams.probe(i))));
     let expires = cert.as_ref().map(ClientCert::expires);
@@ -18,15 +18,21 @@ pub(super) fn mirrors(cfg: &Config, out: Reporter) -> Result<()> {
         p.client_cert_expires = expires.clone();
     }
     if out.json {
-        println!("{}", serde_json::to_string_pretty(&probes)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&probes)?);
     } else {
-        print!("{}", mirrors_table(&probes));
+        crate::out!("{}", mirrors_table(&probes));
         if let (Some(c), Some(e)) = (&cert, &expires) {
-            println!("client certificate {} expires {e}", c.subject);
+            crate::outln!("client certificate {} expires {e}", c.subject);
         }
     }
-    if !probes.iter().any(|p| p.usable) {
-        anyhow::bail!("no upstream is usable");
+    let usable = probes.iter().filter(|p| p.usable).count();
+    let down: Vec<&str> = probes.iter().filter(|p| !p.usable).map(|p| p.url.as_str()).collect();
+    match (usable, probes[0].usable) {
+        (0, _) => anyhow::bail!("no upstream is usable (0 of {})", probes.len()),
+        // Syncs fail over and succeed, so only this says the primary is down.
+        (_, false) => anyhow::bail!("{usable} of {} upstreams usable; the primary is DOWN", probes.len()),
+        _ if down.is_empty() => out.info(format!("all {usable} upstreams usable")),
+        _ => out.info(format!("{usable} of {} upstreams usable; DOWN: {}", probes.len(), down.join(", "))),
     }
     Ok(())
 }

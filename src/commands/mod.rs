@@ -37,7 +37,7 @@ pub fn run(command: Command, cfg: &Config, out: Reporter) -> Result<()> {
         Command::Status(args) => status::status(cfg, args.check.then(|| args.stale_after.into()), out),
         Command::Mirrors { .. } => mirrors::mirrors(cfg, out),
         Command::Rollback { .. } => rollback::rollback(cfg, out),
-        Command::Export { to, since, .. } => export::export(cfg, &to, since.as_deref(), out),
+        Command::Export { to, since, link, .. } => export::export(cfg, &to, since.as_deref(), link, out),
         Command::Manifest { dir, sign } => manifest::manifest(&dir, sign.as_deref(), out),
         Command::Init { dir, .. } => init::init(cfg, dir.as_deref(), out),
         Command::Completions { shell } => {

@@ -40,11 +40,11 @@ pub(super) fn status(cfg: &Config, check: Option<Duration>, out: Reporter) -> Re
         });
         let running = running.map(|(pid, since)| serde_json::json!({"pid": pid, "since": since}));
         let doc = serde_json::json!({"published": current, "running": running, "last_run": last, "snapshots": ids, "mirror_bytes": size});
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
     print_status(published.as_ref(), running, last.as_ref(), &ids);
-    println!("mirror size {}", human_bytes(size));
+    crate::outln!("mirror size {}", human_bytes(size));
     Ok(())
 }
 
@@ -57,7 +57,7 @@ fn print_status(
     match published {
         Some(p) => {
             let age = unix_seconds(SystemTime::now()).saturating_sub(unix_seconds(p.manifest.generated_at));
-            println!(
+            crate::outln!(
                 "published   {}: {} files, {}, listing generated {} ago",
                 p.id,
                 p.manifest.files.len(),
@@ -65,32 +65,32 @@ fn print_status(
                 human_duration(age)
             );
         }
-        None => println!("published   nothing yet"),
+        None => crate::outln!("published   nothing yet"),
     }
     if let Some((pid, since)) = running {
-        println!("running     a run (pid {pid}) since {since}");
+        crate::outln!("running     a run (pid {pid}) since {since}");
     }
     match last {
         Some(r) => {
-            println!("last run    {} at {} (exit {})", r.outcome, r.finished, r.exit_code);
+            crate::outln!("last run    {} at {} (exit {})", r.outcome, r.finished, r.exit_code);
             if let Some(why) = r.error.as_ref().or(r.held.as_ref()) {
-                println!("            {why}");
+                crate::outln!("            {why}");
             }
         }
-        None => println!("last run    none"),
+        None => crate::outln!("last run    none"),
     }
     if let Some(key) = last.and_then(|r| r.signed_by.as_deref()) {
-        println!("signed by   key {key}");
+        crate::outln!("signed by   key {key}");
     }
     if let Some(manifest) = last.and_then(|r| r.snapshot_manifest.as_deref()) {
-        println!("manifest    {manifest}");
+        crate::outln!("manifest    {manifest}");
     }
     if let Some(expires) = last.and_then(|r| r.client_cert_expires.as_deref()) {
-        println!("client cert expires {expires}");
+        crate::outln!("client cert expires {expires}");
     }
     if let Some(trace) = last.map(|r| &r.trace).filter(|t| t.len() > 1) {
         let chain: Vec<String> = trace.iter().map(|t| crate::output::escape(&t.name)).collect();
-        println!(
+        crate::outln!(
             "origin      listed at {}, {} tiers down: {}",
             trace[0].origin_generated_at,
             trace.len(),
@@ -100,7 +100,7 @@ fn print_status(
     let current = published.map(|p| &p.id);
     let marked: Vec<String> =
         ids.iter().map(|id| if Some(id) == current { format!("{id} (current)") } else { id.clone() }).collect();
-    println!("snapshots   {} kept: {}", ids.len(), marked.join(", "));
+    crate::outln!("snapshots   {} kept: {}", ids.len(), marked.join(", "));
 }
 
 /// `--check`: exit 0 when the last run succeeded (or is held) and the
@@ -125,7 +125,7 @@ fn check_health(last: Option<&RunStatus>, stale_after: Duration) -> Result<()> {
             human_duration(stale_after.as_secs())
         );
     }
-    println!(
+    crate::outln!(
         "ok: {} {} ago{}",
         last.outcome,
         human_duration(age),

@@ -56,7 +56,7 @@ pub(super) fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
     }
     let (result, status) = recorded(cfg, &store, out, |run| {
         run.check_client_cert()?;
-        let upstreams = Upstreams::new(cfg)?;
+        let upstreams = Upstreams::new(cfg, out)?;
         let result = sync_with(run, args, &upstreams);
         run.status.upstreams = upstreams.health();
         result
@@ -71,13 +71,16 @@ pub(super) fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
         ];
         if let Err(hook) = crate::hooks::run("on_failure", command, &env, cfg.hooks.timeout, &store.meta()) {
             eprintln!("upmirror: {}", crate::output::error_line(&hook));
+            if let Some(failed) = hook.downcast_ref::<crate::hooks::HookFailed>() {
+                eprintln!("upmirror: {}", failed.detail);
+            }
         }
     }
     // --json prints the status as recorded, for a failed run too.
     if out.json
         && let Some(status) = &status
     {
-        println!("{}", serde_json::to_string_pretty(status)?);
+        crate::outln!("{}", serde_json::to_string_pretty(status)?);
     }
     let done = result?;
     match done {
@@ -158,7 +161,7 @@ fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Resul
     client_identity(cfg, out)?;
     let state = State::load(&store.meta())?;
     let published = store.published()?;
-    let upstreams = Upstreams::new(cfg)?;
+    let upstreams = Upstreams::new(cfg, out)?;
     let rt = runtime(false)?;
     let deadline = tokio::time::Instant::now() + cfg.net.run_timeout;
     let whole = args.save_plan.is_some() || args.recheck;
@@ -249,9 +252,9 @@ fn plan_digest(plan: &Plan) -> String {
 
 fn print_plan(plan: &Plan, out: Reporter) {
     if out.json {
-        println!("{}", plan.to_json());
+        crate::outln!("{}", plan.to_json());
     } else {
-        println!("{plan}");
+        crate::outln!("{plan}");
     }
 }
 
@@ -353,12 +356,10 @@ fn accept(
         ))
         .into());
     }
-    if let Some(e) = listing.manifest.files.iter().find(|e| e.path.ancestors().next() == Some(SNAPSHOT_MANIFEST)) {
-        anyhow::bail!(
-            "{} lists \"{}\": {SNAPSHOT_MANIFEST} is each snapshot's own file, not a directory",
-            listing.url,
-            e.path
-        );
+    let own_file_as_dir = |e: &&crate::manifest::Entry| e.path.ancestors().next().is_some_and(describes_snapshot);
+    if let Some(e) = listing.manifest.files.iter().find(own_file_as_dir) {
+        let name = e.path.ancestors().next().unwrap_or_default();
+        anyhow::bail!("{} lists \"{}\": {name} is each snapshot's own file, not a directory", listing.url, e.path);
     }
     let files: Vec<_> =
         listing.manifest.files.iter().filter(|e| !describes_snapshot(e.path.as_str())).cloned().collect();

@@ -31,9 +31,9 @@ pub(super) fn verify(cfg: &Config, repair: bool, out: Reporter) -> Result<()> {
     let problems = check_tree(&published.dir, &published.manifest);
     if out.json {
         let list: Vec<serde_json::Value> = problems.iter().map(Problem::to_json).collect();
-        println!("{}", serde_json::json!({"snapshot": published.id, "problems": list}));
+        crate::outln!("{}", serde_json::json!({"snapshot": published.id, "problems": list}));
     } else {
-        problems.iter().for_each(|p| println!("{p}"));
+        problems.iter().for_each(|p| crate::outln!("{p}"));
     }
     if problems.is_empty() {
         out.info(format!("{}: all {} files match the manifest", published.id, published.manifest.files.len()));
@@ -74,7 +74,7 @@ fn repair_snapshot(run: &mut Run, published: &Published, problems: &[Problem]) -
         }
     }
     run.status.summary = plan.summary();
-    let upstreams = Upstreams::new(run.cfg)?;
+    let upstreams = Upstreams::new(run.cfg, run.out)?;
     let rt = runtime(true)?;
     // The same files again: the same manifest, and its signature if it has one.
     let signed = crate::signature::Signed::read(&published.dir.join(crate::snapshot::SNAPSHOT_MANIFEST))?;

@@ -237,7 +237,11 @@ impl Fetcher {
             if round == self.net.retries || !self.up.budget.take() {
                 break;
             }
-            tokio::time::sleep(backoff(self.net.retry_backoff, round, Some(after))).await;
+            let wait = backoff(self.net.retry_backoff, round, Some(after));
+            let last = tries.failures.last().map_or("", String::as_str);
+            let (n, of) = (round + 1, self.net.retries);
+            self.up.tell(format!("{last}; retry {n} of {of} in {:.1} s", wait.as_secs_f64()));
+            tokio::time::sleep(wait).await;
         }
         tries.failures.dedup();
         bail!("could not fetch {}: {}", entry.path, tries.failures.join("; "))

@@ -44,12 +44,12 @@ pub(super) fn check_status(resp: reqwest::Response) -> anyhow::Result<reqwest::R
 }
 
 /// A request that got no usable HTTP answer, classified by what went wrong
-/// (from reqwest's error kinds and rustls' error types, never its text).
+/// (from reqwest's error kinds and the types of its causes, never its text).
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct Transport {
     pub kind: TransportKind,
-    message: String,
+    pub(super) message: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,9 +58,19 @@ pub enum TransportKind {
     ServerCertificate,
     /// The server refused our client certificate, or wants one.
     ClientCertificate,
+    /// The TLS handshake found nothing in common (protocol version, ciphers).
+    Handshake,
     /// A redirect that is not followed (another origin, too many hops).
     Redirect,
-    /// The connection could not be made (refused, unreachable, handshake timeout).
+    /// The host name does not resolve.
+    NoSuchHost,
+    /// The proxy refused to open a tunnel (403, 407, …).
+    ProxyRefused,
+    /// No connection within `connect_timeout`: the host is skipped for the rest of the run.
+    ConnectTimeout,
+    /// The host was skipped: an earlier connection to it timed out in this run.
+    HostDown,
+    /// The connection could not be made (refused, unreachable).
     Connect,
     /// An answer did not come in time.
     Timeout,
@@ -71,16 +81,39 @@ pub enum TransportKind {
 impl TransportKind {
     /// A retry on the same upstream cannot help.
     pub fn is_permanent(self) -> bool {
-        matches!(self, TransportKind::ServerCertificate | TransportKind::ClientCertificate | TransportKind::Redirect)
+        !matches!(self, TransportKind::Connect | TransportKind::Timeout | TransportKind::Other)
     }
 }
 
-/// The whole error chain on one line (reqwest hides the TLS cause in its
-/// sources), typed by its kind.
+/// One short line for a failed request, typed by its kind: the origin and
+/// the cause for what is known, the whole chain for anything else.
 pub fn describe(e: reqwest::Error) -> anyhow::Error {
     let kind = classify(&e);
+    let origin = e.url().map(|u| format!("{}://{}", u.scheme(), u.authority())).unwrap_or_default();
+    let message = match (kind, own_cause(&e)) {
+        (_, Some(ours)) => format!("{origin}: {ours}"),
+        (TransportKind::ClientCertificate, _) => {
+            format!("{origin}: the upstream requires a client certificate, or rejected ours ({})", last_cause(&e))
+        }
+        (TransportKind::Handshake, _) => format!(
+            "{origin}: the TLS handshake failed, the server shares no protocol version or cipher with TLS 1.2/1.3 ({})",
+            last_cause(&e)
+        ),
+        (TransportKind::ConnectTimeout, _) => {
+            format!("{origin}: no connection within connect_timeout")
+        }
+        (TransportKind::Connect | TransportKind::Timeout | TransportKind::ServerCertificate, _) => {
+            format!("{origin}: {}", last_cause(&e))
+        }
+        _ => chain(&e),
+    };
+    Transport { kind, message }.into()
+}
+
+/// The whole error chain on one line (reqwest hides the cause in its sources).
+fn chain(e: &reqwest::Error) -> String {
     let mut message = e.to_string();
-    let mut src = std::error::Error::source(&e);
+    let mut src = std::error::Error::source(e);
     while let Some(s) = src {
         let text = s.to_string();
         if !message.contains(&text) {
@@ -89,10 +122,43 @@ pub fn describe(e: reqwest::Error) -> anyhow::Error {
         }
         src = s.source();
     }
-    if kind == TransportKind::ClientCertificate {
-        message.push_str(" (the upstream requires a client certificate, or rejected ours)");
+    message
+}
+
+/// The innermost cause's text: the one that says what happened.
+fn last_cause(e: &reqwest::Error) -> String {
+    causes(e).last().map_or_else(|| e.to_string(), |c| c.to_string())
+}
+
+/// The errors behind `e`, outermost first. The chain is walked by `source()`
+/// and into each `io::Error`, whose own `source()` skips what it wraps.
+fn causes(e: &reqwest::Error) -> Vec<&(dyn std::error::Error + 'static)> {
+    let mut out = Vec::new();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        out.push(c);
+        cause = match c.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => c.source(),
+        };
     }
-    Transport { kind, message }.into()
+    out
+}
+
+/// A cause of our own making (a name that does not resolve, a certificate
+/// explained), which already says what happened.
+fn own_cause(e: &reqwest::Error) -> Option<String> {
+    causes(e).into_iter().find_map(|c| {
+        if let Some(no) = c.downcast_ref::<super::resolve::NoSuchHost>() {
+            return Some(no.to_string());
+        }
+        match c.downcast_ref::<rustls::Error>() {
+            Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))) => {
+                Some(other.0.downcast_ref::<super::tls::Untrusted>()?.to_string())
+            }
+            _ => None,
+        }
+    })
 }
 
 fn classify(e: &reqwest::Error) -> TransportKind {
@@ -100,7 +166,11 @@ fn classify(e: &reqwest::Error) -> TransportKind {
     if e.is_redirect() {
         return TransportKind::Redirect;
     }
-    match rustls_cause(e) {
+    let causes = causes(e);
+    if causes.iter().any(|c| c.is::<super::resolve::NoSuchHost>()) {
+        return TransportKind::NoSuchHost;
+    }
+    match causes.iter().find_map(|c| c.downcast_ref::<rustls::Error>()) {
         Some(rustls::Error::InvalidCertificate(_)) => return TransportKind::ServerCertificate,
         Some(rustls::Error::AlertReceived(
             A::CertificateRequired
@@ -111,29 +181,16 @@ fn classify(e: &reqwest::Error) -> TransportKind {
             | A::CertificateExpired
             | A::AccessDenied,
         )) => return TransportKind::ClientCertificate,
+        Some(
+            rustls::Error::PeerIncompatible(_)
+            | rustls::Error::AlertReceived(A::ProtocolVersion | A::HandshakeFailure | A::InsufficientSecurity),
+        ) => return TransportKind::Handshake,
         _ => {}
     }
-    if e.is_timeout() {
-        TransportKind::Timeout
-    } else if e.is_connect() {
-        TransportKind::Connect
-    } else {
-        TransportKind::Other
+    match (e.is_connect(), e.is_timeout()) {
+        (true, true) => TransportKind::ConnectTimeout,
+        (true, false) => TransportKind::Connect,
+        (false, true) => TransportKind::Timeout,
+        (false, false) => TransportKind::Other,
     }
-}
-
-/// The rustls error behind `e`, if any. The chain is walked by `source()`
-/// and into each `io::Error`, whose own `source()` skips what it wraps.
-fn rustls_cause(e: &reqwest::Error) -> Option<&rustls::Error> {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if let Some(tls) = c.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        cause = match c.downcast_ref::<std::io::Error>() {
-            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
-            None => c.source(),
-        };
-    }
-    None
 }

@@ -13,6 +13,7 @@ mod listing;
 mod pace;
 mod probe;
 mod proxy;
+mod resolve;
 mod retry;
 mod tls;
 mod transport;
@@ -139,8 +140,8 @@ pub struct Upstreams {
     manifest_name: String,
     listing: ListingKind,
     concurrency: usize,
-    /// The proxy each upstream's requests go through, as `scheme://host:port`.
-    proxies: Vec<Option<String>>,
+    /// The proxy each upstream's requests go through.
+    proxies: Vec<Option<proxy::Via>>,
     /// What the mirror carries: a crawl lists nothing else.
     filter: crate::filter::Filter,
     /// What server certificates are checked against, for reports.
@@ -159,10 +160,14 @@ pub struct Upstreams {
     /// The address that last answered, by host (of a host name with
     /// several, the one that took the connection).
     answered: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::net::SocketAddr>>>,
+    /// Hosts that could not be reached: skipped for the rest of the run.
+    down: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Where retries and fail-overs are told as they happen.
+    out: crate::output::Reporter,
 }
 
 impl Upstreams {
-    pub fn new(cfg: &Config) -> Result<Upstreams> {
+    pub fn new(cfg: &Config, out: crate::output::Reporter) -> Result<Upstreams> {
         if cfg.upstreams.is_empty() {
             return Err(ConfigError(
                 "no upstream: set upstreams in the config, --upstream or UPMIRROR_UPSTREAMS".into(),
@@ -175,7 +180,7 @@ impl Upstreams {
             listing: cfg.listing,
             concurrency: cfg.concurrency.unwrap_or(crawl::PAGES_IN_FLIGHT),
             filter: cfg.filter.clone(),
-            proxies: (0..cfg.upstreams.len()).map(|i| proxy::label(cfg, i)).collect(),
+            proxies: (0..cfg.upstreams.len()).map(|i| proxy::via(cfg, i)).collect(),
             trust: cfg.tls.ca_file.as_ref().map_or("system roots".to_owned(), |f| format!("pinned {}", f.display())),
             has_client_cert: cfg.tls.client_cert.is_some(),
             net: cfg.net.clone(),
@@ -190,6 +195,8 @@ impl Upstreams {
             ),
             health: Health::new(&cfg.upstreams),
             answered: std::sync::Arc::default(),
+            down: std::sync::Arc::default(),
+            out,
         })
     }
 
@@ -209,8 +216,12 @@ impl Upstreams {
                     return Ok(outcome);
                 }
                 Err(e) => {
-                    self.note(i, Some(format!("{e:#}")));
-                    failures.push(format!("{e:#}"));
+                    let line = crate::output::error_line(&e);
+                    if let Some(next) = self.bases.get(i + 1) {
+                        self.tell(format!("{line}; trying the next upstream, {next}"));
+                    }
+                    self.note(i, Some(line.clone()));
+                    failures.push(line);
                 }
             }
         }
@@ -244,6 +255,11 @@ impl Upstreams {
         }
     }
 
+    /// Tell a retry or a fail-over as it happens.
+    pub fn tell(&self, line: String) {
+        self.out.notice(line);
+    }
+
     pub fn manifest_url(&self, i: usize) -> Result<Url> {
         self.bases[i].join(&self.manifest_name).context("manifest URL")
     }
@@ -266,7 +282,10 @@ impl Upstreams {
             if round >= self.net.retries || !self.budget.take() {
                 return Err(e);
             }
-            tokio::time::sleep(backoff(self.net.retry_backoff, round, after)).await;
+            let wait = backoff(self.net.retry_backoff, round, after);
+            let line = crate::output::error_line(&e);
+            self.tell(format!("{line}; retry {} of {} in {:.1} s", round + 1, self.net.retries, wait.as_secs_f64()));
+            tokio::time::sleep(wait).await;
             round += 1;
         }
     }
@@ -281,11 +300,17 @@ impl Upstreams {
     }
 }
 
+/// `scheme://host:port` of `url`, for messages.
+fn origin(url: &Url) -> String {
+    format!("{}://{}", url.scheme(), url.authority())
+}
+
 /// What requests to one host share: scheme, host and port.
 fn host_key(url: &Url) -> String {
     format!("{}://{}:{}", url.scheme(), url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(0))
 }
 
 fn file_path(url: &Url) -> Result<PathBuf> {
-    url.to_file_path().map_err(|_| anyhow!("{url}: not a local file path"))
+    let path = url.to_file_path().ok().filter(|_| url.scheme() == "file");
+    path.ok_or_else(|| anyhow!("{url}: not a local file path"))
 }

@@ -57,7 +57,7 @@ impl Upstreams {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let https = self.bases[i].scheme() == "https";
         let mut probe = Probe { url: self.bases[i].to_string(), usable: result.is_ok(), ..Probe::default() };
-        probe.proxy = self.proxies[i].clone();
+        probe.proxy = self.proxies[i].as_ref().map(|p| p.label.clone());
         match result {
             Ok(listed) => {
                 probe = Probe { url: probe.url, usable: true, proxy: probe.proxy, ..listed };

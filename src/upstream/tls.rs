@@ -19,6 +19,10 @@ use crate::config::{Config, ConfigError};
 /// The client's TLS configuration, or a one-line error naming the file.
 pub fn client_config(cfg: &Config) -> Result<rustls::ClientConfig, ConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let trust = match &cfg.tls.ca_file {
+        Some(ca) => format!("ca_file {}", ca.display()),
+        None => "the system's roots".to_owned(),
+    };
     let upstream: Arc<dyn ServerCertVerifier> = match &cfg.tls.ca_file {
         Some(ca) => pinned("ca_file", ca, &provider)?,
         None => Arc::new(
@@ -27,14 +31,17 @@ pub fn client_config(cfg: &Config) -> Result<rustls::ClientConfig, ConfigError> 
         ),
     };
     let proxy = match &cfg.proxy_ca_file {
-        Some(ca) => Some((proxy_name(cfg, ca)?, pinned("proxy_ca_file", ca, &provider)?)),
+        Some(ca) => {
+            let pinned = pinned("proxy_ca_file", ca, &provider)?;
+            Some((proxy_name(cfg, ca)?, pinned, format!("proxy_ca_file {}", ca.display())))
+        }
         None => None,
     };
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ConfigError(format!("TLS: {e}")))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ByName { proxy, upstream }));
+        .with_custom_certificate_verifier(Arc::new(ByName { proxy, upstream: (upstream, trust) }));
     let mut tls = match (&cfg.tls.client_cert, &cfg.tls.client_key) {
         (Some(cert), Some(key)) => {
             let both = || format!("client_cert {} / client_key {}", cert.display(), key.display());
@@ -88,11 +95,41 @@ fn pinned(key: &str, file: &Path, provider: &Arc<CryptoProvider>) -> Result<Arc<
     WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().map_err(|e| err(&e))
 }
 
-/// The proxy's roots for the proxy's name, the upstreams' for every other.
+/// The proxy's roots for the proxy's name, the upstreams' for every other;
+/// each with the words that name it (`ca_file /etc/…`).
 #[derive(Debug)]
 struct ByName {
-    proxy: Option<(ServerName<'static>, Arc<WebPkiServerVerifier>)>,
-    upstream: Arc<dyn ServerCertVerifier>,
+    proxy: Option<(ServerName<'static>, Arc<WebPkiServerVerifier>, String)>,
+    upstream: (Arc<dyn ServerCertVerifier>, String),
+}
+
+/// A server certificate that was refused, said in the operator's words:
+/// which roots refused it and what the certificate showed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Untrusted(String);
+
+/// `e` (from checking `cert`, presented by `name`, against `trust`) in words
+/// that name the file and what the certificate showed.
+fn explain(e: rustls::Error, cert: &CertificateDer<'_>, name: &ServerName<'_>, trust: &str) -> rustls::Error {
+    use rustls::CertificateError as C;
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert) else { return e };
+    let name = crate::output::quote(&name.to_str(), 200);
+    let issuer = crate::output::quote(&parsed.issuer().to_string(), 200);
+    let subject = crate::output::quote(&parsed.subject().to_string(), 200);
+    let text = match &e {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
+            format!("{trust} does not sign the certificate {name} presented (issuer {issuer})")
+        }
+        rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            format!("the certificate {name} presented is for another name ({subject}, issuer {issuer})")
+        }
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            format!("the certificate {name} presented expired {} (subject {subject})", parsed.validity().not_after)
+        }
+        _ => return e,
+    };
+    rustls::Error::InvalidCertificate(C::Other(rustls::OtherError(Arc::new(Untrusted(text)))))
 }
 
 impl ServerCertVerifier for ByName {
@@ -104,11 +141,13 @@ impl ServerCertVerifier for ByName {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let verifier: &dyn ServerCertVerifier = match &self.proxy {
-            Some((name, proxy)) if name == server_name => proxy.as_ref(),
-            _ => self.upstream.as_ref(),
+        let (verifier, trust): (&dyn ServerCertVerifier, &str) = match &self.proxy {
+            Some((name, proxy, trust)) if name == server_name => (proxy.as_ref(), trust),
+            _ => (self.upstream.0.as_ref(), &self.upstream.1),
         };
-        verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        verifier
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            .map_err(|e| explain(e, end_entity, server_name, trust))
     }
 
     fn verify_tls12_signature(
@@ -117,7 +156,7 @@ impl ServerCertVerifier for ByName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.upstream.verify_tls12_signature(message, cert, dss)
+        self.upstream.0.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -126,10 +165,10 @@ impl ServerCertVerifier for ByName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.upstream.verify_tls13_signature(message, cert, dss)
+        self.upstream.0.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.upstream.supported_verify_schemes()
+        self.upstream.0.supported_verify_schemes()
     }
 }

@@ -7,28 +7,26 @@ use reqwest::Client;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, LAST_MODIFIED, SERVER};
 use url::Url;
 
-use super::errors::{TooLarge, check_status, describe};
+use super::errors::{TooLarge, Transport, TransportKind, check_status, describe};
 use super::hosts::Place;
-use super::{Pace, Stalled, Upstreams, host_key, parse_http_date, proxy, tls};
+use super::{Pace, Stalled, Upstreams, host_key, origin, parse_http_date, proxy, resolve, tls};
 use crate::config::Config;
 
 const MAX_REDIRECTS: usize = 5;
 
 impl Upstreams {
-    /// Send a request; a connection that fails through a proxy names the
-    /// proxy (never its credentials).
+    /// Send a request, unless its host is down for this run.
     pub(super) async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let resp = req.send().await.map_err(|e| {
-            // Connecting covers the proxy, its CONNECT and both handshakes.
-            let connect = e.is_connect();
-            let host = e.url().map(host_key);
-            let e = describe(e);
-            let i = self.bases.iter().position(|b| Some(host_key(b)) == host);
-            match i.and_then(|i| self.proxies[i].as_ref()) {
-                Some(proxy) if connect => e.context(format!("through the proxy {proxy}")),
-                _ => e,
-            }
-        })?;
+        let req = req.build().map_err(describe)?;
+        let url = req.url().clone();
+        if self.down.lock().unwrap_or_else(|e| e.into_inner()).contains(&host_key(&url)) {
+            let message = format!("{}: skipped, it could not be reached earlier in this run", origin(&url));
+            return Err(Transport { kind: TransportKind::HostDown, message }.into());
+        }
+        let resp = match self.client.execute(req).await {
+            Ok(resp) => resp,
+            Err(e) => return Err(self.failed(e, &url).await),
+        };
         if let Some(addr) = resp.remote_addr() {
             self.answered.lock().unwrap_or_else(|e| e.into_inner()).insert(host_key(resp.url()), addr);
         }
@@ -40,6 +38,44 @@ impl Upstreams {
             }
         }
         Ok(resp)
+    }
+
+    /// What a failed request was. A host that could not be connected to is
+    /// down for the rest of the run after a time-out, or at once when
+    /// another upstream can serve instead; a connection that failed through
+    /// an `http://` proxy asks the proxy why, and names it (never its
+    /// credentials).
+    async fn failed(&self, e: reqwest::Error, url: &Url) -> anyhow::Error {
+        // Connecting covers the proxy, its CONNECT and both handshakes.
+        let connect = e.is_connect();
+        let e = describe(e);
+        let Some(i) = self.bases.iter().position(|b| host_key(b) == host_key(url)) else { return e };
+        if let (Some(proxy), true) = (&self.proxies[i], connect) {
+            if let Some((status, reason)) = proxy::refusal(&proxy.url, url).await {
+                let hint = match (status, proxy.url.username().is_empty()) {
+                    (407, true) => "; the proxy wants credentials: set proxy_credentials_file",
+                    (407, false) => "; the proxy refused the credentials of proxy_credentials_file",
+                    (403, _) => "; the proxy's rules forbid this host or port",
+                    _ => "",
+                };
+                let message =
+                    format!("proxy {} refused CONNECT to {}: {status} {reason}{hint}", proxy.label, origin(url));
+                return Transport { kind: TransportKind::ProxyRefused, message }.into();
+            }
+            return e.context(format!("through the proxy {}", proxy.label));
+        }
+        let kind = e.downcast_ref::<Transport>().map(|t| t.kind);
+        let down = match kind {
+            Some(TransportKind::ConnectTimeout) => true,
+            Some(TransportKind::Connect) => self.bases.len() > 1,
+            _ => false,
+        };
+        if !down {
+            return e;
+        }
+        self.down.lock().unwrap_or_else(|e| e.into_inner()).insert(host_key(url));
+        let message = format!("{}; it is skipped for the rest of this run", crate::output::error_line(&e));
+        Transport { kind: TransportKind::HostDown, message }.into()
     }
 
     /// A place among the requests in flight to `url`'s host, held until
@@ -107,6 +143,7 @@ pub(super) fn build_client(cfg: &Config) -> Result<Client> {
     let mut builder = Client::builder()
         .user_agent(concat!("upmirror/", env!("CARGO_PKG_VERSION")))
         .https_only(!cfg.allow_plain_http)
+        .dns_resolver(std::sync::Arc::new(resolve::System))
         .pool_max_idle_per_host(cfg.max_connections_per_host.max(cfg.concurrency.unwrap_or(0)))
         .connect_timeout(cfg.net.connect_timeout)
         .read_timeout(cfg.net.idle_timeout)

@@ -189,7 +189,7 @@ fn a_two_tier_chain_mirrors_the_upstream_through_the_first_mirrors_nginx() {
 }
 
 #[test]
-fn mirrors_reports_each_upstream_in_order_and_succeeds_when_one_is_usable() {
+fn mirrors_reports_each_upstream_in_order_and_fails_while_the_primary_is_down() {
     let env = crawlable();
     let nginx = env.nginx(&env.upstream, "nginx");
     let manifest_env = Env::with_sample_tree();
@@ -207,7 +207,8 @@ fn mirrors_reports_each_upstream_in_order_and_succeeds_when_one_is_usable() {
         &with_manifest.url(),
     ];
     let out = env.run(&[&args[..], &["--upstream", &nginx.json_url(), "--upstream", &nginx.html_url()]].concat());
-    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("3 of 4 upstreams usable; the primary is DOWN"), "{}", out.stderr);
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let rows = doc.as_array().unwrap();
     assert_eq!(rows.len(), 4);

@@ -7,6 +7,7 @@ mod cli;
 mod consistency;
 mod crash;
 mod crawl;
+mod failures;
 mod hostile;
 mod listings;
 mod network;

@@ -288,3 +288,22 @@ fn json_documents_keep_their_schema_on_failure_too() {
         serde_json::json!([{"kind": "size", "path": "pool/p02.deb", "listed": 1074, "found": 7}])
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_status_quietly() {
+    // `upmirror status | head -1`: the pipe closes before status writes.
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_upmirror"))
+        .args(["status", "--root", env.root.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}

@@ -112,9 +112,18 @@ fn a_pre_publish_hook_sees_the_snapshot_and_can_refuse_it() {
         ),
     );
     fs::create_dir(&seen).unwrap();
-    let out = env.sync(&server.url(), &["--pre-publish", &scanner]);
+    // Its command line and what it printed reach the operator and the
+    // private status; the public status names the hook alone.
+    let out = env.sync(&server.url(), &["--pre-publish", &format!("{scanner} --token=s3cr3t-t0ken")]);
     assert_eq!(out.code, 3, "{out:?}");
     assert!(out.stderr.contains("pre_publish") && out.stderr.contains("EICAR found"), "{}", out.stderr);
+    assert!(env.last_status()["hook_output"].as_str().unwrap().contains("EICAR found"));
+    let public = fs::read_to_string(env.root.join("public/status.json")).unwrap();
+    let page = fs::read_to_string(env.root.join("public/index.html")).unwrap();
+    for text in [&public, &page] {
+        assert!(text.contains("pre_publish failed"), "{text}");
+        assert!(!text.contains("s3cr3t-t0ken") && !text.contains("EICAR"), "{text}");
+    }
     assert_eq!(env.published_id(), published, "nothing published");
     let id = fs::read_to_string(seen.join("id")).unwrap().trim().to_owned();
     assert!(!env.root.join("snapshots").join(&id).exists(), "the refused build is removed");
@@ -123,20 +132,39 @@ fn a_pre_publish_hook_sees_the_snapshot_and_can_refuse_it() {
     files.sort();
     assert_eq!(files, ["pool/p20.deb", "releases/current.json"], "exactly the added and changed paths");
 
-    // A hook that hangs is killed at its time limit.
-    let hang = script(&env, "hang", "sleep 60");
+    // A hook that hangs is killed at its time limit, with what it started;
+    // it is never handed the signing key's password.
+    let child = env.dir.path().join("child");
+    let hang = script(
+        &env,
+        "hang",
+        &format!(
+            "echo \"${{UPMIRROR_SIGNING_PASSWORD:-withheld}}\" > {seen}/password\nsleep 60 &\necho $! > {child}\nsleep 60",
+            seen = seen.display(),
+            child = child.display()
+        ),
+    );
     let start = std::time::Instant::now();
-    let out = env.sync(&server.url(), &["--pre-publish", &hang, "--hook-timeout", "1s"]);
+    let out = env.sync_env(
+        &server.url(),
+        &["--pre-publish", &hang, "--hook-timeout", "1s"],
+        &[("UPMIRROR_SIGNING_PASSWORD", "pa55")],
+    );
     assert_eq!(out.code, 3, "{out:?}");
     assert!(out.stderr.contains("did not finish within hook_timeout"), "{}", out.stderr);
     assert!(start.elapsed() < std::time::Duration::from_secs(30));
+    assert_eq!(fs::read_to_string(seen.join("password")).unwrap(), "withheld\n");
+    let pid = fs::read_to_string(&child).unwrap().trim().to_owned();
+    let state = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(state.is_empty() || state.contains(") Z "), "the hook's child outlived it: {state}");
 
     // A failing post_publish hook is a warning; on_failure runs when a sync fails.
     let out = env.sync(&server.url(), &["--pre-publish", "true", "--post-publish", "false"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert_ne!(env.published_id(), published);
     let status: serde_json::Value = env.last_status();
-    assert!(status["warnings"][0].as_str().unwrap().contains("post_publish `false` failed"), "{status}");
+    assert!(status["warnings"][0].as_str().unwrap().contains("post_publish failed"), "{status}");
+    assert!(status["hook_output"].as_str().unwrap().contains("post_publish `false`"), "{status}");
     let alarm = env.dir.path().join("alarm");
     let on_failure =
         script(&env, "alarm", &format!("echo \"$UPMIRROR_EXIT_CODE $UPMIRROR_ERROR\" > {}", alarm.display()));

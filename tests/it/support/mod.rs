@@ -133,6 +133,15 @@ impl Env {
         self.run_command(args, env, None)
     }
 
+    /// Run the binary, killed after `secs` seconds (exit 124 then, as
+    /// coreutils' `timeout` says): a test of a hang ends either way.
+    pub fn run_within(&self, secs: u32, args: &[&str]) -> Out {
+        let secs = secs.to_string();
+        let mut all = vec!["-s", "KILL", &secs, env!("CARGO_BIN_EXE_upmirror")];
+        all.extend_from_slice(args);
+        self.run_program("timeout", &all, &[], None)
+    }
+
     /// Run the binary in the working directory `cwd`.
     pub fn run_in(&self, cwd: &Path, args: &[&str]) -> Out {
         self.run_command(args, &[], Some(cwd))
@@ -141,8 +150,16 @@ impl Env {
     /// Run the binary in a mount namespace of its own where `hosts` is
     /// `/etc/hosts`: a host name gets the addresses a test gives it.
     pub fn run_with_hosts(&self, hosts: &Path, args: &[&str]) -> Out {
-        let script = "mount --bind \"$0\" /etc/hosts && exec \"$@\"";
-        let mut all = vec!["--mount", "sh", "-c", script, hosts.to_str().unwrap(), env!("CARGO_BIN_EXE_upmirror")];
+        self.run_with_files(&[(hosts, "/etc/hosts")], args)
+    }
+
+    /// Run the binary in a mount namespace of its own where each (file,
+    /// path) pair puts the file at that path (`/etc/hosts`, `/etc/nsswitch.conf`).
+    pub fn run_with_files(&self, files: &[(&Path, &str)], args: &[&str]) -> Out {
+        let mounts: Vec<String> =
+            files.iter().map(|(file, at)| format!("mount --bind '{}' '{at}' && ", file.display())).collect();
+        let script = format!("{}exec \"$@\"", mounts.concat());
+        let mut all = vec!["--mount", "sh", "-c", &script, "sh", env!("CARGO_BIN_EXE_upmirror")];
         all.extend_from_slice(args);
         self.run_program("unshare", &all, &[], None)
     }
@@ -335,4 +352,17 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// A listener on `[::1]:port` that takes no connection: its queue is full,
+/// so a connect there waits until the client gives up, like a dead host.
+pub fn dead_address(port: u16) -> (std::net::TcpListener, Vec<std::net::TcpStream>) {
+    let listener = std::net::TcpListener::bind(("::1", port)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    while let Ok(s) = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300)) {
+        queued.push(s);
+        assert!(queued.len() < 1000, "the accept queue never filled");
+    }
+    (listener, queued)
 }

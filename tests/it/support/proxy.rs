@@ -20,13 +20,18 @@ impl Proxy {
 
     /// A proxy that answers 407 unless given these Basic credentials.
     pub fn start_with(dir: &Path, auth: Option<(&str, &str)>) -> Proxy {
+        let auth = auth.map(|(user, password)| format!("BasicAuth {user} {password}\n")).unwrap_or_default();
+        Proxy::start_conf(dir, &auth)
+    }
+
+    /// A proxy with these lines added to its configuration.
+    pub fn start_conf(dir: &Path, extra: &str) -> Proxy {
         let port = free_port();
         std::fs::create_dir_all(dir).unwrap();
         let (conf, log) = (dir.join("tinyproxy.conf"), dir.join("tinyproxy.log"));
         let settings = format!(
-            "Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 50\nAllow 127.0.0.1\nLogLevel Connect\nLogFile \"{}\"\n{}",
+            "Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 50\nAllow 127.0.0.1\nLogLevel Connect\nLogFile \"{}\"\n{extra}",
             log.display(),
-            auth.map(|(user, password)| format!("BasicAuth {user} {password}\n")).unwrap_or_default()
         );
         std::fs::write(&conf, settings).unwrap();
         let child = Command::new("tinyproxy")
