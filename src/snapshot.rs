@@ -368,6 +368,25 @@ impl Locked<'_> {
         fs::rename(&tmp, path).with_context(|| format!("could not replace {}", path.display()))
     }
 
+    /// Mark exactly `ids` as withdrawn (rolled back): a file each in
+    /// `public/withdrawn/`, where the nginx site looks before it serves a
+    /// snapshot at its pinned URL, and answers 410 Gone for these.
+    pub fn set_withdrawn(&self, ids: &[String]) -> Result<()> {
+        let public = self.root.join("public");
+        ensure_real_dir(&public)?;
+        let dir = public.join("withdrawn");
+        ensure_real_dir(&dir)?;
+        for entry in read_dir(&dir)? {
+            if !ids.iter().any(|id| entry.file_name() == id.as_str()) {
+                remove_if_exists(&entry.path())?;
+            }
+        }
+        for id in ids.iter().filter(|id| !dir.join(id).exists()) {
+            crate::disk::write_atomic(&dir.join(id), b"rolled back: this snapshot is withdrawn\n")?;
+        }
+        Ok(())
+    }
+
     /// Point `grace-1` … `grace-N` at `ids` (newest first) and remove the
     /// links beyond them, each change atomic: the nginx site serves a path
     /// missing from `current` from these, in order.

@@ -123,6 +123,9 @@ pub struct Kept {
     pub current: bool,
     /// Whether it still serves the paths missing from `current`.
     pub in_grace: bool,
+    /// Rolled back: its pinned URL answers 410 Gone.
+    #[serde(default)]
+    pub withdrawn: bool,
 }
 
 /// Where the run's status goes, and what to hide in the public copy.

@@ -136,6 +136,13 @@ fn refresh_grace(run: &mut Run) {
     if let Err(e) = run.locked.set_grace_links(&grace) {
         run.warn(format!("the grace links were not refreshed: {}", error_line(&e)));
     }
+    // A kept snapshot whose listing was rolled back is withdrawn from its pinned URL.
+    let rolled_back = |id: &&String| state.snapshots.get(*id).is_some_and(|i| state.rejected.contains(&i.identity));
+    let withdrawn: Vec<String> =
+        ids.iter().filter(|id| Some(*id) != current.as_ref()).filter(rolled_back).cloned().collect();
+    if let Err(e) = run.locked.set_withdrawn(&withdrawn) {
+        run.warn(format!("the withdrawn snapshots were not marked: {}", error_line(&e)));
+    }
     run.status.snapshots = ids
         .iter()
         .map(|id| Kept {
@@ -143,6 +150,7 @@ fn refresh_grace(run: &mut Run) {
             published_at: state.snapshots.get(id).and_then(|i| i.published_at).map(|t| rfc3339(t as i64)),
             current: Some(id) == current.as_ref(),
             in_grace: grace.contains(id),
+            withdrawn: withdrawn.contains(id),
         })
         .collect();
 }

@@ -296,9 +296,20 @@ fn check_carried(state: &State, published: Option<&Published>, listing: &Listing
 /// `signing_key` when one is configured.
 fn describe<'a>(listing: &'a Listing, plan: &Plan, cfg: &'a Config) -> Describe<'a> {
     match &listing.signed {
-        Some(signed) if plan.result_len() == listing.manifest.files.len() => Describe::AsSigned(signed),
+        Some(signed) if holds_exactly(&listing.manifest, plan) => Describe::AsSigned(signed),
         _ => Describe::Own(cfg.signing_key.as_deref()),
     }
+}
+
+/// Whether the snapshot `plan` builds holds exactly the listing's files:
+/// the same paths (the same count is not enough), none skipped by the
+/// filters, so that none is kept as it was published instead.
+fn holds_exactly(listing: &Manifest, plan: &Plan) -> bool {
+    let mut paths: Vec<&str> = plan.keep.iter().chain(plan.downloads()).map(|e| e.path.as_str()).collect();
+    paths.sort_unstable();
+    plan.skipped == 0
+        && paths.len() == listing.files.len()
+        && paths.iter().zip(&listing.files).all(|(p, e)| *p == e.path.as_str())
 }
 
 /// Why the mirror holds what it has: the upstream still offers the listing

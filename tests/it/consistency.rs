@@ -238,3 +238,35 @@ fn a_pinned_snapshot_serves_its_own_bytes_after_two_more_publishes() {
         assert!(status == 404 || status == 400, "no way out of the pin: {status}");
     });
 }
+
+#[test]
+fn a_rolled_back_snapshot_is_gone_from_its_pinned_url() {
+    use crate::serve::{client, get, runtime, start_shipped_site_as_shipped};
+    let env = Env::with_sample_tree();
+    let upstream = env.serve();
+    assert_eq!(env.sync(&upstream.url(), &[]).code, 0);
+    let v1 = env.published_id().unwrap();
+    env.write("releases/current.json", b"{\"version\":\"bad\"}\n");
+    env.make_manifest();
+    assert_eq!(env.sync(&upstream.url(), &[]).code, 0);
+    let v2 = env.published_id().unwrap();
+    let out = env.run(&["rollback", "--root", env.root.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(env.snapshot_ids().contains(&v2), "kept on disk until pruned");
+
+    let (_nginx, https, _) = start_shipped_site_as_shipped(&env);
+    let pinned =
+        |id: &str| format!("https://127.0.0.1:{https}/.well-known/upmirror/snapshots/{id}/releases/current.json");
+    let c = client(&env);
+    runtime().block_on(async {
+        assert_eq!(get(&c, &pinned(&v2)).await.0, 410, "the rolled-back snapshot");
+        let (status, body) = get(&c, &pinned(&v1)).await;
+        assert_eq!((status, body), (200, b"{\"version\":\"11.2\"}\n".to_vec()));
+        let dir = format!("https://127.0.0.1:{https}/.well-known/upmirror/snapshots/{v1}/releases/");
+        assert_eq!(get(&c, &dir).await.0, 200, "a snapshot's directory lists");
+    });
+    let doc: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.root.join("public/status.json")).unwrap()).unwrap();
+    let kept = doc["snapshots"].as_array().unwrap();
+    assert!(kept.iter().any(|s| s["id"] == v2.as_str() && s["withdrawn"] == true), "{doc}");
+}

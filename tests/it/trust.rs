@@ -274,3 +274,30 @@ fn a_three_tier_chain_shows_each_tier_and_the_lag_behind_the_origin() {
     let page = fs::read_to_string(root3.join("public/index.html")).unwrap();
     assert!(page.contains("<h2>Tiers</h2>") && page.contains(&ids[0]), "{page}");
 }
+
+#[test]
+fn a_filtered_snapshot_carries_the_vendors_manifest_only_when_it_holds_exactly_its_files() {
+    let env = Env::with_sample_tree();
+    let (vendor_pub, vendor_key, _) = keypair(&env, "vendor");
+    sign(&env, &vendor_key);
+    let vendor = env.serve();
+    let trusted = ["--trusted-key", vendor_pub.to_str().unwrap()];
+    assert_eq!(env.sync(&vendor.url(), &trusted).code, 0);
+    assert_eq!(env.last_status()["snapshot_manifest"], "the upstream's, with its signature");
+    // The vendor swaps one file for another (the count stays the same) and changes a third.
+    env.remove("pool/p04.deb");
+    env.write("pool/p99.deb", b"new package");
+    env.write("pool/p05.deb", b"changed package");
+    env.make_manifest();
+    sign(&env, &vendor_key);
+    // Both are outside this mirror's filter: p04 stays as published, p99 is not fetched.
+    let filtered = [&trusted[..], &["--exclude", "pool/p04.deb", "--exclude", "pool/p99.deb"]].concat();
+    let out = env.sync(&vendor.url(), &filtered);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(env.last_status()["outcome"], "published");
+    assert_ne!(env.last_status()["snapshot_manifest"], "the upstream's, with its signature");
+    let out = env.run(&["verify", "--root", env.root.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "the published snapshot verifies: {out:?}");
+    let out = env.sync(&vendor.url(), &filtered);
+    assert_eq!(out.code, 0, "the next sync goes on: {out:?}");
+}
