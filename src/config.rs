@@ -404,9 +404,76 @@ fn parse_file(text: &str) -> Result<FileConfig, String> {
         let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
         let line_text = text.lines().nth(line - 1).unwrap_or("");
         let key = line_text.split_once('=').map(|(k, _)| k.trim()).filter(|k| !k.is_empty() && !k.starts_with('#'));
+        let said = key.and_then(|k| unknown_key(k, text)).unwrap_or_else(|| plain_words(e.message(), key));
         let key = key.map(|k| format!(", key {}", crate::output::quote(k, 60))).unwrap_or_default();
-        format!("line {line}, column {column}{key}: {}", e.message())
+        format!("line {line}, column {column}{key}: {said}")
     })
+}
+
+/// Every key the file may hold, as serde knows them.
+fn known_keys() -> &'static [&'static str] {
+    use serde::de::{self, Visitor};
+    /// A deserializer that only hears which fields a struct has.
+    struct Fields<'a>(&'a mut &'static [&'static str]);
+    impl<'de> de::Deserializer<'de> for Fields<'_> {
+        type Error = de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("fields only"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            self.deserialize_any(visitor)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 u8 u16 u32 u64 f32 f64 char str string bytes byte_buf option unit
+            unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = FileConfig::deserialize(Fields(&mut fields));
+    fields
+}
+
+/// `key` when the file's top level holds it and no such key exists: what
+/// it is, and the known key it most likely means.
+fn unknown_key(key: &str, text: &str) -> Option<String> {
+    let known = known_keys();
+    let top: toml::Table = text.parse().ok()?;
+    if known.contains(&key) || !top.contains_key(key) {
+        return None;
+    }
+    let nearest = known.iter().map(|k| (strsim::damerau_levenshtein(k, key), *k)).min()?;
+    let hint = match nearest {
+        (distance, k) if distance <= 3 => format!("; did you mean {k}?"),
+        _ => "; see `man upmirror` for the keys".to_owned(),
+    };
+    Some(format!("there is no key {}{hint}", crate::output::quote(key, 60)))
+}
+
+/// A type error in words an operator uses: "a whole number", "a duration
+/// like \"30s\"", "a size like \"64MiB\"".
+fn plain_words(message: &str, key: Option<&str>) -> String {
+    const WHOLE: [&str; 5] = ["expected usize", "expected u64", "expected u32", "expected u16", "expected u8"];
+    let mut said = message.to_owned();
+    for whole in WHOLE {
+        said = said.replace(whole, "expected a whole number");
+    }
+    said = said.replace("expected f64", "expected a number");
+    let duration = key.is_some_and(|k| {
+        k.ends_with("timeout") || k.ends_with("_time") || ["grace", "recheck_after", "retry_backoff"].contains(&k)
+    });
+    let size = key
+        .is_some_and(|k| ["free_space_margin", "max_partial_size", "low_speed_limit", "bandwidth_limit"].contains(&k));
+    match (duration, size) {
+        (true, _) => said.replace("expected a string", "expected a duration like \"30s\""),
+        (_, true) => said.replace("expected a string", "expected a size like \"64MiB\""),
+        _ => said,
+    }
 }
 
 /// The upstream URLs, from the flags (or environment) when given, else from
@@ -505,7 +572,12 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors() {
-        assert!(parse_file("roots = \"/x\"").unwrap_err().contains("unknown field"));
+        let e = parse_file("roots = \"/x\"").unwrap_err();
+        assert!(e.contains("there is no key roots; did you mean root?"), "{e}");
+        let e = parse_file("keep = -1\n").unwrap_err();
+        assert!(e.contains("a whole number"), "{e}");
+        let e = parse_file("run_timeout = 30\n").unwrap_err();
+        assert!(e.contains("expected a duration like \"30s\""), "{e}");
     }
 
     #[test]

@@ -146,6 +146,23 @@ impl RunStatus {
         self.listing_generated_at = Some(humantime::format_rfc3339_seconds(generated_at).to_string());
     }
 
+    /// Each upstream's bytes over all runs: its last total plus this run's.
+    /// A run that used no upstream (a rollback, a repair without one)
+    /// carries the last totals on, so counters never fall back to zero.
+    fn carry_upstream_totals(&mut self, history: &[RunStatus]) {
+        if self.upstreams.is_empty()
+            && let Some(last) = history.iter().rev().find(|r| !r.upstreams.is_empty())
+        {
+            let carried =
+                last.upstreams.iter().map(|u| UpstreamHealth { url: u.url.clone(), ..UpstreamHealth::default() });
+            self.upstreams = carried.collect();
+        }
+        for u in &mut self.upstreams {
+            let earlier = history.iter().rev().find_map(|r| r.upstreams.iter().find(|p| p.url == u.url));
+            u.bytes_total = earlier.map_or(0, |p| p.bytes_total).saturating_add(u.bytes);
+        }
+    }
+
     pub fn succeeded(&self) -> bool {
         self.exit_code == 0
     }
@@ -163,10 +180,7 @@ impl RunStatus {
         let before = history.last().map_or(0, |r| r.bytes_downloaded_total);
         let published_now = if self.outcome == Outcome::Published { self.summary.download_bytes } else { 0 };
         self.bytes_downloaded_total = before.saturating_add(published_now);
-        for u in &mut self.upstreams {
-            let earlier = history.last().and_then(|r| r.upstreams.iter().find(|p| p.url == u.url));
-            u.bytes_total = earlier.map_or(0, |p| p.bytes_total).saturating_add(u.bytes);
-        }
+        self.carry_upstream_totals(&history);
         if let Ok(fs) = rustix::fs::statvfs(&sinks.meta) {
             self.disk_size_bytes = Some(fs.f_blocks * fs.f_frsize);
             self.disk_used_bytes = Some(fs.f_blocks.saturating_sub(fs.f_bfree) * fs.f_frsize);

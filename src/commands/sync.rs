@@ -10,7 +10,7 @@ use super::{before, client_identity, runtime, unix_seconds};
 use crate::cli::SyncArgs;
 use crate::config::Config;
 use crate::error::{Exit, Refused};
-use crate::fetch::reclaim_staging;
+use crate::fetch::{reclaim_staging, staged_bytes};
 use crate::filter::Filter;
 use crate::manifest::Manifest;
 use crate::output::{Reporter, human_bytes, rfc3339};
@@ -127,7 +127,8 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
     if freed > 0 {
         out.detail(format!("removed {} of partial downloads (unneeded, or past max_partial_size)", human_bytes(freed)));
     }
-    check_plan(cfg, args, &plan, published_count(published.as_ref()), &run.locked.root)?;
+    let staged = staged_bytes(&run.locked.partial_dir(), plan.downloads());
+    check_plan(cfg, args, &plan, (published_count(published.as_ref()), staged), &run.locked.root)?;
     if let Some(file) = &args.plan {
         SavedPlan::load(file)?.check(&listing, published.as_ref(), &plan, file)?;
     }
@@ -183,7 +184,8 @@ fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Resul
     let plan = accept(args, &state, published.as_ref(), &listing, &cfg.filter, out)?;
     check_carried(&state, published.as_ref(), &listing, &plan)?;
     print_plan(&plan, out);
-    check_plan(cfg, args, &plan, published_count(published.as_ref()), &store.root)?;
+    let staged = staged_bytes(&store.meta().join("partial"), plan.downloads());
+    check_plan(cfg, args, &plan, (published_count(published.as_ref()), staged), &store.root)?;
     if let Some(file) = &args.save_plan {
         SavedPlan::new(&listing, published.as_ref(), &plan).save(file)?;
         out.info(format!("plan saved to {}; apply it with `upmirror sync --plan {}`", file.display(), file.display()));
@@ -389,8 +391,15 @@ fn published_count(published: Option<&Published>) -> usize {
     published.map_or(0, |p| p.manifest.files.len())
 }
 
-/// The delete guard and the free-space guard.
-fn check_plan(cfg: &Config, args: &SyncArgs, plan: &Plan, published: usize, root: &Path) -> Result<()> {
+/// The delete guard and the free-space guard; of the bytes to download,
+/// `staged` are already on the disk (partial downloads).
+fn check_plan(
+    cfg: &Config,
+    args: &SyncArgs,
+    plan: &Plan,
+    (published, staged): (usize, u64),
+    root: &Path,
+) -> Result<()> {
     let removed = plan.remove.len();
     if published > 0 && !args.force && removed as f64 * 100.0 > cfg.max_delete_percent * published as f64 {
         return Err(Refused(format!(
@@ -403,17 +412,17 @@ fn check_plan(cfg: &Config, args: &SyncArgs, plan: &Plan, published: usize, root
     let download = plan.download_bytes().ok_or_else(|| {
         Refused(format!("the listing's sizes add up to more than {} bytes; it cannot be true", u64::MAX))
     })?;
-    let need = download.saturating_add(cfg.free_space_margin);
+    let need = download.saturating_sub(staged).saturating_add(cfg.free_space_margin);
     let existing = root.ancestors().find(|p| p.exists()).unwrap_or(root);
     let fs = rustix::fs::statvfs(existing)
         .with_context(|| format!("could not read the free space of {}", existing.display()))?;
     let free = fs.f_bavail.saturating_mul(fs.f_frsize);
     if free < need {
         return Err(Refused(format!(
-            "{} needs {} ({} to download plus {} margin) but has {} free",
+            "{} needs {} ({} still to download plus {} margin) but has {} free",
             root.display(),
             human_bytes(need),
-            human_bytes(download),
+            human_bytes(download.saturating_sub(staged)),
             human_bytes(cfg.free_space_margin),
             human_bytes(free)
         ))

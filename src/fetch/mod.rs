@@ -571,6 +571,18 @@ pub fn reclaim_staging<'a>(staging: &Path, wanted: impl Iterator<Item = &'a Entr
     Ok(freed)
 }
 
+/// Bytes already downloaded of `wanted` (their partial files in `staging`):
+/// room the free-space guard need not find again.
+pub fn staged_bytes<'a>(staging: &Path, wanted: impl Iterator<Item = &'a Entry>) -> u64 {
+    let wanted: std::collections::HashSet<String> = wanted.map(staging_name).collect();
+    let shards = crate::disk::read_dir(staging).unwrap_or_default();
+    let files = shards.iter().flat_map(|shard| crate::disk::read_dir(&shard.path()).unwrap_or_default());
+    files
+        .filter(|f| wanted.contains(f.file_name().to_string_lossy().as_ref()))
+        .filter_map(|f| f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len()))
+        .sum()
+}
+
 /// Large files start their way to the disk while they download, one flush
 /// at a time, so the flush before the publish finds little left to write.
 /// That final `syncfs` is what makes them durable; this only starts it early.

@@ -206,6 +206,26 @@ fn a_full_disk_fails_the_run_and_the_next_run_succeeds_once_there_is_room() {
     env.assert_mirrors_upstream();
 }
 
+#[test]
+fn what_a_run_already_downloaded_counts_as_room_for_the_next() {
+    as_root("mounting a small tmpfs");
+    let env = Env::new();
+    env.write("big.iso", &crate::support::pseudo_random(3 << 20, 7));
+    env.make_manifest();
+    let server = env.serve();
+    fs::create_dir(&env.root).unwrap();
+    let _mount = Mount::tmpfs(&env.root, "size=4m");
+    // The connection drops after 2 MiB: they stay as a partial download.
+    server.fault("/big.iso", crate::support::Fault::ResetAfter(2 << 20));
+    let out = env.sync(&server.url(), &["--free-space-margin", "0", "--retries", "0"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    server.clear_faults();
+    // 3 MiB to fetch with under 2 MiB free: the 2 MiB on disk count.
+    let out = env.sync(&server.url(), &["--free-space-margin", "0"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    env.assert_mirrors_upstream();
+}
+
 /// Whether the test runs as root; says why it is skipped otherwise.
 /// These tests need root; they fail, never skip, without it.
 fn as_root(needs: &str) {

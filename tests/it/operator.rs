@@ -264,6 +264,17 @@ fn metrics_show_each_upstreams_health_and_traffic_and_the_run_duration() {
     );
     assert!(value(&format!("upmirror_upstream_bytes_total{{upstream=\"{p}\"}}")) > 0);
     assert!(text.contains("# TYPE upmirror_last_run_duration_seconds gauge\nupmirror_last_run_duration_seconds "));
+
+    // A rollback asks no upstream: the counters carry on, never back to zero.
+    env.write("pool/p05.deb", b"changed");
+    env.make_manifest();
+    primary.clear_faults();
+    assert_eq!(env.sync_from(&[&primary.url(), &secondary.url()], &args).code, 0);
+    let out = env.run(&["rollback", "--root", env.root.to_str().unwrap(), "--metrics-file", metrics.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let text = fs::read_to_string(&metrics).unwrap();
+    let line = text.lines().find(|l| l.starts_with(&format!("upmirror_upstream_bytes_total{{upstream=\"{s}\"}}")));
+    assert_eq!(line.and_then(|l| l.rsplit(' ').next()), Some("300000"), "{text}");
 }
 
 #[test]
