@@ -277,6 +277,10 @@ pub struct UpstreamArgs {
     /// Requests in flight to one upstream host at most [default: 64].
     #[arg(long, env = "UPMIRROR_MAX_CONNECTIONS_PER_HOST", value_name = "N")]
     pub max_connections_per_host: Option<usize>,
+    /// Files a crawl asks again with a HEAD per run when their listing shows neither size nor date,
+    /// in turn; the rest keep what was published until their turn [default: 10000].
+    #[arg(long, env = "UPMIRROR_RECHECK_BUDGET", value_name = "N")]
+    pub recheck_budget: Option<usize>,
     /// Attempts per file beyond the first, across all upstreams [default: 5].
     #[arg(long, env = "UPMIRROR_RETRIES", value_name = "N")]
     pub retries: Option<u32>,

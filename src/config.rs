@@ -58,6 +58,7 @@ pub struct FileConfig {
     pub max_delete_percent: Option<f64>,
     pub concurrency: Option<usize>,
     pub max_connections_per_host: Option<usize>,
+    pub recheck_budget: Option<usize>,
     pub free_space_margin: Option<String>,
     pub max_partial_size: Option<String>,
     pub metrics_file: Option<PathBuf>,
@@ -134,6 +135,8 @@ pub struct Config {
     pub concurrency: Option<usize>,
     /// Requests in flight to one upstream host at most.
     pub max_connections_per_host: usize,
+    /// HEADs a crawl spends per run on files its listing shows nothing of.
+    pub recheck_budget: usize,
     /// Bytes kept free beyond what a run downloads.
     pub free_space_margin: u64,
     /// Partial downloads kept for resuming at most this size in all.
@@ -199,6 +202,7 @@ impl Config {
             max_delete_percent: keys.plan.max_delete_percent.or(file.max_delete_percent).unwrap_or(10.0),
             concurrency: keys.upstream.concurrency.or(file.concurrency),
             max_connections_per_host: up.max_connections_per_host.or(file.max_connections_per_host).unwrap_or(64),
+            recheck_budget: up.recheck_budget.or(file.recheck_budget).unwrap_or(10_000),
             free_space_margin,
             max_partial_size,
             metrics_file: expand(keys.publish.metrics_file.clone().or(file.metrics_file.clone()))?,

@@ -24,6 +24,10 @@ pub struct State {
     pub rejected: Vec<String>,
     /// Manifest URL → validators of the listing last accepted from it.
     pub validators: BTreeMap<String, Conditional>,
+    /// The last file a crawl asked again of those its listing shows
+    /// nothing of: the next run goes on after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recheck_from: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

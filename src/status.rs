@@ -62,6 +62,11 @@ pub struct RunStatus {
     /// pruning, saving state): the run still succeeded.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Of the files a crawled listing shows neither size nor date of, how
+    /// many were asked again this run and how many wait for a later one
+    /// (`recheck_budget`); only when some wait.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rechecks: Option<crate::upstream::Rechecks>,
     /// What a failed hook ran and printed (private: a command line may
     /// carry a token); never in the public copy.
     #[serde(skip_serializing_if = "Option::is_none")]

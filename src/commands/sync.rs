@@ -17,7 +17,7 @@ use crate::output::{Reporter, human_bytes, rfc3339};
 use crate::plan::{self, Plan, Summary};
 use crate::snapshot::{About, Describe, Published, SNAPSHOT_MANIFEST, Store, describes_snapshot};
 use crate::state::{Conditional, State};
-use crate::upstream::{ListOutcome, Listing, Previous, Source, Upstreams};
+use crate::upstream::{ListOutcome, Listing, Previous, Recheck, Source, Upstreams};
 
 /// How far in the future a listing's `generated_at` may be (clock skew).
 const MAX_FUTURE: Duration = Duration::from_secs(24 * 3600);
@@ -107,7 +107,7 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
     let rt = runtime(true)?;
     let deadline = tokio::time::Instant::now() + cfg.net.run_timeout;
     let whole = args.plan.is_some() || args.recheck;
-    let listing = match list(&rt, deadline, upstreams, (&state, cfg.recheck_after), published.as_ref(), whole)? {
+    let listing = match list(&rt, deadline, upstreams, (&state, cfg), published.as_ref(), whole)? {
         ListOutcome::Unchanged { url, .. } => {
             run.status.upstream = Some(url.to_string());
             return Ok(Done::Unchanged { upstream: url.to_string() });
@@ -115,8 +115,7 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
         ListOutcome::Fetched(listing) => listing,
     };
     let upstream = listing.url.to_string();
-    run.status.upstream = Some(upstream.clone());
-    run.status.signed_by = listing.signed_by.clone();
+    note_listing(run, &listing);
     if let Some(reason) = held(&state, &listing, args) {
         run.status.held = Some(reason.clone());
         return Ok(Done::Held { reason });
@@ -158,6 +157,22 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
     Ok(Done::Published { id, upstream, summary })
 }
 
+/// What the status says of the listing: where it came from, who signed it,
+/// and what a crawl left to ask again in later runs.
+fn note_listing(run: &mut Run, listing: &Listing) {
+    run.status.upstream = Some(listing.url.to_string());
+    run.status.signed_by = listing.signed_by.clone();
+    if listing.rechecks.deferred > 0 {
+        let r = &listing.rechecks;
+        run.out.info(format!(
+            "asked {} of {} files whose listing shows no size or date again (recheck_budget); the rest in later runs",
+            r.asked,
+            r.asked + r.deferred
+        ));
+        run.status.rechecks = Some(r.clone());
+    }
+}
+
 fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Result<()> {
     client_identity(cfg, out)?;
     let state = State::load(&store.meta())?;
@@ -166,7 +181,7 @@ fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Resul
     let rt = runtime(false)?;
     let deadline = tokio::time::Instant::now() + cfg.net.run_timeout;
     let whole = args.save_plan.is_some() || args.recheck;
-    let listing = match list(&rt, deadline, &upstreams, (&state, cfg.recheck_after), published.as_ref(), whole)? {
+    let listing = match list(&rt, deadline, &upstreams, (&state, cfg), published.as_ref(), whole)? {
         ListOutcome::Fetched(listing) => listing,
         ListOutcome::Unchanged { url, .. } => {
             // The upstream says nothing changed since the published listing.
@@ -266,10 +281,11 @@ fn list(
     rt: &tokio::runtime::Runtime,
     deadline: tokio::time::Instant,
     upstreams: &Upstreams,
-    (state, recheck_after): (&State, Duration),
+    (state, cfg): (&State, &Config),
     published: Option<&Published>,
     whole: bool,
 ) -> Result<ListOutcome> {
+    let recheck_after = cfg.recheck_after;
     let id = published.map(|p| p.id.as_str()).filter(|_| !whole);
     let now = unix_seconds(SystemTime::now());
     let known = |url: &url::Url| state.validators_for(url.as_str(), id, now, recheck_after.as_secs());
@@ -279,6 +295,10 @@ fn list(
             manifest: &p.manifest,
             offset: info.map_or(0, |s| s.listing_offset),
             listed_at: info.map_or(0, |s| s.generated_at as i64),
+            recheck: Recheck {
+                from: state.recheck_from.as_deref(),
+                budget: if whole { usize::MAX } else { cfg.recheck_budget },
+            },
         }
     });
     let listing = upstreams.list(known, previous);
@@ -456,6 +476,9 @@ impl State {
         let info = self.snapshots.entry(id.to_owned()).or_default();
         (info.identity, info.generated_at, info.upstream) = (identity.clone(), generated_at, upstream.clone());
         info.listing_offset = listing.dates.offset;
+        if listing.rechecks.asked > 0 {
+            self.recheck_from = listing.rechecks.last.clone();
+        }
         let since = unix_seconds(SystemTime::now());
         self.validators.insert(upstream, Conditional { identity, since, validators: listing.validators.clone() });
     }

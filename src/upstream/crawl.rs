@@ -82,7 +82,8 @@ pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_
         f.mtime = f.mtime.map(|t| t - offset);
     }
     let digests = fetch_sums(up, i, &found, bytes).await?;
-    let files = settle(up, i, found, previous, digests, precision).await?;
+    let (asked, rechecks) = rechecked(&found, previous);
+    let files = settle(up, i, found, previous, digests, (precision, &asked)).await?;
     let manifest = Manifest::new(started, files).map_err(|e| anyhow!("{base}: {e}"))?;
     Ok(Listing {
         upstream: i,
@@ -96,7 +97,30 @@ pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_
         dates: Dates { precision, offset },
         server,
         trace: Vec::new(),
+        rechecks,
     })
+}
+
+/// Of the files the listing shows neither size nor date of and that the
+/// published snapshot holds, those asked again this run: the budget's
+/// worth in path order after where the last run stopped, wrapping around.
+/// The others keep what was published until their turn.
+fn rechecked(found: &[Found], previous: Option<Previous<'_>>) -> (HashSet<String>, super::Rechecks) {
+    let Some(prev) = previous else { return Default::default() };
+    let published = |f: &&Found| prev.manifest.files.binary_search_by(|e| e.path.cmp(&f.path)).is_ok();
+    let mut blind: Vec<&str> = found
+        .iter()
+        .filter(|f| f.size.is_none() && f.mtime.is_none())
+        .filter(published)
+        .map(|f| f.path.as_str())
+        .collect();
+    blind.sort_unstable();
+    let start = prev.recheck.from.map_or(0, |from| blind.partition_point(|p| *p <= from));
+    let take = prev.recheck.budget.min(blind.len());
+    let asked: Vec<&str> = blind.iter().cycle().skip(start).take(take).copied().collect();
+    let rechecks =
+        super::Rechecks { asked: take, deferred: blind.len() - take, last: asked.last().map(|p| p.to_string()) };
+    (asked.into_iter().map(str::to_owned).collect(), rechecks)
 }
 
 /// What the crawl has found so far.
@@ -256,7 +280,7 @@ async fn settle(
     found: Vec<Found>,
     previous: Option<Previous<'_>>,
     digests: HashMap<String, Digest>,
-    precision: i64,
+    (precision, asked): (i64, &HashSet<String>),
 ) -> Result<Vec<Entry>> {
     let known: HashMap<&str, &Entry> =
         previous.map(|p| p.manifest.files.iter().map(|e| (e.path.as_str(), e)).collect()).unwrap_or_default();
@@ -265,8 +289,13 @@ async fn settle(
         .map(|f| {
             let old = known.get(f.path.as_str()).copied();
             let sha256 = digests.get(f.path.as_str()).copied();
+            // Shown nothing of, and not its turn: as published.
+            let waits = f.size.is_none() && f.mtime.is_none() && !asked.contains(f.path.as_str());
             async move {
-                let (size, mtime) = settle_one(up, i, &f, old, precision, listed_at).await?;
+                let (size, mtime) = match old.filter(|_| waits) {
+                    Some(o) => (o.size, o.mtime),
+                    None => settle_one(up, i, &f, old, precision, listed_at).await?,
+                };
                 Ok(Entry { path: f.path, size, mtime, sha256, local_mtime: None })
             }
         })

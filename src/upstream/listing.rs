@@ -45,6 +45,7 @@ impl Upstreams {
             signed: signature.map(|(_, signature)| crate::signature::Signed { manifest: bytes, signature }),
             dates: Dates::EXACT,
             server: None,
+            rechecks: Default::default(),
             trace,
         })))
     }

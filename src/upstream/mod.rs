@@ -112,6 +112,8 @@ pub struct Listing {
     pub dates: Dates,
     /// The `Server` header of a crawled listing's top page.
     pub server: Option<String>,
+    /// For a crawl, what it asked again of the files its listing shows nothing of.
+    pub rechecks: Rechecks,
 }
 
 /// The published snapshot's listing, which a crawl reuses: exact mtimes
@@ -122,6 +124,28 @@ pub struct Previous<'a> {
     pub manifest: &'a Manifest,
     pub offset: i64,
     pub listed_at: i64,
+    /// Which of its files a listing shows nothing of are asked again.
+    pub recheck: Recheck<'a>,
+}
+
+/// Of the files a listing shows neither size nor date of, those a crawl
+/// asks again this run: `budget` of them, in path order after `from`
+/// (where the last run stopped), wrapping around.
+#[derive(Clone, Copy)]
+pub struct Recheck<'a> {
+    pub from: Option<&'a str>,
+    pub budget: usize,
+}
+
+/// What a crawl asked again of the files its listing shows nothing of, and
+/// how many wait for a later run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rechecks {
+    pub asked: usize,
+    pub deferred: usize,
+    /// The last path asked: the next run goes on after it.
+    #[serde(skip)]
+    pub last: Option<String>,
 }
 
 pub enum ListOutcome {

@@ -248,3 +248,39 @@ fn a_host_that_answers_503_gets_fewer_requests_at_once() {
     assert!(nginx.hits().iter().any(|h| h.status == 503), "the host was overrun at first");
     assert_same_files(&env);
 }
+
+/// The files a run asked with a HEAD, each once.
+fn heads(server: &FileServer) -> std::collections::BTreeSet<String> {
+    server.hits().into_iter().filter(|h| h.method == "HEAD").map(|h| h.uri).collect()
+}
+
+#[test]
+fn a_listing_without_sizes_or_dates_is_rechecked_in_turn_within_a_budget() {
+    // python's http.server lists names only: each file's size and date take a HEAD.
+    let env = crawlable();
+    let server = start(&env, Kind::Python, None);
+    sync(&env, &server, &[]);
+    let budget = ["--recheck-budget", "5"];
+    let mut seen = std::collections::BTreeSet::new();
+    for run in 0..4 {
+        server.clear_log();
+        sync(&env, &server, &budget);
+        let asked = heads(&server);
+        assert_eq!(asked.len(), 5, "run {run}: {asked:?}");
+        seen.extend(asked);
+        let status = env.last_status();
+        assert_eq!(status["rechecks"]["deferred"], FILES - 5, "{status}");
+    }
+    assert_eq!(seen.len(), FILES, "every file asked in four runs: {seen:?}");
+
+    // A rewrite that keeps the size shows within one round of the budget.
+    env.write_at("pool/p03.deb", &pseudo_random(1000 + 3 * 37, 77), MTIME + 3600);
+    for _ in 0..4 {
+        sync(&env, &server, &budget);
+    }
+    assert_same_files(&env);
+    // --recheck asks every file now.
+    server.clear_log();
+    sync(&env, &server, &["--recheck", "--recheck-budget", "5"]);
+    assert_eq!(heads(&server).len(), FILES);
+}
