@@ -7,9 +7,12 @@
 //! each piece has come is kept beside it (`<name>.pieces`), so a killed or
 //! failed run resumes every piece where it stopped. The file is accepted only
 //! when its whole sha256 and size match the listing. An upstream that answers
-//! a range with the whole file or with another range than asked, or pieces
-//! from several upstreams that do not add up to the listed digest, send the
-//! file back to the one-stream-at-a-time path, with its resume rules.
+//! a range with the whole file or with another range than asked sends the
+//! file back to the one-stream-at-a-time path, with its resume rules. When
+//! the whole does not match, bytes an earlier run left are suspected first
+//! (the file starts over), then each upstream in turn, lowest first: its
+//! pieces are asked again from the others until the whole matches, and the
+//! one that sent wrong bytes is ruled out and named in status.
 
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -75,33 +78,41 @@ impl Fetcher {
             .custom_flags(nofollow())
             .open(file)
             .map_err(|e| LocalIo(format!("could not open {}: {e}", file.display())))?;
-        let workers = CONNECTIONS.min(lock(&board).left());
+        let pieces = Pieces { entry, file, out: &out, board: &board };
+        if !self.fetch_left(&pieces, &roots, tries).await? {
+            discard(file, &Board::record_path(file))?;
+            return Ok(Segmented::Whole);
+        }
+        if lock(&board).left() > 0 {
+            return Ok(Segmented::Again);
+        }
+        self.assembled(&pieces, tries).await
+    }
+
+    /// Fetch every piece left, by up to [`CONNECTIONS`] workers spread over
+    /// `roots`; false when an upstream does not serve ranges.
+    async fn fetch_left(&self, pieces: &Pieces<'_>, roots: &[usize], tries: &mut Tries) -> Result<bool> {
+        let Pieces { entry, out, board, .. } = *pieces;
+        let workers = CONNECTIONS.min(lock(board).left());
         let results = futures_util::future::join_all(
-            (0..workers).map(|w| self.worker(entry, &out, &board, roots[w % roots.len()])),
+            (0..workers).map(|w| self.worker(entry, out, board, roots[w % roots.len()])),
         )
         .await;
-        let mut whole = false;
+        let mut ranges = true;
         for (root, result) in results {
             match result {
                 Ok(()) => {}
                 Err(e) if e.is::<LocalIo>() => return Err(e),
                 Err(e) if e.is::<RangeRefused>() => {
-                    whole = true;
+                    ranges = false;
                     self.up.note(root, Some(format!("{}: {e:#}", self.up.file_url(root, &entry.path))));
                 }
                 Err(e) => self.failed(tries, root, entry, e),
             }
         }
-        if whole {
-            discard(file, &Board::record_path(file))?;
-            return Ok(Segmented::Whole);
-        }
-        let flusher = std::mem::take(&mut lock(&board).flusher);
+        let flusher = std::mem::take(&mut lock(board).flusher);
         flusher.finish().await?;
-        if lock(&board).left() > 0 {
-            return Ok(Segmented::Again);
-        }
-        self.assembled(entry, file, tries, &roots[..workers.min(roots.len())]).await
+        Ok(ranges)
     }
 
     /// Fetch pieces from upstream `root` until none is left or one fails.
@@ -120,6 +131,7 @@ impl Fetcher {
                 return (root, Err(e));
             }
             self.up.delivered(root, len);
+            lock(board).from[k] = Some(root);
         }
     }
 
@@ -174,34 +186,97 @@ impl Fetcher {
     }
 
     /// Every piece is on disk: accept the file if the whole matches. If it
-    /// does not, pieces from one upstream rule that upstream out for the
-    /// file; from several, the file is fetched whole, one upstream at a time,
-    /// where the wrong one shows.
-    async fn assembled(&self, entry: &Entry, file: &Path, tries: &mut Tries, roots: &[usize]) -> Result<Segmented> {
-        let (hasher, len) = hash_prefix(file).await?;
+    /// does not: bytes an earlier run left are suspect first (the file
+    /// starts over, nobody blamed); pieces from one upstream rule it out
+    /// for the file; from several, each one's pieces are asked again from
+    /// the others until the whole matches, and the one that sent wrong
+    /// bytes is ruled out and named. Else the file is fetched whole.
+    async fn assembled(&self, pieces: &Pieces<'_>, tries: &mut Tries) -> Result<Segmented> {
+        let Pieces { entry, file, board, .. } = *pieces;
         let record = Board::record_path(file);
-        discard(&record, &record)?;
-        match Verified::check(entry.clone(), file.to_path_buf(), len, Digest(hasher.finalize().into())) {
+        let mismatch = match self.whole(entry, file).await? {
             Ok(verified) => {
-                let f = std::fs::File::options().write(true).custom_flags(nofollow()).open(file);
-                let mtime = FileTime::from_unix_time(entry.disk_mtime(), 0);
-                f.and_then(|f| filetime::set_file_handle_times(&f, None, Some(mtime)))
-                    .map_err(|e| LocalIo(format!("could not set the mtime of {}: {e}", file.display())))?;
-                for &i in roots {
+                discard(&record, &record)?;
+                for i in lock(board).sources() {
                     self.up.note(i, None);
                 }
-                Ok(Segmented::Done(verified))
+                return Ok(Segmented::Done(verified));
             }
-            Err(mismatch) => {
-                discard(file, &record)?;
-                match roots {
-                    [one] => self.failed(tries, *one, entry, mismatch.into()),
-                    _ => return Ok(Segmented::Whole),
+            Err(mismatch) => mismatch,
+        };
+        let (resumed, mut sources) = {
+            let board = lock(board);
+            (board.resumed, board.sources())
+        };
+        sources.sort_by_key(|s| self.order.iter().position(|o| o == s));
+        match sources.as_slice() {
+            // Start over at once; no upstream is blamed for what a disk kept.
+            _ if resumed => tries.wait = tries.wait.max(Some(std::time::Duration::ZERO)),
+            [one] => self.failed(tries, *one, entry, mismatch.into()),
+            _ => {
+                if let Some(verified) = self.find_wrong_source(pieces, &sources, tries).await? {
+                    discard(&record, &record)?;
+                    return Ok(Segmented::Done(verified));
                 }
-                Ok(Segmented::Again)
+                discard(file, &record)?;
+                return Ok(Segmented::Whole);
             }
         }
+        discard(file, &record)?;
+        Ok(Segmented::Again)
     }
+
+    /// The assembled file, verified with its mtime set, or why it does not match.
+    async fn whole(&self, entry: &Entry, file: &Path) -> Result<Result<Verified, super::Mismatch>> {
+        let (hasher, len) = hash_prefix(file).await?;
+        let checked = Verified::check(entry.clone(), file.to_path_buf(), len, Digest(hasher.finalize().into()));
+        if checked.is_ok() {
+            let f = std::fs::File::options().write(true).custom_flags(nofollow()).open(file);
+            let mtime = FileTime::from_unix_time(entry.disk_mtime(), 0);
+            f.and_then(|f| filetime::set_file_handle_times(&f, None, Some(mtime)))
+                .map_err(|e| LocalIo(format!("could not set the mtime of {}: {e}", file.display())))?;
+        }
+        Ok(checked)
+    }
+
+    /// Ask each source's pieces again from the other sources (the first
+    /// upstream suspected last) until the whole matches: the source whose
+    /// pieces were replaced sent wrong bytes, and is ruled out for the file.
+    async fn find_wrong_source(
+        &self,
+        pieces: &Pieces<'_>,
+        sources: &[usize],
+        tries: &mut Tries,
+    ) -> Result<Option<Verified>> {
+        for &suspect in sources.iter().rev() {
+            let others: Vec<usize> = sources.iter().copied().filter(|&r| r != suspect).collect();
+            lock(pieces.board).forget(suspect);
+            if !self.fetch_left(pieces, &others, tries).await? || lock(pieces.board).left() > 0 {
+                return Ok(None);
+            }
+            if let Ok(verified) = self.whole(pieces.entry, pieces.file).await? {
+                let url = self.up.file_url(suspect, &pieces.entry.path);
+                let failure = format!(
+                    "{url}: sent pieces whose bytes do not match the listing's sha256 \
+                     (asked again from another upstream, the file matched)"
+                );
+                tries.ruled_out[suspect] = true;
+                self.up.note(suspect, Some(failure.clone()));
+                tries.failures.push(failure);
+                return Ok(Some(verified));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// One segmented download's parts, passed together.
+#[derive(Clone, Copy)]
+struct Pieces<'a> {
+    entry: &'a Entry,
+    file: &'a Path,
+    out: &'a std::fs::File,
+    board: &'a Mutex<Board>,
 }
 
 /// The pieces of one file and how far each has come, shared by the workers
@@ -215,6 +290,10 @@ struct Board {
     cursor: usize,
     /// The file starts its way to the disk while it downloads.
     flusher: Flusher,
+    /// The upstream that completed each piece in this run.
+    from: Vec<Option<usize>>,
+    /// Whether bytes an earlier run left were taken up.
+    resumed: bool,
     record: std::fs::File,
     path: PathBuf,
 }
@@ -252,7 +331,30 @@ impl Board {
             Err(_) => super::create_nofollow(file),
         };
         data.and_then(|f| f.set_len(size)).map_err(io)?;
-        Ok(Board { size, taken: vec![false; pieces], cursor: 0, flusher: Flusher::default(), done, record, path })
+        let resumed = done.iter().any(|&d| d > 0);
+        let (from, flusher) = (vec![None; pieces], Flusher::default());
+        Ok(Board { size, taken: vec![false; pieces], cursor: 0, flusher, from, resumed, done, record, path })
+    }
+
+    /// The upstreams that completed pieces in this run.
+    fn sources(&self) -> Vec<usize> {
+        let mut seen = Vec::new();
+        for &i in self.from.iter().flatten() {
+            if !seen.contains(&i) {
+                seen.push(i);
+            }
+        }
+        seen
+    }
+
+    /// The pieces `root` completed are to be fetched again.
+    fn forget(&mut self, root: usize) {
+        for k in 0..self.done.len() {
+            if self.from[k] == Some(root) {
+                (self.done[k], self.taken[k], self.from[k]) = (0, false, None);
+            }
+        }
+        self.cursor = 0;
     }
 
     /// The first piece nobody fetches that is not complete, and its missing range.

@@ -94,8 +94,10 @@ fn a_config_mistake_names_the_file_line_column_and_key() {
     std::fs::write(&config, "# the mirror\nroot = \"/srv/upmirror\"\nkeep = \"3\"\n").unwrap();
     let out = env.run(&["--config", config.to_str().unwrap(), "status"]);
     assert_eq!(out.code, 2, "{out:?}");
-    let want =
-        format!("config {}: line 3, column 8, key keep: invalid type: string \"3\", expected a whole number", config.display());
+    let want = format!(
+        "config {}: line 3, column 8, key keep: invalid type: string \"3\", expected a whole number",
+        config.display()
+    );
     assert_eq!(out.stderr.trim(), format!("upmirror: {want}"));
 }
 
