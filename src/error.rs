@@ -12,10 +12,13 @@ use crate::snapshot::LockHeld;
 pub struct Refused(pub String);
 
 /// The run's status or metrics could not be written (exit 4): whatever the
-/// run did, monitoring would not see it.
+/// run did, monitoring would not see it. `what` says which was not.
 #[derive(Debug, thiserror::Error)]
-#[error("the run's status was not recorded: {0}")]
-pub struct Unrecorded(pub String);
+#[error("{what} not recorded: {why}")]
+pub struct Unrecorded {
+    pub what: &'static str,
+    pub why: String,
+}
 
 /// How a process ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -57,11 +57,14 @@ pub fn run(name: &str, command: &str, env: &[(&str, String)], timeout: Duration,
         if let Some(status) = child.try_wait().context("waiting for a hook")? {
             break Some(status);
         }
-        if Instant::now() >= deadline {
+        // A signal to the run stops the hook too, with what it started.
+        let stopped = crate::interrupt::check();
+        if Instant::now() >= deadline || stopped.is_err() {
             if let Some(group) = rustix::process::Pid::from_raw(child.id() as i32) {
                 let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
             }
             let _ = child.wait();
+            stopped?;
             break None;
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -178,7 +178,8 @@ impl RunStatus {
     /// go silent. A metrics file that fails is still noted in the status
     /// files when they can be written.
     pub fn record(&mut self, sinks: &Sinks) -> Result<()> {
-        let unrecorded = |e: anyhow::Error| anyhow::Error::new(Unrecorded(error_line(&e)));
+        let what = "the run's status was";
+        let unrecorded = |e: anyhow::Error| anyhow::Error::new(Unrecorded { what, why: error_line(&e) });
         let history_path = sinks.meta.join("history.json");
         let mut history: Vec<RunStatus> =
             std::fs::read(&history_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
@@ -204,7 +205,14 @@ impl RunStatus {
         history.drain(..start);
         write_private(&history_path, &serde_json::to_vec(&history)?).map_err(unrecorded)?;
         write_public(sinks, &history).map_err(unrecorded)?;
-        metrics_failed.map_or(Ok(()), |e| Err(unrecorded(e)))
+        metrics_failed.map_or(Ok(()), |e| {
+            let denied = e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+            });
+            let hint = if denied { "; let the upmirror group write there (OPERATIONS.md, \"Metrics\")" } else { "" };
+            let what = "the run's metrics were (status.json was written)";
+            Err(Unrecorded { what, why: format!("{}{hint}", error_line(&e)) }.into())
+        })
     }
 }
 

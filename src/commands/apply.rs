@@ -216,6 +216,9 @@ pub(super) fn apply(
         && let Err(e) = hooks::run("pre_publish", command, &env, run.cfg.hooks.timeout, &run.locked.meta())
     {
         run.locked.discard(&id);
+        if e.is::<crate::interrupt::Interrupted>() {
+            return Err(e);
+        }
         run.hook_failed(&e);
         return Err(Refused(format!("{}; snapshot {id} was not published", error_line(&e))).into());
     }

@@ -661,3 +661,46 @@ fn a_store_another_user_could_write_into_is_refused_with_the_fix() {
     assert_eq!(env.sync(&server.url(), &[]).code, 1);
     assert!(!elsewhere.exists(), "nothing created through the planted link");
 }
+
+/// SIGTERM to a run: it ends with 143 within two seconds, nothing published.
+fn stop_at_once(env: &Env, stage: &str, child: std::process::Child, published: &Option<String>) {
+    let signalled = Instant::now();
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{stage}: {out:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(2), "{stage}: took {:?}", signalled.elapsed());
+    assert_eq!(&env.published_id(), published, "{stage}: nothing published");
+}
+
+#[test]
+fn a_sigterm_in_the_listing_or_a_hook_ends_the_run_at_once() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    let v1 = env.published_id();
+    upstream_v2(&env);
+    // The listing trickles in (one byte every 50 ms).
+    let listing = sync_in_background(&env, &server, "/upmirror-manifest.json", Stdio::piped());
+    stop_at_once(&env, "listing", listing, &v1);
+
+    // A pre_publish hook that takes its time, and says when it started.
+    server.clear_faults();
+    let started = env.dir.path().join("hook-started");
+    let hook = env.dir.path().join("slow-hook");
+    fs::write(&hook, format!("#!/bin/sh\ntouch {}\nsleep 600\n", started.display())).unwrap();
+    fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_upmirror"))
+        .args(["sync", "--root", env.root.to_str().unwrap(), "--upstream", &server.url()])
+        .args(["--ca-file", env.pki.ca.to_str().unwrap(), "--config", "/dev/null"])
+        .args(["--pre-publish", hook.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "the hook never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop_at_once(&env, "pre_publish", child, &v1);
+}

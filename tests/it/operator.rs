@@ -224,6 +224,7 @@ fn a_metrics_file_that_cannot_be_written_is_never_silent() {
         "even under --quiet: {}",
         out.stderr
     );
+    assert!(out.stderr.contains("the run's metrics were (status.json was written) not recorded"), "{}", out.stderr);
     assert!(env.published_id().is_some(), "the snapshot itself was published");
     let status: serde_json::Value = env.last_status();
     assert!(status["warnings"][0].as_str().unwrap().contains("was not written"), "{status}");
