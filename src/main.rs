@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         Err(err) => {
             let exit = Exit::of(&err);
             if !(exit == Exit::Locked && cli.global.quiet) {
-                eprintln!("upmirror: {}", upmirror::output::error_line(&err));
+                eprintln!("upmirror: {}", upmirror::output::error_lines(&err, cli.global.verbose > 0));
             }
             ExitCode::from(exit.code() as u8)
         }

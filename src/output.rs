@@ -309,6 +309,26 @@ pub fn write_stdout(args: std::fmt::Arguments) {
     }
 }
 
+/// An error of several causes, one line each (an upstream each): one line
+/// joined by `; ` where one line is wanted (status files), the head and a
+/// line per cause on a terminal.
+#[derive(Debug, thiserror::Error)]
+#[error("{head}: {}", lines.join("; "))]
+pub struct Lines {
+    pub head: String,
+    pub lines: Vec<String>,
+}
+
+/// The error for stderr: the head and each cause on its own line, each at
+/// most 300 bytes unless `verbose`; any other error on one line.
+pub fn error_lines(err: &anyhow::Error, verbose: bool) -> String {
+    let Some(many) = err.downcast_ref::<Lines>().filter(|l| l.lines.len() > 1) else { return error_line(err) };
+    let max = if verbose { MAX_ERROR_BYTES } else { 300 };
+    let cut = |l: &String| if l.len() > max { format!("{}…", clip(l, max)) } else { l.clone() };
+    let lines: Vec<String> = many.lines.iter().map(|l| format!("  {}", cut(&l.replace('\n', " ")))).collect();
+    format!("{}:\n{}", many.head, lines.join("\n"))
+}
+
 /// An error's whole chain on one line, at most [`MAX_ERROR_BYTES`].
 pub fn error_line(err: &anyhow::Error) -> String {
     let text = format!("{err:#}").replace('\n', " ");

@@ -108,13 +108,13 @@ fn print_status(
 fn check_health(last: Option<&RunStatus>, stale_after: Duration) -> Result<()> {
     let Some(last) = last else { bail!("no run has been recorded yet") };
     if !last.succeeded() {
-        bail!(
-            "the last run {} (exit {}) at {}: {}",
-            last.outcome,
-            last.exit_code,
-            last.finished,
-            last.error.as_deref().unwrap_or("")
-        );
+        let head = format!("the last run {} (exit {}) at {}", last.outcome, last.exit_code, last.finished);
+        let failed = last.upstreams.iter().filter_map(|u| Some(format!("{}: {}", u.url, u.error.as_deref()?)));
+        let lines: Vec<String> = failed.collect();
+        match lines.len() {
+            0 | 1 => bail!("{head}: {}", last.error.as_deref().unwrap_or("")),
+            _ => return Err(crate::output::Lines { head, lines }.into()),
+        }
     }
     let finished = humantime::parse_rfc3339_weak(&last.finished).map_or(0, unix_seconds);
     let age = unix_seconds(SystemTime::now()).saturating_sub(finished);

@@ -249,7 +249,7 @@ impl Upstreams {
                 }
             }
         }
-        bail!("no upstream gave a valid listing: {}", failures.join("; "))
+        Err(crate::output::Lines { head: "no upstream gave a valid listing".into(), lines: failures }.into())
     }
 
     /// The listing of upstream `i` alone, as configured by `listing`.

@@ -153,3 +153,27 @@ fn an_upstream_at_localhost_is_a_url_not_a_local_path() {
     assert_eq!(out.code, 0, "{out:?}");
     env.assert_mirrors_upstream();
 }
+
+#[test]
+fn each_failed_upstream_is_told_on_its_own_line() {
+    let env = Env::with_sample_tree();
+    let rogue = env.serve_with(crate::support::Options {
+        cert: Some((env.pki.rogue_cert.clone(), env.pki.rogue_key.clone())),
+        ..Default::default()
+    });
+    let closed = format!("https://127.0.0.1:{}/", crate::support::nginx::free_port());
+    let out = env.sync_from(&[&rogue.url(), &closed], &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", out.stderr);
+    assert_eq!(lines[0], "upmirror: no upstream gave a valid listing:");
+    assert!(lines[1].starts_with(&format!("  {}", rogue.url())) && lines[1].contains("does not sign"), "{}", lines[1]);
+    assert!(lines[2].starts_with(&format!("  {closed}")) && lines[2].contains("refused"), "{}", lines[2]);
+    // One line in the status; a line per upstream from status --check.
+    assert!(!env.last_status()["error"].as_str().unwrap().contains('\n'));
+    let out = env.run(&["status", "--check", "--root", env.root.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", out.stderr);
+    assert!(lines[0].starts_with("upmirror: the last run failed (exit 1)"), "{}", lines[0]);
+}
