@@ -21,6 +21,9 @@ fn main() -> ExitCode {
             let exit = Exit::of(&err);
             if !(exit == Exit::Locked && cli.global.quiet) {
                 eprintln!("upmirror: {}", upmirror::output::error_lines(&err, cli.global.verbose > 0));
+                for line in upmirror::output::take_after_error() {
+                    eprintln!("upmirror: {line}");
+                }
             }
             ExitCode::from(exit.code() as u8)
         }

@@ -72,12 +72,20 @@ impl Reporter {
 }
 
 impl Reporter {
+    /// A line of progress (a long crawl): shown like `info`, and in the
+    /// journal even under `--quiet`.
+    pub fn progress_line(&self, msg: impl AsRef<str>) {
+        if !self.json && (self.level >= Level::Normal || self.journal) {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+
     /// A progress display for a download of `files` files and `bytes` bytes:
-    /// a bar on a terminal, a line a minute when stderr is a log, nothing
-    /// under `--quiet` or `--json`.
+    /// a bar on a terminal, a line a minute when stderr is a log (the
+    /// journal too under `--quiet`), nothing under `--quiet` or `--json`.
     pub fn progress(&self, files: usize, bytes: u64) -> Progress {
         use std::io::IsTerminal;
-        let mode = if self.level == Level::Quiet || self.json {
+        let mode = if (self.level == Level::Quiet && !self.journal) || self.json {
             Mode::Hidden
         } else if std::io::stderr().is_terminal() {
             Mode::Bar
@@ -307,6 +315,20 @@ pub fn write_stdout(args: std::fmt::Arguments) {
         eprintln!("upmirror: could not write to stdout: {e}");
         std::process::exit(1);
     }
+}
+
+/// What followed from a failure (its status could not be recorded), told
+/// after the failure itself: the cause first.
+static AFTER_ERROR: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Tell `line` on stderr after the error the command ends with.
+pub fn after_error(line: String) {
+    AFTER_ERROR.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+}
+
+/// The lines to tell after the error, once.
+pub fn take_after_error() -> Vec<String> {
+    std::mem::take(&mut *AFTER_ERROR.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// An error of several causes, one line each (an upstream each): one line

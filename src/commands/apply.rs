@@ -109,7 +109,7 @@ pub(super) fn recorded<T: Outcome>(
         (Ok(_), Err(unrecorded)) => Err(unrecorded),
         (Err(e), Ok(())) => Err(e),
         (Err(e), Err(unrecorded)) => {
-            eprintln!("upmirror: {}", error_line(&unrecorded));
+            crate::output::after_error(error_line(&unrecorded));
             Err(e)
         }
     };

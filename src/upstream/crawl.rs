@@ -22,6 +22,8 @@ use crate::output::quote;
 
 const MAX_PAGE_BYTES: u64 = 16 << 20;
 const MAX_ENTRIES: usize = 5_000_000;
+/// How often a long crawl tells how far it has come.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 const SUMS_FILE: &str = "SHA256SUMS";
 /// The largest offset of a local time from UTC (UTC+14, Kiribati).
 const MAX_OFFSET: i64 = 14 * 3600;
@@ -135,6 +137,9 @@ struct Crawl {
     precision: i64,
     /// Listing bytes read this run.
     bytes: u64,
+    /// Directory pages read, and when progress was last told.
+    pages: u64,
+    told: Option<std::time::Instant>,
 }
 
 impl Crawl {
@@ -147,6 +152,13 @@ impl Crawl {
         }
         self.precision = self.precision.max(page.precision);
         self.bytes += page.len;
+        self.pages += 1;
+        let told = *self.told.get_or_insert_with(std::time::Instant::now);
+        if told.elapsed() >= PROGRESS_EVERY {
+            self.told = Some(std::time::Instant::now());
+            let (pages, files) = (self.pages, self.found.len());
+            up.out.progress_line(format!("listing {base}: {pages} directories read, {files} files found so far"));
+        }
         if self.bytes > MAX_LISTING_BYTES {
             bail!("{base}: directory listings larger than {MAX_LISTING_BYTES} bytes in all");
         }
