@@ -32,6 +32,18 @@ pub enum Command {
         #[command(flatten)]
         publish: PublishArgs,
     },
+    /// Point a channel (`ROOT/channels/CHANNEL`, served at /channels/CHANNEL/) at a kept snapshot.
+    Promote {
+        /// The channel, e.g. `stable` (letters, digits, `.`, `_`, `-`).
+        channel: String,
+        /// The snapshot to promote [default: the published one].
+        #[arg(long, value_name = "ID")]
+        snapshot: Option<String>,
+        #[command(flatten)]
+        root: RootArgs,
+        #[command(flatten)]
+        publish: PublishArgs,
+    },
     /// Create the layout of a new mirror root and print the next steps.
     Init {
         /// The mirror root [default: root from the config].
@@ -90,7 +102,9 @@ impl Command {
                 (keys.root, keys.publish, keys.upstream) = (a.root.clone(), a.publish.clone(), a.upstream.clone());
             }
             Command::Status(a) => keys.root = a.root.clone(),
-            Command::Rollback { root, publish } => (keys.root, keys.publish) = (root.clone(), publish.clone()),
+            Command::Rollback { root, publish } | Command::Promote { root, publish, .. } => {
+                (keys.root, keys.publish) = (root.clone(), publish.clone())
+            }
             Command::Init { root, .. } | Command::Export { root, .. } => keys.root = root.clone(),
             Command::Mirrors { upstream } => keys.upstream = upstream.clone(),
             Command::Completions { .. } | Command::Man { .. } | Command::Manifest { .. } => {}
@@ -214,6 +228,14 @@ pub struct PublishArgs {
     /// Sign the manifest of a snapshot that is not the upstream's signed one (a filtered subset) with this minisign key.
     #[arg(long, env = "UPMIRROR_SIGNING_KEY", value_name = "FILE")]
     pub signing_key: Option<PathBuf>,
+    /// Every run points CHANNEL at the newest snapshot published at least DURATION ago (repeat; e.g. stable=7d).
+    #[arg(
+        long = "auto-promote",
+        env = "UPMIRROR_AUTO_PROMOTE",
+        value_delimiter = ',',
+        value_name = "CHANNEL=DURATION"
+    )]
+    pub auto_promote: Vec<String>,
     /// Also write Prometheus metrics to this file (node_exporter textfile collector).
     #[arg(long, env = "UPMIRROR_METRICS_FILE", value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,

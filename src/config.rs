@@ -62,6 +62,7 @@ pub struct FileConfig {
     pub free_space_margin: Option<String>,
     pub max_partial_size: Option<String>,
     pub metrics_file: Option<PathBuf>,
+    pub auto_promote: Option<std::collections::BTreeMap<String, String>>,
     pub signing_key: Option<PathBuf>,
     pub http2: Option<bool>,
     pub include: Option<Vec<String>>,
@@ -161,6 +162,8 @@ pub struct Config {
     pub filter: Filter,
     /// How long a replaced snapshot still serves the paths missing from `current`.
     pub grace: Duration,
+    /// Channels moved at every run, each with its cooldown.
+    pub auto_promote: Vec<(String, Duration)>,
     /// How long an upstream's validators are trusted before an unconditional fetch.
     pub recheck_after: Duration,
     pub net: Net,
@@ -218,6 +221,7 @@ impl Config {
             filter: Filter::new(&list(&keys.plan.include, &file.include), &list(&keys.plan.exclude, &file.exclude))
                 .map_err(|e| ConfigError(e.0))?,
             grace: grace(keys.publish.grace.clone().or(file.grace.clone()))?,
+            auto_promote: auto_promote(&keys.publish.auto_promote, &file.auto_promote)?,
             recheck_after: duration(
                 "recheck_after",
                 keys.plan.recheck_after.clone().or(file.recheck_after.clone()),
@@ -361,6 +365,34 @@ fn duration(key: &str, value: Option<String>, default: &str) -> Result<Duration,
         Ok(_) => Err(ConfigError(format!("{key} = \"{text}\": must be more than zero"))),
         Err(e) => Err(ConfigError(format!("{key} = \"{text}\": {e} (e.g. 30s, 5m, 2h)"))),
     }
+}
+
+/// `auto_promote`: the flags' `CHANNEL=DURATION` pairs when given, else
+/// the file's table; each name a valid channel, each cooldown a duration.
+fn auto_promote(
+    flags: &[String],
+    file: &Option<std::collections::BTreeMap<String, String>>,
+) -> Result<Vec<(String, Duration)>, ConfigError> {
+    let pairs: Vec<(String, String)> = if flags.is_empty() {
+        file.iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect()
+    } else {
+        let split = |f: &String| f.split_once('=').map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()));
+        flags
+            .iter()
+            .map(|f| {
+                split(f).ok_or_else(|| {
+                    ConfigError(format!("auto_promote \"{f}\": expected CHANNEL=DURATION, e.g. stable=7d"))
+                })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let check = |(name, cooldown): (String, String)| {
+        if !crate::channels::valid_name(&name) {
+            return Err(ConfigError(format!("auto_promote: \"{name}\" is no channel name (letters, digits, . _ -)")));
+        }
+        Ok((name.clone(), duration(&format!("auto_promote {name}"), Some(cooldown), "0")?))
+    };
+    pairs.into_iter().map(check).collect()
 }
 
 /// `grace`, which may be zero: no window at all.

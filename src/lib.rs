@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bandwidth;
+pub mod channels;
 pub mod cli;
 pub mod client_cert;
 pub mod commands;

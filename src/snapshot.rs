@@ -185,6 +185,21 @@ impl Store {
 
     /// The id `current` points to, from the link alone (`published` checks
     /// and reads the whole snapshot).
+    /// Each channel and the snapshot its link names, by name.
+    pub fn channels(&self) -> Result<Vec<(String, String)>> {
+        let mut found = Vec::new();
+        for entry in read_dir(&self.root.join("channels"))? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let target = fs::read_link(entry.path()).ok();
+            let id = target.as_deref().and_then(|t| t.strip_prefix("../snapshots").ok()).and_then(Path::to_str);
+            if let Some(id) = id.filter(|_| crate::channels::valid_name(&name)) {
+                found.push((name, id.to_owned()));
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
     pub fn current_id(&self) -> Option<String> {
         let target = fs::read_link(self.root.join("current")).ok()?;
         target.strip_prefix("snapshots").ok()?.to_str().filter(|id| is_snapshot_id(id)).map(str::to_owned)
@@ -368,6 +383,21 @@ impl Locked<'_> {
         fs::rename(&tmp, path).with_context(|| format!("could not replace {}", path.display()))
     }
 
+    /// Point channel `name` at snapshot `id`: `channels/<name>` becomes a
+    /// link to `../snapshots/<id>` in one rename, as `current` does.
+    pub fn set_channel(&self, name: &str, id: &str) -> Result<()> {
+        let dir = self.root.join("channels");
+        ensure_real_dir(&dir)?;
+        let tmp = dir.join(format!(".{name}.tmp"));
+        remove_if_exists(&tmp)?;
+        std::os::unix::fs::symlink(Path::new("../snapshots").join(id), &tmp)
+            .with_context(|| format!("could not create {}", tmp.display()))?;
+        interrupt::check()?;
+        let link = dir.join(name);
+        fs::rename(&tmp, &link).with_context(|| format!("could not replace {}", link.display()))?;
+        File::open(&dir).and_then(|d| d.sync_all()).with_context(|| format!("could not flush {}", dir.display()))
+    }
+
     /// Mark exactly `ids` as withdrawn (rolled back): a file each in
     /// `public/withdrawn/`, where the nginx site looks before it serves a
     /// snapshot at its pinned URL, and answers 410 Gone for these.
@@ -414,13 +444,12 @@ impl Locked<'_> {
     /// `.upmirror/` goes with the next run's leftovers.
     /// Returns the ids moved out, and the first failure.
     pub fn prune(&self, keep: usize, published: &str, protect: &[String]) -> (Vec<String>, Result<()>) {
-        let others: Vec<String> = match self.snapshot_ids() {
-            Ok(ids) => ids.into_iter().filter(|id| id != published).collect(),
+        let ids = match self.snapshot_ids() {
+            Ok(ids) => ids,
             Err(e) => return (Vec::new(), Err(e)),
         };
-        let excess = (others.len() + 1).saturating_sub(keep.max(1));
         let (mut removed, mut result) = (Vec::new(), Ok(()));
-        for id in others.into_iter().take(excess).filter(|id| !protect.contains(id)) {
+        for id in victims(&ids, keep, published, protect) {
             failpoint("prune");
             let (dir, trash) = (self.snapshots().join(&id), self.meta().join(format!("trash-{id}")));
             match fs::rename(&dir, &trash) {
@@ -435,6 +464,14 @@ impl Locked<'_> {
         }
         (removed, result)
     }
+}
+
+/// Of `ids` (oldest first), those a prune removes: the oldest beyond
+/// `keep` (the published one counted, never removed), none in `protect`.
+pub fn victims(ids: &[String], keep: usize, published: &str, protect: &[String]) -> Vec<String> {
+    let others: Vec<&String> = ids.iter().filter(|id| *id != published).collect();
+    let excess = (others.len() + 1).saturating_sub(keep.max(1));
+    others.into_iter().take(excess).filter(|id| !protect.contains(id)).cloned().collect()
 }
 
 /// What [`Locked::relink_shared`] mended, and what it could not.

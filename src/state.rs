@@ -28,6 +28,9 @@ pub struct State {
     /// nothing of: the next run goes on after it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recheck_from: Option<String>,
+    /// Channel → when it was last pointed at a snapshot (the link on disk
+    /// says which).
+    pub channels: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -38,6 +41,9 @@ pub struct SnapshotInfo {
     /// When it was last made current (seconds since the epoch).
     #[serde(default)]
     pub published_at: Option<u64>,
+    /// When it was first made current: what a channel's cooldown counts from.
+    #[serde(default)]
+    pub first_published_at: Option<u64>,
     /// When another snapshot replaced it; for `grace` from then it still
     /// serves the paths missing from `current`. Not set for a rolled-back one.
     #[serde(default)]
@@ -82,6 +88,7 @@ impl State {
         }
         let info = self.snapshots.entry(id.to_owned()).or_default();
         (info.published_at, info.replaced_at) = (Some(now), None);
+        info.first_published_at.get_or_insert(now);
     }
 
     /// The snapshots replaced less than `grace` before `now`, newest first:

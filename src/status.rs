@@ -71,6 +71,9 @@ pub struct RunStatus {
     /// carry a token); never in the public copy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hook_output: Option<String>,
+    /// Each channel, the snapshot it names and when it was pointed there.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<crate::channels::Channel>,
     /// The snapshots kept after the run, oldest first; each is readable at
     /// `/.well-known/upmirror/snapshots/<id>/`.
     pub snapshots: Vec<Kept>,
@@ -86,6 +89,8 @@ pub enum Outcome {
     Held,
     RolledBack,
     Repaired,
+    /// A channel was pointed at a snapshot.
+    Promoted,
     Refused,
     #[default]
     Failed,
@@ -296,6 +301,15 @@ fn metrics(history: &[RunStatus]) -> String {
         let name = family(&mut text, "upmirror_origin_lag_seconds", "gauge", help);
         let _ = writeln!(text, "{name} {lag}");
     }
+    if let Some(last) = last.filter(|r| !r.channels.is_empty()) {
+        let help = "Seconds from when each channel was last pointed at its snapshot to the last run.";
+        let name = family(&mut text, "upmirror_channel_age_seconds", "gauge", help);
+        for c in &last.channels {
+            let age =
+                c.promoted_at.as_deref().and_then(unix).zip(unix(&last.finished)).map(|(p, f)| f.saturating_sub(p));
+            let _ = writeln!(text, "{name}{{channel=\"{}\"}} {}", label(&c.name), age.unwrap_or(0));
+        }
+    }
     if let Some(expiry) = last.and_then(|r| r.client_cert_expires.as_deref()).and_then(unix) {
         let help = "When the client certificate expires.";
         let name = family(&mut text, "upmirror_client_cert_expiry_timestamp_seconds", "gauge", help);
@@ -365,6 +379,7 @@ fn page(recent: &[&RunStatus], success: Option<&RunStatus>) -> String {
     }
     if let Some(r) = recent.first() {
         last_run_section(&mut html, r);
+        channels_section(&mut html, r);
         trace_section(&mut html, r);
     }
     history_section(&mut html, recent);
@@ -424,6 +439,25 @@ fn last_run_section(html: &mut String, r: &RunStatus) {
             esc(&u.url),
             esc(u.state.label()),
             esc(u.error.as_deref().unwrap_or(""))
+        );
+    }
+    html.push_str("</table>\n");
+}
+
+/// Each channel, the snapshot it serves and since when.
+fn channels_section(html: &mut String, r: &RunStatus) {
+    if r.channels.is_empty() {
+        return;
+    }
+    html.push_str("<h2>Channels</h2>\n<table><tr><th>channel</th><th>snapshot</th><th>since</th></tr>\n");
+    for c in &r.channels {
+        let since = c.promoted_at.as_deref().map(|t| format!("<time datetime=\"{t}\">{t}</time>", t = esc(t)));
+        let _ = writeln!(
+            html,
+            "<tr><td><a href=\"/channels/{n}/\">{n}</a></td><td><code>{}</code></td><td>{}</td></tr>",
+            esc(&c.snapshot),
+            since.unwrap_or_default(),
+            n = esc(&c.name)
         );
     }
     html.push_str("</table>\n");

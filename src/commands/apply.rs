@@ -116,23 +116,20 @@ pub(super) fn recorded<T: Outcome>(
     (result, Some(status))
 }
 
-/// Point the grace links at the snapshots still inside their window, and
-/// list the kept snapshots in the status; whatever the run's outcome, as
-/// windows close between publishes too.
+/// Point the grace links at the snapshots still inside their window, mark
+/// the withdrawn ones, move the `auto_promote` channels, and list the kept
+/// snapshots and the channels in the status; whatever the run's outcome,
+/// as windows close and cooldowns pass between publishes too.
 fn refresh_grace(run: &mut Run) {
     let now = unix_seconds(SystemTime::now());
-    let (state, ids) = match (State::load(&run.locked.meta()), run.locked.snapshot_ids()) {
+    let (mut state, ids) = match (State::load(&run.locked.meta()), run.locked.snapshot_ids()) {
         (Ok(state), Ok(ids)) => (state, ids),
         (Err(e), _) | (_, Err(e)) => {
             return run.warn(format!("the grace links were not refreshed: {}", error_line(&e)));
         }
     };
     let current = run.locked.current_id();
-    let grace: Vec<String> = state
-        .in_grace(now, run.cfg.grace.as_secs())
-        .into_iter()
-        .filter(|id| ids.contains(id) && Some(id) != current.as_ref())
-        .collect();
+    let grace = in_grace(run, &state, &ids, now);
     if let Err(e) = run.locked.set_grace_links(&grace) {
         run.warn(format!("the grace links were not refreshed: {}", error_line(&e)));
     }
@@ -142,6 +139,11 @@ fn refresh_grace(run: &mut Run) {
         ids.iter().filter(|id| Some(*id) != current.as_ref()).filter(rolled_back).cloned().collect();
     if let Err(e) = run.locked.set_withdrawn(&withdrawn) {
         run.warn(format!("the withdrawn snapshots were not marked: {}", error_line(&e)));
+    }
+    if super::promote::auto_promote(run, &mut state, &ids, now)
+        && let Err(e) = state.save(&run.locked.meta())
+    {
+        run.warn(format!("the channels' state was not saved: {}", error_line(&e)));
     }
     run.status.snapshots = ids
         .iter()
@@ -153,6 +155,28 @@ fn refresh_grace(run: &mut Run) {
             withdrawn: withdrawn.contains(id),
         })
         .collect();
+    run.status.channels = channels(run, &state);
+}
+
+/// The snapshots the grace links name: those replaced within `grace`,
+/// newest first, kept and not current, at most one per link.
+fn in_grace(run: &Run, state: &State, ids: &[String], now: u64) -> Vec<String> {
+    let current = run.locked.current_id();
+    let replaced = state.in_grace(now, run.cfg.grace.as_secs()).into_iter();
+    replaced.filter(|id| ids.contains(id) && Some(id) != current.as_ref()).take(crate::snapshot::GRACE_LINKS).collect()
+}
+
+/// Each channel with its snapshot and when it was pointed there.
+fn channels(run: &mut Run, state: &State) -> Vec<crate::channels::Channel> {
+    let linked = run.locked.channels().unwrap_or_else(|e| {
+        run.warn(format!("the channels could not be read: {}", error_line(&e)));
+        Vec::new()
+    });
+    let at = |name: &str| state.channels.get(name).map(|t| rfc3339(*t as i64));
+    linked
+        .into_iter()
+        .map(|(name, snapshot)| crate::channels::Channel { promoted_at: at(&name), name, snapshot })
+        .collect()
 }
 
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
@@ -181,6 +205,29 @@ pub(super) enum Snapshot<'a> {
     New(&'a str),
     /// One already kept, published again.
     Kept(&'a str),
+}
+
+/// The manifest of kept snapshot `id` once the whole snapshot is checked
+/// against it; refused (exit 3) when it is not kept, its manifest is
+/// unreadable or a file differs: such a snapshot is never `what` (published
+/// again, promoted).
+pub(super) fn intact(run: &Run, id: &str, what: &str) -> Result<crate::manifest::Manifest> {
+    let dir = run.locked.snapshots().join(id);
+    if !crate::snapshot::is_snapshot_id(id) || !dir.is_dir() {
+        return Err(Refused(format!(
+            "no snapshot {} is kept in {}",
+            crate::output::escape(id),
+            run.locked.root.display()
+        ))
+        .into());
+    }
+    let manifest = crate::snapshot::read_manifest(&dir)
+        .map_err(|e| Refused(format!("snapshot {id} is not intact ({}), so it is not {what}", error_line(&e))))?;
+    if let Some(problem) = crate::verify::check_tree(&dir, &manifest).first() {
+        let problem = problem.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+        return Err(Refused(format!("snapshot {id} is damaged ({problem}), so it is not {what}")).into());
+    }
+    Ok(manifest)
 }
 
 /// Fetch and verify the plan's downloads, build a snapshot of them beside
@@ -283,8 +330,16 @@ pub(super) fn publish(run: &mut Run, snapshot: Snapshot, record: impl FnOnce(&mu
         let cleared = run.locked.clear_partials();
         failed(run, "clearing staging", cleared);
     }
-    let protect = state.as_ref().map(|s| s.in_grace(now, run.cfg.grace.as_secs())).unwrap_or_default();
-    let (removed, pruned) = run.locked.prune(run.cfg.keep, id, &protect);
+    // What the grace links and the channels name stays; nothing else beyond `keep`.
+    let ids = run.locked.snapshot_ids().unwrap_or_default();
+    let mut protect = state.as_ref().map(|s| in_grace(run, s, &ids, now)).unwrap_or_default();
+    let (removed, pruned) = match run.locked.channels() {
+        Ok(channels) => {
+            protect.extend(channels.into_iter().map(|(_, id)| id));
+            run.locked.prune(run.cfg.keep, id, &protect)
+        }
+        Err(e) => (Vec::new(), Err(e.context("the channels could not be read, so nothing was pruned"))),
+    };
     if let Ok(state) = &mut state
         && !removed.is_empty()
     {

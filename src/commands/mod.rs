@@ -7,6 +7,7 @@ mod init;
 mod man;
 mod manifest;
 mod mirrors;
+mod promote;
 mod rollback;
 mod status;
 mod sync;
@@ -37,6 +38,7 @@ pub fn run(command: Command, cfg: &Config, out: Reporter) -> Result<()> {
         Command::Status(args) => status::status(cfg, args.check.then(|| args.stale_after.into()), out),
         Command::Mirrors { .. } => mirrors::mirrors(cfg, out),
         Command::Rollback { .. } => rollback::rollback(cfg, out),
+        Command::Promote { channel, snapshot, .. } => promote::promote(cfg, &channel, snapshot.as_deref(), out),
         Command::Export { to, since, link, .. } => export::export(cfg, &to, since.as_deref(), link, out),
         Command::Manifest { dir, sign } => manifest::manifest(&dir, sign.as_deref(), out),
         Command::Init { dir, .. } => init::init(cfg, dir.as_deref(), out),

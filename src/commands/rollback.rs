@@ -3,13 +3,11 @@
 
 use anyhow::{Context, Result};
 
-use super::apply::{Outcome, Run, Snapshot, publish, recorded};
+use super::apply::{Outcome, Run, Snapshot, intact, publish, recorded};
 use crate::config::Config;
-use crate::error::Refused;
 use crate::output::Reporter;
-use crate::snapshot::{Store, read_manifest};
+use crate::snapshot::Store;
 use crate::state::State;
-use crate::verify::check_tree;
 
 struct RolledBack {
     from: String,
@@ -40,18 +38,8 @@ fn roll_back(run: &mut Run) -> Result<RolledBack> {
         .checked_sub(1)
         .map(|p| ids[p].clone())
         .with_context(|| format!("no snapshot older than {} is kept (keep = {})", current.id, run.cfg.keep))?;
-    let dir = run.locked.root.join("snapshots").join(&previous);
-    let manifest =
-        read_manifest(&dir).with_context(|| format!("snapshot {previous} is not intact; not publishing it"))?;
     // Never bring damage back: the target is checked whole first.
-    if let Some(problem) = check_tree(&dir, &manifest).first() {
-        return Err(Refused(format!(
-            "snapshot {previous} is damaged ({}), so it is not published again; \
-             a sync publishes a fresh snapshot from the upstream",
-            problem.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
-        ))
-        .into());
-    }
+    let manifest = intact(run, &previous, "published again; a sync publishes a fresh snapshot from the upstream")?;
     let rejected = State::load(&run.locked.meta())?.snapshots.get(&current.id).map(|info| info.identity.clone());
     publish(run, Snapshot::Kept(&previous), |state, _| {
         if let Some(identity) = rejected

@@ -3,6 +3,7 @@
 
 mod airgap;
 mod apt;
+mod channels;
 mod cli;
 mod consistency;
 mod crash;
