@@ -98,7 +98,7 @@ mod tests {
             self.replaced.retain(|(r, _)| *r != id);
             let ids: Vec<String> = self.ids.iter().map(|(id, _)| id.clone()).collect();
             let mut in_grace: Vec<&(String, u64)> = self.replaced.iter().filter(|(_, t)| now - t < GRACE).collect();
-            in_grace.sort_by(|a, b| b.1.cmp(&a.1));
+            in_grace.sort_by_key(|e| std::cmp::Reverse(e.1));
             let mut protect: Vec<String> = in_grace.iter().take(3).map(|(id, _)| id.clone()).collect();
             protect.extend(self.channels.iter().map(|(_, id)| id.clone()));
             let gone = crate::snapshot::victims(&ids, KEEP, &id, &protect);
