@@ -253,6 +253,10 @@ pub struct PlanArgs {
     /// Never mirror paths matching this glob (repeat); they are neither fetched nor deleted.
     #[arg(long = "exclude", env = "UPMIRROR_EXCLUDE", value_delimiter = ',', value_name = "GLOB")]
     pub exclude: Vec<String>,
+    /// Of the paths PATTERN matches (e.g. releases/{series}/{version}/**), mirror only the newest N versions
+    /// of each series (repeat as PATTERN=N).
+    #[arg(long = "keep-versions", env = "UPMIRROR_KEEP_VERSIONS", value_delimiter = ',', value_name = "PATTERN=N")]
+    pub keep_versions: Vec<String>,
     /// Free space kept beyond the bytes to download (e.g. 1GiB) [default: 64MiB].
     #[arg(long, env = "UPMIRROR_FREE_SPACE_MARGIN", value_name = "SIZE")]
     pub free_space_margin: Option<String>,

@@ -20,6 +20,15 @@ pub const DEFAULT_CONFIG: &str = "/etc/upmirror/upmirror.toml";
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
+/// A `[[versions]]` table: of the paths `pattern` matches, the newest
+/// `keep` versions of each series.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionsEntry {
+    pattern: String,
+    keep: usize,
+}
+
 /// An `upstreams` entry: a URL, or `{ url = "...", proxy = "http://…" | "direct" }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -63,6 +72,7 @@ pub struct FileConfig {
     pub max_partial_size: Option<String>,
     pub metrics_file: Option<PathBuf>,
     pub auto_promote: Option<std::collections::BTreeMap<String, String>>,
+    pub versions: Option<Vec<VersionsEntry>>,
     pub signing_key: Option<PathBuf>,
     pub http2: Option<bool>,
     pub include: Option<Vec<String>>,
@@ -164,6 +174,8 @@ pub struct Config {
     pub grace: Duration,
     /// Channels moved at every run, each with its cooldown.
     pub auto_promote: Vec<(String, Duration)>,
+    /// Of the paths each rule matches, only the newest versions are mirrored.
+    pub versions: Vec<crate::versions::Rule>,
     /// How long an upstream's validators are trusted before an unconditional fetch.
     pub recheck_after: Duration,
     pub net: Net,
@@ -222,6 +234,7 @@ impl Config {
                 .map_err(|e| ConfigError(e.0))?,
             grace: grace(keys.publish.grace.clone().or(file.grace.clone()))?,
             auto_promote: auto_promote(&keys.publish.auto_promote, &file.auto_promote)?,
+            versions: versions(&keys.plan.keep_versions, &file.versions)?,
             recheck_after: duration(
                 "recheck_after",
                 keys.plan.recheck_after.clone().or(file.recheck_after.clone()),
@@ -393,6 +406,23 @@ fn auto_promote(
         Ok((name.clone(), duration(&format!("auto_promote {name}"), Some(cooldown), "0")?))
     };
     pairs.into_iter().map(check).collect()
+}
+
+/// `versions`: the flags' `PATTERN=N` when given, else the file's tables.
+fn versions(flags: &[String], file: &Option<Vec<VersionsEntry>>) -> Result<Vec<crate::versions::Rule>, ConfigError> {
+    let rule =
+        |pattern: &str, keep: usize| crate::versions::Rule::new(pattern, keep).map_err(|e| ConfigError(e.to_string()));
+    if flags.is_empty() {
+        return file.iter().flatten().map(|v| rule(&v.pattern, v.keep)).collect();
+    }
+    let parse = |f: &String| {
+        let (pattern, keep) =
+            f.rsplit_once('=').ok_or_else(|| ConfigError(format!("--keep-versions \"{f}\": expected PATTERN=N")))?;
+        let keep =
+            keep.trim().parse().map_err(|_| ConfigError(format!("--keep-versions \"{f}\": N is a whole number")))?;
+        rule(pattern.trim(), keep)
+    };
+    flags.iter().map(parse).collect()
 }
 
 /// `grace`, which may be zero: no window at all.

@@ -25,3 +25,4 @@ pub mod status;
 pub mod trace;
 pub mod upstream;
 pub mod verify;
+pub mod versions;

@@ -11,7 +11,6 @@ use crate::cli::SyncArgs;
 use crate::config::Config;
 use crate::error::{Exit, Refused};
 use crate::fetch::{reclaim_staging, staged_bytes};
-use crate::filter::Filter;
 use crate::manifest::Manifest;
 use crate::output::{Reporter, human_bytes, rfc3339};
 use crate::plan::{self, Plan, Summary};
@@ -120,7 +119,7 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
         run.status.held = Some(reason.clone());
         return Ok(Done::Held { reason });
     }
-    let plan = accept(args, &state, published.as_ref(), &listing, &cfg.filter, out)?;
+    let plan = accept(args, &state, published.as_ref(), &listing, cfg, out)?;
     check_carried(&state, published.as_ref(), &listing, &plan)?;
     let freed = reclaim_staging(&run.locked.partial_dir(), plan.downloads(), cfg.max_partial_size)?;
     if freed > 0 {
@@ -196,7 +195,7 @@ fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Resul
         out.info(format!("held: {reason}"));
         return Ok(());
     }
-    let plan = accept(args, &state, published.as_ref(), &listing, &cfg.filter, out)?;
+    let plan = accept(args, &state, published.as_ref(), &listing, cfg, out)?;
     check_carried(&state, published.as_ref(), &listing, &plan)?;
     print_plan(&plan, out);
     let staged = staged_bytes(&store.meta().join("partial"), plan.downloads());
@@ -355,7 +354,7 @@ fn accept(
     state: &State,
     published: Option<&Published>,
     listing: &Listing,
-    filter: &Filter,
+    cfg: &Config,
     out: Reporter,
 ) -> Result<Plan> {
     let generated = unix_seconds(listing.manifest.generated_at);
@@ -402,9 +401,22 @@ fn accept(
             listing.url
         ));
     }
+    Ok(plan_of(files, published, cfg, out))
+}
+
+/// The plan of the listed `files` against the published snapshot: the
+/// `versions` rules first (what they drop is never fetched, and goes from
+/// the mirror), then the filters.
+fn plan_of(files: Vec<crate::manifest::Entry>, published: Option<&Published>, cfg: &Config, out: Reporter) -> Plan {
+    let (files, series) = crate::versions::select(&cfg.versions, files);
+    for s in series.iter().filter(|s| !s.dropped.is_empty()) {
+        let name = if s.series.is_empty() { String::new() } else { format!(" {}", crate::output::escape(&s.series)) };
+        let (kept, dropped) = (s.kept.join(", "), s.dropped.join(", "));
+        out.info(format!("versions {}:{name} keeps {kept}; leaves out {dropped}", s.pattern));
+    }
     let empty = Manifest { generated_at: UNIX_EPOCH, files: Vec::new() };
     let current = published.map_or(&empty, |p| &p.manifest);
-    Ok(plan::diff(&files, &current.files, filter))
+    plan::diff(&files, &current.files, &cfg.filter)
 }
 
 fn published_count(published: Option<&Published>) -> usize {

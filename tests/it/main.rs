@@ -20,3 +20,4 @@ mod support;
 mod sync;
 mod tls;
 mod trust;
+mod versions;
