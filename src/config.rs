@@ -614,6 +614,33 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_examples_of_channels_and_versions_parse_uncommented() {
+        let text = include_str!("../etc/upmirror.toml");
+        let uncommented: String = text
+            .lines()
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|l| {
+                        l.starts_with("auto_promote")
+                            || l.starts_with("[[versions]]")
+                            || l.starts_with("pattern")
+                            || l.starts_with("keep = 2")
+                    })
+                    .unwrap_or(l)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let f = parse_file(&uncommented).unwrap();
+        assert_eq!(
+            auto_promote(&[], &f.auto_promote).unwrap(),
+            [("stable".to_owned(), Duration::from_secs(7 * 86400))]
+        );
+        assert_eq!(versions(&[], &f.versions).unwrap().len(), 1);
+        assert!(versions(&["releases/{version}/**=x".into()], &None).is_err());
+        assert!(auto_promote(&["stable".into()], &None).is_err());
+    }
+
+    #[test]
     fn rates_and_durations_parse_with_units() {
         assert_eq!(bytes("k", Some("20MiB/s".into()), false).unwrap(), Some(20 << 20));
         assert_eq!(bytes("k", Some("512K".into()), false).unwrap(), Some(512 << 10));
