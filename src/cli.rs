@@ -17,6 +17,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// One per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List, plan, fetch, verify and publish a new snapshot.

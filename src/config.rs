@@ -29,6 +29,9 @@ pub struct VersionsEntry {
     keep: usize,
 }
 
+/// The manifest's file name unless `manifest_name` says otherwise.
+const MANIFEST: &str = "upmirror-manifest.json";
+
 /// An `upstreams` entry: a URL, or `{ url = "...", proxy = "http://…" | "direct" }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -207,12 +210,7 @@ impl Config {
             },
             keep: keys.publish.keep.or(file.keep).unwrap_or(3),
             listing: keys.upstream.listing.or(file.listing).unwrap_or(ListingKind::Auto),
-            manifest_name: keys
-                .upstream
-                .manifest_name
-                .clone()
-                .or(file.manifest_name.clone())
-                .unwrap_or("upmirror-manifest.json".into()),
+            manifest_name: up.manifest_name.clone().or(file.manifest_name.clone()).unwrap_or(MANIFEST.into()),
             allow_plain_http,
             max_delete_percent: keys.plan.max_delete_percent.or(file.max_delete_percent).unwrap_or(10.0),
             concurrency: keys.upstream.concurrency.or(file.concurrency),
