@@ -13,18 +13,6 @@ fn version(env: &Env, v: &str) {
     env.make_manifest();
 }
 
-/// Move every snapshot's first publish back by `hours`, as time passing would.
-fn age_snapshots(env: &Env, hours: u64) {
-    let file = env.root.join(".upmirror/state.json");
-    let mut state: serde_json::Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
-    for (_, info) in state["snapshots"].as_object_mut().unwrap() {
-        if let Some(t) = info["first_published_at"].as_u64() {
-            info["first_published_at"] = (t - hours * 3600).into();
-        }
-    }
-    fs::write(&file, serde_json::to_vec(&state).unwrap()).unwrap();
-}
-
 #[test]
 fn a_promoted_snapshot_is_served_on_its_channel_while_current_moves_on() {
     let env = Env::with_sample_tree();
@@ -81,14 +69,14 @@ fn auto_promote_points_a_channel_at_the_newest_snapshot_past_its_cooldown() {
     assert_eq!(env.sync(&upstream.url(), &auto).code, 0);
     let v1 = env.published_id().unwrap();
     assert!(!env.root.join("channels/stable").exists(), "nothing is an hour old yet");
-    age_snapshots(&env, 2);
+    crate::support::age_snapshots(&env, "first_published_at", 2);
     version(&env, "11.3");
     assert_eq!(env.sync(&upstream.url(), &auto).code, 0);
     let v2 = env.published_id().unwrap();
     let stable = || fs::read_link(env.root.join("channels/stable")).unwrap();
     assert_eq!(stable(), std::path::Path::new("../snapshots").join(&v1), "v2 is too young");
     // An hour later (a run with nothing to do still moves it).
-    age_snapshots(&env, 2);
+    crate::support::age_snapshots(&env, "first_published_at", 2);
     assert_eq!(env.sync(&upstream.url(), &auto).code, 0);
     assert_eq!(stable(), std::path::Path::new("../snapshots").join(&v2));
     let metrics = env.dir.path().join("m.prom");

@@ -105,18 +105,6 @@ fn repaired_damage_never_comes_back_and_a_damaged_snapshot_is_not_rolled_back_to
     assert_eq!(env.published_id().unwrap(), v2);
 }
 
-/// Set every grace window in the state back by `hours`, as time passing would.
-fn age_grace_windows(env: &Env, hours: u64) {
-    let file = env.root.join(".upmirror/state.json");
-    let mut state: serde_json::Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
-    for (_, info) in state["snapshots"].as_object_mut().unwrap() {
-        if let Some(t) = info["replaced_at"].as_u64() {
-            info["replaced_at"] = (t - hours * 3600).into();
-        }
-    }
-    fs::write(&file, serde_json::to_vec(&state).unwrap()).unwrap();
-}
-
 #[test]
 fn missing_paths_are_served_from_replaced_snapshots_for_the_grace_window_only() {
     use crate::serve::{client, get, runtime, start_shipped_site_as_shipped};
@@ -156,7 +144,7 @@ fn missing_paths_are_served_from_replaced_snapshots_for_the_grace_window_only() 
     });
 
     // Two hours later the window has closed: the next run (no change) drops it.
-    age_grace_windows(&env, 3);
+    crate::support::age_snapshots(&env, "replaced_at", 3);
     assert_eq!(env.sync(&upstream.url(), &["--keep", "1"]).code, 0);
     assert!(fs::symlink_metadata(env.root.join("grace-1")).is_err());
     runtime().block_on(async {

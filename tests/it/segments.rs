@@ -67,10 +67,9 @@ fn a_large_file_arrives_in_ranges_over_several_connections() {
     assert_eq!(staging_leftovers(&env), Vec::<String>::new());
 }
 
-#[test]
-fn a_run_killed_mid_range_resumes_every_piece_where_it_stopped() {
-    let env = env_with_big_file();
-    let server = env.serve();
+/// Start a sync whose pieces stall after 1 MiB each, and kill it once the
+/// record beside the partial file satisfies `enough` (bounded wait).
+fn kill_mid_range(env: &Env, server: &Server, enough: impl Fn(&[u64]) -> bool) {
     server.fault(BIG, Fault::StallAfter(1 << 20));
     let mut child = Command::new(env!("CARGO_BIN_EXE_upmirror"))
         .args(["sync", "--root", env.root.to_str().unwrap(), "--upstream", &server.url()])
@@ -78,17 +77,24 @@ fn a_run_killed_mid_range_resumes_every_piece_where_it_stopped() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Eight pieces each receive 1 MiB, then the server holds them: wait
-    // (bounded) until the record beside the partial file shows most of it
-    // written (the rest waits in a buffer of 64 KiB).
     let deadline = Instant::now() + Duration::from_secs(30);
-    let started = |r: &[u64]| r.iter().filter(|d| **d > 0).count();
-    while recorded(&env).iter().sum::<u64>() < 6 << 20 || started(&recorded(&env)) < 8 {
-        assert!(Instant::now() < deadline, "the pieces never arrived: {:?}", ranges(&server));
+    while !enough(&recorded(env)) {
+        assert!(Instant::now() < deadline, "the pieces never arrived: {:?}", ranges(server));
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[test]
+fn a_run_killed_mid_range_resumes_every_piece_where_it_stopped() {
+    let env = env_with_big_file();
+    let server = env.serve();
+    // Eight pieces each receive 1 MiB, then the server holds them: kill the
+    // run once the record shows most of it written (the rest waits in a
+    // buffer of 64 KiB).
+    let started = |r: &[u64]| r.iter().filter(|d| **d > 0).count();
+    kill_mid_range(&env, &server, |r| r.iter().sum::<u64>() >= 6 << 20 && started(r) >= 8);
     assert_eq!(asked(&server).len(), 8, "{:?}", ranges(&server));
     let done = recorded(&env);
 
@@ -187,20 +193,7 @@ fn an_upstream_serving_other_bytes_is_dropped_and_the_file_ends_verified() {
 fn a_damaged_partial_file_is_fetched_again_without_blaming_the_upstream() {
     let env = env_with_big_file();
     let server = env.serve();
-    server.fault(BIG, Fault::StallAfter(1 << 20));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_upmirror"))
-        .args(["sync", "--root", env.root.to_str().unwrap(), "--upstream", &server.url()])
-        .args(["--ca-file", env.pki.ca.to_str().unwrap(), "--config", "/dev/null"])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while recorded(&env).first().copied().unwrap_or(0) < 64 << 10 {
-        assert!(Instant::now() < deadline, "the pieces never arrived: {:?}", ranges(&server));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_mid_range(&env, &server, |r| r.first().copied().unwrap_or(0) >= 64 << 10);
     // A byte of what the killed run wrote goes bad on the disk.
     let partial = walkdir::WalkDir::new(env.root.join(".upmirror/partial"))
         .into_iter()

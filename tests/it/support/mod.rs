@@ -366,3 +366,17 @@ pub fn dead_address(port: u16) -> (std::net::TcpListener, Vec<std::net::TcpStrea
     }
     (listener, queued)
 }
+
+/// Move `field` of every snapshot in the store's state back by `hours`, as
+/// time passing would (`replaced_at` for grace, `first_published_at` for
+/// channel cooldowns).
+pub fn age_snapshots(env: &Env, field: &str, hours: u64) {
+    let file = env.root.join(".upmirror/state.json");
+    let mut state: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    for (_, info) in state["snapshots"].as_object_mut().unwrap() {
+        if let Some(t) = info[field].as_u64() {
+            info[field] = (t - hours * 3600).into();
+        }
+    }
+    std::fs::write(&file, serde_json::to_vec(&state).unwrap()).unwrap();
+}
