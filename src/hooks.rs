@@ -38,7 +38,7 @@ pub fn run(name: &str, command: &str, env: &[(&str, String)], timeout: Duration,
         use std::os::unix::fs::OpenOptionsExt as _;
         let mut open = std::fs::OpenOptions::new();
         open.write(true).create(true).truncate(true).mode(0o600);
-        open.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+        open.custom_flags(crate::disk::nofollow());
         open.open(&output).with_context(|| format!("could not create {}", output.display()))?
     };
     let mut cmd = Command::new(program);

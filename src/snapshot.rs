@@ -329,14 +329,11 @@ impl Locked<'_> {
         let root = File::open(&self.root).with_context(|| format!("could not open {}", self.root.display()))?;
         rustix::fs::syncfs(&root)
             .with_context(|| format!("could not flush the filesystem of {}", self.root.display()))?;
-        let tmp = self.root.join(".current.tmp");
-        remove_if_exists(&tmp)?;
-        std::os::unix::fs::symlink(Path::new("snapshots").join(id), &tmp)
-            .with_context(|| format!("could not create {}", tmp.display()))?;
-        failpoint("publish-before-swap");
-        interrupt::check()?;
-        let current = self.root.join("current");
-        fs::rename(&tmp, &current).with_context(|| format!("could not replace {}", current.display()))?;
+        let target = Path::new("snapshots").join(id);
+        swap_symlink(&self.root.join("current"), &self.root.join(".current.tmp"), &target, || {
+            failpoint("publish-before-swap");
+            Ok(interrupt::check()?)
+        })?;
         failpoint("publish-after-swap");
         root.sync_all().with_context(|| format!("could not flush {}", self.root.display()))
     }
@@ -388,13 +385,8 @@ impl Locked<'_> {
     pub fn set_channel(&self, name: &str, id: &str) -> Result<()> {
         let dir = self.root.join("channels");
         ensure_real_dir(&dir)?;
-        let tmp = dir.join(format!(".{name}.tmp"));
-        remove_if_exists(&tmp)?;
-        std::os::unix::fs::symlink(Path::new("../snapshots").join(id), &tmp)
-            .with_context(|| format!("could not create {}", tmp.display()))?;
-        interrupt::check()?;
-        let link = dir.join(name);
-        fs::rename(&tmp, &link).with_context(|| format!("could not replace {}", link.display()))?;
+        let (tmp, target) = (dir.join(format!(".{name}.tmp")), Path::new("../snapshots").join(id));
+        swap_symlink(&dir.join(name), &tmp, &target, || Ok(interrupt::check()?))?;
         File::open(&dir).and_then(|d| d.sync_all()).with_context(|| format!("could not flush {}", dir.display()))
     }
 
@@ -426,10 +418,7 @@ impl Locked<'_> {
             match ids.get(n - 1) {
                 Some(id) => {
                     let tmp = self.root.join(format!(".grace-{n}.tmp"));
-                    remove_if_exists(&tmp)?;
-                    std::os::unix::fs::symlink(Path::new("snapshots").join(id), &tmp)
-                        .with_context(|| format!("could not create {}", tmp.display()))?;
-                    fs::rename(&tmp, &link).with_context(|| format!("could not replace {}", link.display()))?;
+                    swap_symlink(&link, &tmp, &Path::new("snapshots").join(id), || Ok(()))?;
                 }
                 None => remove_if_exists(&link)?,
             }
@@ -464,6 +453,15 @@ impl Locked<'_> {
         }
         (removed, result)
     }
+}
+
+/// Make `link` a symlink to `target` in one rename of `tmp` over it (a reader
+/// sees the old target or the new, never none), once `ready` agrees.
+fn swap_symlink(link: &Path, tmp: &Path, target: &Path, ready: impl FnOnce() -> Result<()>) -> Result<()> {
+    remove_if_exists(tmp)?;
+    std::os::unix::fs::symlink(target, tmp).with_context(|| format!("could not create {}", tmp.display()))?;
+    ready()?;
+    fs::rename(tmp, link).with_context(|| format!("could not replace {}", link.display()))
 }
 
 /// Of `ids` (oldest first), those a prune removes: the oldest beyond

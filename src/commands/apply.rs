@@ -140,7 +140,7 @@ fn refresh_grace(run: &mut Run) {
     if let Err(e) = run.locked.set_withdrawn(&withdrawn) {
         run.warn(format!("the withdrawn snapshots were not marked: {}", error_line(&e)));
     }
-    if super::promote::auto_promote(run, &mut state, &ids, now)
+    if super::promote::auto_promote(run, &mut state, (&ids, &withdrawn), now)
         && let Err(e) = state.save(&run.locked.meta())
     {
         run.warn(format!("the channels' state was not saved: {}", error_line(&e)));

@@ -134,7 +134,7 @@ fn copy_file(from: &Path, to: &Path, link: bool) -> Result<()> {
     let write = || -> std::io::Result<()> {
         let mut source = std::fs::File::open(from)?;
         let mut open = std::fs::OpenOptions::new();
-        open.write(true).create_new(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+        open.write(true).create_new(true).custom_flags(crate::disk::nofollow());
         let mut target = open.open(to)?;
         std::io::copy(&mut source, &mut target)?;
         target.set_modified(source.metadata()?.modified()?)

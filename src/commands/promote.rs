@@ -50,16 +50,21 @@ fn promote_in(run: &mut Run, channel: &str, snapshot: Option<&str>) -> Result<Pr
     Ok(Promoted { channel: channel.to_owned(), id })
 }
 
-/// Point each channel of `auto_promote` at the newest kept snapshot
-/// published at least its cooldown ago and not withdrawn; a channel no
-/// snapshot is old enough for stays as it is. Returns whether `state` changed.
-pub(super) fn auto_promote(run: &mut Run, state: &mut State, ids: &[String], now: u64) -> bool {
+/// Point each channel of `auto_promote` at the newest of the kept snapshots
+/// `ids` published at least its cooldown ago and not `withdrawn`; a channel
+/// no snapshot is old enough for stays as it is. Returns whether `state` changed.
+pub(super) fn auto_promote(
+    run: &mut Run,
+    state: &mut State,
+    (ids, withdrawn): (&[String], &[String]),
+    now: u64,
+) -> bool {
     let candidates: Vec<Candidate> = ids
         .iter()
         .filter_map(|id| {
             let info = state.snapshots.get(id)?;
-            let withdrawn = state.rejected.contains(&info.identity) && run.locked.current_id().as_ref() != Some(id);
-            Some(Candidate { id, first_published: info.first_published_at.or(info.published_at)?, withdrawn })
+            let first_published = info.first_published_at.or(info.published_at)?;
+            Some(Candidate { id, first_published, withdrawn: withdrawn.contains(id) })
         })
         .collect();
     let linked = run.locked.channels().unwrap_or_default();

@@ -35,6 +35,13 @@ struct Found {
     mtime: Option<i64>,
 }
 
+impl Found {
+    /// The listing shows neither its size nor its date.
+    fn shows_nothing(&self) -> bool {
+        self.size.is_none() && self.mtime.is_none()
+    }
+}
+
 /// One directory page: its items, the format, the resolution of its dates,
 /// the `Server` header and its length in bytes.
 struct Page {
@@ -110,12 +117,8 @@ pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_
 fn rechecked(found: &[Found], previous: Option<Previous<'_>>) -> (HashSet<String>, super::Rechecks) {
     let Some(prev) = previous else { return Default::default() };
     let published = |f: &&Found| prev.manifest.files.binary_search_by(|e| e.path.cmp(&f.path)).is_ok();
-    let mut blind: Vec<&str> = found
-        .iter()
-        .filter(|f| f.size.is_none() && f.mtime.is_none())
-        .filter(published)
-        .map(|f| f.path.as_str())
-        .collect();
+    let mut blind: Vec<&str> =
+        found.iter().filter(|f| f.shows_nothing()).filter(published).map(|f| f.path.as_str()).collect();
     blind.sort_unstable();
     let start = prev.recheck.from.map_or(0, |from| blind.partition_point(|p| *p <= from));
     let take = prev.recheck.budget.min(blind.len());
@@ -302,7 +305,7 @@ async fn settle(
             let old = known.get(f.path.as_str()).copied();
             let sha256 = digests.get(f.path.as_str()).copied();
             // Shown nothing of, and not its turn: as published.
-            let waits = f.size.is_none() && f.mtime.is_none() && !asked.contains(f.path.as_str());
+            let waits = f.shows_nothing() && !asked.contains(f.path.as_str());
             async move {
                 let (size, mtime) = match old.filter(|_| waits) {
                     Some(o) => (o.size, o.mtime),

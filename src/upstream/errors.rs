@@ -89,7 +89,7 @@ impl TransportKind {
 /// the cause for what is known, the whole chain for anything else.
 pub fn describe(e: reqwest::Error) -> anyhow::Error {
     let kind = classify(&e);
-    let origin = e.url().map(|u| format!("{}://{}", u.scheme(), u.authority())).unwrap_or_default();
+    let origin = e.url().map(super::origin).unwrap_or_default();
     let message = match (kind, own_cause(&e)) {
         (_, Some(ours)) => format!("{origin}: {ours}"),
         (TransportKind::ClientCertificate, _) => {

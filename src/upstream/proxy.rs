@@ -32,7 +32,7 @@ pub fn client_proxy(cfg: &Config) -> Result<Option<reqwest::Proxy>, ConfigError>
 }
 
 /// The proxy upstream `i` goes through (its credentials included).
-pub fn url(cfg: &Config, i: usize) -> Option<Url> {
+fn url(cfg: &Config, i: usize) -> Option<Url> {
     if cfg.upstreams[i].scheme() == "file" {
         return None;
     }
@@ -51,16 +51,14 @@ pub struct Via {
     pub label: String,
 }
 
+/// The proxy upstream `i` goes through, and its label: `scheme://host:port`
+/// without credentials.
 pub fn via(cfg: &Config, i: usize) -> Option<Via> {
-    Some(Via { url: url(cfg, i)?, label: label(cfg, i)? })
-}
-
-/// The proxy upstream `i` goes through, without credentials, for reports.
-pub fn label(cfg: &Config, i: usize) -> Option<String> {
     let url = url(cfg, i)?;
     let exempt = std::env::var("NO_PROXY").or_else(|_| std::env::var("no_proxy")).is_ok_and(|v| !v.is_empty());
     let caveat = if exempt { " (unless NO_PROXY exempts the host)" } else { "" };
-    Some(format!("{}://{}:{}{caveat}", url.scheme(), url.host_str()?, url.port_or_known_default()?))
+    let label = format!("{}://{}:{}{caveat}", url.scheme(), url.host_str()?, url.port_or_known_default()?);
+    Some(Via { url, label })
 }
 
 /// The proxy for every upstream without one of its own: `proxy`, else the
