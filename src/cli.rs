@@ -268,6 +268,9 @@ pub struct PlanArgs {
     /// Trust an upstream's validators (ETag, Last-Modified) at most this long [default: 24h].
     #[arg(long, env = "UPMIRROR_RECHECK_AFTER", value_name = "DURATION")]
     pub recheck_after: Option<String>,
+    /// Refuse a listing generated longer ago than this: a frozen or replayed upstream [default: off].
+    #[arg(long, env = "UPMIRROR_MAX_LISTING_AGE", value_name = "DURATION")]
+    pub max_listing_age: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Args)]

@@ -90,6 +90,7 @@ pub struct FileConfig {
     pub bandwidth_limit: Option<String>,
     pub grace: Option<String>,
     pub recheck_after: Option<String>,
+    pub max_listing_age: Option<String>,
     pub proxy: Option<String>,
     pub proxy_ca_file: Option<PathBuf>,
     pub proxy_credentials_file: Option<PathBuf>,
@@ -181,6 +182,8 @@ pub struct Config {
     pub versions: Vec<crate::versions::Rule>,
     /// How long an upstream's validators are trusted before an unconditional fetch.
     pub recheck_after: Duration,
+    /// A listing generated longer ago than this is refused.
+    pub max_listing_age: Option<Duration>,
     pub net: Net,
 }
 
@@ -238,6 +241,9 @@ impl Config {
                 keys.plan.recheck_after.clone().or(file.recheck_after.clone()),
                 "24h",
             )?,
+            max_listing_age: (keys.plan.max_listing_age.clone().or(file.max_listing_age.clone()))
+                .map(|age| duration("max_listing_age", Some(age), "7d"))
+                .transpose()?,
             net: resolve_net(&keys.upstream, &file)?,
         };
         config.validate()?;
@@ -529,7 +535,9 @@ fn plain_words(message: &str, key: Option<&str>) -> String {
     }
     said = said.replace("expected f64", "expected a number");
     let duration = key.is_some_and(|k| {
-        k.ends_with("timeout") || k.ends_with("_time") || ["grace", "recheck_after", "retry_backoff"].contains(&k)
+        k.ends_with("timeout")
+            || k.ends_with("_time")
+            || ["grace", "recheck_after", "retry_backoff", "max_listing_age"].contains(&k)
     });
     let size = key
         .is_some_and(|k| ["free_space_margin", "max_partial_size", "low_speed_limit", "bandwidth_limit"].contains(&k));

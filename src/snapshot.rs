@@ -382,12 +382,54 @@ impl Locked<'_> {
 
     /// Point channel `name` at snapshot `id`: `channels/<name>` becomes a
     /// link to `../snapshots/<id>` in one rename, as `current` does.
-    pub fn set_channel(&self, name: &str, id: &str) -> Result<()> {
+    /// Returns the snapshot it named before.
+    pub fn set_channel(&self, name: &str, id: &str) -> Result<Option<String>> {
         let dir = self.root.join("channels");
         ensure_real_dir(&dir)?;
+        let before = self.channels()?.into_iter().find(|(n, _)| n == name).map(|(_, id)| id);
         let (tmp, target) = (dir.join(format!(".{name}.tmp")), Path::new("../snapshots").join(id));
         swap_symlink(&dir.join(name), &tmp, &target, || Ok(interrupt::check()?))?;
-        File::open(&dir).and_then(|d| d.sync_all()).with_context(|| format!("could not flush {}", dir.display()))
+        File::open(&dir).and_then(|d| d.sync_all()).with_context(|| format!("could not flush {}", dir.display()))?;
+        Ok(before)
+    }
+
+    /// Point each channel's grace links, `channels/.grace/<name>-1` …, at
+    /// the snapshots it left within the window (newest first), and remove
+    /// every other link there: the nginx site serves a path missing from a
+    /// channel's snapshot from these, in order.
+    pub fn set_channel_grace(&self, links: &[(String, Vec<String>)]) -> Result<()> {
+        let dir = self.root.join("channels/.grace");
+        if links.iter().all(|(_, ids)| ids.is_empty()) && !dir.exists() {
+            return Ok(());
+        }
+        ensure_real_dir(&self.root.join("channels"))?;
+        ensure_real_dir(&dir)?;
+        let mut wanted = Vec::new();
+        for (name, ids) in links {
+            for (n, id) in ids.iter().take(GRACE_LINKS).enumerate() {
+                let link = format!("{name}-{}", n + 1);
+                let target = Path::new("../../snapshots").join(id);
+                swap_symlink(&dir.join(&link), &dir.join(format!(".{link}.tmp")), &target, || Ok(()))?;
+                wanted.push(link);
+            }
+        }
+        for entry in read_dir(&dir)? {
+            if !wanted.iter().any(|w| entry.file_name() == w.as_str()) {
+                remove_if_exists(&entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every snapshot a channel or a channel's grace link names: never pruned.
+    pub fn named_by_channels(&self) -> Result<Vec<String>> {
+        let mut ids: Vec<String> = self.channels()?.into_iter().map(|(_, id)| id).collect();
+        for entry in read_dir(&self.root.join("channels/.grace"))? {
+            let target = fs::read_link(entry.path()).ok();
+            let id = target.as_deref().and_then(|t| t.strip_prefix("../../snapshots").ok()).and_then(Path::to_str);
+            ids.extend(id.map(str::to_owned));
+        }
+        Ok(ids)
     }
 
     /// Mark exactly `ids` as withdrawn (rolled back): a file each in

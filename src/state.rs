@@ -31,6 +31,18 @@ pub struct State {
     /// Channel → when it was last pointed at a snapshot (the link on disk
     /// says which).
     pub channels: BTreeMap<String, u64>,
+    /// Channel → the snapshots it was moved away from, newest first (at
+    /// most one per grace link): for `grace` from then each still serves
+    /// the paths missing from the channel's snapshot.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub channels_left: BTreeMap<String, Vec<Left>>,
+}
+
+/// A snapshot a channel was moved away from, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Left {
+    pub snapshot: String,
+    pub at: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -89,6 +101,25 @@ impl State {
         let info = self.snapshots.entry(id.to_owned()).or_default();
         (info.published_at, info.replaced_at) = (Some(now), None);
         info.first_published_at.get_or_insert(now);
+    }
+
+    /// Note that channel `name` was pointed at `id` at `now`, moved away from
+    /// `before`, which keeps a grace window on the channel.
+    pub fn promoted(&mut self, name: &str, id: &str, before: Option<&str>, now: u64) {
+        self.channels.insert(name.to_owned(), now);
+        if let Some(old) = before.filter(|old| *old != id) {
+            let left = self.channels_left.entry(name.to_owned()).or_default();
+            left.retain(|l| l.snapshot != old && l.snapshot != id);
+            left.insert(0, Left { snapshot: old.to_owned(), at: now });
+            left.truncate(crate::snapshot::GRACE_LINKS);
+        }
+    }
+
+    /// The snapshots channel `name` left less than `grace` before `now`,
+    /// newest first.
+    pub fn channel_grace(&self, name: &str, now: u64, grace: u64) -> Vec<String> {
+        let left = self.channels_left.get(name).map(Vec::as_slice).unwrap_or_default();
+        left.iter().filter(|l| now.saturating_sub(l.at) < grace).map(|l| l.snapshot.clone()).collect()
     }
 
     /// The snapshots replaced less than `grace` before `now`, newest first:

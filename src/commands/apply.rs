@@ -145,6 +145,7 @@ fn refresh_grace(run: &mut Run) {
     {
         run.warn(format!("the channels' state was not saved: {}", error_line(&e)));
     }
+    refresh_channel_grace(run, &state, &ids, now);
     run.status.snapshots = ids
         .iter()
         .map(|id| Kept {
@@ -164,6 +165,22 @@ fn in_grace(run: &Run, state: &State, ids: &[String], now: u64) -> Vec<String> {
     let current = run.locked.current_id();
     let replaced = state.in_grace(now, run.cfg.grace.as_secs()).into_iter();
     replaced.filter(|id| ids.contains(id) && Some(id) != current.as_ref()).take(crate::snapshot::GRACE_LINKS).collect()
+}
+
+/// Point each channel's grace links at the kept snapshots it left within
+/// `grace`, other than the one it names now.
+fn refresh_channel_grace(run: &mut Run, state: &State, ids: &[String], now: u64) {
+    let grace = run.cfg.grace.as_secs();
+    let links: Vec<(String, Vec<String>)> = (run.locked.channels().unwrap_or_default().into_iter())
+        .map(|(name, at)| {
+            let left = state.channel_grace(&name, now, grace).into_iter();
+            let kept: Vec<String> = left.filter(|id| ids.contains(id) && *id != at).collect();
+            (name, kept)
+        })
+        .collect();
+    if let Err(e) = run.locked.set_channel_grace(&links) {
+        run.warn(format!("the channels' grace links were not refreshed: {}", error_line(&e)));
+    }
 }
 
 /// Each channel with its snapshot and when it was pointed there.
@@ -333,9 +350,9 @@ pub(super) fn publish(run: &mut Run, snapshot: Snapshot, record: impl FnOnce(&mu
     // What the grace links and the channels name stays; nothing else beyond `keep`.
     let ids = run.locked.snapshot_ids().unwrap_or_default();
     let mut protect = state.as_ref().map(|s| in_grace(run, s, &ids, now)).unwrap_or_default();
-    let (removed, pruned) = match run.locked.channels() {
-        Ok(channels) => {
-            protect.extend(channels.into_iter().map(|(_, id)| id));
+    let (removed, pruned) = match run.locked.named_by_channels() {
+        Ok(named) => {
+            protect.extend(named);
             run.locked.prune(run.cfg.keep, id, &protect)
         }
         Err(e) => (Vec::new(), Err(e.context("the channels could not be read, so nothing was pruned"))),

@@ -43,9 +43,9 @@ fn promote_in(run: &mut Run, channel: &str, snapshot: Option<&str>) -> Result<Pr
         None => run.locked.current_id().ok_or_else(|| Refused("nothing is published yet to promote".into()))?,
     };
     intact(run, &id, "promoted")?;
-    run.locked.set_channel(channel, &id)?;
     let mut state = State::load(&run.locked.meta())?;
-    state.channels.insert(channel.to_owned(), unix_seconds(SystemTime::now()));
+    let before = run.locked.set_channel(channel, &id)?;
+    state.promoted(channel, &id, before.as_deref(), unix_seconds(SystemTime::now()));
     state.save(&run.locked.meta())?;
     Ok(Promoted { channel: channel.to_owned(), id })
 }
@@ -75,8 +75,8 @@ pub(super) fn auto_promote(
             continue;
         }
         match run.locked.set_channel(&channel, id) {
-            Ok(()) => {
-                state.channels.insert(channel.clone(), now);
+            Ok(before) => {
+                state.promoted(&channel, id, before.as_deref(), now);
                 run.out.info(format!("channel {channel} now serves snapshot {id} (auto_promote)"));
                 changed = true;
             }

@@ -109,6 +109,7 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
     let listing = match list(&rt, deadline, upstreams, (&state, cfg), published.as_ref(), whole)? {
         ListOutcome::Unchanged { url, .. } => {
             run.status.upstream = Some(url.to_string());
+            check_age(cfg, &url, published.as_ref().map(|p| p.manifest.generated_at))?;
             return Ok(Done::Unchanged { upstream: url.to_string() });
         }
         ListOutcome::Fetched(listing) => listing,
@@ -183,6 +184,7 @@ fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Resul
     let listing = match list(&rt, deadline, &upstreams, (&state, cfg), published.as_ref(), whole)? {
         ListOutcome::Fetched(listing) => listing,
         ListOutcome::Unchanged { url, .. } => {
+            check_age(cfg, &url, published.as_ref().map(|p| p.manifest.generated_at))?;
             // The upstream says nothing changed since the published listing.
             let plan = Plan::default();
             print_plan(&plan, out);
@@ -388,6 +390,11 @@ fn accept(
         ))
         .into());
     }
+    // A crawl is as old as its newest file.
+    let newest = || {
+        listing.manifest.files.iter().map(|e| e.mtime).max().map(|t| UNIX_EPOCH + Duration::from_secs(t.max(0) as u64))
+    };
+    check_age(cfg, &listing.url, if dated { Some(listing.manifest.generated_at) } else { newest() })?;
     let own_file_as_dir = |e: &&crate::manifest::Entry| e.path.ancestors().next().is_some_and(describes_snapshot);
     if let Some(e) = listing.manifest.files.iter().find(own_file_as_dir) {
         let name = e.path.ancestors().next().unwrap_or_default();
@@ -402,6 +409,24 @@ fn accept(
         ));
     }
     Ok(plan_of(files, published, cfg, out))
+}
+
+/// Refuse a listing generated longer than `max_listing_age` before now: a
+/// frozen or replayed upstream, for vendors that sign anew on a schedule.
+fn check_age(cfg: &Config, url: &url::Url, generated: Option<SystemTime>) -> Result<()> {
+    let (Some(max), Some(generated)) = (cfg.max_listing_age, generated) else { return Ok(()) };
+    let age = SystemTime::now().duration_since(generated).unwrap_or_default();
+    if age <= max {
+        return Ok(());
+    }
+    let round = |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs() / 60 * 60)).to_string();
+    Err(Refused(format!(
+        "the listing from {url} was generated at {}, {} ago, longer than max_listing_age ({}): the upstream is frozen or replays an old listing; nothing was published",
+        rfc3339(unix_seconds(generated) as i64),
+        round(age),
+        round(max)
+    ))
+    .into())
 }
 
 /// The plan of the listed `files` against the published snapshot: the

@@ -103,3 +103,63 @@ fn eight_publishes_within_the_grace_window_keep_at_most_three_more_than_keep() {
         assert!(fs::metadata(&link).is_ok_and(|m| m.is_dir()), "grace-{n} resolves");
     }
 }
+
+#[test]
+fn a_channel_moved_on_serves_the_files_it_left_until_its_grace_window_closes() {
+    let env = Env::with_sample_tree();
+    let upstream = env.serve();
+    let root = env.root.to_str().unwrap();
+    assert_eq!(env.sync(&upstream.url(), &["--keep", "1"]).code, 0);
+    let v1 = env.published_id().unwrap();
+    assert_eq!(env.run(&["promote", "stable", "--root", root]).code, 0);
+    env.remove("releases/11.2/core.zip");
+    env.write("releases/11.3/core.zip", b"eleven three\n");
+    env.make_manifest();
+    assert_eq!(env.sync(&upstream.url(), &["--keep", "1"]).code, 0);
+    assert_eq!(env.run(&["promote", "stable", "--root", root]).code, 0);
+    let link = fs::read_link(env.root.join("channels/.grace/stable-1")).unwrap();
+    assert_eq!(link, std::path::Path::new("../../snapshots").join(&v1));
+
+    // keep 1, but the channel's grace link names v1.
+    assert_eq!(env.sync(&upstream.url(), &["--keep", "1", "--grace", "1h"]).code, 0);
+    assert!(env.snapshot_ids().contains(&v1), "{:?}", env.snapshot_ids());
+
+    let (_nginx, https, _) = start_shipped_site_as_shipped(&env);
+    let base = format!("https://127.0.0.1:{https}/channels/stable");
+    let c = client(&env);
+    let old = crate::support::pseudo_random(300_000, 1);
+    runtime().block_on(async {
+        assert_eq!(get(&c, &format!("{base}/releases/11.2/core.zip")).await, (200, old));
+        assert_eq!(get(&c, &format!("{base}/releases/11.3/core.zip")).await, (200, b"eleven three\n".to_vec()));
+        assert_eq!(get(&c, &format!("{base}/releases/11.2/")).await.0, 200);
+        assert_eq!(get(&c, &format!("{base}/nothing")).await.0, 404);
+    });
+
+    // The window closes: the link goes, and so does what it served.
+    assert_eq!(env.sync(&upstream.url(), &["--keep", "1", "--grace", "0"]).code, 0);
+    assert!(fs::symlink_metadata(env.root.join("channels/.grace/stable-1")).is_err());
+    runtime().block_on(async {
+        assert_eq!(get(&c, &format!("{base}/releases/11.2/core.zip")).await.0, 404);
+        assert_eq!(get(&c, &format!("{base}/releases/11.3/core.zip")).await.0, 200);
+    });
+}
+
+#[test]
+fn repair_mends_the_snapshot_a_channel_names() {
+    let env = Env::with_sample_tree();
+    let upstream = env.serve();
+    let root = env.root.to_str().unwrap();
+    assert_eq!(env.sync(&upstream.url(), &[]).code, 0);
+    assert_eq!(env.run(&["promote", "stable", "--root", root]).code, 0);
+    version(&env, "11.3");
+    assert_eq!(env.sync(&upstream.url(), &[]).code, 0);
+    // Damage in `current` is damage in `stable` too: the file is one inode.
+    let original = fs::read(env.upstream.join("pool/p03.deb")).unwrap();
+    fs::write(env.current().join("pool/p03.deb"), b"bit rot\n").unwrap();
+    assert_eq!(fs::read(env.root.join("channels/stable/pool/p03.deb")).unwrap(), b"bit rot\n");
+    let ca = env.pki.ca.to_str().unwrap();
+    let out = env.run(&["verify", "--repair", "--root", root, "--upstream", &upstream.url(), "--ca-file", ca]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(fs::read(env.current().join("pool/p03.deb")).unwrap(), original);
+    assert_eq!(fs::read(env.root.join("channels/stable/pool/p03.deb")).unwrap(), original, "{}", out.stderr);
+}

@@ -301,3 +301,67 @@ fn a_filtered_snapshot_carries_the_vendors_manifest_only_when_it_holds_exactly_i
     let out = env.sync(&vendor.url(), &filtered);
     assert_eq!(out.code, 0, "the next sync goes on: {out:?}");
 }
+
+/// A key pair made by the real `minisign -G -W` (no password): (public, secret).
+fn minisign_keypair(env: &Env, name: &str) -> (PathBuf, PathBuf) {
+    let (public, secret) = (env.dir.path().join(format!("{name}.pub")), env.dir.path().join(format!("{name}.key")));
+    let made = Command::new("minisign").args(["-G", "-W", "-p"]).arg(&public).arg("-s").arg(&secret).output();
+    let made = made.expect("minisign is missing (apt-get install minisign); ./test.sh installs it");
+    assert!(made.status.success(), "{made:?}");
+    (public, secret)
+}
+
+#[test]
+fn a_key_made_by_minisign_without_a_password_signs_and_a_damaged_one_is_refused() {
+    let env = Env::with_sample_tree();
+    let (public, secret) = minisign_keypair(&env, "vendor");
+    sign(&env, &secret);
+    let manifest = env.upstream.join("upmirror-manifest.json");
+    let checked = Command::new("minisign").arg("-Vm").arg(&manifest).arg("-p").arg(&public).output().unwrap();
+    assert!(checked.status.success(), "minisign -V accepts it: {checked:?}");
+
+    // One byte of the secret key changed: refused, nothing signed.
+    use base64::Engine as _;
+    let text = fs::read_to_string(&secret).unwrap();
+    let mut bytes = base64::engine::general_purpose::STANDARD.decode(text.lines().nth(1).unwrap()).unwrap();
+    bytes[70] ^= 1;
+    let damaged = env.dir.path().join("damaged.key");
+    let line = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    fs::write(&damaged, format!("{}\n{line}\n", text.lines().next().unwrap())).unwrap();
+    let out = env.run(&["manifest", env.upstream.to_str().unwrap(), "--sign", damaged.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("damaged.key: Corrupted key"), "{}", out.stderr);
+}
+
+#[test]
+fn a_replayed_old_signed_manifest_is_refused_past_max_listing_age() {
+    let env = Env::with_sample_tree();
+    let (public, secret) = minisign_keypair(&env, "vendor");
+    // The vendor's listing of long ago, signed by the real minisign.
+    env.set_generated_at("2026-01-01T00:00:00Z");
+    let manifest = env.upstream.join("upmirror-manifest.json");
+    let signed = Command::new("minisign").args(["-S", "-s"]).arg(&secret).arg("-m").arg(&manifest).output().unwrap();
+    assert!(signed.status.success(), "{signed:?}");
+    let server = env.serve();
+    let trust = ["--trusted-key", public.to_str().unwrap()];
+    let max_age = [&trust[..], &["--max-listing-age", "7d"]].concat();
+
+    let out = env.sync(&server.url(), &max_age);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("was generated at 2026-01-01T00:00:00Z"), "{}", out.stderr);
+    assert!(out.stderr.contains("longer than max_listing_age (7days)"), "{}", out.stderr);
+    assert_eq!(env.published_id(), None);
+    // Without it, today's behaviour: a valid signature is accepted.
+    assert_eq!(env.sync(&server.url(), &trust).code, 0);
+    let published = env.published_id();
+    // The same listing again, answered 304: still too old.
+    let out = env.sync(&server.url(), &max_age);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert_eq!(env.last_status()["outcome"], "refused", "{}", env.last_status());
+    assert_eq!(env.published_id(), published);
+    // The vendor signs a fresh listing: accepted.
+    env.write("releases/current.json", b"{\"version\":\"11.3\"}\n");
+    sign(&env, &secret);
+    assert_eq!(env.sync(&server.url(), &max_age).code, 0);
+    assert_ne!(env.published_id(), published);
+}
