@@ -620,7 +620,7 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_examples_of_channels_and_versions_parse_uncommented() {
+    fn the_shipped_examples_of_channels_versions_and_listing_age_parse_uncommented() {
         let text = include_str!("../etc/upmirror.toml");
         let uncommented: String = text
             .lines()
@@ -628,6 +628,7 @@ mod tests {
                 l.strip_prefix("# ")
                     .filter(|l| {
                         l.starts_with("auto_promote")
+                            || l.starts_with("max_listing_age")
                             || l.starts_with("[[versions]]")
                             || l.starts_with("pattern")
                             || l.starts_with("keep = 2")
@@ -642,6 +643,7 @@ mod tests {
             [("stable".to_owned(), Duration::from_secs(7 * 86400))]
         );
         assert_eq!(versions(&[], &f.versions).unwrap().len(), 1);
+        assert_eq!(f.max_listing_age.as_deref(), Some("8d"));
         assert!(versions(&["releases/{version}/**=x".into()], &None).is_err());
         assert!(auto_promote(&["stable".into()], &None).is_err());
     }
