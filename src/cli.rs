@@ -120,6 +120,9 @@ pub struct VerifyArgs {
     /// Re-fetch what is wrong into a new snapshot and publish it.
     #[arg(long)]
     pub repair: bool,
+    /// Re-hash at most SIZE (e.g. 50GiB), going on from where the last budgeted verify stopped.
+    #[arg(long, value_name = "SIZE")]
+    pub budget: Option<String>,
     #[command(flatten)]
     pub root: RootArgs,
     #[command(flatten)]

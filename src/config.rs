@@ -437,6 +437,11 @@ fn grace(value: Option<String>) -> Result<Duration, ConfigError> {
     }
 }
 
+/// A size given on the command line (`--budget 50GiB`), more than zero.
+pub fn size(flag: &str, text: &str) -> Result<u64, ConfigError> {
+    Ok(bytes(flag, Some(text.to_owned()), false)?.unwrap_or_default())
+}
+
 /// `20MiB/s`, `512K`, `1000` → bytes (per second, for rates).
 fn bytes(key: &str, value: Option<String>, zero_ok: bool) -> Result<Option<u64>, ConfigError> {
     let Some(text) = value else { return Ok(None) };

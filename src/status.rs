@@ -77,6 +77,9 @@ pub struct RunStatus {
     /// The snapshots kept after the run, oldest first; each is readable at
     /// `/.well-known/upmirror/snapshots/<id>/`.
     pub snapshots: Vec<Kept>,
+    /// How far budgeted verifies have come (`verify --budget`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<crate::verify::Cycle>,
 }
 
 /// How a run ended, as `status.json` words it.
@@ -186,8 +189,7 @@ impl RunStatus {
         let what = "the run's status was";
         let unrecorded = |e: anyhow::Error| anyhow::Error::new(Unrecorded { what, why: error_line(&e) });
         let history_path = sinks.meta.join("history.json");
-        let mut history: Vec<RunStatus> =
-            std::fs::read(&history_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let mut history = history(&history_path);
         let before = history.last().map_or(0, |r| r.bytes_downloaded_total);
         let published_now = if self.outcome == Outcome::Published { self.summary.download_bytes } else { 0 };
         self.bytes_downloaded_total = before.saturating_add(published_now);
@@ -219,6 +221,31 @@ impl RunStatus {
             Err(Unrecorded { what, why: format!("{}{hint}", error_line(&e)) }.into())
         })
     }
+}
+
+impl RunStatus {
+    /// Change the last run's status where it is recorded (`status.json`, its
+    /// entry in the history, the public copy, the metrics), as a command that
+    /// is no run of its own does (a budgeted verify): the last run's outcome
+    /// and exit code stay what monitoring saw. Nothing when no run is recorded.
+    pub fn amend(sinks: &Sinks, change: impl FnOnce(&mut RunStatus)) -> Result<()> {
+        let history_path = sinks.meta.join("history.json");
+        let mut history = history(&history_path);
+        let Some(last) = history.last_mut() else { return Ok(()) };
+        change(last);
+        write_private(&sinks.meta.join("status.json"), &serde_json::to_vec_pretty(last)?)?;
+        write_private(&history_path, &serde_json::to_vec(&history)?)?;
+        write_public(sinks, &history)?;
+        match &sinks.metrics {
+            Some(path) => write_atomic(path, metrics(&history).as_bytes()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The runs recorded, oldest first; none when the file is missing or damaged.
+fn history(path: &Path) -> Vec<RunStatus> {
+    std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
 }
 
 /// The public status (no host paths) and its page.
@@ -295,27 +322,37 @@ fn metrics(history: &[RunStatus]) -> String {
     }
     if let Some(last) = last {
         per_run_metrics(&mut text, last);
+        timed_metrics(&mut text, last);
     }
-    if let Some(lag) = last.and_then(origin_lag) {
+    text
+}
+
+/// The gauges of times and ages the last run saw, where it saw them.
+fn timed_metrics(text: &mut String, last: &RunStatus) {
+    if let Some(lag) = origin_lag(last) {
         let help = "How far the published snapshot is behind its origin's listing, at the last run.";
-        let name = family(&mut text, "upmirror_origin_lag_seconds", "gauge", help);
+        let name = family(text, "upmirror_origin_lag_seconds", "gauge", help);
         let _ = writeln!(text, "{name} {lag}");
     }
-    if let Some(last) = last.filter(|r| !r.channels.is_empty()) {
+    if !last.channels.is_empty() {
         let help = "Seconds from when each channel was last pointed at its snapshot to the last run.";
-        let name = family(&mut text, "upmirror_channel_age_seconds", "gauge", help);
+        let name = family(text, "upmirror_channel_age_seconds", "gauge", help);
         for c in &last.channels {
             let age =
                 c.promoted_at.as_deref().and_then(unix).zip(unix(&last.finished)).map(|(p, f)| f.saturating_sub(p));
             let _ = writeln!(text, "{name}{{channel=\"{}\"}} {}", label(&c.name), age.unwrap_or(0));
         }
     }
-    if let Some(expiry) = last.and_then(|r| r.client_cert_expires.as_deref()).and_then(unix) {
+    if let Some(done) = last.verify.as_ref().and_then(|v| v.cycle_completed_at.as_deref()).and_then(unix) {
+        let help = "When a cycle of budgeted verifies last finished checking every published file.";
+        let name = family(text, "upmirror_verify_cycle_completed_timestamp_seconds", "gauge", help);
+        let _ = writeln!(text, "{name} {done}");
+    }
+    if let Some(expiry) = last.client_cert_expires.as_deref().and_then(unix) {
         let help = "When the client certificate expires.";
-        let name = family(&mut text, "upmirror_client_cert_expiry_timestamp_seconds", "gauge", help);
+        let name = family(text, "upmirror_client_cert_expiry_timestamp_seconds", "gauge", help);
         let _ = writeln!(text, "{name} {expiry}");
     }
-    text
 }
 
 /// Seconds from the origin's listing to the end of run `r`.
@@ -427,6 +464,9 @@ fn last_run_section(html: &mut String, r: &RunStatus) {
     }
     if let (Some(used), Some(size)) = (r.disk_used_bytes, r.disk_size_bytes) {
         let _ = writeln!(html, "<p>Disk: {} used of {}.</p>", human_bytes(used), human_bytes(size));
+    }
+    if let Some(cycle) = &r.verify {
+        let _ = writeln!(html, "<p>Verify: {}.</p>", esc(&cycle.describe()));
     }
     html.push_str(
         "<h2>Upstreams at the last run</h2>\n<table><tr><th>upstream</th><th>state</th><th>detail</th></tr>\n",

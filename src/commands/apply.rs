@@ -146,6 +146,7 @@ fn refresh_grace(run: &mut Run) {
         run.warn(format!("the channels' state was not saved: {}", error_line(&e)));
     }
     refresh_channel_grace(run, &state, &ids, now);
+    run.status.verify = crate::verify::Cycle::load(&run.locked.meta()).ok().filter(|c| *c != Default::default());
     run.status.snapshots = ids
         .iter()
         .map(|id| Kept {

@@ -34,7 +34,10 @@ pub fn run(command: Command, cfg: &Config, out: Reporter) -> Result<()> {
     }
     match command {
         Command::Sync(args) => sync::sync(cfg, &args, out),
-        Command::Verify(args) => verify::verify(cfg, args.repair, out),
+        Command::Verify(args) => {
+            let budget = args.budget.map(|b| crate::config::size("--budget", &b)).transpose()?;
+            verify::verify(cfg, args.repair, budget, out)
+        }
         Command::Status(args) => status::status(cfg, args.check.then(|| args.stale_after.into()), out),
         Command::Mirrors { .. } => mirrors::mirrors(cfg, out),
         Command::Rollback { .. } => rollback::rollback(cfg, out),

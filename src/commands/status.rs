@@ -97,6 +97,9 @@ fn print_status(
             chain.join(" > ")
         );
     }
+    if let Some(cycle) = last.and_then(|r| r.verify.as_ref()) {
+        crate::outln!("verify      {}", cycle.describe());
+    }
     let current = published.map(|p| &p.id);
     let marked: Vec<String> =
         ids.iter().map(|id| if Some(id) == current { format!("{id} (current)") } else { id.clone() }).collect();

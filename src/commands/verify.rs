@@ -6,14 +6,16 @@ use std::collections::HashSet;
 use anyhow::{Context, Result, bail};
 
 use super::apply::{Origin, Outcome, Run, apply, recorded};
-use super::runtime;
+use super::{now_rfc3339, runtime};
 use crate::config::Config;
 use crate::manifest::Entry;
 use crate::output::{Progress, Reporter, error_line};
+use crate::output::{escape, human_bytes};
 use crate::plan::Plan;
 use crate::snapshot::{About, Describe, Published, Store};
+use crate::status::{RunStatus, Sinks};
 use crate::upstream::Upstreams;
-use crate::verify::{Problem, check_tree};
+use crate::verify::{Cycle, Problem, check_files, check_tree, extras, slice};
 
 struct Repaired {
     id: String,
@@ -25,18 +27,27 @@ impl Outcome for Repaired {
     }
 }
 
-pub(super) fn verify(cfg: &Config, repair: bool, out: Reporter) -> Result<()> {
+pub(super) fn verify(cfg: &Config, repair: bool, budget: Option<u64>, out: Reporter) -> Result<()> {
     let store = Store::new(cfg.root()?);
     let published = store.published()?.context("nothing is published yet")?;
-    let problems = check_tree(&published.dir, &published.manifest);
+    let (problems, checked) = match budget {
+        None => (check_tree(&published.dir, &published.manifest), None),
+        Some(budget) => budgeted(cfg, &store, &published, budget, out).map(|(p, c)| (p, Some(c)))?,
+    };
     if out.json {
         let list: Vec<serde_json::Value> = problems.iter().map(Problem::to_json).collect();
-        crate::outln!("{}", serde_json::json!({"snapshot": published.id, "problems": list}));
+        crate::outln!("{}", serde_json::json!({"snapshot": published.id, "problems": list, "checked": checked}));
     } else {
         problems.iter().for_each(|p| crate::outln!("{p}"));
     }
+    match &checked {
+        Some(c) => out.info(format!("{}: {}", published.id, c.describe())),
+        None if problems.is_empty() => {
+            out.info(format!("{}: all {} files match the manifest", published.id, published.manifest.files.len()))
+        }
+        None => {}
+    }
     if problems.is_empty() {
-        out.info(format!("{}: all {} files match the manifest", published.id, published.manifest.files.len()));
         return Ok(());
     }
     if !repair {
@@ -54,6 +65,64 @@ pub(super) fn verify(cfg: &Config, repair: bool, out: Reporter) -> Result<()> {
         done.id
     ));
     Ok(())
+}
+
+/// What a budgeted verify checked.
+#[derive(serde::Serialize)]
+struct Checked {
+    files: usize,
+    bytes: u64,
+    from: Option<String>,
+    to: Option<String>,
+    /// This run checked the cycle's last file.
+    cycle_completed: bool,
+}
+
+impl Checked {
+    fn describe(&self) -> String {
+        let range = match (&self.from, &self.to) {
+            (Some(from), Some(to)) => format!(" ({} … {})", escape(from), escape(to)),
+            _ => String::new(),
+        };
+        let cycle = if self.cycle_completed { "the cycle is complete" } else { "the next run goes on from there" };
+        format!("checked {} files, {}{range}; {cycle}", self.files, human_bytes(self.bytes))
+    }
+}
+
+/// Check the next `budget` bytes of the published files, going on from
+/// where the last budgeted verify stopped (a new cycle checks for unlisted
+/// files too), and record where this one stopped, under the store's lock.
+fn budgeted(
+    cfg: &Config,
+    store: &Store,
+    published: &Published,
+    budget: u64,
+    out: Reporter,
+) -> Result<(Vec<Problem>, Checked)> {
+    let locked = store.lock()?;
+    let mut cycle = Cycle::load(&locked.meta())?;
+    let starts = cycle.position.is_none();
+    if starts {
+        cycle.cycle_started_at = Some(now_rfc3339());
+    }
+    let (files, ends) = slice(&published.manifest.files, cycle.position.as_deref(), budget);
+    let mut problems = check_files(&published.dir, files);
+    if starts {
+        problems.extend(extras(&published.dir, &published.manifest));
+    }
+    cycle.position = if ends { None } else { files.last().map(|e| e.path.to_string()) };
+    if ends {
+        cycle.cycle_completed_at = Some(now_rfc3339());
+    }
+    cycle.save(&locked.meta())?;
+    if let Err(e) = RunStatus::amend(&Sinks::new(&store.root, cfg), |s| s.verify = Some(cycle)) {
+        out.warn(format!("the status does not show this verify: {}", error_line(&e)));
+    }
+    let path = |e: Option<&Entry>| e.map(|e| e.path.to_string());
+    let bytes = files.iter().map(|e| e.size).sum();
+    let checked =
+        Checked { files: files.len(), bytes, from: path(files.first()), to: path(files.last()), cycle_completed: ends };
+    Ok((problems, checked))
 }
 
 /// Build a new snapshot from the published one with every bad file fetched

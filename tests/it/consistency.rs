@@ -258,3 +258,52 @@ fn a_rolled_back_snapshot_is_gone_from_its_pinned_url() {
     let kept = doc["snapshots"].as_array().unwrap();
     assert!(kept.iter().any(|s| s["id"] == v2.as_str() && s["withdrawn"] == true), "{doc}");
 }
+
+#[test]
+fn budgeted_verifies_cover_every_file_once_per_cycle_and_find_damage_in_their_slice() {
+    let env = Env::new();
+    for i in 0..70 {
+        env.write(&format!("pool/f{i:02}"), &crate::support::pseudo_random(1000, i));
+    }
+    env.make_manifest();
+    let server = env.serve();
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    let (root, ca, url) = (env.root.to_str().unwrap(), env.pki.ca.to_str().unwrap(), server.url());
+    let metrics = env.dir.path().join("upmirror.prom");
+    let verify = ["verify", "--json", "--budget", "10000", "--root", root, "--metrics-file", metrics.to_str().unwrap()];
+    let index = |v: &serde_json::Value| v.as_str().unwrap().trim_start_matches("pool/f").parse::<usize>().unwrap();
+    let mut next = 0;
+    for run in 1..=7 {
+        if run == 5 {
+            // Damage, the size kept, in the slice the fifth run checks.
+            let path = env.current().join("pool/f45");
+            fs::OpenOptions::new().write(true).open(&path).unwrap().write_all_at(b"X", 0).unwrap();
+        }
+        let repair = if run == 5 { vec!["--repair", "--upstream", &url, "--ca-file", ca] } else { vec![] };
+        let out = env.run(&[&verify[..], &repair].concat());
+        assert_eq!(out.code, 0, "run {run}: {out:?}");
+        let report: serde_json::Value = serde_json::from_str(out.stdout.lines().next().unwrap()).unwrap();
+        let checked = &report["checked"];
+        assert_eq!((index(&checked["from"]), index(&checked["to"])), (next, next + 9), "run {run}: {report}");
+        assert_eq!(checked["files"], 10);
+        assert_eq!(checked["cycle_completed"], run == 7, "run {run}");
+        let problems = report["problems"].as_array().unwrap();
+        match run {
+            5 => assert_eq!(problems[0]["path"], "pool/f45", "{report}"),
+            _ => assert!(problems.is_empty(), "run {run}: {report}"),
+        }
+        next += 10;
+    }
+    assert_eq!(fs::read(env.current().join("pool/f45")).unwrap(), crate::support::pseudo_random(1000, 45));
+    let cycle = &env.last_status()["verify"];
+    assert!(cycle["cycle_completed_at"].is_string() && cycle["position"].is_null(), "{cycle}");
+    let text = fs::read_to_string(&metrics).unwrap();
+    assert!(text.contains("upmirror_verify_cycle_completed_timestamp_seconds "), "{text}");
+    assert!(text.contains("upmirror_last_run_exit_code 0"), "{text}");
+    let status = env.run(&["status", "--root", root]);
+    assert!(status.stdout.contains("verify      last full cycle completed at"), "{}", status.stdout);
+    // The next run starts the next cycle at the first file.
+    let out = env.run(&verify);
+    let report: serde_json::Value = serde_json::from_str(out.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(report["checked"]["from"], "pool/f00", "{report}");
+}

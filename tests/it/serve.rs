@@ -209,12 +209,19 @@ fn the_systemd_units_verify_and_the_cron_line_parses() {
     let instance = template.replace("/usr/bin/upmirror", env!("CARGO_BIN_EXE_upmirror"));
     std::fs::write(dir.path().join("upmirror@vendor.service"), instance).unwrap();
     std::fs::copy(shipped("cron/upmirror@.timer"), dir.path().join("upmirror@vendor.timer")).unwrap();
+    let verify = std::fs::read_to_string(shipped("cron/upmirror-verify.service")).unwrap();
+    assert!(verify.contains("ExecStart=/usr/bin/upmirror verify --quiet --budget 50GiB"));
+    let verify = verify.replace("/usr/bin/upmirror", env!("CARGO_BIN_EXE_upmirror"));
+    std::fs::write(dir.path().join("upmirror-verify.service"), verify).unwrap();
+    std::fs::copy(shipped("cron/upmirror-verify.timer"), dir.path().join("upmirror-verify.timer")).unwrap();
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .arg(dir.path().join("upmirror.service"))
         .arg(dir.path().join("upmirror.timer"))
         .arg(dir.path().join("upmirror@vendor.service"))
         .arg(dir.path().join("upmirror@vendor.timer"))
+        .arg(dir.path().join("upmirror-verify.service"))
+        .arg(dir.path().join("upmirror-verify.timer"))
         .output()
         .expect("systemd-analyze is missing (apt-get install systemd); .ci/run installs it");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
