@@ -271,6 +271,9 @@ pub struct PlanArgs {
     /// Trust an upstream's validators (ETag, Last-Modified) at most this long [default: 24h].
     #[arg(long, env = "UPMIRROR_RECHECK_AFTER", value_name = "DURATION")]
     pub recheck_after: Option<String>,
+    /// Before downloading a file, take one of the same size and sha256 from this local tree (repeat; read only).
+    #[arg(long = "seed-from", env = "UPMIRROR_SEED_FROM", value_delimiter = ',', value_name = "DIR")]
+    pub seed_from: Vec<PathBuf>,
     /// Refuse a listing generated longer ago than this: a frozen or replayed upstream [default: off].
     #[arg(long, env = "UPMIRROR_MAX_LISTING_AGE", value_name = "DURATION")]
     pub max_listing_age: Option<String>,

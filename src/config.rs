@@ -91,6 +91,7 @@ pub struct FileConfig {
     pub grace: Option<String>,
     pub recheck_after: Option<String>,
     pub max_listing_age: Option<String>,
+    pub seed_from: Option<Vec<PathBuf>>,
     pub proxy: Option<String>,
     pub proxy_ca_file: Option<PathBuf>,
     pub proxy_credentials_file: Option<PathBuf>,
@@ -184,6 +185,8 @@ pub struct Config {
     pub recheck_after: Duration,
     /// A listing generated longer ago than this is refused.
     pub max_listing_age: Option<Duration>,
+    /// Local trees a file to download is first looked for in.
+    pub seed_from: Vec<PathBuf>,
     pub net: Net,
 }
 
@@ -201,6 +204,7 @@ impl Config {
         let (upstreams, upstream_proxies) = upstream_entries(&keys.upstream.upstreams, &file.upstreams)?;
         let allow_plain_http = keys.upstream.allow_plain_http.or(file.allow_plain_http).unwrap_or(false);
         let (free_space_margin, max_partial_size) = resolve_sizes(&keys.plan, &file)?;
+        let (max_listing_age, seed_from) = resolve_age_and_seeds(&keys.plan, &file)?;
         let up = &keys.upstream;
         let config = Config {
             root: expand(keys.root.root.clone().or(file.root.clone()))?,
@@ -241,9 +245,8 @@ impl Config {
                 keys.plan.recheck_after.clone().or(file.recheck_after.clone()),
                 "24h",
             )?,
-            max_listing_age: (keys.plan.max_listing_age.clone().or(file.max_listing_age.clone()))
-                .map(|age| duration("max_listing_age", Some(age), "7d"))
-                .transpose()?,
+            max_listing_age,
+            seed_from,
             net: resolve_net(&keys.upstream, &file)?,
         };
         config.validate()?;
@@ -315,6 +318,15 @@ impl Config {
 }
 
 /// `free_space_margin` (default 64 MiB) and `max_partial_size` (no default).
+/// `max_listing_age` (off when unset) and the `seed_from` trees.
+fn resolve_age_and_seeds(args: &PlanArgs, file: &FileConfig) -> Result<(Option<Duration>, Vec<PathBuf>), ConfigError> {
+    let age = args.max_listing_age.clone().or(file.max_listing_age.clone());
+    let age = age.map(|age| duration("max_listing_age", Some(age), "7d")).transpose()?;
+    let seeds =
+        if args.seed_from.is_empty() { file.seed_from.clone().unwrap_or_default() } else { args.seed_from.clone() };
+    Ok((age, seeds.into_iter().map(|d| expand(Some(d)).map(Option::unwrap_or_default)).collect::<Result<_, _>>()?))
+}
+
 fn resolve_sizes(args: &PlanArgs, file: &FileConfig) -> Result<(u64, Option<u64>), ConfigError> {
     let margin = bytes("free_space_margin", args.free_space_margin.clone().or(file.free_space_margin.clone()), true)?;
     let partial = bytes("max_partial_size", args.max_partial_size.clone().or(file.max_partial_size.clone()), true)?;
@@ -634,6 +646,7 @@ mod tests {
                     .filter(|l| {
                         l.starts_with("auto_promote")
                             || l.starts_with("max_listing_age")
+                            || l.starts_with("seed_from")
                             || l.starts_with("[[versions]]")
                             || l.starts_with("pattern")
                             || l.starts_with("keep = 2")
@@ -649,6 +662,7 @@ mod tests {
         );
         assert_eq!(versions(&[], &f.versions).unwrap().len(), 1);
         assert_eq!(f.max_listing_age.as_deref(), Some("8d"));
+        assert_eq!(f.seed_from, Some(vec![PathBuf::from("/media/vendor-dvd")]));
         assert!(versions(&["releases/{version}/**=x".into()], &None).is_err());
         assert!(auto_promote(&["stable".into()], &None).is_err());
     }

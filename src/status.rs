@@ -77,6 +77,9 @@ pub struct RunStatus {
     /// The snapshots kept after the run, oldest first; each is readable at
     /// `/.well-known/upmirror/snapshots/<id>/`.
     pub snapshots: Vec<Kept>,
+    /// What `seed_from` gave this run instead of the network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seeded: Option<crate::fetch::SeedStats>,
     /// How far budgeted verifies have come (`verify --budget`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<crate::verify::Cycle>,
@@ -191,7 +194,9 @@ impl RunStatus {
         let history_path = sinks.meta.join("history.json");
         let mut history = history(&history_path);
         let before = history.last().map_or(0, |r| r.bytes_downloaded_total);
-        let published_now = if self.outcome == Outcome::Published { self.summary.download_bytes } else { 0 };
+        let seeded = self.seeded.map_or(0, |s| s.bytes);
+        let published_now =
+            if self.outcome == Outcome::Published { self.summary.download_bytes.saturating_sub(seeded) } else { 0 };
         self.bytes_downloaded_total = before.saturating_add(published_now);
         self.carry_upstream_totals(&history);
         if let Ok(fs) = rustix::fs::statvfs(&sinks.meta) {

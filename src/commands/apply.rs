@@ -4,6 +4,8 @@
 //! status and metrics on every exit path of a command that changes the store.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Result, anyhow};
@@ -12,9 +14,10 @@ use super::{before, client_identity, now_rfc3339, unix_seconds};
 use crate::config::Config;
 use crate::disk::failpoint;
 use crate::error::{Exit, Refused};
-use crate::fetch::{Job, fetch_all};
+use crate::fetch::{Job, SeedStats, Seeds, fetch_all};
 use crate::hooks;
-use crate::output::{Progress, Reporter, error_line, rfc3339};
+use crate::manifest::Entry;
+use crate::output::{Progress, Reporter, error_line, human_bytes, rfc3339};
 use crate::plan::Plan;
 use crate::snapshot::{About, Locked, Published, Store};
 use crate::state::State;
@@ -248,6 +251,27 @@ pub(super) fn intact(run: &Run, id: &str, what: &str) -> Result<crate::manifest:
     Ok(manifest)
 }
 
+/// The seeds of `seed_from` for these downloads; a seed that is no
+/// directory is left out, with a warning.
+fn seeds(run: &mut Run, downloads: &[Entry]) -> Option<Arc<Seeds>> {
+    let (dirs, missing): (Vec<PathBuf>, Vec<PathBuf>) = run.cfg.seed_from.iter().cloned().partition(|d| d.is_dir());
+    for dir in missing {
+        run.warn(format!("seed_from {} is not a directory; not used this run", dir.display()));
+    }
+    (!dirs.is_empty() && !downloads.is_empty()).then(|| Arc::new(Seeds::new(&dirs, downloads)))
+}
+
+/// Say what the seeds gave, in the output and the status.
+fn note_seeded(run: &mut Run, seeds: Option<&Seeds>) {
+    let Some(stats) = seeds.map(Seeds::stats).filter(|s| *s != SeedStats::default()) else { return };
+    let mismatched = match stats.mismatched {
+        0 => String::new(),
+        n => format!("; {n} of the right size held other bytes and were passed over"),
+    };
+    run.out.info(format!("took {} files ({}) from seed_from{mismatched}", stats.files, human_bytes(stats.bytes)));
+    run.status.seeded = Some(stats);
+}
+
 /// Fetch and verify the plan's downloads, build a snapshot of them beside
 /// the kept files of `base`, and publish it. `record` notes it in the state.
 pub(super) fn apply(
@@ -258,6 +282,8 @@ pub(super) fn apply(
     record: impl FnOnce(&mut State, &str),
 ) -> Result<String> {
     let partial = run.locked.partial_dir();
+    let downloads: Vec<Entry> = plan.downloads().cloned().collect();
+    let seeds = seeds(run, &downloads);
     let job = Job {
         first: source.first,
         dates: source.dates,
@@ -265,11 +291,13 @@ pub(super) fn apply(
         concurrency: run.cfg.files_in_flight(),
         net: &run.cfg.net,
         progress: source.progress.clone(),
+        seeds: seeds.clone(),
     };
     let clock = Instant::now();
-    let fetch = fetch_all(source.upstreams, plan.downloads().cloned().collect(), job);
+    let fetch = fetch_all(source.upstreams, downloads, job);
     let fetched = source.rt.block_on(before(source.deadline, fetch));
     source.progress.finish();
+    note_seeded(run, seeds.as_deref());
     let verified = fetched?;
     run.out.detail(format!("fetched {} files in {:.3} s", verified.len(), clock.elapsed().as_secs_f64()));
     failpoint("fetched");

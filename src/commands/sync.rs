@@ -200,6 +200,7 @@ fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Resul
     let plan = accept(args, &state, published.as_ref(), &listing, cfg, out)?;
     check_carried(&state, published.as_ref(), &listing, &plan)?;
     print_plan(&plan, out);
+    print_seeds(cfg, &plan, out);
     let staged = staged_bytes(&store.meta().join("partial"), plan.downloads());
     check_plan(cfg, args, &plan, (published_count(published.as_ref()), staged), &store.root)?;
     if let Some(file) = &args.save_plan {
@@ -207,6 +208,25 @@ fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Resul
         out.info(format!("plan saved to {}; apply it with `upmirror sync --plan {}`", file.display(), file.display()));
     }
     Ok(())
+}
+
+/// What the seeds may give of the plan's downloads: the files a seed holds
+/// one of the same size of; each is hashed when a run takes it.
+fn print_seeds(cfg: &Config, plan: &Plan, out: Reporter) {
+    let dirs: Vec<std::path::PathBuf> = cfg.seed_from.iter().filter(|d| d.is_dir()).cloned().collect();
+    if dirs.is_empty() {
+        return;
+    }
+    let downloads: Vec<crate::manifest::Entry> = plan.downloads().cloned().collect();
+    let seeds = crate::fetch::Seeds::new(&dirs, &downloads);
+    let (files, bytes) =
+        downloads.iter().filter(|e| !seeds.candidates(e).is_empty()).fold((0, 0), |(n, b), e| (n + 1, b + e.size));
+    let rest = plan.summary().download_bytes.saturating_sub(bytes);
+    out.info(format!(
+        "seed_from may give {files} files ({}), each checked by its sha256 when taken; the rest, {}, is downloaded",
+        human_bytes(bytes),
+        human_bytes(rest)
+    ));
 }
 
 /// A plan saved by `--dry-run --save-plan`, applied by `--plan` only while

@@ -19,6 +19,7 @@
 //! 64 KiB buffer: they never wait on the disk, and handing each one to a
 //! blocking thread cost more (futex wake-ups) than the write.
 
+mod seed;
 mod segmented;
 
 use std::io::{Read, Write};
@@ -39,6 +40,7 @@ use crate::local_tree::hash_reader;
 use crate::manifest::{Digest, Entry};
 use crate::output::{Progress, rfc3339};
 use crate::upstream::{self, Body, Dates, HttpStatus, Pace, Stalled, Upstreams, Verdict, backoff};
+pub use seed::{SeedStats, Seeds};
 use segmented::Segmented;
 
 /// A file in staging whose bytes matched the listing: its size, and its
@@ -146,6 +148,7 @@ struct Fetcher {
     net: Net,
     limiter: Option<Limiter>,
     progress: Progress,
+    seeds: Option<Arc<Seeds>>,
 }
 
 /// How one run fetches.
@@ -159,6 +162,8 @@ pub struct Job<'a> {
     pub concurrency: usize,
     pub net: &'a Net,
     pub progress: Progress,
+    /// Local trees tried before the network (`seed_from`).
+    pub seeds: Option<Arc<Seeds>>,
 }
 
 /// Fetch every entry into `job.staging`, trying upstream `job.first` before
@@ -180,6 +185,7 @@ pub async fn fetch_all(up: &Upstreams, entries: Vec<Entry>, job: Job<'_>) -> Res
         net: job.net.clone(),
         limiter: job.net.bandwidth_limit.clone().map(Limiter::new),
         progress: job.progress,
+        seeds: job.seeds,
     });
     // Each download is a task of its own, so hashing and writing spread over
     // the runtime's threads. Every file is tried even when one fails, so the
@@ -211,14 +217,29 @@ impl Fetcher {
     async fn fetch_one(&self, entry: Entry) -> Result<Verified> {
         let (path, size) = (entry.path.as_str().to_owned(), entry.size);
         self.progress.start_file(&path, size);
-        let result = self.fetch_retrying(entry).await;
+        let result = match self.seeded(&entry).await {
+            Some(verified) => Ok(verified),
+            None => self.fetch_retrying(entry).await,
+        };
         self.progress.end_file(&path, size, result.is_ok());
         result
     }
 
+    /// Where `entry` is staged.
+    fn staged(&self, entry: &Entry) -> PathBuf {
+        let name = staging_name(entry);
+        self.staging.join(&name[..2]).join(&name)
+    }
+
+    /// `entry` from a seed, when one holds its bytes.
+    async fn seeded(&self, entry: &Entry) -> Option<Verified> {
+        let seeds = self.seeds.clone()?;
+        let (entry, file) = (entry.clone(), self.staged(entry));
+        tokio::task::spawn_blocking(move || seeds.place(&entry, &file)).await.ok().flatten()
+    }
+
     async fn fetch_retrying(&self, entry: Entry) -> Result<Verified> {
-        let name = staging_name(&entry);
-        let file = self.staging.join(&name[..2]).join(&name);
+        let file = self.staged(&entry);
         let mut tries = Tries { ruled_out: vec![false; self.up.bases.len()], failures: Vec::new(), wait: None };
         let mut segmented = segmented::fits(&self.up, &entry);
         for round in 0..=self.net.retries {

@@ -13,6 +13,7 @@ mod hostile;
 mod listings;
 mod network;
 mod operator;
+mod seeds;
 mod segments;
 mod serve;
 mod style;
