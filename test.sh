@@ -5,7 +5,8 @@
 # tinyproxy (behind stunnel for a TLS proxy), a FUSE case-insensitive file
 # system, verify the systemd units with systemd-analyze, render the
 # status page in headless Chromium, make certificates and mount tmpfs, and
-# run real apt against a repository built with apt-ftparchive.
+# run real apt against a repository built with apt-ftparchive, and sign
+# with real gpg and minisign.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -15,7 +16,7 @@ for pair in nginx:nginx chromium:chromium openssl:openssl python3:python3 \
             systemd-analyze:systemd mount:mount apt-ftparchive:apt-utils xz:xz-utils \
             dpkg-deb:dpkg mkfifo:coreutils tinyproxy:tinyproxy minisign:minisign \
             apache2:apache2 lighttpd:lighttpd caddy:caddy rclone:rclone webfsd:webfs \
-            stunnel4:stunnel4 unshare:util-linux getent:libc-bin; do
+            stunnel4:stunnel4 unshare:util-linux getent:libc-bin gpg:gpg gpg-agent:gpg-agent; do
   have "${pair%%:*}" || need+=("${pair##*:}")
 done
 # The case-insensitive file system of a test is a FUSE one in Python.

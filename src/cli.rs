@@ -343,6 +343,10 @@ pub struct UpstreamArgs {
     /// for a rotation (env: comma-separated) [default: none, no signature needed].
     #[arg(long = "trusted-key", env = "UPMIRROR_TRUSTED_KEYS", value_delimiter = ',', value_name = "KEY")]
     pub trusted_keys: Vec<String>,
+    /// OpenPGP public keys (a file, armored or binary; repeat) a crawl's SHA256SUMS must be signed by
+    /// [default: none, no signature needed].
+    #[arg(long = "openpgp-keyring", env = "UPMIRROR_OPENPGP_KEYRING", value_delimiter = ',', value_name = "FILE")]
+    pub openpgp_keyring: Vec<PathBuf>,
     /// HTTP(S) proxy for every upstream (CONNECT), e.g. http://proxy.corp:3128
     /// [default: HTTPS_PROXY / NO_PROXY from the environment].
     #[arg(long, env = "UPMIRROR_PROXY", value_name = "URL")]

@@ -96,6 +96,7 @@ pub struct FileConfig {
     pub proxy_ca_file: Option<PathBuf>,
     pub proxy_credentials_file: Option<PathBuf>,
     pub trusted_keys: Option<Vec<String>>,
+    pub openpgp_keyring: Option<Vec<PathBuf>>,
     pub pre_publish: Option<String>,
     pub post_publish: Option<String>,
     pub on_failure: Option<String>,
@@ -172,6 +173,8 @@ pub struct Config {
     pub proxy_credentials_file: Option<PathBuf>,
     /// When set, a listing needs a valid signature by one of these keys.
     pub trusted_keys: Vec<String>,
+    /// When set, a crawl's `SHA256SUMS` need an OpenPGP signature by one of these keys.
+    pub openpgp_keyring: Vec<PathBuf>,
     pub hooks: Hooks,
     /// Which paths are mirrored.
     pub filter: Filter,
@@ -229,12 +232,11 @@ impl Config {
             signing_key: expand(keys.publish.signing_key.clone().or(file.signing_key.clone()))?,
             http2: keys.upstream.http2.or(file.http2).unwrap_or(false),
             trusted_keys: list(&keys.upstream.trusted_keys, &file.trusted_keys),
+            openpgp_keyring: paths(&keys.upstream.openpgp_keyring, &file.openpgp_keyring)?,
             hooks: resolve_hooks(&keys.publish, &file)?,
             proxy: keys.upstream.proxy.clone().or(file.proxy.clone()).map(|p| parse_proxy(&p)).transpose()?,
-            proxy_credentials_file: expand(
-                keys.upstream.proxy_credentials_file.clone().or(file.proxy_credentials_file.clone()),
-            )?,
-            proxy_ca_file: expand(keys.upstream.proxy_ca_file.clone().or(file.proxy_ca_file.clone()))?,
+            proxy_credentials_file: expand(up.proxy_credentials_file.clone().or(file.proxy_credentials_file.clone()))?,
+            proxy_ca_file: expand(up.proxy_ca_file.clone().or(file.proxy_ca_file.clone()))?,
             filter: Filter::new(&list(&keys.plan.include, &file.include), &list(&keys.plan.exclude, &file.exclude))
                 .map_err(|e| ConfigError(e.0))?,
             grace: grace(keys.publish.grace.clone().or(file.grace.clone()))?,
@@ -322,9 +324,13 @@ impl Config {
 fn resolve_age_and_seeds(args: &PlanArgs, file: &FileConfig) -> Result<(Option<Duration>, Vec<PathBuf>), ConfigError> {
     let age = args.max_listing_age.clone().or(file.max_listing_age.clone());
     let age = age.map(|age| duration("max_listing_age", Some(age), "7d")).transpose()?;
-    let seeds =
-        if args.seed_from.is_empty() { file.seed_from.clone().unwrap_or_default() } else { args.seed_from.clone() };
-    Ok((age, seeds.into_iter().map(|d| expand(Some(d)).map(Option::unwrap_or_default)).collect::<Result<_, _>>()?))
+    Ok((age, paths(&args.seed_from, &file.seed_from)?))
+}
+
+/// A list of paths: the flags' when given, else the file's; `${VAR}` expanded.
+fn paths(flags: &[PathBuf], file: &Option<Vec<PathBuf>>) -> Result<Vec<PathBuf>, ConfigError> {
+    let list = if flags.is_empty() { file.clone().unwrap_or_default() } else { flags.to_vec() };
+    list.into_iter().map(|p| expand(Some(p)).map(Option::unwrap_or_default)).collect()
 }
 
 fn resolve_sizes(args: &PlanArgs, file: &FileConfig) -> Result<(u64, Option<u64>), ConfigError> {

@@ -16,6 +16,7 @@ pub mod hooks;
 pub mod interrupt;
 pub mod local_tree;
 pub mod manifest;
+pub mod openpgp;
 pub mod output;
 pub mod plan;
 pub mod signature;

@@ -46,6 +46,10 @@ pub struct RunStatus {
     /// The trusted key whose signature the listing carried.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signed_by: Option<String>,
+    /// Of a crawl with `openpgp_keyring`: the listed files no signed
+    /// `SHA256SUMS` covers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsigned_files: Option<usize>,
     /// The tiers the published snapshot came down through, this one last.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trace: Vec<crate::trace::Tier>,

@@ -162,6 +162,7 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
 fn note_listing(run: &mut Run, listing: &Listing) {
     run.status.upstream = Some(listing.url.to_string());
     run.status.signed_by = listing.signed_by.clone();
+    run.status.unsigned_files = listing.unsigned_files;
     if listing.rechecks.deferred > 0 {
         let r = &listing.rechecks;
         run.out.info(format!(

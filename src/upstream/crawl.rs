@@ -15,7 +15,8 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use sha2::{Digest as _, Sha256};
 use url::Url;
 
-use super::autoindex::{Item, JsonKind, Kind, parse_html, parse_json, parse_sha256sums};
+use super::autoindex::{Item, JsonKind, Kind, parse_html, parse_json};
+use super::sums::{Sums, fetch_sums};
 use super::{Dates, Listing, MAX_LISTING_BYTES, Previous, Source, Upstreams, Validators};
 use crate::manifest::{Digest, Entry, MAX_DEPTH, Manifest, RelPath};
 use crate::output::quote;
@@ -24,7 +25,6 @@ const MAX_PAGE_BYTES: u64 = 16 << 20;
 const MAX_ENTRIES: usize = 5_000_000;
 /// How often a long crawl tells how far it has come.
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
-const SUMS_FILE: &str = "SHA256SUMS";
 /// The largest offset of a local time from UTC (UTC+14, Kiribati).
 const MAX_OFFSET: i64 = 14 * 3600;
 
@@ -90,9 +90,15 @@ pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_
     for f in &mut found {
         f.mtime = f.mtime.map(|t| t - offset);
     }
-    let digests = fetch_sums(up, i, &found, bytes).await?;
+    let paths: Vec<&RelPath> = found.iter().map(|f| &f.path).collect();
+    let sums = fetch_sums(up, i, &paths, bytes, MAX_PAGE_BYTES).await?;
+    let unsigned = (!up.keyring.is_empty()).then(|| {
+        let covered = |p: &&&RelPath| sums.digests.contains_key(p.as_str()) || Sums::is_own(p.as_str());
+        paths.iter().filter(|p| !covered(p)).count()
+    });
+    let signed_by = (!sums.signers.is_empty()).then(|| sums.signers.join(", "));
     let (asked, rechecks) = rechecked(&found, previous);
-    let files = settle(up, i, found, previous, digests, (precision, &asked)).await?;
+    let files = settle(up, i, found, previous, sums.digests, (precision, &asked)).await?;
     let manifest = Manifest::new(started, files).map_err(|e| anyhow!("{base}: {e}"))?;
     Ok(Listing {
         upstream: i,
@@ -101,7 +107,8 @@ pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_
         identity: identity(&manifest),
         validators: Validators::default(),
         manifest,
-        signed_by: None,
+        signed_by,
+        unsigned_files: unsigned,
         signed: None,
         dates: Dates { precision, offset },
         server,
@@ -261,33 +268,6 @@ async fn fetch_page(up: &Upstreams, url: &Url) -> Result<Page> {
     };
     page.map_err(|e| anyhow!("{url}: {e}"))
 }
-/// Digests from every `SHA256SUMS` the crawl found, by full path. They
-/// count against the run's listing bytes, `listed` of which are spent.
-async fn fetch_sums(up: &Upstreams, i: usize, found: &[Found], listed: u64) -> Result<HashMap<String, Digest>> {
-    let sums = found.iter().filter(|f| f.path.as_str().rsplit('/').next() == Some(SUMS_FILE));
-    let mut lists = stream::iter(sums)
-        .map(|f| async move {
-            let url = up.file_url(i, &f.path);
-            let (bytes, _) = up.get_small(&url, MAX_PAGE_BYTES).await.with_context(|| url.to_string())?;
-            let prefix = &f.path.as_str()[..f.path.as_str().len() - SUMS_FILE.len()];
-            let text = String::from_utf8_lossy(&bytes);
-            let pairs = parse_sha256sums(&text).map_err(|e| anyhow!("{url}: {e}"))?;
-            let pairs: Vec<(String, Digest)> =
-                pairs.into_iter().map(|(name, d)| (format!("{prefix}{name}"), d)).collect();
-            Ok::<_, anyhow::Error>((pairs, bytes.len() as u64))
-        })
-        .buffer_unordered(up.concurrency);
-    let (mut digests, mut bytes) = (HashMap::new(), listed);
-    while let Some((pairs, len)) = lists.try_next().await? {
-        bytes += len;
-        if bytes > MAX_LISTING_BYTES {
-            bail!("{}: listings and {SUMS_FILE} files larger than {MAX_LISTING_BYTES} bytes in all", up.bases[i]);
-        }
-        digests.extend(pairs);
-    }
-    Ok(digests)
-}
-
 /// Give every file an exact size and mtime and, where known, its digest.
 async fn settle(
     up: &Upstreams,

@@ -42,6 +42,7 @@ impl Upstreams {
             validators,
             manifest,
             signed_by: signature.as_ref().map(|(id, _)| id.clone()),
+            unsigned_files: None,
             signed: signature.map(|(_, signature)| crate::signature::Signed { manifest: bytes, signature }),
             dates: Dates::EXACT,
             server: None,

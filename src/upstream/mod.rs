@@ -15,6 +15,7 @@ mod probe;
 mod proxy;
 mod resolve;
 mod retry;
+mod sums;
 mod tls;
 mod transport;
 
@@ -103,8 +104,11 @@ pub struct Listing {
     pub validators: Validators,
     /// For a crawl, `generated_at` is when the crawl began.
     pub manifest: Manifest,
-    /// The id of the trusted key whose signature the manifest carries.
+    /// The id of the trusted key whose signature the manifest carries (of
+    /// a crawl: the OpenPGP keys that signed its `SHA256SUMS`).
     pub signed_by: Option<String>,
+    /// Of a crawl with `openpgp_keyring`: the files no signed `SHA256SUMS` covers.
+    pub unsigned_files: Option<usize>,
     /// The manifest and its signature as they came, when it was signed.
     pub signed: Option<crate::signature::Signed>,
     /// The tiers the listing came down through (none from the origin).
@@ -172,6 +176,8 @@ pub struct Upstreams {
     trust: String,
     has_client_cert: bool,
     trusted: crate::signature::TrustedKeys,
+    /// OpenPGP keys a crawl's `SHA256SUMS` must be signed by, when any.
+    keyring: std::sync::Arc<crate::openpgp::Keyring>,
     net: Net,
     client: reqwest::Client,
     /// Retry rounds left for the whole run, shared by every request.
@@ -209,6 +215,7 @@ impl Upstreams {
             has_client_cert: cfg.tls.client_cert.is_some(),
             net: cfg.net.clone(),
             trusted: crate::signature::TrustedKeys::load(&cfg.trusted_keys)?,
+            keyring: std::sync::Arc::new(crate::openpgp::Keyring::load(&cfg.openpgp_keyring)?),
             client: transport::build_client(cfg)?,
             budget: Budget::new(MIN_RETRY_BUDGET),
             hosts: std::sync::Arc::new(

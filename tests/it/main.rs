@@ -12,6 +12,7 @@ mod failures;
 mod hostile;
 mod listings;
 mod network;
+mod openpgp;
 mod operator;
 mod seeds;
 mod segments;
