@@ -91,11 +91,7 @@ pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_
         f.mtime = f.mtime.map(|t| t - offset);
     }
     let paths: Vec<&RelPath> = found.iter().map(|f| &f.path).collect();
-    let sums = fetch_sums(up, i, &paths, bytes, MAX_PAGE_BYTES).await?;
-    let unsigned = (!up.keyring.is_empty()).then(|| {
-        let covered = |p: &&&RelPath| sums.digests.contains_key(p.as_str()) || Sums::is_own(p.as_str());
-        paths.iter().filter(|p| !covered(p)).count()
-    });
+    let (sums, unsigned) = digests(up, i, &paths, bytes).await?;
     let signed_by = (!sums.signers.is_empty()).then(|| sums.signers.join(", "));
     let (asked, rechecks) = rechecked(&found, previous);
     let files = settle(up, i, found, previous, sums.digests, (precision, &asked)).await?;
@@ -115,6 +111,21 @@ pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_
         trace: Vec::new(),
         rechecks,
     })
+}
+
+/// The digests the crawl's lists name (`SHA256SUMS`; with a keyring, signed
+/// ones only, and apt's signed releases too), and with a keyring how many
+/// of the files none of them covers.
+async fn digests(up: &Upstreams, i: usize, paths: &[&RelPath], listed: u64) -> Result<(Sums, Option<usize>)> {
+    let mut sums = fetch_sums(up, i, paths, listed, MAX_PAGE_BYTES).await?;
+    if up.keyring.is_empty() {
+        return Ok((sums, None));
+    }
+    let all: HashSet<&str> = paths.iter().map(|p| p.as_str()).collect();
+    sums.merge(super::apt::apt_digests(up, i, &all).await?);
+    let covered = |p: &&&RelPath| sums.digests.contains_key(p.as_str()) || Sums::is_own(p.as_str());
+    let unsigned = paths.iter().filter(|p| !covered(p)).count();
+    Ok((sums, Some(unsigned)))
 }
 
 /// Of the files the listing shows neither size nor date of and that the

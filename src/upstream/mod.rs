@@ -3,6 +3,7 @@
 //! `file://` roots. Fetches listings — a manifest (conditionally) or a crawl
 //! of directory listings — and opens file bodies; it never writes to disk.
 
+mod apt;
 pub mod autoindex;
 mod body;
 mod crawl;

@@ -30,11 +30,23 @@ pub(super) struct Sums {
 }
 
 impl Sums {
-    /// Whether `path` is a `SHA256SUMS` or a signature of one: files the
-    /// sums themselves cannot cover.
+    /// Whether `path` is a signed list or a signature of one (`SHA256SUMS`,
+    /// `InRelease`, `Release.gpg`): files no signed list can cover.
     pub fn is_own(path: &str) -> bool {
         let name = path.rsplit('/').next().unwrap_or(path);
-        name == SUMS_FILE || SIGNATURES.iter().any(|s| name.strip_suffix(s) == Some(SUMS_FILE))
+        let sums = name == SUMS_FILE || SIGNATURES.iter().any(|s| name.strip_suffix(s) == Some(SUMS_FILE));
+        sums || matches!(name, "InRelease" | "Release" | "Release.gpg")
+    }
+
+    /// Add what `other` names.
+    pub fn merge(&mut self, other: Sums) {
+        self.digests.extend(other.digests);
+        for signer in other.signers {
+            if !self.signers.contains(&signer) {
+                self.signers.push(signer);
+            }
+        }
+        self.signers.sort();
     }
 }
 

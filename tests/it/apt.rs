@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest as _;
 
+use crate::openpgp::Gpg;
 use crate::serve::start_shipped_site_as_shipped;
 use crate::support::Env;
 
@@ -125,13 +126,22 @@ struct Apt {
 
 impl Apt {
     fn new(env: &Env, name: &str, port: u16) -> Apt {
+        Apt::with_source(env, name, &format!("deb [trusted=yes] https://127.0.0.1:{port}/ stable main\n"))
+    }
+
+    /// A client that checks the repository's signature with `keyring`.
+    fn signed_by(env: &Env, name: &str, port: u16, keyring: &Path) -> Apt {
+        let line = format!("deb [signed-by={}] https://127.0.0.1:{port}/ stable main\n", keyring.display());
+        Apt::with_source(env, name, &line)
+    }
+
+    fn with_source(env: &Env, name: &str, source: &str) -> Apt {
         let dir = env.dir.path().join(name);
         for sub in ["lists/partial", "cache/archives/partial", "parts", "get"] {
             fs::create_dir_all(dir.join(sub)).unwrap();
         }
         fs::write(dir.join("status"), "").unwrap();
-        fs::write(dir.join("sources.list"), format!("deb [trusted=yes] https://127.0.0.1:{port}/ stable main\n"))
-            .unwrap();
+        fs::write(dir.join("sources.list"), source).unwrap();
         Apt { dir, ca: env.pki.ca.clone() }
     }
 
@@ -253,4 +263,43 @@ fn close_grace_windows(env: &Env, url: &str) {
     }
     fs::write(&file, serde_json::to_vec(&state).unwrap()).unwrap();
     assert_eq!(env.sync(url, &["--max-delete-percent", "50"]).code, 0);
+}
+
+#[test]
+fn a_signed_apt_repository_is_mirrored_by_crawl_only_as_its_keys_signed_it() {
+    let env = Env::new();
+    let mut repo = Repo::new(&env);
+    repo.build();
+    let gpg = Gpg::new(&env);
+    let vendor = gpg.key("archive@vendor.example", None, "0");
+    let keyring = env.dir.path().join("vendor-archive.gpg");
+    gpg.export(&[&vendor], &keyring);
+    let dists = env.upstream.join("dists/stable");
+    gpg.clearsign(&vendor, &dists.join("Release"), &dists.join("InRelease"));
+    gpg.detach_sign(&vendor, None, &dists.join("Release"), &dists.join("Release.gpg"));
+    let upstream = env.nginx(&env.upstream, "nginx-upstream");
+    let trust = ["--openpgp-keyring", keyring.to_str().unwrap()];
+
+    let out = env.sync(&upstream.json_url(), &trust);
+    assert_eq!(out.code, 0, "{out:?}");
+    let status = env.last_status();
+    assert_eq!(status["signed_by"], vendor.as_str(), "{status}");
+    assert_eq!(status["unsigned_files"], 0, "every index and package is covered: {status}");
+    let (_site, https, _) = start_shipped_site_as_shipped(&env);
+    let apt = Apt::signed_by(&env, "apt-signed", https, &keyring);
+    let (ok, text) = apt.apt_get(&["update"], None);
+    assert!(ok, "{text}");
+    let (ok, text) = apt.apt_get(&["download", "vendor-tool3"], None);
+    assert!(ok, "{text}");
+
+    // An index changed after it was signed: refused, nothing published.
+    let published = env.published_id();
+    let packages = env.upstream.join(INDEX).join("Packages");
+    let mut text = fs::read_to_string(&packages).unwrap();
+    text = text.replacen("Version: 1.0", "Version: 9.0", 1);
+    fs::write(&packages, text).unwrap();
+    let out = env.sync(&upstream.json_url(), &trust);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("Packages: not trusted: its sha256 is"), "{}", out.stderr);
+    assert_eq!(env.published_id(), published);
 }

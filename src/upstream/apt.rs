@@ -1,0 +1,197 @@
+//! An apt repository in a crawl under `openpgp_keyring`: each
+//! `InRelease` (or `Release` with `Release.gpg` beside it) must be signed by
+//! a keyring key; the indices it lists then get the sha256 it names, an
+//! uncompressed `Packages` among them is read for the sha256 of every
+//! package it lists, and a `by-hash/SHA256/` file is held to its name.
+//! Packages only a compressed index lists are counted as unsigned.
+
+use std::collections::HashSet;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, anyhow, bail};
+use sha2::{Digest as _, Sha256};
+
+use super::Upstreams;
+use super::sums::Sums;
+use crate::manifest::{Digest, RelPath};
+
+/// The largest `Release` or `Packages` read.
+const MAX_INDEX_BYTES: u64 = 64 << 20;
+
+/// The digests the signed `Release` files of the crawl name, with the
+/// packages of their uncompressed `Packages` indices.
+pub(super) async fn apt_digests(up: &Upstreams, i: usize, all: &HashSet<&str>) -> Result<Sums> {
+    let mut sums = Sums::default();
+    for (dir, signed) in releases(all) {
+        let url = up.file_url(i, &rel(dir, signed)?);
+        let (text, signer) = release_text(up, i, dir, signed, all).await?;
+        let release = parse_release(&text).map_err(|e| anyhow!("{url}: {e}"))?;
+        sums.digests.extend(release.by_hash_sha512(dir, all));
+        for (name, digest) in release.sha256 {
+            let path = format!("{dir}{name}");
+            if (name.ends_with("/Packages") || name == "Packages") && all.contains(path.as_str()) {
+                let root = dir.find("dists/").map_or("", |at| &dir[..at]);
+                sums.digests.extend(packages(up, i, &path, digest, root).await?);
+            }
+            sums.digests.insert(path, digest);
+        }
+        sums.signers.extend(Some(signer).filter(|s| !sums.signers.contains(s)));
+    }
+    for path in all.iter().filter(|p| p.contains("/by-hash/SHA256/")) {
+        if let Some(digest) = path.rsplit('/').next().and_then(|hex| Digest::parse(hex).ok()) {
+            sums.digests.entry(path.to_string()).or_insert(digest);
+        }
+    }
+    Ok(sums)
+}
+
+/// Each directory with a signed release: its `InRelease`, else its
+/// `Release` when `Release.gpg` is beside it.
+fn releases<'a>(all: &HashSet<&'a str>) -> Vec<(&'a str, &'static str)> {
+    let mut found: Vec<(&str, &str)> = Vec::new();
+    for path in all {
+        let (dir, name) = path.rsplit_once('/').map_or(("", *path), |(d, n)| (&path[..d.len() + 1], n));
+        let inrelease = all.contains(format!("{dir}InRelease").as_str());
+        match name {
+            "InRelease" => found.push((dir, "InRelease")),
+            "Release" if !inrelease && all.contains(format!("{dir}Release.gpg").as_str()) => {
+                found.push((dir, "Release"))
+            }
+            _ => {}
+        }
+    }
+    found.sort();
+    found
+}
+
+fn rel(dir: &str, name: &str) -> Result<RelPath> {
+    RelPath::parse(&format!("{dir}{name}")).map_err(|e| anyhow!("{dir}{name}: {e}"))
+}
+
+/// The text of a release whose signature by a keyring key is good, and that key.
+async fn release_text(
+    up: &Upstreams,
+    i: usize,
+    dir: &str,
+    name: &str,
+    all: &HashSet<&str>,
+) -> Result<(String, String)> {
+    let url = up.file_url(i, &rel(dir, name)?);
+    let (bytes, _) = up.get_small(&url, MAX_INDEX_BYTES).await.with_context(|| url.to_string())?;
+    let now = SystemTime::now();
+    let untrusted = |why: crate::openpgp::Untrusted| anyhow!("{url}: not trusted: {why}");
+    if name == "InRelease" {
+        return up.keyring.check_clearsigned(&String::from_utf8_lossy(&bytes), now).map_err(untrusted);
+    }
+    debug_assert!(all.contains(format!("{dir}Release.gpg").as_str()));
+    let sig_url = up.file_url(i, &rel(dir, "Release.gpg")?);
+    let (signature, _) = up.get_small(&sig_url, 64 << 10).await.with_context(|| sig_url.to_string())?;
+    let signer = up.keyring.check_detached(&bytes, &signature, now).map_err(untrusted)?;
+    Ok((String::from_utf8_lossy(&bytes).into_owned(), signer))
+}
+
+/// The `Packages` index at `path`, its sha256 checked against the signed
+/// release's: each package's path (below `root`) and sha256.
+async fn packages(up: &Upstreams, i: usize, path: &str, want: Digest, root: &str) -> Result<Vec<(String, Digest)>> {
+    let url = up.file_url(i, &rel("", path)?);
+    let (bytes, _) = up.get_small(&url, MAX_INDEX_BYTES).await.with_context(|| url.to_string())?;
+    let got = Digest(Sha256::digest(&bytes).into());
+    if got != want {
+        bail!("{url}: not trusted: its sha256 is {got}, the signed Release says {want}");
+    }
+    let listed = parse_packages(&String::from_utf8_lossy(&bytes)).map_err(|e| anyhow!("{url}: {e}"))?;
+    Ok(listed.into_iter().map(|(file, d)| (format!("{root}{file}"), d)).collect())
+}
+
+/// What a release says of its indices.
+#[derive(Debug, Default)]
+pub struct Release {
+    /// Each index's path (relative to the release) and sha256.
+    pub sha256: Vec<(String, Digest)>,
+    /// Each index's path and SHA512, in hex: the names of its `by-hash/SHA512/` copies.
+    pub sha512: Vec<(String, String)>,
+}
+
+impl Release {
+    /// The sha256 of each `by-hash/SHA512/` copy of an index among `all`
+    /// (the release in `dir`): the index's own.
+    fn by_hash_sha512(&self, dir: &str, all: &HashSet<&str>) -> Vec<(String, Digest)> {
+        let mut out = Vec::new();
+        for (name, hex) in &self.sha512 {
+            let index_dir = name.rsplit_once('/').map_or(String::new(), |(d, _)| format!("{d}/"));
+            let copy = format!("{dir}{index_dir}by-hash/SHA512/{hex}");
+            let sha256 = self.sha256.iter().find(|(n, _)| n == name).map(|(_, d)| *d);
+            out.extend(sha256.filter(|_| all.contains(copy.as_str())).map(|d| (copy, d)));
+        }
+        out
+    }
+}
+
+/// The `SHA256:` and `SHA512:` fields of a release.
+pub fn parse_release(text: &str) -> Result<Release, String> {
+    let mut release = Release::default();
+    let mut field = "";
+    for line in text.lines() {
+        if !line.starts_with([' ', '\t']) {
+            field = line.trim_end();
+            continue;
+        }
+        if field != "SHA256:" && field != "SHA512:" {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        let (Some(hex), Some(_size), Some(name), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("a {field} line is not \"HEX SIZE PATH\": {}", crate::output::escape(line.trim())));
+        };
+        match field {
+            "SHA256:" => release.sha256.push((name.to_owned(), Digest::parse(hex)?)),
+            _ => release.sha512.push((name.to_owned(), hex.to_ascii_lowercase())),
+        }
+    }
+    if release.sha256.is_empty() {
+        return Err("it lists no SHA256 of any index".into());
+    }
+    Ok(release)
+}
+
+/// Each package of a `Packages` index: its `Filename` and `SHA256`.
+pub fn parse_packages(text: &str) -> Result<Vec<(String, Digest)>, String> {
+    let mut out = Vec::new();
+    for stanza in text.split("\n\n").filter(|s| !s.trim().is_empty()) {
+        let field = |name: &str| {
+            stanza.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')).map(str::trim))
+        };
+        let (Some(file), Some(hex)) = (field("Filename"), field("SHA256")) else { continue };
+        out.push((file.to_owned(), Digest::parse(hex)?));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEX: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn a_release_names_its_indices() {
+        let text = format!(
+            "Origin: Vendor\nMD5Sum:\n 0123 10 main/binary-amd64/Packages\nSHA256:\n {HEX}   0 main/binary-amd64/Packages\n {HEX} 20 main/binary-amd64/Packages.xz\nDate: x\n"
+        );
+        let release = parse_release(&text).unwrap();
+        assert!(release.sha512.is_empty());
+        let names: Vec<&str> = release.sha256.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["main/binary-amd64/Packages", "main/binary-amd64/Packages.xz"]);
+        assert!(parse_release("Origin: x\n").is_err());
+        assert!(parse_release("SHA256:\n nothex 1 a\n").is_err());
+    }
+
+    #[test]
+    fn packages_name_their_files() {
+        let text = format!("Package: a\nFilename: pool/main/a_1_all.deb\nSHA256: {HEX}\n\nPackage: b\nSHA256: {HEX}\n");
+        let listed = parse_packages(&text).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].0, "pool/main/a_1_all.deb");
+    }
+}
