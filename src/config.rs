@@ -653,6 +653,7 @@ mod tests {
                         l.starts_with("auto_promote")
                             || l.starts_with("max_listing_age")
                             || l.starts_with("seed_from")
+                            || l.starts_with("openpgp_keyring")
                             || l.starts_with("[[versions]]")
                             || l.starts_with("pattern")
                             || l.starts_with("keep = 2")
@@ -669,6 +670,7 @@ mod tests {
         assert_eq!(versions(&[], &f.versions).unwrap().len(), 1);
         assert_eq!(f.max_listing_age.as_deref(), Some("8d"));
         assert_eq!(f.seed_from, Some(vec![PathBuf::from("/media/vendor-dvd")]));
+        assert_eq!(f.openpgp_keyring, Some(vec![PathBuf::from("/etc/upmirror/vendor-archive.asc")]));
         assert!(versions(&["releases/{version}/**=x".into()], &None).is_err());
         assert!(auto_promote(&["stable".into()], &None).is_err());
     }

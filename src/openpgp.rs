@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey, SignedPublicSubKey};
+use pgp::composed::{Deserializable, DetachedSignature, SignedPublicKey, SignedPublicSubKey};
 use pgp::packet::{Signature, SignatureType};
 use pgp::types::{KeyDetails, Tag, Timestamp};
 
@@ -83,13 +83,17 @@ impl Keyring {
     }
 
     /// Check a clearsigned document; its text (line ends as `\n`) and the
-    /// fingerprint of the key that made a good signature.
+    /// fingerprint of the key that made a good signature. (Split here in
+    /// one pass: rPGP 0.21's cleartext reader searches the whole text again
+    /// at every line, 38 s for a 10.9 MiB `SHA256SUMS`.)
     pub fn check_clearsigned(&self, document: &str, now: SystemTime) -> Result<(String, String), Untrusted> {
-        let (message, _) =
-            CleartextSignedMessage::from_string(document).map_err(|e| Untrusted::Malformed(e.to_string()))?;
-        let text = message.signed_text();
-        let signer = self.decide(message.signatures().iter().map(|sig| self.verdict(sig, text.as_bytes(), now)))?;
-        Ok((text.replace("\r\n", "\n"), signer))
+        let (body, signature) = split_clearsigned(document).ok_or(Untrusted::Malformed(
+            "not a clearsigned document (-----BEGIN PGP SIGNED MESSAGE-----, text, -----BEGIN PGP SIGNATURE-----)"
+                .into(),
+        ))?;
+        let lines = signed_lines(body);
+        let signer = self.check_detached(lines.join("\r\n").as_bytes(), signature.as_bytes(), now)?;
+        Ok((lines.iter().map(|l| format!("{l}\n")).collect(), signer))
     }
 
     /// At least one good and no bad.
@@ -128,6 +132,39 @@ impl Keyring {
         let issuer = sig.issuer_fingerprint().first().map(|f| format!("{f:X}"));
         Verdict::Unknown(issuer.or_else(|| sig.issuer_key_id().first().map(hex::encode_upper)).unwrap_or_default())
     }
+}
+
+/// The text of a clearsigned document, its signature unchecked (for a
+/// `SHA256SUMS` read without `openpgp_keyring`); none when it is not one.
+pub fn cleartext(document: &str) -> Option<String> {
+    let (body, _) = split_clearsigned(document)?;
+    Some(signed_lines(body).iter().map(|l| format!("{l}\n")).collect())
+}
+
+/// The lines a clearsigned body signs: dash escapes undone, trailing blanks cut.
+fn signed_lines(body: &str) -> Vec<&str> {
+    body.lines().map(|l| l.strip_prefix("- ").unwrap_or(l).trim_end_matches([' ', '\t', '\r'])).collect()
+}
+
+/// A clearsigned document's body (its last line break is the armor's) and
+/// its signature block; none when it is not one.
+fn split_clearsigned(document: &str) -> Option<(&str, &str)> {
+    const SIGNATURE: &str = "\n-----BEGIN PGP SIGNATURE-----";
+    let (first, mut rest) = document.split_once('\n')?;
+    if first.trim_end() != "-----BEGIN PGP SIGNED MESSAGE-----" {
+        return None;
+    }
+    // Armor headers (`Hash: SHA512`, or none) end at the first empty line.
+    loop {
+        let (line, tail) = rest.split_once('\n')?;
+        rest = tail;
+        if line.trim_end_matches('\r').is_empty() {
+            break;
+        }
+    }
+    let end = rest.find(SIGNATURE)?;
+    let body = rest[..end].strip_suffix('\r').unwrap_or(&rest[..end]);
+    Some((body, &rest[end + 1..]))
 }
 
 /// Why a key or signature that verifies is still not trusted.
@@ -197,4 +234,21 @@ fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(&mut std::io::Read::take(std::fs::File::open(path)?, MAX_KEYRING_BYTES), &mut bytes)?;
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clearsigned_document_splits_into_body_and_signature() {
+        let doc = "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\n- -- dashed\nline  \n\n-----BEGIN PGP SIGNATURE-----\nAA\n-----END PGP SIGNATURE-----\n";
+        let (body, sig) = split_clearsigned(doc).unwrap();
+        assert_eq!(body, "- -- dashed\nline  \n");
+        assert!(sig.starts_with("-----BEGIN PGP SIGNATURE-----"));
+        let bare = "-----BEGIN PGP SIGNED MESSAGE-----\r\n\r\na\r\n\r\nb\r\n-----BEGIN PGP SIGNATURE-----\r\n";
+        assert_eq!(split_clearsigned(bare).unwrap().0, "a\r\n\r\nb");
+        assert!(split_clearsigned("Hash: x\n\nbody\n").is_none());
+        assert!(split_clearsigned("-----BEGIN PGP SIGNED MESSAGE-----\n\nno signature\n").is_none());
+    }
 }

@@ -87,7 +87,10 @@ async fn one_list(
     let url = up.file_url(i, path);
     let (bytes, _) = up.get_small(&url, max_page).await.with_context(|| url.to_string())?;
     let (text, signer) = match up.keyring.is_empty() {
-        true => (String::from_utf8_lossy(&bytes).into_owned(), None),
+        true => {
+            let text = String::from_utf8_lossy(&bytes);
+            (crate::openpgp::cleartext(&text).unwrap_or_else(|| text.into_owned()), None)
+        }
         false => {
             let (text, signer) = signed_text(up, i, path, &bytes, all).await?;
             (text, Some(signer))

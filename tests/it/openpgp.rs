@@ -157,3 +157,21 @@ fn a_crawls_sha256sums_is_trusted_only_with_a_good_signature_by_the_keyring() {
     assert_eq!(env.published_id(), published);
     assert_eq!(fs::read(env.current().join("releases/1.0/a.bin")).unwrap(), pseudo_random(20_000, 1));
 }
+
+#[test]
+fn a_clearsigned_sha256sums_names_digests_without_a_keyring_too() {
+    let env = Env::new();
+    env.write("releases/a.bin", &pseudo_random(10_000, 1));
+    let sums = env.upstream.join("releases/SHA256SUMS");
+    // A digest that is not a.bin's: the download must be refused by it.
+    fs::write(&sums, format!("{}  a.bin\n", hex::encode(sha2::Sha256::digest(b"other bytes")))).unwrap();
+    let gpg = Gpg::new(&env);
+    let vendor = gpg.key("vendor@example.org", None, "0");
+    let clear = env.dir.path().join("clear");
+    gpg.clearsign(&vendor, &sums, &clear);
+    fs::copy(&clear, &sums).unwrap();
+    let nginx = env.nginx(&env.upstream, "nginx");
+    let out = env.sync(&nginx.json_url(), &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("sha256 mismatch"), "{}", out.stderr);
+}
