@@ -1,9 +1,9 @@
 //! An apt repository in a crawl under `openpgp_keyring`: each
 //! `InRelease` (or `Release` with `Release.gpg` beside it) must be signed by
-//! a keyring key; the indices it lists then get the sha256 it names, an
-//! uncompressed `Packages` among them is read for the sha256 of every
-//! package it lists, and a `by-hash/SHA256/` file is held to its name.
-//! Packages only a compressed index lists are counted as unsigned.
+//! a keyring key; the indices it lists then get the sha256 it names, a
+//! `Packages` among them (plain, else `.xz`, else `.gz`; checked before it
+//! is unpacked, and unpacked within a bound) is read for the sha256 of
+//! every package it lists, and a `by-hash/SHA256/` file is held to its name.
 
 use std::collections::HashSet;
 use std::time::SystemTime;
@@ -17,6 +17,8 @@ use crate::manifest::{Digest, RelPath};
 
 /// The largest `Release` or `Packages` read.
 const MAX_INDEX_BYTES: u64 = 64 << 20;
+/// The largest `Packages` unpacked (Debian's main for amd64 is ~60 MiB).
+const MAX_UNPACKED_BYTES: u64 = 256 << 20;
 
 /// The digests the signed `Release` files of the crawl name, with the
 /// packages of their uncompressed `Packages` indices.
@@ -27,14 +29,14 @@ pub(super) async fn apt_digests(up: &Upstreams, i: usize, all: &HashSet<&str>) -
         let (text, signer) = release_text(up, i, dir, signed, all).await?;
         let release = parse_release(&text).map_err(|e| anyhow!("{url}: {e}"))?;
         sums.digests.extend(release.by_hash_sha512(dir, all));
-        for (name, digest) in release.sha256 {
-            let path = format!("{dir}{name}");
-            if (name.ends_with("/Packages") || name == "Packages") && all.contains(path.as_str()) {
-                let root = dir.find("dists/").map_or("", |at| &dir[..at]);
-                sums.digests.extend(packages(up, i, &path, digest, root).await?);
-            }
-            sums.digests.insert(path, digest);
+        let root = dir.find("dists/").map_or("", |at| &dir[..at]);
+        for (path, digest) in release.package_indices(dir, all) {
+            sums.digests.extend(packages(up, i, &path, digest, root).await?);
         }
+        // A release that lists itself (apt-ftparchive run over an old one) names a digest it cannot have.
+        let own = |name: &str| matches!(name, "Release" | "InRelease" | "Release.gpg");
+        let listed = release.sha256.into_iter().filter(|(name, _)| !own(name));
+        sums.digests.extend(listed.map(|(name, digest)| (format!("{dir}{name}"), digest)));
         sums.signers.extend(Some(signer).filter(|s| !sums.signers.contains(s)));
     }
     for path in all.iter().filter(|p| p.contains("/by-hash/SHA256/")) {
@@ -90,8 +92,9 @@ async fn release_text(
     Ok((String::from_utf8_lossy(&bytes).into_owned(), signer))
 }
 
-/// The `Packages` index at `path`, its sha256 checked against the signed
-/// release's: each package's path (below `root`) and sha256.
+/// The `Packages` index at `path` (plain, `.xz` or `.gz`), its sha256
+/// checked against the signed release's before it is unpacked: each
+/// package's path (below `root`) and sha256.
 async fn packages(up: &Upstreams, i: usize, path: &str, want: Digest, root: &str) -> Result<Vec<(String, Digest)>> {
     let url = up.file_url(i, &rel("", path)?);
     let (bytes, _) = up.get_small(&url, MAX_INDEX_BYTES).await.with_context(|| url.to_string())?;
@@ -99,8 +102,42 @@ async fn packages(up: &Upstreams, i: usize, path: &str, want: Digest, root: &str
     if got != want {
         bail!("{url}: not trusted: its sha256 is {got}, the signed Release says {want}");
     }
-    let listed = parse_packages(&String::from_utf8_lossy(&bytes)).map_err(|e| anyhow!("{url}: {e}"))?;
+    let text = unpack(path, &bytes, MAX_UNPACKED_BYTES).map_err(|e| anyhow!("{url}: {e}"))?;
+    let listed = parse_packages(&String::from_utf8_lossy(&text)).map_err(|e| anyhow!("{url}: {e}"))?;
     Ok(listed.into_iter().map(|(file, d)| (format!("{root}{file}"), d)).collect())
+}
+
+/// An index as its name says it is packed, at most `cap` bytes.
+fn unpack(name: &str, bytes: &[u8], cap: u64) -> std::io::Result<Vec<u8>> {
+    let mut out = Bounded(Vec::new(), cap);
+    if name.ends_with(".xz") {
+        lzma_rs::xz_decompress(&mut &bytes[..], &mut out).map_err(|e| match e {
+            lzma_rs::error::Error::IoError(io) => io,
+            other => std::io::Error::other(format!("not xz: {other}")),
+        })?;
+    } else if name.ends_with(".gz") {
+        std::io::copy(&mut flate2::read::GzDecoder::new(bytes), &mut out)?;
+    } else {
+        return Ok(bytes.to_vec());
+    }
+    Ok(out.0)
+}
+
+/// A buffer that refuses to grow past its cap.
+struct Bounded(Vec<u8>, u64);
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if (self.0.len() + data.len()) as u64 > self.1 {
+            return Err(std::io::Error::other(format!("unpacks to more than {} bytes", self.1)));
+        }
+        self.0.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// What a release says of its indices.
@@ -113,6 +150,23 @@ pub struct Release {
 }
 
 impl Release {
+    /// Of each directory's `Packages` indices among `all` (the release in
+    /// `dir`), the one read: plain, else `.xz`, else `.gz`; with its sha256.
+    fn package_indices(&self, dir: &str, all: &HashSet<&str>) -> Vec<(String, Digest)> {
+        let mut best: std::collections::BTreeMap<&str, (usize, String, Digest)> = Default::default();
+        for (name, digest) in &self.sha256 {
+            let (index_dir, file) = name.rsplit_once('/').unwrap_or(("", name));
+            let Some(rank) = ["Packages", "Packages.xz", "Packages.gz"].iter().position(|p| *p == file) else {
+                continue;
+            };
+            let path = format!("{dir}{name}");
+            if all.contains(path.as_str()) && best.get(index_dir).is_none_or(|(r, _, _)| rank < *r) {
+                best.insert(index_dir, (rank, path, *digest));
+            }
+        }
+        best.into_values().map(|(_, path, digest)| (path, digest)).collect()
+    }
+
     /// The sha256 of each `by-hash/SHA512/` copy of an index among `all`
     /// (the release in `dir`): the index's own.
     fn by_hash_sha512(&self, dir: &str, all: &HashSet<&str>) -> Vec<(String, Digest)> {
@@ -185,6 +239,24 @@ mod tests {
         assert_eq!(names, ["main/binary-amd64/Packages", "main/binary-amd64/Packages.xz"]);
         assert!(parse_release("Origin: x\n").is_err());
         assert!(parse_release("SHA256:\n nothex 1 a\n").is_err());
+    }
+
+    #[test]
+    fn indices_unpack_within_a_bound() {
+        let text = b"Package: a\n".repeat(1000);
+        let mut xz = Vec::new();
+        lzma_rs::xz_compress(&mut &text[..], &mut xz).unwrap();
+        assert_eq!(unpack("Packages.xz", &xz, 1 << 20).unwrap(), text);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &text).unwrap();
+        let gz = gz.finish().unwrap();
+        assert_eq!(unpack("Packages.gz", &gz, 1 << 20).unwrap(), text);
+        assert!(unpack("Packages.xz", b"not xz", 1 << 20).is_err());
+        // Past the bound: refused, for either packing.
+        for (name, packed) in [("Packages.xz", &xz), ("Packages.gz", &gz)] {
+            let err = unpack(name, packed, 4096).unwrap_err();
+            assert!(err.to_string().contains("unpacks to more than 4096 bytes"), "{name}: {err}");
+        }
     }
 
     #[test]

@@ -86,6 +86,12 @@ impl Repo {
             fs::write(other.join("Packages"), format!("# {arch}\n")).unwrap();
             run(Command::new("xz").args(["-kf"]).arg(other.join("Packages")));
         }
+        self.release();
+    }
+
+    /// Write `dists/stable/Release` for the indexes there now.
+    fn release(&self) {
+        let _ = fs::remove_file(self.root.join("dists/stable/Release"));
         let release = run(Command::new("apt-ftparchive")
             .args(["-o", "APT::FTPArchive::Release::Suite=stable", "-o", "APT::FTPArchive::Release::Codename=stable"])
             .args(["-o", "APT::FTPArchive::Release::Acquire-By-Hash=yes", "release", "dists/stable"])
@@ -270,6 +276,11 @@ fn a_signed_apt_repository_is_mirrored_by_crawl_only_as_its_keys_signed_it() {
     let env = Env::new();
     let mut repo = Repo::new(&env);
     repo.build();
+    // As Debian's archive: Release names the plain index, only the packed one is served.
+    fs::remove_file(env.upstream.join(INDEX).join("Packages")).unwrap();
+    for plain in &repo.by_hash[0][..2] {
+        fs::remove_file(plain).unwrap();
+    }
     let gpg = Gpg::new(&env);
     let vendor = gpg.key("archive@vendor.example", None, "0");
     let keyring = env.dir.path().join("vendor-archive.gpg");
@@ -287,19 +298,20 @@ fn a_signed_apt_repository_is_mirrored_by_crawl_only_as_its_keys_signed_it() {
     assert_eq!(status["unsigned_files"], 0, "every index and package is covered: {status}");
     let (_site, https, _) = start_shipped_site_as_shipped(&env);
     let apt = Apt::signed_by(&env, "apt-signed", https, &keyring);
-    let (ok, text) = apt.apt_get(&["update"], None);
-    assert!(ok, "{text}");
+    let (ok, updated) = apt.apt_get(&["update"], None);
+    assert!(ok, "{updated}");
     let (ok, text) = apt.apt_get(&["download", "vendor-tool3"], None);
-    assert!(ok, "{text}");
+    assert!(ok, "{updated}\n{text}");
 
     // An index changed after it was signed: refused, nothing published.
     let published = env.published_id();
-    let packages = env.upstream.join(INDEX).join("Packages");
-    let mut text = fs::read_to_string(&packages).unwrap();
-    text = text.replacen("Version: 1.0", "Version: 9.0", 1);
-    fs::write(&packages, text).unwrap();
+    let packages = env.upstream.join(INDEX).join("Packages.xz");
+    let text = run(Command::new("xz").arg("-dc").arg(&packages));
+    let text = String::from_utf8(text).unwrap().replacen("Version: 1.0", "Version: 9.0", 1);
+    fs::write(env.dir.path().join("Packages"), text).unwrap();
+    fs::write(&packages, run(Command::new("xz").arg("-c").arg(env.dir.path().join("Packages")))).unwrap();
     let out = env.sync(&upstream.json_url(), &trust);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("Packages: not trusted: its sha256 is"), "{}", out.stderr);
+    assert!(out.stderr.contains("Packages.xz: not trusted: its sha256 is"), "{}", out.stderr);
     assert_eq!(env.published_id(), published);
 }
