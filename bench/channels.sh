@@ -10,14 +10,7 @@
 #   bench/channels.sh          # ~5 min on 2 cores, 11 GiB under $BENCH_DIR
 #
 # Needs: apt-get install -y nginx strace curl bc time python3
-set -euo pipefail
-cd "$(dirname "$0")/.."
-KIT=${KIT:-$(cd ../shared/bench && pwd)}
-export BENCH_DIR=${BENCH_DIR:-/tmp/upmirror-bench}
-cargo build --release --quiet
-BIN=$PWD/target/release/upmirror
-CA=$BENCH_DIR/pki/ca.crt
-LOG=$BENCH_DIR/nginx/logs/access.log
+source "$(dirname "$0")/common.sh"
 RULE='releases/{series}/{version}/**=2'
 
 V=$BENCH_DIR/trees/versions
@@ -59,12 +52,7 @@ timed "no-op, keep 2 per series" "$D" --keep-versions "$RULE"
 rm -rf "$D"; timed "first sync, every version" "$D"
 rm -rf "$D"
 
-M=$BENCH_DIR/trees/many/versions-bench
-if [ ! -e "$M/upmirror-manifest.json" ]; then
-  rm -rf "$M"
-  python3 "$KIT/gen-tree.py" generate many "$M" >/dev/null
-  "$BIN" manifest --quiet "$M"
-fi
+M=$(kit_tree many versions-bench)
 "$KIT/upstream.sh" serve "$M" >/dev/null
 D=$BENCH_DIR/dest/promote
 rm -rf "$D"

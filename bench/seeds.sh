@@ -6,20 +6,8 @@
 # (copied). Prints wall time, what nginx served and what the seeds gave.
 #
 #   bench/seeds.sh        # needs: apt-get install -y nginx curl bc python3
-set -euo pipefail
-cd "$(dirname "$0")/.."
-KIT=${KIT:-$(cd ../shared/bench && pwd)}
-export BENCH_DIR=${BENCH_DIR:-/tmp/upmirror-bench}
-cargo build --release --quiet
-BIN=$PWD/target/release/upmirror
-CA=$BENCH_DIR/pki/ca.crt
-LOG=$BENCH_DIR/nginx/logs/access.log
-T=$BENCH_DIR/trees/small/seeds-bench
-if [ ! -e "$T/upmirror-manifest.json" ]; then
-  rm -rf "$T"
-  python3 "$KIT/gen-tree.py" generate small "$T" >/dev/null
-  "$BIN" manifest --quiet "$T"
-fi
+source "$(dirname "$0")/common.sh"
+T=$(kit_tree small seeds-bench)
 "$KIT/upstream.sh" start "$T" >/dev/null
 "$KIT/upstream.sh" serve "$T" >/dev/null
 S=$BENCH_DIR/seed-linked C=$BENCH_DIR/seed-copied
