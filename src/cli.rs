@@ -88,6 +88,12 @@ pub enum Command {
         /// Also write upmirror-manifest.json.minisig, signed with this minisign secret key.
         #[arg(long, value_name = "KEYFILE")]
         sign: Option<PathBuf>,
+        /// Also write zstd patches from this older tree for the changed files (.upmirror-deltas/, upmirror-deltas.json).
+        #[arg(long, value_name = "OLD_DIR")]
+        delta_from: Option<PathBuf>,
+        /// Patch only files at least this large [default: 16MiB].
+        #[arg(long, value_name = "SIZE", requires = "delta_from")]
+        delta_min_size: Option<String>,
     },
 }
 

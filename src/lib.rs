@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client_cert;
 pub mod commands;
 pub mod config;
+pub mod delta;
 pub mod disk;
 pub mod error;
 pub mod fetch;

@@ -34,7 +34,7 @@ pub fn hash_reader(mut r: impl Read) -> std::io::Result<(Sha256, u64)> {
 }
 
 /// Describe every regular file below `dir` except those named in `skip` at
-/// its top (the manifest and its signature).
+/// its top (the manifest and its signature) and the delta sidecars.
 /// Symlinks and special files are not followed and not listed.
 pub fn describe_dir(dir: &Path, skip: &[&str]) -> Result<Manifest> {
     let mut found = Vec::new();
@@ -45,7 +45,7 @@ pub fn describe_dir(dir: &Path, skip: &[&str]) -> Result<Manifest> {
         }
         let rel = item.path().strip_prefix(dir).context("walk left the directory")?;
         let rel = rel.to_str().ok_or_else(|| anyhow!("{}: file name is not UTF-8", item.path().display()))?;
-        if skip.contains(&rel) {
+        if skip.contains(&rel) || crate::delta::is_sidecar(rel) {
             continue;
         }
         let path = RelPath::parse(rel).map_err(|e| anyhow!("{}: {e}", dir.display()))?;

@@ -84,6 +84,11 @@ pub struct RunStatus {
     /// What `seed_from` gave this run instead of the network.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seeded: Option<crate::fetch::SeedStats>,
+    /// What patches gave this run instead of whole files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deltas: Option<crate::fetch::DeltaStats>,
+    /// Bytes patches saved, over all runs.
+    pub delta_bytes_saved_total: u64,
     /// How far budgeted verifies have come (`verify --budget`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<crate::verify::Cycle>,
@@ -198,10 +203,13 @@ impl RunStatus {
         let history_path = sinks.meta.join("history.json");
         let mut history = history(&history_path);
         let before = history.last().map_or(0, |r| r.bytes_downloaded_total);
-        let seeded = self.seeded.map_or(0, |s| s.bytes);
-        let published_now =
-            if self.outcome == Outcome::Published { self.summary.download_bytes.saturating_sub(seeded) } else { 0 };
+        let published = self.outcome == Outcome::Published;
+        let saved = self.deltas.filter(|_| published).map_or(0, |d| d.saved_bytes);
+        let not_fetched = self.seeded.map_or(0, |s| s.bytes) + saved;
+        let published_now = if published { self.summary.download_bytes.saturating_sub(not_fetched) } else { 0 };
         self.bytes_downloaded_total = before.saturating_add(published_now);
+        let saved_before = history.last().map_or(0, |r| r.delta_bytes_saved_total);
+        self.delta_bytes_saved_total = saved_before.saturating_add(saved);
         self.carry_upstream_totals(&history);
         if let Ok(fs) = rustix::fs::statvfs(&sinks.meta) {
             self.disk_size_bytes = Some(fs.f_blocks * fs.f_frsize);
@@ -316,6 +324,12 @@ fn metrics(history: &[RunStatus]) -> String {
             "counter",
             "Bytes downloaded into published snapshots.",
             last.map_or(0, |r| r.bytes_downloaded_total),
+        ),
+        (
+            "upmirror_delta_bytes_saved_total",
+            "counter",
+            "Bytes of changed files not downloaded because a patch made them.",
+            last.map_or(0, |r| r.delta_bytes_saved_total),
         ),
         ("upmirror_published_files", "gauge", "Files in the published snapshot.", published as u64),
         (

@@ -14,7 +14,7 @@ use super::{before, client_identity, now_rfc3339, unix_seconds};
 use crate::config::Config;
 use crate::disk::failpoint;
 use crate::error::{Exit, Refused};
-use crate::fetch::{Job, SeedStats, Seeds, fetch_all};
+use crate::fetch::{DeltaStats, Deltas, Job, SeedStats, Seeds, fetch_all};
 use crate::hooks;
 use crate::manifest::Entry;
 use crate::output::{Progress, Reporter, error_line, human_bytes, rfc3339};
@@ -217,6 +217,8 @@ pub(super) struct Origin<'a> {
     pub rt: &'a tokio::runtime::Runtime,
     pub deadline: tokio::time::Instant,
     pub progress: Progress,
+    /// The patches the upstream offers (`upmirror-deltas.json`).
+    pub deltas: &'a [crate::delta::Delta],
 }
 
 /// Which snapshot a publish makes current.
@@ -272,6 +274,18 @@ fn note_seeded(run: &mut Run, seeds: Option<&Seeds>) {
     run.status.seeded = Some(stats);
 }
 
+/// Say what the patches gave, in the output and the status.
+fn note_patched(run: &mut Run, deltas: Option<&Deltas>) {
+    let Some(stats) = deltas.map(Deltas::stats).filter(|s| *s != DeltaStats::default()) else { return };
+    let failed = match stats.fell_back {
+        0 => String::new(),
+        n => format!("; {n} did not apply and came whole"),
+    };
+    let (files, patches, saved) = (stats.files, human_bytes(stats.patch_bytes), human_bytes(stats.saved_bytes));
+    run.out.info(format!("made {files} files from patches ({patches}, {saved} not downloaded){failed}"));
+    run.status.deltas = Some(stats);
+}
+
 /// Fetch and verify the plan's downloads, build a snapshot of them beside
 /// the kept files of `base`, and publish it. `record` notes it in the state.
 pub(super) fn apply(
@@ -284,6 +298,8 @@ pub(super) fn apply(
     let partial = run.locked.partial_dir();
     let downloads: Vec<Entry> = plan.downloads().cloned().collect();
     let seeds = seeds(run, &downloads);
+    let deltas = base.map(|b| Arc::new(Deltas::new(source.deltas, &downloads, (&b.dir, &b.manifest))));
+    let deltas = deltas.filter(|d| !d.is_empty());
     let job = Job {
         first: source.first,
         dates: source.dates,
@@ -292,12 +308,14 @@ pub(super) fn apply(
         net: &run.cfg.net,
         progress: source.progress.clone(),
         seeds: seeds.clone(),
+        deltas: deltas.clone(),
     };
     let clock = Instant::now();
     let fetch = fetch_all(source.upstreams, downloads, job);
     let fetched = source.rt.block_on(before(source.deadline, fetch));
     source.progress.finish();
     note_seeded(run, seeds.as_deref());
+    note_patched(run, deltas.as_deref());
     let verified = fetched?;
     run.out.detail(format!("fetched {} files in {:.3} s", verified.len(), clock.elapsed().as_secs_f64()));
     failpoint("fetched");

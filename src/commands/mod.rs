@@ -43,7 +43,11 @@ pub fn run(command: Command, cfg: &Config, out: Reporter) -> Result<()> {
         Command::Rollback { .. } => rollback::rollback(cfg, out),
         Command::Promote { channel, snapshot, .. } => promote::promote(cfg, &channel, snapshot.as_deref(), out),
         Command::Export { to, since, link, .. } => export::export(cfg, &to, since.as_deref(), link, out),
-        Command::Manifest { dir, sign } => manifest::manifest(&dir, sign.as_deref(), out),
+        Command::Manifest { dir, sign, delta_from, delta_min_size } => {
+            let min = delta_min_size.map(|s| crate::config::size("--delta-min-size", &s)).transpose()?;
+            let deltas = delta_from.map(|old| (old, min.unwrap_or(16 << 20)));
+            manifest::manifest(&dir, sign.as_deref(), deltas, out)
+        }
         Command::Init { dir, .. } => init::init(cfg, dir.as_deref(), out),
         Command::Completions { shell } => {
             let mut cmd = <crate::cli::Cli as clap::CommandFactory>::command();

@@ -122,12 +122,7 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
     }
     let plan = accept(args, &state, published.as_ref(), &listing, cfg, out)?;
     check_carried(&state, published.as_ref(), &listing, &plan)?;
-    let freed = reclaim_staging(&run.locked.partial_dir(), plan.downloads(), cfg.max_partial_size)?;
-    if freed > 0 {
-        out.detail(format!("removed {} of partial downloads (unneeded, or past max_partial_size)", human_bytes(freed)));
-    }
-    let staged = staged_bytes(&run.locked.partial_dir(), plan.downloads());
-    check_plan(cfg, args, &plan, (published_count(published.as_ref()), staged), &run.locked.root)?;
+    ready_staging(run, args, &plan, published.as_ref())?;
     if let Some(file) = &args.plan {
         SavedPlan::load(file)?.check(&listing, published.as_ref(), &plan, file)?;
     }
@@ -150,11 +145,25 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
         rt: &rt,
         deadline,
         progress: out.progress(summary.added + summary.changed, summary.download_bytes),
+        deltas: &listing.deltas,
     };
     let id = apply(run, &plan, published.as_ref(), source, |state, id| state.record(id, &listing))?;
     let bytes = plan.keep.iter().chain(plan.downloads()).map(|e| e.size).sum();
     run.status.set_published(&id, plan.result_len(), bytes, listing.manifest.generated_at);
     Ok(Done::Published { id, upstream, summary })
+}
+
+/// Clear from staging what the plan does not want (or what passes
+/// `max_partial_size`), then hold the plan to the guards, counting what
+/// staging already holds.
+fn ready_staging(run: &Run, args: &SyncArgs, plan: &Plan, published: Option<&Published>) -> Result<()> {
+    let (cfg, out, partial) = (run.cfg, run.out, run.locked.partial_dir());
+    let freed = reclaim_staging(&partial, plan.downloads(), cfg.max_partial_size)?;
+    if freed > 0 {
+        out.detail(format!("removed {} of partial downloads (unneeded, or past max_partial_size)", human_bytes(freed)));
+    }
+    let staged = staged_bytes(&partial, plan.downloads());
+    check_plan(cfg, args, plan, (published_count(published), staged), &run.locked.root)
 }
 
 /// What the status says of the listing: where it came from, who signed it,
@@ -202,6 +211,7 @@ fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Resul
     check_carried(&state, published.as_ref(), &listing, &plan)?;
     print_plan(&plan, out);
     print_seeds(cfg, &plan, out);
+    print_deltas(&plan, &listing, published.as_ref(), out);
     let staged = staged_bytes(&store.meta().join("partial"), plan.downloads());
     check_plan(cfg, args, &plan, (published_count(published.as_ref()), staged), &store.root)?;
     if let Some(file) = &args.save_plan {
@@ -209,6 +219,28 @@ fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Resul
         out.info(format!("plan saved to {}; apply it with `upmirror sync --plan {}`", file.display(), file.display()));
     }
     Ok(())
+}
+
+/// The changed files a patch from the published snapshot would make.
+fn print_deltas(plan: &Plan, listing: &Listing, published: Option<&Published>, out: Reporter) {
+    let Some(p) = published.filter(|_| !listing.deltas.is_empty()) else { return };
+    let downloads: Vec<crate::manifest::Entry> = plan.downloads().cloned().collect();
+    let deltas = crate::fetch::Deltas::new(&listing.deltas, &downloads, (&p.dir, &p.manifest));
+    let (mut patches, mut whole) = (0, 0);
+    for e in &downloads {
+        if let Some(size) = deltas.patch_size(e.path.as_str()) {
+            out.info(format!(
+                "~ {} (delta {} of {})",
+                crate::output::escape(e.path.as_str()),
+                human_bytes(size),
+                human_bytes(e.size)
+            ));
+            (patches, whole) = (patches + size, whole + e.size);
+        }
+    }
+    if whole > 0 {
+        out.info(format!("patches: {} instead of {} of whole files", human_bytes(patches), human_bytes(whole)));
+    }
 }
 
 /// What the seeds may give of the plan's downloads: the files a seed holds

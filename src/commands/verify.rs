@@ -162,6 +162,7 @@ fn repair_snapshot(run: &mut Run, published: &Published, problems: &[Problem]) -
         rt: &rt,
         deadline: tokio::time::Instant::now() + run.cfg.net.run_timeout,
         progress: Progress::hidden(),
+        deltas: &[],
     };
     let result = apply(run, &plan, Some(published), origin, |state, id| {
         if let Some(info) = state.snapshots.get(&published.id).cloned() {

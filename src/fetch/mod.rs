@@ -19,6 +19,7 @@
 //! 64 KiB buffer: they never wait on the disk, and handing each one to a
 //! blocking thread cost more (futex wake-ups) than the write.
 
+mod delta;
 mod seed;
 mod segmented;
 
@@ -40,6 +41,7 @@ use crate::local_tree::hash_reader;
 use crate::manifest::{Digest, Entry};
 use crate::output::{Progress, rfc3339};
 use crate::upstream::{self, Body, Dates, HttpStatus, Pace, Stalled, Upstreams, Verdict, backoff};
+pub use delta::{DeltaStats, Deltas};
 pub use seed::{SeedStats, Seeds};
 use segmented::Segmented;
 
@@ -149,6 +151,7 @@ struct Fetcher {
     limiter: Option<Limiter>,
     progress: Progress,
     seeds: Option<Arc<Seeds>>,
+    deltas: Option<Arc<Deltas>>,
 }
 
 /// How one run fetches.
@@ -164,6 +167,8 @@ pub struct Job<'a> {
     pub progress: Progress,
     /// Local trees tried before the network (`seed_from`).
     pub seeds: Option<Arc<Seeds>>,
+    /// Patches from the published snapshot tried before whole files.
+    pub deltas: Option<Arc<Deltas>>,
 }
 
 /// Fetch every entry into `job.staging`, trying upstream `job.first` before
@@ -186,6 +191,7 @@ pub async fn fetch_all(up: &Upstreams, entries: Vec<Entry>, job: Job<'_>) -> Res
         limiter: job.net.bandwidth_limit.clone().map(Limiter::new),
         progress: job.progress,
         seeds: job.seeds,
+        deltas: job.deltas,
     });
     // Each download is a task of its own, so hashing and writing spread over
     // the runtime's threads. Every file is tried even when one fails, so the
@@ -219,7 +225,10 @@ impl Fetcher {
         self.progress.start_file(&path, size);
         let result = match self.seeded(&entry).await {
             Some(verified) => Ok(verified),
-            None => self.fetch_retrying(entry).await,
+            None => match self.patched(&entry).await {
+                Some(verified) => Ok(verified),
+                None => self.fetch_retrying(entry).await,
+            },
         };
         self.progress.end_file(&path, size, result.is_ok());
         result
@@ -238,8 +247,43 @@ impl Fetcher {
         tokio::task::spawn_blocking(move || seeds.place(&entry, &file)).await.ok().flatten()
     }
 
+    /// `entry` made from its patch, when one applies and works; a patch
+    /// that fails is told, and the whole file fetched instead.
+    async fn patched(&self, entry: &Entry) -> Option<Verified> {
+        let deltas = self.deltas.clone()?;
+        let (base, patch) = deltas.for_entry(entry)?;
+        let size = patch.size;
+        let made = self.apply_patch(entry, base, patch).await;
+        deltas.note(entry, made.as_ref().ok().map(|_| size));
+        match made {
+            Ok(verified) => Some(verified),
+            Err(e) if e.is::<LocalIo>() => None,
+            Err(e) => {
+                let why = crate::output::error_line(&e);
+                self.up.tell(format!("{}: its patch did not apply ({why}); fetching the whole file", entry.path));
+                None
+            }
+        }
+    }
+
+    /// Fetch `patch` beside `entry`'s staging file (kept for resuming as
+    /// a part of it), apply it to `base` and check the result.
+    async fn apply_patch(&self, entry: &Entry, base: PathBuf, patch: Entry) -> Result<Verified> {
+        let staged = self.staged(entry);
+        let fetched = self.fetch_retrying_to(patch, staged.with_extension("patch.zst")).await?;
+        let (entry, patch_file) = (entry.clone(), fetched.file().to_path_buf());
+        let apply = move || delta::make_from(&base, &patch_file, entry, staged);
+        let made = tokio::task::spawn_blocking(apply).await.map_err(|e| anyhow!("patch task failed: {e}"))?;
+        let _ = std::fs::remove_file(fetched.file());
+        made
+    }
+
     async fn fetch_retrying(&self, entry: Entry) -> Result<Verified> {
         let file = self.staged(&entry);
+        self.fetch_retrying_to(entry, file).await
+    }
+
+    async fn fetch_retrying_to(&self, entry: Entry, file: PathBuf) -> Result<Verified> {
         let mut tries = Tries { ruled_out: vec![false; self.up.bases.len()], failures: Vec::new(), wait: None };
         let mut segmented = segmented::fits(&self.up, &entry);
         for round in 0..=self.net.retries {

@@ -110,6 +110,7 @@ pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_
         server,
         trace: Vec::new(),
         rechecks,
+        deltas: Vec::new(),
     })
 }
 

@@ -33,6 +33,7 @@ impl Upstreams {
         let signature = self.check_signature(upstream, &bytes).await?;
         let manifest = Manifest::parse(&bytes).map_err(anyhow::Error::msg)?;
         let trace = self.fetch_trace(upstream).await;
+        let deltas = self.fetch_deltas(upstream).await;
         let identity = Digest(Sha256::digest(&bytes).into());
         Ok(ListOutcome::Fetched(Box::new(Listing {
             upstream,
@@ -48,6 +49,7 @@ impl Upstreams {
             server: None,
             rechecks: Default::default(),
             trace,
+            deltas,
         })))
     }
 
@@ -79,6 +81,19 @@ impl Upstreams {
     async fn fetch_trace(&self, i: usize) -> Vec<crate::trace::Tier> {
         let bytes = self.read_beside(i, crate::trace::TRACE_FILE, crate::trace::MAX_TRACE_BYTES).await;
         bytes.ok().and_then(|b| crate::trace::parse(&b)).unwrap_or_default()
+    }
+
+    /// The patches upstream `i` offers (`upmirror-deltas.json`): none when
+    /// it has no list; a list that does not parse is told and not used
+    /// (patches only save bytes, the whole files are there).
+    async fn fetch_deltas(&self, i: usize) -> Vec<crate::delta::Delta> {
+        let Ok(bytes) = self.read_beside(i, crate::delta::DELTAS_FILE, crate::delta::MAX_LIST_BYTES).await else {
+            return Vec::new();
+        };
+        crate::delta::parse_list(&bytes).unwrap_or_else(|e| {
+            self.tell(format!("{}: {e}; whole files are fetched", crate::delta::DELTAS_FILE));
+            Vec::new()
+        })
     }
 
     /// A small file at upstream `i`'s base, beside its manifest (the

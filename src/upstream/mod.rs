@@ -110,6 +110,8 @@ pub struct Listing {
     pub signed_by: Option<String>,
     /// Of a crawl with `openpgp_keyring`: the files no signed `SHA256SUMS` covers.
     pub unsigned_files: Option<usize>,
+    /// The patches the upstream offers beside its manifest.
+    pub deltas: Vec<crate::delta::Delta>,
     /// The manifest and its signature as they came, when it was signed.
     pub signed: Option<crate::signature::Signed>,
     /// The tiers the listing came down through (none from the origin).

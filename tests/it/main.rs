@@ -8,6 +8,7 @@ mod cli;
 mod consistency;
 mod crash;
 mod crawl;
+mod delta;
 mod failures;
 mod hostile;
 mod listings;

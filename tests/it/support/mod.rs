@@ -241,6 +241,8 @@ impl Env {
         let mut want = files(&self.upstream);
         let got = files(&self.current());
         // The listing's signature is carried only when it was checked (trusted_keys).
+        // The upstream's patches are a sidecar, never mirrored as files.
+        want.retain(|rel, _| rel != "upmirror-deltas.json" && !rel.starts_with(".upmirror-deltas/"));
         let carried = got.contains_key("upmirror-manifest.json.minisig");
         if !carried {
             want.remove("upmirror-manifest.json.minisig");

@@ -22,6 +22,8 @@ pub struct Hit {
     pub method: String,
     pub status: u16,
     pub uri: String,
+    /// Body bytes sent.
+    pub bytes: u64,
 }
 
 pub fn free_port() -> u16 {
@@ -84,7 +86,7 @@ events {{ worker_connections 256; }}
 http {{
     {mime}
     default_type application/octet-stream;
-    log_format t '$request_method $status "$request_uri"';
+    log_format t '$request_method $status $body_bytes_sent "$request_uri"';
     access_log {p}/logs/access.log t;
     client_body_temp_path {p}/body; proxy_temp_path {p}/proxy; fastcgi_temp_path {p}/fastcgi;
     uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;
@@ -133,10 +135,11 @@ http {{
         let text = std::fs::read_to_string(self.prefix.join("logs/access.log")).unwrap_or_default();
         text.lines()
             .filter_map(|l| {
-                let mut parts = l.splitn(3, ' ');
+                let mut parts = l.splitn(4, ' ');
                 Some(Hit {
                     method: parts.next()?.to_owned(),
                     status: parts.next()?.parse().ok()?,
+                    bytes: parts.next()?.parse().ok()?,
                     uri: parts.next()?.trim_matches('"').to_owned(),
                 })
             })

@@ -215,8 +215,10 @@ fn common_hit(line: &str) -> Option<Hit> {
     let (request, rest) = rest.split_once('"')?;
     let mut req = request.split(' ');
     let (method, uri) = (req.next()?.to_owned(), req.next()?.to_owned());
-    let status = rest.split_whitespace().next()?.parse().ok()?;
-    Some(Hit { method, status, uri })
+    let mut fields = rest.split_whitespace();
+    let status = fields.next()?.parse().ok()?;
+    let bytes = fields.next().and_then(|b| b.parse().ok()).unwrap_or(0);
+    Some(Hit { method, status, uri, bytes })
 }
 
 /// Caddy's JSON access log line.
@@ -226,5 +228,6 @@ fn caddy_hit(line: &str) -> Option<Hit> {
         method: v["request"]["method"].as_str()?.to_owned(),
         status: v["status"].as_u64()? as u16,
         uri: v["request"]["uri"].as_str()?.to_owned(),
+        bytes: v["size"].as_u64().unwrap_or(0),
     })
 }
