@@ -100,3 +100,119 @@ fn changed_files_travel_as_patches_and_publish_the_vendors_bytes() {
     let text = fs::read_to_string(&metrics).unwrap();
     assert!(!text.contains("upmirror_delta_bytes_saved_total 0\n"), "{text}");
 }
+
+/// Three files of release 1 mirrored, then release 2 with each changed a
+/// little and patches from release 1 beside it: (env, nginx, the copy of release 1).
+fn two_releases() -> (Env, crate::support::nginx::Nginx, std::path::PathBuf) {
+    let env = Env::new();
+    for (name, seed) in [("a.bin", 1), ("b.bin", 2), ("c.bin", 3)] {
+        env.write(name, &pseudo_random(300_000, seed));
+    }
+    env.make_manifest();
+    let old = env.dir.path().join("release-1");
+    copy_tree(&env.upstream, &old);
+    let nginx = env.nginx(&env.upstream, "nginx");
+    assert_eq!(env.sync(&nginx.json_url(), &[]).code, 0);
+    for (name, seed) in [("a.bin", 1), ("b.bin", 2), ("c.bin", 3)] {
+        let mut bytes = pseudo_random(300_000, seed);
+        bytes[1000..1100].fill(9);
+        env.write(name, &bytes);
+    }
+    release_with_patches(&env, &old);
+    // The new manifest, written in the same second at the same size: moved on, as a later write would be.
+    let manifest = env.upstream.join("upmirror-manifest.json");
+    filetime::set_file_mtime(&manifest, filetime::FileTime::from_unix_time(crate::support::MTIME + 3600, 0)).unwrap();
+    (env, nginx, old)
+}
+
+/// Replace the patch for `path` with the one `upmirror manifest` makes from
+/// `old_bytes` to `new_bytes`, keeping what the list says it patches.
+fn swap_patch(env: &Env, path: &str, old_bytes: &[u8], new_bytes: &[u8]) {
+    let (from, to) = (env.dir.path().join(format!("craft-{path}-old")), env.dir.path().join(format!("craft-{path}")));
+    for (dir, bytes) in [(&from, old_bytes), (&to, new_bytes)] {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(dir.join(path), bytes).unwrap();
+    }
+    let args = ["manifest", to.to_str().unwrap(), "--delta-from", from.to_str().unwrap(), "--delta-min-size", "1"];
+    assert_eq!(env.run(&args).code, 0);
+    let crafted: serde_json::Value =
+        serde_json::from_slice(&fs::read(to.join("upmirror-deltas.json")).unwrap()).unwrap();
+    let patch = fs::read(to.join(crafted["deltas"][0]["patch"].as_str().unwrap())).unwrap();
+    set_patch(env, path, &patch);
+}
+
+/// Put `patch` where the list's patch for `path` is, its size and sha256 listed.
+fn set_patch(env: &Env, path: &str, patch: &[u8]) {
+    use sha2::Digest as _;
+    let list_file = env.upstream.join("upmirror-deltas.json");
+    let mut list: serde_json::Value = serde_json::from_slice(&fs::read(&list_file).unwrap()).unwrap();
+    let entry = list["deltas"].as_array_mut().unwrap().iter_mut().find(|d| d["path"] == path).unwrap();
+    fs::write(env.upstream.join(entry["patch"].as_str().unwrap()), patch).unwrap();
+    entry["patch_size"] = patch.len().into();
+    entry["patch_sha256"] = hex::encode(sha2::Sha256::digest(patch)).into();
+    fs::write(&list_file, serde_json::to_vec(&list).unwrap()).unwrap();
+}
+
+#[test]
+fn a_patch_that_is_damaged_for_another_base_or_too_big_falls_back_to_the_whole_file() {
+    let (env, nginx, old) = two_releases();
+    let list: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.upstream.join("upmirror-deltas.json")).unwrap()).unwrap();
+    assert_eq!(list["deltas"].as_array().unwrap().len(), 3, "{list}");
+    // a: damaged in its middle (its listed digest made to match the damage).
+    let a_patch = env.upstream.join(
+        list["deltas"].as_array().unwrap().iter().find(|d| d["path"] == "a.bin").unwrap()["patch"].as_str().unwrap(),
+    );
+    let mut damaged = fs::read(&a_patch).unwrap();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0xff;
+    set_patch(&env, "a.bin", &damaged);
+    // b: made from another base than the published b: its two halves
+    // swapped (the same bytes, or no patch would pay).
+    let published_b = fs::read(old.join("b.bin")).unwrap();
+    let other_base = [&published_b[150_000..], &published_b[..150_000]].concat();
+    swap_patch(&env, "b.bin", &other_base, &fs::read(env.upstream.join("b.bin")).unwrap());
+    // c: makes 64 MiB of zeros from the published c.
+    swap_patch(&env, "c.bin", &fs::read(old.join("c.bin")).unwrap(), &vec![0u8; 64 << 20]);
+
+    nginx.clear_log();
+    let out = env.sync(&nginx.json_url(), &["-v"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    env.assert_mirrors_upstream();
+    let status = env.last_status();
+    assert_eq!(
+        (status["deltas"]["files"].as_u64(), status["deltas"]["fell_back"].as_u64()),
+        (Some(0), Some(3)),
+        "{status}"
+    );
+    let mut whole: Vec<String> = nginx.file_hits().into_iter().map(|h| h.uri).filter(|u| u.ends_with(".bin")).collect();
+    whole.sort();
+    assert_eq!(whole, ["/a.bin", "/b.bin", "/c.bin"], "each came whole after its patch failed");
+    assert!(out.stderr.contains("a.bin: its patch did not apply"), "{}", out.stderr);
+    // Nothing was written outside staging, and staging holds nothing of it.
+    let mut top: Vec<String> =
+        fs::read_dir(&env.root).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    top.sort();
+    assert_eq!(top, [".upmirror", "current", "grace-1", "public", "snapshots"]);
+    let left: Vec<_> = walkdir::WalkDir::new(env.root.join(".upmirror/partial"))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_run_killed_while_applying_a_patch_is_finished_by_the_next() {
+    let (env, nginx, _) = two_releases();
+    let before = env.published_id();
+    let out = env.sync_env(&nginx.json_url(), &[], &[("UPMIRROR_FAILPOINT", "patch-applied")]);
+    assert!(out.stderr.contains("failpoint patch-applied"), "{out:?}");
+    assert_eq!(env.published_id(), before, "nothing was published");
+    nginx.clear_log();
+    let out = env.sync(&nginx.json_url(), &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    env.assert_mirrors_upstream();
+    assert_eq!(env.last_status()["deltas"]["files"], 3);
+    assert!(nginx.file_hits().iter().all(|h| !h.uri.ends_with(".bin")), "patches, not whole files");
+}
