@@ -11,13 +11,15 @@ fn main() {
     let t = Instant::now();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["make", old, new, patch] => {
-            let size = upmirror::delta::make(old.as_ref(), new.as_ref(), patch.as_ref()).unwrap_or_else(|e| panic!("{e:#}"));
+            let size =
+                upmirror::delta::make(old.as_ref(), new.as_ref(), patch.as_ref()).unwrap_or_else(|e| panic!("{e:#}"));
             println!("made a patch of {size} bytes in {:.3} s", t.elapsed().as_secs_f64());
         }
         ["apply", old, patch, out] => {
             let patch_file = std::fs::File::open(patch).unwrap_or_else(|e| panic!("{patch}: {e}"));
             let mut file = std::io::BufWriter::new(std::fs::File::create(out).unwrap_or_else(|e| panic!("{out}: {e}")));
-            let n = upmirror::delta::apply(old.as_ref(), patch_file, &mut file, u64::MAX - 1).unwrap_or_else(|e| panic!("{e:#}"));
+            let n = upmirror::delta::apply(old.as_ref(), patch_file, &mut file, u64::MAX - 1)
+                .unwrap_or_else(|e| panic!("{e:#}"));
             println!("applied: {n} bytes in {:.3} s", t.elapsed().as_secs_f64());
         }
         _ => {

@@ -239,6 +239,9 @@ pub struct PublishArgs {
     /// Sign the manifest of a snapshot that is not the upstream's signed one (a filtered subset) with this minisign key.
     #[arg(long, env = "UPMIRROR_SIGNING_KEY", value_name = "FILE")]
     pub signing_key: Option<PathBuf>,
+    /// Write zstd patches from the previous snapshot for changed files of at least SIZE, for the tiers below.
+    #[arg(long, env = "UPMIRROR_MAKE_DELTAS", value_name = "SIZE")]
+    pub make_deltas: Option<String>,
     /// Every run points CHANNEL at the newest snapshot published at least DURATION ago (repeat; e.g. stable=7d).
     #[arg(
         long = "auto-promote",

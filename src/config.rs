@@ -77,6 +77,7 @@ pub struct FileConfig {
     pub auto_promote: Option<std::collections::BTreeMap<String, String>>,
     pub versions: Option<Vec<VersionsEntry>>,
     pub signing_key: Option<PathBuf>,
+    pub make_deltas: Option<String>,
     pub http2: Option<bool>,
     pub include: Option<Vec<String>>,
     pub exclude: Option<Vec<String>>,
@@ -162,6 +163,8 @@ pub struct Config {
     pub metrics_file: Option<PathBuf>,
     /// The mirror's own minisign key, for a manifest it writes itself.
     pub signing_key: Option<PathBuf>,
+    /// Patches for the tiers below, for changed files of at least this size.
+    pub make_deltas: Option<u64>,
     /// One multiplexed HTTP/2 connection per upstream instead of an HTTP/1.1 pool.
     pub http2: bool,
     /// The proxy every upstream request goes through (`NO_PROXY` still
@@ -230,6 +233,7 @@ impl Config {
             max_partial_size,
             metrics_file: expand(keys.publish.metrics_file.clone().or(file.metrics_file.clone()))?,
             signing_key: expand(keys.publish.signing_key.clone().or(file.signing_key.clone()))?,
+            make_deltas: bytes("make_deltas", keys.publish.make_deltas.clone().or(file.make_deltas.clone()), false)?,
             http2: keys.upstream.http2.or(file.http2).unwrap_or(false),
             trusted_keys: list(&keys.upstream.trusted_keys, &file.trusted_keys),
             openpgp_keyring: paths(&keys.upstream.openpgp_keyring, &file.openpgp_keyring)?,
@@ -562,8 +566,9 @@ fn plain_words(message: &str, key: Option<&str>) -> String {
             || k.ends_with("_time")
             || ["grace", "recheck_after", "retry_backoff", "max_listing_age"].contains(&k)
     });
-    let size = key
-        .is_some_and(|k| ["free_space_margin", "max_partial_size", "low_speed_limit", "bandwidth_limit"].contains(&k));
+    let size = key.is_some_and(|k| {
+        ["free_space_margin", "max_partial_size", "low_speed_limit", "bandwidth_limit", "make_deltas"].contains(&k)
+    });
     match (duration, size) {
         (true, _) => said.replace("expected a string", "expected a duration like \"30s\""),
         (_, true) => said.replace("expected a string", "expected a size like \"64MiB\""),

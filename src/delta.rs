@@ -122,10 +122,71 @@ fn read_base(old: &Path) -> Result<Vec<u8>> {
     std::fs::read(old).with_context(|| format!("could not read {}", old.display()))
 }
 
-/// Write `upmirror-deltas.json` listing `deltas` into `dir`.
-pub fn write_list(dir: &Path, deltas: Vec<Delta>) -> Result<()> {
+/// A file that changed: its path (in the old tree and the new), its old
+/// and new sha256, its new size.
+pub struct Change<'a> {
+    pub path: &'a str,
+    pub from: Digest,
+    pub to: Digest,
+    pub size: u64,
+}
+
+/// What [`write_patches`] wrote.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Made {
+    pub patches: usize,
+    pub patch_bytes: u64,
+    /// The whole sizes of the files patched.
+    pub whole_bytes: u64,
+    /// Changes left without a patch when the deadline came.
+    pub left: usize,
+}
+
+impl Made {
+    pub fn describe(&self) -> String {
+        let left =
+            if self.left > 0 { format!("; {} left without one (time budget)", self.left) } else { String::new() };
+        let (patch, whole) =
+            (crate::output::human_bytes(self.patch_bytes), crate::output::human_bytes(self.whole_bytes));
+        format!("{} patches, {patch} for {whole} of files{left}", self.patches)
+    }
+}
+
+/// Patches for `changes` from the old tree `old` to the new one `new`, in
+/// `new/.upmirror-deltas/` and `new/upmirror-deltas.json` (those of an
+/// earlier run replaced), one at a time until `deadline`; a patch no
+/// smaller than its file is not kept.
+pub fn write_patches(new: &Path, old: &Path, changes: &[Change], deadline: Option<std::time::Instant>) -> Result<Made> {
+    let dir = new.join(DELTAS_DIR);
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).context(format!("could not remove {}", dir.display()))?
+        }
+        _ => {}
+    }
+    std::fs::create_dir(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+    let (mut deltas, mut made) = (Vec::new(), Made::default());
+    for (n, c) in changes.iter().enumerate() {
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            made.left = changes.len() - n;
+            break;
+        }
+        let name = format!("{}-{}.zst", &c.from.to_string()[..16], &c.to.to_string()[..16]);
+        let size = make(&old.join(c.path), &new.join(c.path), &dir.join(&name))?;
+        if size >= c.size {
+            crate::disk::remove_if_exists(&dir.join(&name))?;
+            continue;
+        }
+        let (patch_sha256, _) = crate::local_tree::hash_file(&dir.join(&name))?;
+        (made.patches, made.patch_bytes, made.whole_bytes) =
+            (made.patches + 1, made.patch_bytes + size, made.whole_bytes + c.size);
+        let (from_sha256, sha256, patch_sha256) = (c.from.to_string(), c.to.to_string(), patch_sha256.to_string());
+        let (path, patch) = (c.path.to_owned(), format!("{DELTAS_DIR}/{name}"));
+        deltas.push(Delta { path, from_sha256, sha256, patch, patch_size: size, patch_sha256 });
+    }
     let list = List { format: FORMAT.into(), deltas };
-    crate::disk::write_atomic(&dir.join(DELTAS_FILE), &serde_json::to_vec_pretty(&list)?)
+    crate::disk::write_atomic(&new.join(DELTAS_FILE), &serde_json::to_vec_pretty(&list)?)?;
+    Ok(made)
 }
 
 #[cfg(test)]

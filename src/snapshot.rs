@@ -525,6 +525,7 @@ pub struct Relinked {
 /// that manifest's signature), not one the manifest lists.
 pub fn describes_snapshot(rel: &str) -> bool {
     rel == crate::trace::TRACE_FILE
+        || crate::delta::is_sidecar(rel)
         || rel.strip_prefix(SNAPSHOT_MANIFEST).is_some_and(|rest| rest.is_empty() || rest == crate::signature::SUFFIX)
 }
 

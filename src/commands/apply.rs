@@ -12,6 +12,7 @@ use anyhow::{Result, anyhow};
 
 use super::{before, client_identity, now_rfc3339, unix_seconds};
 use crate::config::Config;
+use crate::delta::{Change, write_patches};
 use crate::disk::failpoint;
 use crate::error::{Exit, Refused};
 use crate::fetch::{DeltaStats, Deltas, Job, SeedStats, Seeds, fetch_all};
@@ -274,6 +275,49 @@ fn note_seeded(run: &mut Run, seeds: Option<&Seeds>) {
     run.status.seeded = Some(stats);
 }
 
+/// How long a run spends on patches for the tiers below (`make_deltas`);
+/// files it does not reach have none.
+const MAKE_DELTAS_BUDGET: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// With `make_deltas`, patches from the published snapshot for the new
+/// snapshot's changed files of at least that size, written into it before
+/// it is published, on one thread at the lowest priority, within
+/// [`MAKE_DELTAS_BUDGET`]. A failure leaves the snapshot without patches.
+fn make_deltas(run: &mut Run, id: &str, plan: &Plan, base: Option<&Published>) {
+    let (Some(min), Some(base)) = (run.cfg.make_deltas, base) else { return };
+    let dir = run.locked.snapshots().join(id);
+    let Ok(new) = crate::snapshot::read_manifest(&dir) else { return };
+    let find = |m: &crate::manifest::Manifest, path: &str| {
+        m.files.binary_search_by(|e| e.path.as_str().cmp(path)).ok().map(|i| m.files[i].clone())
+    };
+    let changes: Vec<Change> = (plan.change.iter())
+        .filter_map(|(e, _)| {
+            let (old, new) = (find(&base.manifest, e.path.as_str())?, find(&new, e.path.as_str())?);
+            let fits = new.size >= min && old.size <= crate::delta::MAX_BASE;
+            fits.then_some(Change { path: e.path.as_str(), from: old.sha256?, to: new.sha256?, size: new.size })
+        })
+        .collect();
+    if changes.is_empty() {
+        return;
+    }
+    let deadline = Instant::now() + MAKE_DELTAS_BUDGET;
+    let made = std::thread::scope(|s| {
+        let worker = s.spawn(|| {
+            let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19);
+            write_patches(&dir, &base.dir, &changes, Some(deadline))
+        });
+        worker.join().unwrap_or_else(|_| Err(anyhow!("the patch maker failed unexpectedly (a bug)")))
+    });
+    match made {
+        Ok(made) => run.out.info(format!("wrote {} for the tiers below", made.describe())),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(dir.join(crate::delta::DELTAS_DIR));
+            let _ = crate::disk::remove_if_exists(&dir.join(crate::delta::DELTAS_FILE));
+            run.warn(format!("no patches for the tiers below: {}", error_line(&e)));
+        }
+    }
+}
+
 /// Say what the patches gave, in the output and the status.
 fn note_patched(run: &mut Run, deltas: Option<&Deltas>) {
     let Some(stats) = deltas.map(Deltas::stats).filter(|s| *s != DeltaStats::default()) else { return };
@@ -322,6 +366,7 @@ pub(super) fn apply(
     let clock = Instant::now();
     let id = run.locked.build(plan, verified, base, source.about)?;
     run.out.detail(format!("built snapshot {id} in {:.3} s", clock.elapsed().as_secs_f64()));
+    make_deltas(run, &id, plan, base);
     let env = hook_env(run, &id, plan)?;
     if let Some(command) = &run.cfg.hooks.pre_publish
         && let Err(e) = hooks::run("pre_publish", command, &env, run.cfg.hooks.timeout, &run.locked.meta())

@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-use crate::delta::{DELTAS_DIR, Delta, MAX_BASE};
+use crate::delta::{Change, MAX_BASE, write_patches};
 use crate::disk::{remove_if_exists, write_atomic};
 use crate::local_tree::describe_dir;
 use crate::local_tree::hash_file;
@@ -41,44 +41,20 @@ pub(super) fn manifest(dir: &Path, sign: Option<&Path>, deltas: Option<(PathBuf,
 }
 
 /// Patches from `old` for the files of `manifest` (in `dir`) of at least
-/// `min` bytes that `old` holds other bytes for, under `.upmirror-deltas/`,
-/// listed in `upmirror-deltas.json`; the patches of an earlier run go.
+/// `min` bytes that `old` holds other bytes for.
 fn write_deltas(dir: &Path, old: &Path, min: u64, manifest: &Manifest, out: Reporter) -> Result<()> {
-    let patches = dir.join(DELTAS_DIR);
-    match std::fs::remove_dir_all(&patches) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).context(format!("could not remove {}", patches.display()))?
-        }
-        _ => {}
-    }
-    std::fs::create_dir(&patches).with_context(|| format!("could not create {}", patches.display()))?;
-    let (mut deltas, mut full) = (Vec::new(), 0);
+    let mut changes = Vec::new();
     for e in manifest.files.iter().filter(|e| e.size >= min) {
         let base = old.join(e.path.as_str());
-        let Some(base_len) = std::fs::symlink_metadata(&base).ok().filter(|m| m.is_file()).map(|m| m.len()) else {
-            continue;
-        };
-        let (from, _) = hash_file(&base)?;
-        let Some(to) = e.sha256.filter(|to| *to != from && base_len <= MAX_BASE) else { continue };
-        let name = format!("{}-{}.zst", &from.to_string()[..16], &to.to_string()[..16]);
-        let size = crate::delta::make(&base, &dir.join(e.path.as_str()), &patches.join(&name))?;
-        if size >= e.size {
-            remove_if_exists(&patches.join(&name))?;
+        if !std::fs::symlink_metadata(&base).is_ok_and(|m| m.is_file() && m.len() <= MAX_BASE) {
             continue;
         }
-        let (patch_sha256, _) = hash_file(&patches.join(&name))?;
-        full += e.size;
-        let (path, patch) = (e.path.to_string(), format!("{DELTAS_DIR}/{name}"));
-        let (from_sha256, sha256, patch_sha256) = (from.to_string(), to.to_string(), patch_sha256.to_string());
-        deltas.push(Delta { path, from_sha256, sha256, patch, patch_size: size, patch_sha256 });
+        let (from, _) = hash_file(&base)?;
+        if let Some(to) = e.sha256.filter(|to| *to != from) {
+            changes.push(Change { path: e.path.as_str(), from, to, size: e.size });
+        }
     }
-    let bytes: u64 = deltas.iter().map(|d| d.patch_size).sum();
-    out.info(format!(
-        "wrote {} patches from {}: {} for {} of files",
-        deltas.len(),
-        escape(&old.display().to_string()),
-        human_bytes(bytes),
-        human_bytes(full)
-    ));
-    crate::delta::write_list(dir, deltas)
+    let made = write_patches(dir, old, &changes, None)?;
+    out.info(format!("wrote {} from {}", made.describe(), escape(&old.display().to_string())));
+    Ok(())
 }

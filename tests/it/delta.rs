@@ -119,10 +119,15 @@ fn two_releases() -> (Env, crate::support::nginx::Nginx, std::path::PathBuf) {
         env.write(name, &bytes);
     }
     release_with_patches(&env, &old);
-    // The new manifest, written in the same second at the same size: moved on, as a later write would be.
+    moved_on(&env);
+    (env, nginx, old)
+}
+
+/// The new manifest, written in the same second as the last at the same
+/// size (nginx's ETag would not change): moved on, as a later write would be.
+fn moved_on(env: &Env) {
     let manifest = env.upstream.join("upmirror-manifest.json");
     filetime::set_file_mtime(&manifest, filetime::FileTime::from_unix_time(crate::support::MTIME + 3600, 0)).unwrap();
-    (env, nginx, old)
 }
 
 /// Replace the patch for `path` with the one `upmirror manifest` makes from
@@ -215,4 +220,55 @@ fn a_run_killed_while_applying_a_patch_is_finished_by_the_next() {
     env.assert_mirrors_upstream();
     assert_eq!(env.last_status()["deltas"]["files"], 3);
     assert!(nginx.file_hits().iter().all(|h| !h.uri.ends_with(".bin")), "patches, not whole files");
+}
+
+#[test]
+fn a_hub_makes_patches_for_the_site_below_and_the_vendors_signature_still_verifies() {
+    let env = Env::new();
+    let (vendor_pub, vendor_key) = crate::trust::minisign_keypair(&env, "vendor");
+    let signed = |env: &Env| {
+        let out = env.run(&["manifest", env.upstream.to_str().unwrap(), "--sign", vendor_key.to_str().unwrap()]);
+        assert_eq!(out.code, 0, "{out:?}");
+    };
+    for (name, seed) in [("iso/a.iso", 1), ("iso/b.iso", 2)] {
+        env.write(name, &pseudo_random(400_000, seed));
+    }
+    signed(&env);
+    let vendor = env.nginx(&env.upstream, "vendor-nginx");
+    let trust = ["--trusted-key", vendor_pub.to_str().unwrap()];
+    let hub_args = [&trust[..], &["--make-deltas", "64KiB"]].concat();
+    assert_eq!(env.sync(&vendor.json_url(), &hub_args).code, 0);
+    let hub = env.nginx(&env.current(), "hub-nginx");
+    let site = env.dir.path().join("site");
+    let (ca, root, hub_url) = (env.pki.ca.to_str().unwrap(), site.to_str().unwrap(), hub.json_url());
+    let site_sync = || {
+        let args = [&["sync", "--root", root, "--upstream", &hub_url, "--ca-file", ca, "-v"][..], &trust].concat();
+        env.run(&args)
+    };
+    assert_eq!(site_sync().code, 0);
+
+    // Release 2, from the vendor without patches: the hub fetches it whole and makes them.
+    for (name, seed) in [("iso/a.iso", 1), ("iso/b.iso", 2)] {
+        let mut bytes = pseudo_random(400_000, seed);
+        bytes[200_000..200_500].fill(5);
+        env.write(name, &bytes);
+    }
+    signed(&env);
+    moved_on(&env);
+    let out = env.sync(&vendor.json_url(), &hub_args);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("wrote 2 patches"), "{}", out.stderr);
+    assert_eq!(env.run(&["verify", "--root", env.root.to_str().unwrap()]).code, 0, "patches are no extra files");
+    hub.clear_log();
+    let out = site_sync();
+    assert_eq!(out.code, 0, "{out:?}");
+    let whole: Vec<String> = hub.file_hits().into_iter().map(|h| h.uri).filter(|u| u.ends_with(".iso")).collect();
+    assert!(whole.is_empty(), "the site fetched patches from the hub: {whole:?}");
+    let status: serde_json::Value =
+        serde_json::from_slice(&fs::read(site.join(".upmirror/status.json")).unwrap()).unwrap();
+    assert_eq!(status["deltas"]["files"], 2, "{status}");
+    assert!(status["signed_by"].is_string(), "the vendor's signature verified at the site: {status}");
+    for name in ["iso/a.iso", "iso/b.iso"] {
+        assert_eq!(fs::read(site.join("current").join(name)).unwrap(), fs::read(env.upstream.join(name)).unwrap());
+    }
 }

@@ -303,7 +303,7 @@ fn a_filtered_snapshot_carries_the_vendors_manifest_only_when_it_holds_exactly_i
 }
 
 /// A key pair made by the real `minisign -G -W` (no password): (public, secret).
-fn minisign_keypair(env: &Env, name: &str) -> (PathBuf, PathBuf) {
+pub(crate) fn minisign_keypair(env: &Env, name: &str) -> (PathBuf, PathBuf) {
     let (public, secret) = (env.dir.path().join(format!("{name}.pub")), env.dir.path().join(format!("{name}.key")));
     let made = Command::new("minisign").args(["-G", "-W", "-p"]).arg(&public).arg("-s").arg(&secret).output();
     let made = made.expect("minisign is missing (apt-get install minisign); ./test.sh installs it");
