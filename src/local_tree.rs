@@ -33,10 +33,10 @@ pub fn hash_reader(mut r: impl Read) -> std::io::Result<(Sha256, u64)> {
     }
 }
 
-/// Describe every regular file below `dir` except those named in `skip` at
-/// its top (the manifest and its signature) and the delta sidecars.
+/// Describe every regular file below `dir` except those `skip` names by
+/// their path (the manifest and what travels beside it).
 /// Symlinks and special files are not followed and not listed.
-pub fn describe_dir(dir: &Path, skip: &[&str]) -> Result<Manifest> {
+pub fn describe_dir(dir: &Path, skip: impl Fn(&str) -> bool) -> Result<Manifest> {
     let mut found = Vec::new();
     for item in walkdir::WalkDir::new(dir).follow_links(false).sort_by_file_name() {
         let item = item.with_context(|| format!("could not walk {}", dir.display()))?;
@@ -45,7 +45,7 @@ pub fn describe_dir(dir: &Path, skip: &[&str]) -> Result<Manifest> {
         }
         let rel = item.path().strip_prefix(dir).context("walk left the directory")?;
         let rel = rel.to_str().ok_or_else(|| anyhow!("{}: file name is not UTF-8", item.path().display()))?;
-        if skip.contains(&rel) || crate::delta::is_sidecar(rel) {
+        if skip(rel) {
             continue;
         }
         let path = RelPath::parse(rel).map_err(|e| anyhow!("{}: {e}", dir.display()))?;

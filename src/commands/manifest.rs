@@ -14,7 +14,8 @@ use crate::snapshot::SNAPSHOT_MANIFEST;
 
 pub(super) fn manifest(dir: &Path, sign: Option<&Path>, deltas: Option<(PathBuf, u64)>, out: Reporter) -> Result<()> {
     let signature_name = crate::signature::beside(SNAPSHOT_MANIFEST);
-    let manifest = describe_dir(dir, &[SNAPSHOT_MANIFEST, &signature_name])?;
+    let beside = |rel: &str| rel == SNAPSHOT_MANIFEST || rel == signature_name || crate::delta::is_sidecar(rel);
+    let manifest = describe_dir(dir, beside)?;
     let path = dir.join(SNAPSHOT_MANIFEST);
     let bytes = manifest.to_json();
     // The signature first: a reader never finds a new manifest beside an old signature that fails.
