@@ -659,6 +659,7 @@ mod tests {
                             || l.starts_with("max_listing_age")
                             || l.starts_with("seed_from")
                             || l.starts_with("openpgp_keyring")
+                            || l.starts_with("make_deltas")
                             || l.starts_with("[[versions]]")
                             || l.starts_with("pattern")
                             || l.starts_with("keep = 2")
@@ -676,6 +677,7 @@ mod tests {
         assert_eq!(f.max_listing_age.as_deref(), Some("8d"));
         assert_eq!(f.seed_from, Some(vec![PathBuf::from("/media/vendor-dvd")]));
         assert_eq!(f.openpgp_keyring, Some(vec![PathBuf::from("/etc/upmirror/vendor-archive.asc")]));
+        assert_eq!(f.make_deltas.as_deref(), Some("16MiB"));
         assert!(versions(&["releases/{version}/**=x".into()], &None).is_err());
         assert!(auto_promote(&["stable".into()], &None).is_err());
     }
