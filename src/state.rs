@@ -135,12 +135,14 @@ impl State {
     }
 
     /// Validators for `url`, if they belong to the published listing.
-    /// No validators once they are older than `max_age` at `now`: the
-    /// listing is then fetched whole and compared by content, which catches
-    /// a same-size rewrite within one second that keeps an `mtime-size` ETag.
+    /// No validators once they are older than `max_age` at `now`, or when
+    /// they were racy: the listing is then fetched whole and compared by
+    /// content, which catches a same-size rewrite within one second that
+    /// keeps an `mtime-size` ETag.
     pub fn validators_for(&self, url: &str, published: Option<&str>, now: u64, max_age: u64) -> Option<Validators> {
         let identity = &self.snapshots.get(published?)?.identity;
         let c = self.validators.get(url)?;
-        (&c.identity == identity && now.saturating_sub(c.since) < max_age).then(|| c.validators.clone())
+        let fresh = &c.identity == identity && now.saturating_sub(c.since) < max_age && !c.validators.racy;
+        fresh.then(|| c.validators.clone())
     }
 }

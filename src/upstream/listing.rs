@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use reqwest::StatusCode;
-use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
+use reqwest::header::{DATE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use sha2::{Digest as _, Sha256};
 use url::Url;
 
@@ -72,7 +72,7 @@ impl Upstreams {
         }
         let resp = check_status(resp)?;
         let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let validators = Validators { etag: header(ETAG), last_modified: header(LAST_MODIFIED) };
+        let validators = Validators::of(header(ETAG), header(LAST_MODIFIED), header(DATE).as_deref());
         Ok(Some((self.read_capped(resp, MAX_LISTING_BYTES).await?, validators)))
     }
 

@@ -50,6 +50,26 @@ pub const MIN_RETRY_BUDGET: usize = 100;
 pub struct Validators {
     pub etag: Option<String>,
     pub last_modified: Option<String>,
+    /// The listing was fetched within a second or two of its
+    /// `Last-Modified` (by the server's `Date`): a rewrite in that same
+    /// second at the same size keeps both it and an `mtime-size` ETag, so
+    /// these validators prove nothing and the next run fetches it whole.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub racy: bool,
+}
+
+/// How close to its `Last-Modified` a listing may be fetched before its
+/// validators are racy (the headers have a resolution of one second).
+const RACY_SECONDS: i64 = 2;
+
+impl Validators {
+    /// From a response's `ETag`, `Last-Modified` and `Date`.
+    pub fn of(etag: Option<String>, last_modified: Option<String>, date: Option<&str>) -> Validators {
+        let modified = last_modified.as_deref().and_then(autoindex::parse_http_date);
+        let served = date.and_then(autoindex::parse_http_date);
+        let racy = modified.zip(served).is_some_and(|(m, d)| d - m < RACY_SECONDS);
+        Validators { etag, last_modified, racy }
+    }
 }
 
 /// Where a listing came from.

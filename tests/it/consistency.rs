@@ -27,14 +27,43 @@ fn mtime(path: &std::path::Path) -> FileTime {
     FileTime::from_last_modification_time(&fs::metadata(path).unwrap())
 }
 
+/// Set the upstream manifest's mtime `secs` from now.
+fn manifest_written_at(env: &Env, secs: i64) {
+    let now = FileTime::now().unix_seconds();
+    filetime::set_file_mtime(env.upstream.join("upmirror-manifest.json"), FileTime::from_unix_time(now + secs, 0))
+        .unwrap();
+}
+
+#[test]
+fn a_listing_fetched_in_the_second_it_was_written_is_fetched_whole_next_time() {
+    let env = Env::with_sample_tree();
+    let nginx = env.nginx(&env.upstream, "nginx");
+    let url = nginx.html_url();
+    // As the server sees it, the manifest is written as it is fetched.
+    manifest_written_at(&env, 30);
+    assert_eq!(env.sync(&url, &[]).code, 0);
+    let v1 = env.published_id();
+    // Rewritten in that second at the same size: the same mtime-size ETag.
+    rewrite_in_the_same_second(&env, "releases/current.json", b"{\"version\":\"11.9\"}\n");
+    nginx.clear_log();
+    let out = env.sync(&url, &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_ne!(env.published_id(), v1, "the racy validators were not sent: {:?}", nginx.hits());
+    env.assert_mirrors_upstream();
+}
+
 #[test]
 fn validators_are_trusted_only_until_a_recheck() {
     let env = Env::with_sample_tree();
     let nginx = env.nginx(&env.upstream, "nginx");
     let url = nginx.html_url();
+    // Written long before it is fetched: its validators are sound.
+    manifest_written_at(&env, -3600);
     assert_eq!(env.sync(&url, &[]).code, 0);
     let v1 = env.published_id();
 
+    // A same-size rewrite that keeps that old mtime (only a tool that sets
+    // mtimes does that) keeps the ETag: stale until --recheck.
     rewrite_in_the_same_second(&env, "releases/current.json", b"{\"version\":\"11.9\"}\n");
     let out = env.sync(&url, &[]);
     assert!(out.code == 0 && out.stderr.contains("is unchanged"), "{out:?}");

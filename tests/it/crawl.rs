@@ -105,6 +105,11 @@ fn a_page_that_is_not_a_listing_fails_the_run() {
 fn a_manifest_upstream_that_has_not_changed_gets_no_file_request_from_nginx() {
     let env = crawlable();
     env.make_manifest();
+    // Written a minute before it is fetched (one fetched in the second it
+    // was written is fetched whole once more: consistency.rs).
+    let manifest = env.upstream.join("upmirror-manifest.json");
+    let earlier = filetime::FileTime::from_unix_time(filetime::FileTime::now().unix_seconds() - 60, 0);
+    filetime::set_file_mtime(&manifest, earlier).unwrap();
     let nginx = env.nginx(&env.upstream, "nginx");
     assert_eq!(env.sync(&nginx.json_url(), &[]).code, 0);
     nginx.clear_log();

@@ -205,9 +205,11 @@ impl Server {
         self.shared.log.lock().unwrap().clear();
     }
 
-    /// Requests for anything but the manifest and the trace of the tiers.
+    /// Requests for anything but the manifest and what is read beside it
+    /// (the trace of the tiers, the list of patches).
     pub fn file_requests(&self) -> Vec<Request> {
-        let listing = |path: &str| path.ends_with("upmirror-manifest.json") || path.ends_with("upmirror-trace.json");
+        let beside = ["upmirror-manifest.json", "upmirror-trace.json", "upmirror-deltas.json"];
+        let listing = |path: &str| beside.iter().any(|name| path.ends_with(name));
         self.log().into_iter().filter(|r| !listing(&r.path)).collect()
     }
 }
