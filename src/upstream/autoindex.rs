@@ -87,6 +87,36 @@ fn json_item(r: JsonItem, kind: JsonKind) -> Result<Option<Item>, String> {
     Ok(Some(Item { name, kind, size, mtime }))
 }
 
+/// nginx's `autoindex_format xml`: a `<list>` of `<directory
+/// mtime="…">name</directory>` and `<file mtime="…" size="N">name</file>`;
+/// exact sizes, mtimes to the second, names escaped as XML.
+pub fn parse_xml(text: &str) -> Result<Vec<Item>, String> {
+    let not = |why: &str| format!("not an XML directory listing: {why}");
+    let (_, mut rest) = text.split_once("<list>").ok_or_else(|| not("no <list>"))?;
+    let mut items = Vec::new();
+    loop {
+        rest = rest.trim_start();
+        if rest.starts_with("</list>") {
+            return Ok(items);
+        }
+        let (kind, tag) = match (rest.strip_prefix("<directory"), rest.strip_prefix("<file")) {
+            (Some(r), _) => (Kind::Dir, r),
+            (_, Some(r)) => (Kind::File, r),
+            _ => return Err(not(&format!("unexpected \"{}\"", escape(&rest.chars().take(40).collect::<String>())))),
+        };
+        let (attrs, after) = tag.split_once('>').ok_or_else(|| not("an unclosed tag"))?;
+        let close = if kind == Kind::Dir { "</directory>" } else { "</file>" };
+        let (name, after) = after.split_once(close).ok_or_else(|| not("an entry without its end tag"))?;
+        let attr = |key: &str| attrs.split(&format!(" {key}=\"")).nth(1).and_then(|v| v.split('"').next());
+        let (size, mtime) = match kind {
+            Kind::File => (attr("size").and_then(|s| s.parse().ok()), attr("mtime").and_then(parse_timestamp)),
+            Kind::Dir => (None, None),
+        };
+        items.push(Item { name: check_name(decode_entities(name))?, kind, size, mtime });
+        rest = after;
+    }
+}
+
 /// One HTML listing page, and the resolution of its mtimes in seconds.
 #[derive(Debug)]
 pub struct HtmlPage {
@@ -691,6 +721,19 @@ mod tests {
     fn entities_decode_once() {
         assert_eq!(decode_entities("a&amp;b&#x26;c&#39;d&lt;&amp;lt;&bogus;&"), "a&b&c'd<&lt;&bogus;&");
         assert_eq!(decode_entities("&#1114112;&#xD800;"), "&#1114112;&#xD800;", "not a character");
+    }
+
+    #[test]
+    fn nginx_xml_names_sizes_and_dates() {
+        let page = "<?xml version=\"1.0\"?>\n<list>\n<directory mtime=\"2025-06-15T15:08:18Z\">sub</directory>\n\
+                    <file mtime=\"2026-12-05T12:08:48Z\" size=\"2\">a &amp; &lt;b&gt; &quot;q&quot; 'x'.txt</file>\n</list>\n";
+        let items = parse_xml(page).unwrap();
+        assert_eq!(items[0], Item { name: "sub".into(), kind: Kind::Dir, size: None, mtime: None });
+        assert_eq!(items[1].name, "a & <b> \"q\" 'x'.txt");
+        assert_eq!((items[1].size, items[1].mtime), (Some(2), parse_timestamp("2026-12-05T12:08:48Z")));
+        assert!(parse_xml("<list><file size=\"1\">../x</file></list>").is_err());
+        assert!(parse_xml("<list><file size=\"1\">x").is_err());
+        assert!(parse_xml("<html>").is_err());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use sha2::{Digest as _, Sha256};
 use url::Url;
 
-use super::autoindex::{Item, JsonKind, Kind, parse_html, parse_json};
+use super::autoindex::{Item, JsonKind, Kind, parse_html, parse_json, parse_xml};
 use super::sums::{Sums, fetch_sums};
 use super::{Dates, Listing, MAX_LISTING_BYTES, Previous, Source, Upstreams, Validators};
 use crate::manifest::{Digest, Entry, MAX_DEPTH, Manifest, RelPath};
@@ -264,7 +264,10 @@ async fn fetch_page(up: &Upstreams, url: &Url) -> Result<Page> {
     let (bytes, server) = up.get_small(url, MAX_PAGE_BYTES).await.with_context(|| url.to_string())?;
     let text = std::str::from_utf8(&bytes).map_err(|_| anyhow!("{url}: listing is not UTF-8"))?;
     let len = bytes.len() as u64;
-    let page = if text.trim_start().starts_with('[') {
+    let page = if text.trim_start().starts_with("<?xml") {
+        let items = parse_xml(text);
+        items.map(|items| Page { items, source: Source::AutoindexXml, precision: 1, server, len })
+    } else if text.trim_start().starts_with('[') {
         parse_json(text).map(|(items, kind)| {
             let source = if kind == JsonKind::Caddy { Source::CaddyJson } else { Source::AutoindexJson };
             Page { items, source, precision: 1, server, len }

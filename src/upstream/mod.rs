@@ -82,6 +82,8 @@ pub enum Source {
     CaddyJson,
     /// An HTML directory listing (nginx, Apache, lighttpd, rclone, python, webfs).
     AutoindexHtml,
+    /// nginx `autoindex_format xml`.
+    AutoindexXml,
 }
 
 impl Source {
@@ -91,6 +93,7 @@ impl Source {
             Source::AutoindexJson => "autoindex-json",
             Source::CaddyJson => "caddy-json",
             Source::AutoindexHtml => "autoindex-html",
+            Source::AutoindexXml => "autoindex-xml",
         }
     }
 }

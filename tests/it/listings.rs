@@ -1,6 +1,6 @@
 //! Every real file server a vendor might run, as an upstream without a
-//! manifest: Apache (fancy and plain), lighttpd, Caddy, rclone, webfs and
-//! python's `http.server`, each mirrored whole with exact mtimes, then left
+//! manifest: Apache (fancy and plain), lighttpd, Caddy, rclone, webfs,
+//! nginx's XML listing and python's `http.server`, each mirrored whole with exact mtimes, then left
 //! alone by a run with nothing to do, then followed change by change.
 //! Listings in local time, flaky listing requests and filters that keep a
 //! crawl out of a directory.
@@ -124,6 +124,11 @@ fn rclone_serve_http_is_mirrored_then_followed() {
 #[test]
 fn webfs_is_mirrored_by_head_requests() {
     mirrors_through(Kind::Webfs);
+}
+
+#[test]
+fn nginx_xml_listings_are_mirrored_then_followed() {
+    mirrors_through(Kind::NginxXml);
 }
 
 #[test]

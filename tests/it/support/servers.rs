@@ -25,6 +25,8 @@ pub enum Kind {
     Rclone,
     Python,
     Webfs,
+    /// nginx with `autoindex_format xml`.
+    NginxXml,
 }
 
 pub struct FileServer {
@@ -161,6 +163,20 @@ fn command(kind: Kind, root: &Path, pki: &Pki, dir: &Path, port: u16) -> Command
             let mut cmd = Command::new("webfsd");
             cmd.args(["-F", "-4", "-i", "127.0.0.1", "-p", &port.to_string(), "-r", r, "-a", "0", "-L"]);
             cmd.arg(dir.join("access.log"));
+            cmd
+        }
+        Kind::NginxXml => {
+            let conf = format!(
+                "daemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\n\
+                 http {{\n  log_format t '$remote_addr \"$request\" $status $body_bytes_sent';\n\
+                 access_log {d}/access.log t;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n\
+                 fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n\
+                 server {{ listen {addr} ssl; ssl_certificate {cert}; ssl_certificate_key {key};\n\
+                 root {r}; autoindex on; autoindex_format xml; }}\n}}\n"
+            );
+            std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+            let mut cmd = Command::new("nginx");
+            cmd.arg("-c").arg(dir.join("nginx.conf")).arg("-p").arg(dir);
             cmd
         }
         Kind::Python => {
