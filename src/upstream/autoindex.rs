@@ -130,10 +130,12 @@ pub struct HtmlPage {
 /// text after the link (nginx, Apache, lighttpd). Pages that show neither
 /// (python, webfs, Apache without FancyIndexing) give names only.
 pub fn parse_html(text: &str, dir: &str) -> Result<HtmlPage, String> {
-    if !names_directory(text, dir) {
+    if let Err(title) = names_directory(text, dir) {
+        let seen = title.map_or("no title".to_owned(), |t| format!("title \"{}\"", crate::output::quote(&t, 80)));
+        let dir = escape(&percent_decode(dir).unwrap_or_else(|_| dir.to_owned()));
         return Err(format!(
-            "not a directory listing (its title does not name the directory {}: an index.html page, or a login page?)",
-            escape(&percent_decode(dir).unwrap_or_else(|_| dir.to_owned()))
+            "answered an HTML page that is not a directory listing ({seen}, which does not name the directory {dir}: \
+             an index.html, a landing or a login page); set listing = \"manifest\" or point the upstream at the directory"
         ));
     }
     let (mut items, mut precision) = (Vec::new(), 1);
@@ -164,18 +166,24 @@ pub fn parse_html(text: &str, dir: &str) -> Result<HtmlPage, String> {
 /// Whether the page's `<title>` names the directory at `dir`: as a path
 /// that ends the title (Caddy, rclone, webfs), or after "Index of " or
 /// "Directory listing for " (nginx, Apache, lighttpd, python), which show
-/// the server's own path, not always ours behind a proxy.
-fn names_directory(text: &str, dir: &str) -> bool {
-    let Some(start) = find_ci(text, "<title>").map(|i| i + 7) else { return false };
-    let Some(len) = find_ci(&text[start..], "</title>") else { return false };
+/// the server's own path, not always ours behind a proxy. At the root the
+/// title must end with `/` itself: every title ends with the empty path.
+/// Else the title seen, if any.
+fn names_directory(text: &str, dir: &str) -> Result<(), Option<String>> {
+    let start = find_ci(text, "<title>").map(|i| i + 7).ok_or(None)?;
+    let len = find_ci(&text[start..], "</title>").ok_or(None)?;
     let title = decode_entities(text[start..start + len].trim());
     if title.starts_with("Index of /") || title.starts_with("Directory listing for /") {
-        return true;
+        return Ok(());
     }
     let dir = dir.trim_end_matches('/');
-    let title = title.trim_end_matches('/');
     let decoded = percent_decode(dir).unwrap_or_default();
-    title.ends_with(dir) || title.ends_with(&decoded)
+    let bare = title.trim_end_matches('/');
+    let named = match dir.is_empty() {
+        true => title.ends_with('/'),
+        false => bare.ends_with(dir) || bare.ends_with(&decoded),
+    };
+    named.then_some(()).ok_or(Some(title))
 }
 
 /// The name and kind a link points at, or `None` for navigation.
@@ -670,8 +678,15 @@ mod tests {
         assert!(parse_html(&page("/pub/sub dir"), "/pub/sub%20dir/").is_ok());
         assert!(parse_html(&page("host:8080/pub/sub%20dir/"), "/pub/sub%20dir/").is_ok());
         let err = parse_html(&page("Acme Downloads"), "/pub/").unwrap_err();
-        assert!(err.contains("not a directory listing") && err.contains("/pub/"), "{err}");
+        assert!(err.contains("not a directory listing (title \"Acme Downloads\"") && err.contains("/pub/"), "{err}");
         assert!(parse_html("<html><body>Sign in</body></html>", "/").is_err());
+        // At the root, every title ends with the empty path: it must end with "/".
+        let err = parse_html(&page("Acme Corp – Downloads"), "/").unwrap_err();
+        assert!(err.contains("set listing = \"manifest\""), "{err}");
+        assert!(parse_html(&page("Sign in"), "/").is_err());
+        for root in ["Index of /", "/", "Directory listing for /", "127.0.0.1:18004/"] {
+            assert!(parse_html(&page(root), "/").is_ok(), "{root}");
+        }
     }
 
     #[test]

@@ -98,7 +98,7 @@ fn a_page_that_is_not_a_listing_fails_the_run() {
     let nginx = env.nginx(&env.upstream, "nginx");
     let out = env.sync(&nginx.html_url(), &[]);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("/docs/: not a directory listing"), "{}", out.stderr);
+    assert!(out.stderr.contains("/docs/: answered an HTML page that is not a directory listing"), "{}", out.stderr);
 }
 
 #[test]
@@ -279,4 +279,25 @@ fn a_directory_symlink_loop_trips_the_depth_cap() {
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("deeper than 64 levels"), "{}", out.stderr);
     assert!(!env.current().exists());
+}
+
+#[test]
+fn a_landing_page_at_the_root_is_refused_and_nothing_is_published() {
+    let env = crawlable();
+    // nginx's default `index index.html` serves it in place of the listing.
+    env.write(
+        "index.html",
+        b"<html><head><title>Acme Corp &ndash; Downloads</title></head><body>\
+          <a href=\"empty\">the empty file</a> <a href=\"pool/\">the pool</a></body></html>",
+    );
+    let nginx = env.nginx(&env.upstream, "nginx");
+    let out = env.sync(&nginx.html_url(), &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("answered an HTML page that is not a directory listing (title \"Acme Corp"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("set listing = \"manifest\""), "{}", out.stderr);
+    assert!(env.published_id().is_none(), "nothing published");
 }

@@ -184,7 +184,7 @@ fn an_excluded_directory_is_never_listed() {
     assert!(!env.current().join("site").exists());
     let out = env.sync(&nginx.html_url(), &[]);
     assert_eq!(out.code, 1, "without the filter the page fails the run: {out:?}");
-    assert!(out.stderr.contains("/site/: not a directory listing"), "{}", out.stderr);
+    assert!(out.stderr.contains("/site/: answered an HTML page that is not a directory listing"), "{}", out.stderr);
 }
 
 #[test]
