@@ -18,6 +18,9 @@ use crate::output::escape;
 pub enum Kind {
     File,
     Dir,
+    /// A file the server lists as a symlink (Caddy): its listed date is the
+    /// link's, not that of the file it serves, and it may point nowhere.
+    Link,
 }
 
 /// One name of a directory listing. `size` is `None` for directories and
@@ -46,6 +49,7 @@ struct JsonItem<'a> {
     #[serde(borrow)]
     url: Option<Cow<'a, str>>,
     is_dir: Option<bool>,
+    is_symlink: Option<bool>,
     #[serde(borrow)]
     mod_time: Option<Cow<'a, str>>,
 }
@@ -82,8 +86,16 @@ fn json_item(r: JsonItem, kind: JsonKind) -> Result<Option<Item>, String> {
             (name, kind == Kind::Dir || r.is_dir == Some(true), r.mod_time.as_deref().and_then(parse_timestamp))
         }
     };
-    let kind = if dir { Kind::Dir } else { Kind::File };
-    let (size, mtime) = if dir { (None, None) } else { (r.size, mtime) };
+    let kind = match (dir, r.is_symlink == Some(true)) {
+        (true, _) => Kind::Dir,
+        (false, true) => Kind::Link,
+        (false, false) => Kind::File,
+    };
+    let (size, mtime) = match kind {
+        Kind::Dir => (None, None),
+        Kind::Link => (r.size, None),
+        Kind::File => (r.size, mtime),
+    };
     Ok(Some(Item { name, kind, size, mtime }))
 }
 
@@ -109,8 +121,8 @@ pub fn parse_xml(text: &str) -> Result<Vec<Item>, String> {
         let (name, after) = after.split_once(close).ok_or_else(|| not("an entry without its end tag"))?;
         let attr = |key: &str| attrs.split(&format!(" {key}=\"")).nth(1).and_then(|v| v.split('"').next());
         let (size, mtime) = match kind {
-            Kind::File => (attr("size").and_then(|s| s.parse().ok()), attr("mtime").and_then(parse_timestamp)),
             Kind::Dir => (None, None),
+            _ => (attr("size").and_then(|s| s.parse().ok()), attr("mtime").and_then(parse_timestamp)),
         };
         items.push(Item { name: check_name(decode_entities(name))?, kind, size, mtime });
         rest = after;

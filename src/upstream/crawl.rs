@@ -33,6 +33,8 @@ struct Found {
     path: RelPath,
     size: Option<u64>,
     mtime: Option<i64>,
+    /// Listed as a symlink: it may point nowhere.
+    link: bool,
 }
 
 impl Found {
@@ -194,8 +196,9 @@ impl Crawl {
             let rel = RelPath::parse(&path).map_err(|e| anyhow!("{}: {e}", url()))?;
             match item.kind {
                 Kind::Dir if up.filter.may_hold(&path) => self.frontier.push(format!("{path}/")),
-                Kind::File if up.filter.allows(&path) => {
-                    self.found.push(Found { path: rel, size: item.size, mtime: item.mtime })
+                Kind::File | Kind::Link if up.filter.allows(&path) => {
+                    let link = item.kind == Kind::Link;
+                    self.found.push(Found { path: rel, size: item.size, mtime: item.mtime, link })
                 }
                 _ => {}
             }
@@ -252,7 +255,10 @@ pub(super) async fn probe_top(up: &Upstreams, i: usize) -> Result<(Source, Optio
         .items
         .iter()
         .filter(|item| item.kind == Kind::File)
-        .filter_map(|item| Some(Found { path: RelPath::parse(&item.name).ok()?, size: item.size, mtime: item.mtime }))
+        .filter_map(|item| {
+            let path = RelPath::parse(&item.name).ok()?;
+            Some(Found { path, size: item.size, mtime: item.mtime, link: false })
+        })
         .collect();
     let offset = find_offset(up, i, &found, page.precision, None).await?;
     let newest = found.iter().filter_map(|f| f.mtime).max().map(|t| t - offset);
@@ -304,14 +310,26 @@ async fn settle(
             async move {
                 let (size, mtime) = match old.filter(|_| waits) {
                     Some(o) => (o.size, o.mtime),
-                    None => settle_one(up, i, &f, old, precision, listed_at).await?,
+                    None => match settle_one(up, i, &f, old, precision, listed_at).await {
+                        Err(e) if f.link && gone(&e) => {
+                            up.out.warn(format!("{}: a symlink that points nowhere; skipped", f.path));
+                            return Ok(None);
+                        }
+                        other => other?,
+                    },
                 };
-                Ok(Entry { path: f.path, size, mtime, sha256, local_mtime: None })
+                Ok(Some(Entry { path: f.path, size, mtime, sha256, local_mtime: None }))
             }
         })
         .buffer_unordered(up.concurrency)
+        .try_filter_map(|e| async move { Ok(e) })
         .try_collect()
         .await
+}
+
+/// The server has nothing at that path.
+fn gone(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<super::HttpStatus>().is_some_and(|s| matches!(s.status, 404 | 410))
 }
 
 /// The size and mtime of one file. The published entry holds while the

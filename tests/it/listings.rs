@@ -127,6 +127,27 @@ fn webfs_is_mirrored_by_head_requests() {
 }
 
 #[test]
+fn caddy_symlinks_are_mirrored_as_what_they_serve_and_a_dangling_one_is_skipped() {
+    let env = crawlable();
+    std::os::unix::fs::symlink("pool/p01.deb", env.upstream.join("latest.deb")).unwrap();
+    std::os::unix::fs::symlink("releases", env.upstream.join("stable")).unwrap();
+    std::os::unix::fs::symlink("nowhere", env.upstream.join("dangling")).unwrap();
+    let server = start(&env, Kind::Caddy, None);
+    let out = sync(&env, &server, &[]);
+    assert!(out.stderr.contains("dangling: a symlink that points nowhere; skipped"), "{}", out.stderr);
+    let current = env.current();
+    assert_eq!(
+        std::fs::read(current.join("latest.deb")).unwrap(),
+        std::fs::read(env.upstream.join("pool/p01.deb")).unwrap()
+    );
+    assert_eq!(std::fs::read(current.join("stable/current.json")).unwrap(), b"{\"version\":\"11.2\"}\n");
+    assert!(!current.join("dangling").exists());
+    // Run after run, nothing changes and nothing fails.
+    sync(&env, &server, &[]);
+    assert_eq!(env.snapshot_ids().len(), 1);
+}
+
+#[test]
 fn nginx_xml_listings_are_mirrored_then_followed() {
     mirrors_through(Kind::NginxXml);
 }
