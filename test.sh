@@ -16,7 +16,8 @@ for pair in nginx:nginx chromium:chromium openssl:openssl python3:python3 \
             systemd-analyze:systemd mount:mount apt-ftparchive:apt-utils xz:xz-utils \
             dpkg-deb:dpkg mkfifo:coreutils tinyproxy:tinyproxy minisign:minisign \
             apache2:apache2 lighttpd:lighttpd caddy:caddy rclone:rclone webfsd:webfs \
-            stunnel4:stunnel4 unshare:util-linux getent:libc-bin gpg:gpg gpg-agent:gpg-agent; do
+            stunnel4:stunnel4 unshare:util-linux getent:libc-bin gpg:gpg gpg-agent:gpg-agent \
+            h2o:h2o mini_httpd:mini-httpd; do
   have "${pair%%:*}" || need+=("${pair##*:}")
 done
 # The case-insensitive file system of a test is a FUSE one in Python.

@@ -134,6 +134,10 @@ pub fn parse_xml(text: &str) -> Result<Vec<Item>, String> {
 pub struct HtmlPage {
     pub items: Vec<Item>,
     pub precision: i64,
+    /// The page writes its own directory or its parent without a trailing
+    /// `/` (h2o, mini_httpd): its directories are not marked either, so a
+    /// name it shows as a file may be one.
+    pub unmarked: bool,
 }
 
 /// An HTML directory listing of the directory at URL path `dir` (as sent,
@@ -150,13 +154,14 @@ pub fn parse_html(text: &str, dir: &str) -> Result<HtmlPage, String> {
              an index.html, a landing or a login page); set listing = \"manifest\" or point the upstream at the directory"
         ));
     }
-    let (mut items, mut precision) = (Vec::new(), 1);
+    let (mut items, mut precision, mut unmarked) = (Vec::new(), 1, false);
     // One pass: each search below stops at the next link, so no byte of the
     // page is looked at more than a few times, whatever the page holds.
     let mut rest = text;
     while let Some(start) = find_ci(rest, "<a ") {
         let tag_end = tag_end(&rest[start..]).map(|i| start + i).ok_or("unterminated <a> tag")?;
         let href = attr(&rest[start..tag_end], "href");
+        unmarked |= href.as_deref().is_some_and(|h| matches!(h, "." | ".." | "./.."));
         let after = &rest[tag_end + 1..];
         let close = match first_tag(after, &["</a>", "<a "]) {
             Some((at, 0)) => at + 4,
@@ -172,7 +177,7 @@ pub fn parse_html(text: &str, dir: &str) -> Result<HtmlPage, String> {
         }
         rest = &after[close..];
     }
-    Ok(HtmlPage { items, precision })
+    Ok(HtmlPage { items, precision, unmarked })
 }
 
 /// Whether the page's `<title>` names the directory at `dir`: as a path
@@ -191,17 +196,19 @@ fn names_directory(text: &str, dir: &str) -> Result<(), Option<String>> {
     let dir = dir.trim_end_matches('/');
     let decoded = percent_decode(dir).unwrap_or_default();
     let bare = title.trim_end_matches('/');
+    // mini_httpd: "Index of ./" at the root, "Index of sub/dir/" below it.
+    let relative = bare.strip_prefix("Index of ").map(|p| p.trim_start_matches("./").trim_start_matches('.'));
     let named = match dir.is_empty() {
         true => title.ends_with('/'),
         false => bare.ends_with(dir) || bare.ends_with(&decoded),
-    };
+    } || relative.is_some_and(|p| [dir, decoded.as_str()].iter().any(|d| d.trim_start_matches('/') == p));
     named.then_some(()).ok_or(Some(title))
 }
 
 /// The name and kind a link points at, or `None` for navigation.
 fn name_from_href(href: &str) -> Result<Option<(String, Kind)>, String> {
     let href = decode_entities(href);
-    let parent = href == ".." || href.starts_with("../");
+    let parent = matches!(href.as_str(), "." | "./" | "..") || href.starts_with("../");
     if href.is_empty() || parent || href.starts_with(['?', '#', '/']) || has_scheme(&href) {
         return Ok(None);
     }
@@ -696,9 +703,11 @@ mod tests {
         let err = parse_html(&page("Acme Corp – Downloads"), "/").unwrap_err();
         assert!(err.contains("set listing = \"manifest\""), "{err}");
         assert!(parse_html(&page("Sign in"), "/").is_err());
-        for root in ["Index of /", "/", "Directory listing for /", "127.0.0.1:18004/"] {
+        for root in ["Index of /", "/", "Directory listing for /", "127.0.0.1:18004/", "Index of ./"] {
             assert!(parse_html(&page(root), "/").is_ok(), "{root}");
         }
+        assert!(parse_html(&page("Index of sub dir/"), "/sub%20dir/").is_ok(), "mini_httpd");
+        assert!(parse_html(&page("Index of other/"), "/sub/").is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use url::Url;
 
 use super::autoindex::{Item, JsonKind, Kind, parse_html, parse_json, parse_xml};
 use super::sums::{Sums, fetch_sums};
+use super::transport::Probed;
 use super::{Dates, Listing, MAX_LISTING_BYTES, Previous, Source, Upstreams, Validators};
 use crate::manifest::{Digest, Entry, MAX_DEPTH, Manifest, RelPath};
 use crate::output::quote;
@@ -52,6 +53,8 @@ struct Page {
     precision: i64,
     server: Option<String>,
     len: u64,
+    /// Its directories are not marked (see `HtmlPage::unmarked`).
+    unmarked: bool,
 }
 
 /// Listing pages in flight at once without a fixed `concurrency`: each may
@@ -77,12 +80,16 @@ pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_
         }
         // Pages are taken as they arrive and counted at once: a hostile
         // level is stopped at the first page past a cap, not held whole.
-        let mut pages =
-            stream::iter(std::mem::take(&mut crawl.frontier))
-                .map(|prefix| async move {
-                    Ok::<_, anyhow::Error>((fetch_page(up, &dir_url(base, &prefix)).await?, prefix))
-                })
-                .buffer_unordered(up.concurrency);
+        let mut pages = stream::iter(std::mem::take(&mut crawl.frontier))
+            .map(|prefix| async move {
+                let url = dir_url(base, &prefix);
+                let mut page = fetch_page(up, &url).await?;
+                if page.unmarked {
+                    mark_dirs(up, &url, &mut page.items).await?;
+                }
+                Ok::<_, anyhow::Error>((page, prefix))
+            })
+            .buffer_unordered(up.concurrency);
         while let Some((page, prefix)) = pages.try_next().await? {
             crawl.take(up, base, &prefix, page)?;
         }
@@ -272,11 +279,11 @@ async fn fetch_page(up: &Upstreams, url: &Url) -> Result<Page> {
     let len = bytes.len() as u64;
     let page = if text.trim_start().starts_with("<?xml") {
         let items = parse_xml(text);
-        items.map(|items| Page { items, source: Source::AutoindexXml, precision: 1, server, len })
+        items.map(|items| Page { items, source: Source::AutoindexXml, precision: 1, server, len, unmarked: false })
     } else if text.trim_start().starts_with('[') {
         parse_json(text).map(|(items, kind)| {
             let source = if kind == JsonKind::Caddy { Source::CaddyJson } else { Source::AutoindexJson };
-            Page { items, source, precision: 1, server, len }
+            Page { items, source, precision: 1, server, len, unmarked: false }
         })
     } else {
         parse_html(text, url.path()).map(|page| Page {
@@ -285,10 +292,33 @@ async fn fetch_page(up: &Upstreams, url: &Url) -> Result<Page> {
             precision: page.precision,
             server,
             len,
+            unmarked: page.unmarked,
         })
     };
     page.map_err(|e| anyhow!("{url}: {e}"))
 }
+/// On a page that does not mark its directories, ask each name with a
+/// HEAD: a directory is redirected to itself with a `/`; a file's exact
+/// size and date come with the answer.
+async fn mark_dirs(up: &Upstreams, dir: &Url, items: &mut [Item]) -> Result<()> {
+    let mut asked = stream::iter(items.iter_mut().filter(|item| item.kind == Kind::File))
+        .map(|item| async move {
+            let mut url = dir.clone();
+            if let Ok(mut segs) = url.path_segments_mut() {
+                segs.pop_if_empty().push(&item.name);
+            }
+            Ok::<_, anyhow::Error>((item, up.head_kind(&url).await?))
+        })
+        .buffer_unordered(up.concurrency);
+    while let Some((item, probed)) = asked.try_next().await? {
+        (item.kind, item.size, item.mtime) = match probed {
+            Probed::Dir => (Kind::Dir, None, None),
+            Probed::File(len, modified) => (Kind::File, Some(len), modified.or(item.mtime)),
+        };
+    }
+    Ok(())
+}
+
 /// Give every file an exact size and mtime and, where known, its digest.
 async fn settle(
     up: &Upstreams,

@@ -121,20 +121,40 @@ impl Upstreams {
     /// a server that sends no length on HEAD (Apache, for an empty file) is
     /// asked with a GET whose body is left unread.
     pub(super) async fn head(&self, url: &Url) -> Result<(u64, Option<i64>)> {
+        match self.head_kind(url).await? {
+            Probed::File(len, modified) => Ok((len, modified)),
+            Probed::Dir => Err(anyhow!("HEAD {url}: a directory (redirected to {url}/)")),
+        }
+    }
+
+    /// What a name of a listing that does not mark directories is: a
+    /// directory (the server redirects it to the same path with a `/`), or
+    /// a file with its length and `Last-Modified`.
+    pub(super) async fn head_kind(&self, url: &Url) -> Result<Probed> {
         self.retrying(|| async {
             let _slot = self.slot(url).await;
             let mut resp = check_status(self.send(self.client.head(url.clone())).await?)?;
+            if resp.url().path() == format!("{}/", url.path()) {
+                return Ok(Probed::Dir);
+            }
             if !resp.headers().contains_key(CONTENT_LENGTH) {
                 resp = check_status(self.send(self.client.get(url.clone())).await?)?;
             }
             let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
             let len = header(CONTENT_LENGTH).and_then(|v| v.parse().ok());
             let len = len.ok_or_else(|| anyhow!("{url}: no Content-Length on HEAD or GET"))?;
-            Ok((len, header(LAST_MODIFIED).as_deref().and_then(parse_http_date)))
+            Ok(Probed::File(len, header(LAST_MODIFIED).as_deref().and_then(parse_http_date)))
         })
         .await
         .with_context(|| format!("HEAD {url}"))
     }
+}
+
+/// What a HEAD found at a listed name.
+pub(super) enum Probed {
+    Dir,
+    /// Its length, and its `Last-Modified` when the server sent one.
+    File(u64, Option<i64>),
 }
 
 pub(super) fn build_client(cfg: &Config) -> Result<Client> {

@@ -27,6 +27,10 @@ pub enum Kind {
     Webfs,
     /// nginx with `autoindex_format xml`.
     NginxXml,
+    /// h2o's `file.dirlisting`: names only, directories without a `/`.
+    H2o,
+    /// mini_httpd: `.` and `..` listed, directories without a `/`.
+    MiniHttpd,
 }
 
 pub struct FileServer {
@@ -179,6 +183,26 @@ fn command(kind: Kind, root: &Path, pki: &Pki, dir: &Path, port: u16) -> Command
             cmd.arg("-c").arg(dir.join("nginx.conf")).arg("-p").arg(dir);
             cmd
         }
+        Kind::H2o => {
+            let conf = format!(
+                "user: root\npid-file: {d}/h2o.pid\naccess-log: {d}/access.log\nerror-log: {d}/error.log\n\
+                 listen:\n  host: 127.0.0.1\n  port: {port}\n  ssl:\n    certificate-file: {cert}\n    key-file: {key}\n\
+                 hosts:\n  default:\n    paths:\n      /:\n        file.dir: {r}\n        file.dirlisting: ON\n"
+            );
+            std::fs::write(dir.join("h2o.conf"), conf).unwrap();
+            let mut cmd = Command::new("h2o");
+            cmd.arg("-c").arg(dir.join("h2o.conf"));
+            cmd
+        }
+        Kind::MiniHttpd => {
+            let both = dir.join("cert-and-key.pem");
+            let pem = [std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()].concat();
+            std::fs::write(&both, pem).unwrap();
+            let mut cmd = Command::new("/usr/sbin/mini_httpd");
+            cmd.args(["-D", "-S", "-E"]).arg(&both).args(["-h", "127.0.0.1", "-p", &port.to_string(), "-d", r]);
+            cmd.args(["-u", &whoami(), "-T", "UTF-8", "-l"]).arg(dir.join("access.log"));
+            cmd
+        }
         Kind::Python => {
             let mut cmd = Command::new("python3");
             cmd.args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory", r]);
@@ -186,6 +210,14 @@ fn command(kind: Kind, root: &Path, pki: &Pki, dir: &Path, port: u16) -> Command
             cmd
         }
     }
+}
+
+/// The user the tests run as, for servers that would switch to another.
+fn whoami() -> String {
+    let uid = rustix::process::geteuid().as_raw();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let name = passwd.lines().find(|l| l.split(':').nth(2) == Some(&uid.to_string())).and_then(|l| l.split(':').next());
+    name.unwrap_or("root").to_owned()
 }
 
 /// Apache as Debian configures its autoindex, in the foreground. As root it
@@ -225,12 +257,14 @@ fn apache(kind: Kind, root: &Path, pki: &Pki, dir: &Path, port: u16) -> Command 
     cmd
 }
 
-/// `… "GET /path HTTP/1.1" 200 …` (Apache, lighttpd, webfs, python).
+/// `… "GET /path HTTP/1.1" 200 …` (Apache, lighttpd, webfs, python, h2o,
+/// mini_httpd, which logs the path decoded: spaces and quotes in it).
 fn common_hit(line: &str) -> Option<Hit> {
     let (_, rest) = line.split_once('"')?;
-    let (request, rest) = rest.split_once('"')?;
-    let mut req = request.split(' ');
-    let (method, uri) = (req.next()?.to_owned(), req.next()?.to_owned());
+    let end = rest.find(" HTTP/")?;
+    let (method, uri) = rest[..end].split_once(' ')?;
+    let (method, uri) = (method.to_owned(), uri.to_owned());
+    let (_, rest) = rest[end..].split_once('"')?;
     let mut fields = rest.split_whitespace();
     let status = fields.next()?.parse().ok()?;
     let bytes = fields.next().and_then(|b| b.parse().ok()).unwrap_or(0);
