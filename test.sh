@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test: installs what the integration tests need when it is missing
 # (Debian 12, as root), then runs the whole suite. The tests start real
-# nginx, Apache, lighttpd, Caddy, rclone, webfs and python servers, a
+# nginx, Apache, lighttpd, Caddy, rclone, webfs, h2o, mini_httpd, npm's
+# http-server and serve, and python servers, a
 # tinyproxy (behind stunnel for a TLS proxy), a FUSE case-insensitive file
 # system, verify the systemd units with systemd-analyze, render the
 # status page in headless Chromium, make certificates and mount tmpfs, and
@@ -17,7 +18,7 @@ for pair in nginx:nginx chromium:chromium openssl:openssl python3:python3 \
             dpkg-deb:dpkg mkfifo:coreutils tinyproxy:tinyproxy minisign:minisign \
             apache2:apache2 lighttpd:lighttpd caddy:caddy rclone:rclone webfsd:webfs \
             stunnel4:stunnel4 unshare:util-linux getent:libc-bin gpg:gpg gpg-agent:gpg-agent \
-            h2o:h2o mini_httpd:mini-httpd; do
+            h2o:h2o mini_httpd:mini-httpd npm:npm; do
   have "${pair%%:*}" || need+=("${pair##*:}")
 done
 # The case-insensitive file system of a test is a FUSE one in Python.
@@ -44,6 +45,12 @@ if [ ${#need[@]} -gt 0 ]; then
     rm -f "$policy"
     trap - EXIT
   fi
+fi
+# npm's http-server and serve, pinned, from the npm registry.
+if ! command -v http-server >/dev/null || ! command -v serve >/dev/null; then
+  [ "$(id -u)" -eq 0 ] || { echo "test.sh: missing http-server, serve; run as root, or: npm install -g http-server@14.1.1 serve@14.2.7" >&2; exit 2; }
+  echo "test.sh: installing http-server and serve (npm)" >&2
+  npm install -g --silent --no-audit --no-fund http-server@14.1.1 serve@14.2.7 >/dev/null
 fi
 
 cargo test --locked "$@"

@@ -99,6 +99,36 @@ fn json_item(r: JsonItem, kind: JsonKind) -> Result<Option<Item>, String> {
     Ok(Some(Item { name, kind, size, mtime }))
 }
 
+/// npm `serve`'s answer to `Accept: application/json`: `{"files": [{"base",
+/// "type": "file" | "folder" | "directory" (the parent)}], …}`; names only
+/// (its sizes are rounded, it shows no dates).
+pub fn parse_serve_json(text: &str) -> Result<Vec<Item>, String> {
+    #[derive(Deserialize)]
+    struct Listing<'a> {
+        #[serde(borrow)]
+        files: Vec<Entry<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Entry<'a> {
+        #[serde(borrow)]
+        base: Cow<'a, str>,
+        #[serde(rename = "type", borrow)]
+        kind: Cow<'a, str>,
+    }
+    let listing: Listing = serde_json::from_str(text)
+        .map_err(|e| format!("not a JSON directory listing: {}", crate::output::quote(&e.to_string(), 300)))?;
+    let item = |e: Entry| -> Result<Option<Item>, String> {
+        let kind = match e.kind.as_ref() {
+            "file" => Kind::File,
+            "folder" => Kind::Dir,
+            _ => return Ok(None),
+        };
+        let name = check_name(e.base.trim_end_matches('/').to_owned())?;
+        Ok(Some(Item { name, kind, size: None, mtime: None }))
+    };
+    listing.files.into_iter().filter_map(|e| item(e).transpose()).collect()
+}
+
 /// nginx's `autoindex_format xml`: a `<list>` of `<directory
 /// mtime="…">name</directory>` and `<file mtime="…" size="N">name</file>`;
 /// exact sizes, mtimes to the second, names escaped as XML.
@@ -208,12 +238,13 @@ fn names_directory(text: &str, dir: &str) -> Result<(), Option<String>> {
 /// The name and kind a link points at, or `None` for navigation.
 fn name_from_href(href: &str) -> Result<Option<(String, Kind)>, String> {
     let href = decode_entities(href);
-    let parent = matches!(href.as_str(), "." | "./" | "..") || href.starts_with("../");
-    if href.is_empty() || parent || href.starts_with(['?', '#', '/']) || has_scheme(&href) {
+    // Apache, Caddy and http-server write `./name` (`./../` for the parent),
+    // so that a name with a colon reads as a path.
+    let href = href.strip_prefix("./").unwrap_or(&href);
+    let parent = matches!(href, "" | "." | "./" | "..") || href.starts_with("../");
+    if parent || href.starts_with(['?', '#', '/']) || has_scheme(href) {
         return Ok(None);
     }
-    // Apache and Caddy write `./name`, so that a name with a colon reads as a path.
-    let href = href.strip_prefix("./").unwrap_or(&href);
     let (raw, kind) = match href.strip_suffix('/') {
         Some(dir) => (dir, Kind::Dir),
         None => (href, Kind::File),
@@ -757,6 +788,15 @@ mod tests {
     fn entities_decode_once() {
         assert_eq!(decode_entities("a&amp;b&#x26;c&#39;d&lt;&amp;lt;&bogus;&"), "a&b&c'd<&lt;&bogus;&");
         assert_eq!(decode_entities("&#1114112;&#xD800;"), "&#1114112;&#xD800;", "not a character");
+    }
+
+    #[test]
+    fn npm_serve_json_names() {
+        let page = r#"{"files":[{"type":"directory","base":"..","relative":"/"},{"base":"c.txt","type":"file","size":"2 B"},{"base":"sub/","type":"folder"}],"directory":"root/sub/"}"#;
+        let items = parse_serve_json(page).unwrap();
+        assert_eq!(names(&items), ["c.txt", "sub"]);
+        assert_eq!((items[0].kind, items[1].kind), (Kind::File, Kind::Dir));
+        assert!(parse_serve_json(r#"{"files":[{"base":"../x","type":"file"}]}"#).is_err());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use sha2::{Digest as _, Sha256};
 use url::Url;
 
-use super::autoindex::{Item, JsonKind, Kind, parse_html, parse_json, parse_xml};
+use super::autoindex::{Item, JsonKind, Kind, parse_html, parse_json, parse_serve_json, parse_xml};
 use super::sums::{Sums, fetch_sums};
 use super::transport::Probed;
 use super::{Dates, Listing, MAX_LISTING_BYTES, Previous, Source, Upstreams, Validators};
@@ -280,6 +280,9 @@ async fn fetch_page(up: &Upstreams, url: &Url) -> Result<Page> {
     let page = if text.trim_start().starts_with("<?xml") {
         let items = parse_xml(text);
         items.map(|items| Page { items, source: Source::AutoindexXml, precision: 1, server, len, unmarked: false })
+    } else if text.trim_start().starts_with('{') {
+        let items = parse_serve_json(text);
+        items.map(|items| Page { items, source: Source::ServeJson, precision: 1, server, len, unmarked: false })
     } else if text.trim_start().starts_with('[') {
         parse_json(text).map(|(items, kind)| {
             let source = if kind == JsonKind::Caddy { Source::CaddyJson } else { Source::AutoindexJson };
@@ -386,9 +389,13 @@ async fn settle_one(
     }
     let url = up.file_url(i, &f.path);
     let (len, modified) = up.head(&url).await?;
-    let mtime = modified
-        .or(f.mtime)
-        .ok_or_else(|| anyhow!("{url}: the listing shows no date, and the server sends no Last-Modified"))?;
+    let mtime = modified.or(f.mtime).ok_or_else(|| {
+        anyhow!(
+            "{url}: the listing shows no date, and the server sends no Last-Modified: it cannot be mirrored \
+                 without a manifest; write one beside the tree (upmirror manifest DIR), or serve it with a server \
+                 that sends dates"
+        )
+    })?;
     Ok((f.size.unwrap_or(len), mtime))
 }
 

@@ -84,6 +84,8 @@ pub enum Source {
     AutoindexHtml,
     /// nginx `autoindex_format xml`.
     AutoindexXml,
+    /// npm `serve`, asked for JSON.
+    ServeJson,
 }
 
 impl Source {
@@ -94,6 +96,7 @@ impl Source {
             Source::CaddyJson => "caddy-json",
             Source::AutoindexHtml => "autoindex-html",
             Source::AutoindexXml => "autoindex-xml",
+            Source::ServeJson => "serve-json",
         }
     }
 }

@@ -87,7 +87,8 @@ fn check_noop_requests(server: &FileServer) -> usize {
     let mut heads: Vec<&str> = hits.iter().filter(file_head).map(|h| h.uri.as_str()).collect();
     heads.sort();
     heads.dedup();
-    let dateless = matches!(kind, Kind::ApachePlain | Kind::Python | Kind::Webfs | Kind::H2o | Kind::MiniHttpd);
+    let dateless =
+        matches!(kind, Kind::ApachePlain | Kind::Python | Kind::Webfs | Kind::H2o | Kind::MiniHttpd | Kind::HttpServer);
     assert_eq!(heads.len(), if dateless { FILES } else { 0 }, "{kind:?}: {hits:?}");
     let files: Vec<&str> = hits
         .iter()
@@ -159,6 +160,32 @@ fn h2o_directories_without_a_slash_are_found_and_mirrored() {
 #[test]
 fn mini_httpd_directories_without_a_slash_are_found_and_mirrored() {
     mirrors_through(Kind::MiniHttpd);
+}
+
+#[test]
+fn npm_http_server_is_mirrored_then_followed() {
+    mirrors_through(Kind::HttpServer);
+}
+
+#[test]
+fn npm_serve_which_sends_no_dates_fails_at_once_naming_the_fix() {
+    let env = crawlable();
+    let server = start(&env, Kind::Serve, None);
+    let started = Instant::now();
+    let out = env.sync(&server.url(), &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("the server sends no Last-Modified: it cannot be mirrored without a manifest"),
+        "{}",
+        out.stderr
+    );
+    assert!(started.elapsed().as_secs() < 10, "no retries: {:?}", started.elapsed());
+    assert!(env.published_id().is_none());
+    // With a manifest beside the tree, it is mirrored.
+    env.make_manifest();
+    let out = env.sync(&server.url(), &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_same_files(&env);
 }
 
 #[test]

@@ -31,6 +31,10 @@ pub enum Kind {
     H2o,
     /// mini_httpd: `.` and `..` listed, directories without a `/`.
     MiniHttpd,
+    /// npm `http-server`: `./name` links, `./../` for the parent.
+    HttpServer,
+    /// npm `serve`: a JSON object to `Accept: application/json`.
+    Serve,
 }
 
 pub struct FileServer {
@@ -52,7 +56,10 @@ impl FileServer {
         std::fs::create_dir_all(dir).unwrap();
         let port = free_port();
         let mut cmd = command(kind, root, pki, dir, port);
-        cmd.env("TZ", tz.unwrap_or("UTC")).env("HOME", dir).stdin(Stdio::null()).stdout(Stdio::null());
+        cmd.env("TZ", tz.unwrap_or("UTC")).env("HOME", dir).stdin(Stdio::null());
+        if !matches!(kind, Kind::HttpServer | Kind::Serve) {
+            cmd.stdout(Stdio::null());
+        }
         if kind != Kind::Python {
             cmd.stderr(std::fs::File::create(dir.join("stderr.log")).unwrap());
         }
@@ -83,7 +90,11 @@ impl FileServer {
             self.flush_lighttpd_log();
         }
         let text = std::fs::read_to_string(self.log()).unwrap_or_default();
-        let hits = text.lines().filter_map(|l| if self.kind == Kind::Caddy { caddy_hit(l) } else { common_hit(l) });
+        let hits = text.lines().filter_map(|l| match self.kind {
+            Kind::Caddy => caddy_hit(l),
+            Kind::HttpServer | Kind::Serve => node_hit(l),
+            _ => common_hit(l),
+        });
         hits.filter(|h| !h.uri.starts_with(MARKER)).collect()
     }
 
@@ -203,6 +214,18 @@ fn command(kind: Kind, root: &Path, pki: &Pki, dir: &Path, port: u16) -> Command
             cmd.args(["-u", &whoami(), "-T", "UTF-8", "-l"]).arg(dir.join("access.log"));
             cmd
         }
+        Kind::HttpServer => {
+            let mut cmd = Command::new("http-server");
+            cmd.args([r, "-a", "127.0.0.1", "-p", &port.to_string(), "-S", "-C", cert, "-K", key, "-c-1"]);
+            cmd.stdout(std::fs::File::create(dir.join("access.log")).unwrap());
+            cmd
+        }
+        Kind::Serve => {
+            let mut cmd = Command::new("serve");
+            cmd.args(["-l", &format!("tcp://{addr}"), "--ssl-cert", cert, "--ssl-key", key, "--no-clipboard", r]);
+            cmd.stdout(std::fs::File::create(dir.join("access.log")).unwrap());
+            cmd
+        }
         Kind::Python => {
             let mut cmd = Command::new("python3");
             cmd.args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory", r]);
@@ -269,6 +292,17 @@ fn common_hit(line: &str) -> Option<Hit> {
     let status = fields.next()?.parse().ok()?;
     let bytes = fields.next().and_then(|b| b.parse().ok()).unwrap_or(0);
     Some(Hit { method, status, uri, bytes })
+}
+
+/// A request as npm's http-server (`[time]  "GET /path" "agent"`) or serve
+/// (`HTTP  date time 127.0.0.1 GET /path`) logs it: no status, so 200.
+fn node_hit(line: &str) -> Option<Hit> {
+    let request = match line.split_once("]  \"") {
+        Some((_, rest)) => rest.split_once('"')?.0.to_owned(),
+        None => line.strip_prefix(" HTTP ")?.split(" 127.0.0.1 ").nth(1)?.to_owned(),
+    };
+    let (method, uri) = request.split_once(' ').filter(|(m, _)| matches!(*m, "GET" | "HEAD"))?;
+    Some(Hit { method: method.to_owned(), status: 200, uri: uri.to_owned(), bytes: 0 })
 }
 
 /// Caddy's JSON access log line.
