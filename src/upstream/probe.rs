@@ -49,9 +49,9 @@ impl Upstreams {
         let start = Instant::now();
         // A probe has a deadline of its own: a trickling upstream cannot hold `mirrors`.
         let deadline = self.net.connect_timeout + self.net.low_speed_time;
-        let result = match tokio::time::timeout(deadline, self.probe_listing(i)).await {
-            Ok(result) => result,
-            Err(_) => Err(anyhow!("no whole answer within {deadline:?} (connect_timeout + low_speed_time)")),
+        let (result, timed_out) = match tokio::time::timeout(deadline, self.probe_listing(i)).await {
+            Ok(result) => (result, false),
+            Err(_) => (Err(anyhow!("no whole answer within {deadline:?} (connect_timeout + low_speed_time)")), true),
         };
         let latency_ms = start.elapsed().as_millis() as u64;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
@@ -75,8 +75,9 @@ impl Upstreams {
                 let tls_failed = kind == Some(TransportKind::ServerCertificate);
                 let client_rejected =
                     kind == Some(TransportKind::ClientCertificate) || matches!(status, Some(400 | 495 | 496));
-                // A status code or a client-certificate complaint means the handshake got that far.
-                let handshake_done = client_rejected || status.is_some();
+                // A status code, a client-certificate complaint or an answer that
+                // is no listing (no transport error at all) means the handshake got that far.
+                let handshake_done = client_rejected || status.is_some() || (kind.is_none() && !timed_out);
                 probe.tls = match (https, tls_failed, handshake_done) {
                     (true, true, _) => Some("FAILED".into()),
                     (true, false, true) => Some(format!("verified, {}", self.trust)),

@@ -301,3 +301,17 @@ fn a_landing_page_at_the_root_is_refused_and_nothing_is_published() {
     assert!(out.stderr.contains("set listing = \"manifest\""), "{}", out.stderr);
     assert!(env.published_id().is_none(), "nothing published");
 }
+
+#[test]
+fn mirrors_says_tls_was_verified_when_the_answer_is_no_listing() {
+    let env = crawlable();
+    env.write("index.html", b"<html><head><title>Acme Corp</title></head><body>Welcome</body></html>");
+    let nginx = env.nginx(&env.upstream, "nginx");
+    let ca = env.pki.ca.to_str().unwrap();
+    let out = env.run(&["mirrors", "--json", "--ca-file", ca, "--upstream", &nginx.html_url()]);
+    assert_eq!(out.code, 1, "not usable: {out:?}");
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(doc[0]["usable"], false, "{doc}");
+    assert!(doc[0]["tls"].as_str().is_some_and(|t| t.starts_with("verified")), "{doc}");
+    assert!(doc[0]["error"].as_str().unwrap().contains("title \"Acme Corp\""), "{doc}");
+}
