@@ -187,7 +187,7 @@ pub fn parse_html(text: &str, dir: &str) -> Result<HtmlPage, String> {
     let (mut items, mut precision, mut unmarked) = (Vec::new(), 1, false);
     // One pass: each search below stops at the next link, so no byte of the
     // page is looked at more than a few times, whatever the page holds.
-    let mut rest = text;
+    let mut rest = apache_listing(text);
     while let Some(start) = find_ci(rest, "<a ") {
         let tag_end = tag_end(&rest[start..]).map(|i| start + i).ok_or("unterminated <a> tag")?;
         let href = attr(&rest[start..tag_end], "href");
@@ -208,6 +208,18 @@ pub fn parse_html(text: &str, dir: &str) -> Result<HtmlPage, String> {
         rest = &after[close..];
     }
     Ok(HtmlPage { items, precision, unmarked })
+}
+
+/// The part of the page that lists the directory. Apache's FancyIndexing
+/// listing starts at its Name column's sort link (`?C=N;O=`) and ends with
+/// its table (or `<pre>`): the HEADER.html and README.html that Debian's
+/// `HeaderName` and `ReadmeName` put around it are not part of it, whatever
+/// they link to. Other pages: all of it.
+fn apache_listing(text: &str) -> &str {
+    let Some(start) = text.find("?C=N;O=") else { return text };
+    let rest = &text[start..];
+    let end = first_tag(rest, &["</table>", "</pre>"]).map_or(rest.len(), |(at, _)| at);
+    &rest[..end]
 }
 
 /// Whether the page's `<title>` names the directory at `dir`: as a path

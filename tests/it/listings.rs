@@ -107,6 +107,26 @@ fn apache_fancy_index_is_mirrored_then_followed() {
 }
 
 #[test]
+fn apache_header_and_readme_pages_with_links_are_not_taken_for_the_listing() {
+    let env = crawlable();
+    env.write("docs/guide.txt", b"the guide\n");
+    env.write(
+        "docs/HEADER.html",
+        b"<h1>Docs</h1><p>Start with <a href=\"guide.txt\">the guide</a>, see <a href=\"howto/intro.html\">howto</a>, \
+          <a href=\"https://vendor.example/\">our site</a>, <a href=\"../\">up</a>, <a href=\"#list\">the list</a>.</p>",
+    );
+    env.write(
+        "docs/README.html",
+        b"<p>Also <a href=\"guide.txt\">the guide</a> and <a href=\"old/notes.txt\">notes</a>.</p>",
+    );
+    let server = start(&env, Kind::Apache, None);
+    sync(&env, &server, &[]);
+    assert_same_files(&env);
+    sync(&env, &server, &[]);
+    assert_eq!(env.snapshot_ids().len(), 1, "run after run: nothing changed");
+}
+
+#[test]
 fn apache_without_fancy_indexing_is_mirrored_by_head_requests() {
     mirrors_through(Kind::ApachePlain);
 }

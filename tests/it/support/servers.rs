@@ -268,7 +268,8 @@ fn apache(kind: Kind, root: &Path, pki: &Pki, dir: &Path, port: u16) -> Command 
          ErrorLog {d}/error.log\nLogFormat \"%h \\\"%r\\\" %>s\" t\nCustomLog {d}/access.log t\n\
          SSLEngine on\nSSLCertificateFile {cert}\nSSLCertificateKeyFile {key}\n\
          DocumentRoot {r}\n<Directory {r}>\n  Options +Indexes\n  Require all granted\n</Directory>\n\
-         IndexOptions {options}\nIndexIgnore .??* *~ *# RCS CVS *,v *,t\n",
+         IndexOptions {options}\nIndexIgnore .??* *~ *# RCS CVS *,v *,t\n\
+         ReadmeName README.html\nHeaderName HEADER.html\n",
         d = dir.display(),
         r = root.display(),
         cert = pki.server_cert.display(),
