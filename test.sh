@@ -23,6 +23,8 @@ for pair in nginx:nginx chromium:chromium openssl:openssl python3:python3 \
 done
 # The case-insensitive file system of a test is a FUSE one in Python.
 /usr/bin/python3 -c 'import fusepy' 2>/dev/null || need+=(python3-fusepy)
+# Time zones with daylight saving, for a server's local-time listing.
+[ -e /usr/share/zoneinfo/America/New_York ] || need+=(tzdata)
 # lighttpd's TLS is a module of its own package.
 [ -e /usr/lib/lighttpd/mod_openssl.so ] || need+=(lighttpd-mod-openssl)
 if [ ${#need[@]} -gt 0 ]; then

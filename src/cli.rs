@@ -306,6 +306,10 @@ pub struct UpstreamArgs {
     /// Where the file list comes from [default: auto].
     #[arg(long, env = "UPMIRROR_LISTING", value_name = "KIND")]
     pub listing: Option<ListingKind>,
+    /// The time zone (IANA name, e.g. America/New_York) a directory listing shows dates in,
+    /// daylight saving included [default: found from one file's Last-Modified].
+    #[arg(long, env = "UPMIRROR_LISTING_TIMEZONE", value_name = "ZONE")]
+    pub listing_timezone: Option<String>,
     /// Name of the manifest file on the upstream [default: upmirror-manifest.json].
     #[arg(long, env = "UPMIRROR_MANIFEST_NAME", value_name = "NAME")]
     pub manifest_name: Option<String>,

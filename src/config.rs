@@ -65,6 +65,7 @@ pub struct FileConfig {
     pub client_key: Option<PathBuf>,
     pub keep: Option<usize>,
     pub listing: Option<ListingKind>,
+    pub listing_timezone: Option<String>,
     pub manifest_name: Option<String>,
     pub allow_plain_http: Option<bool>,
     pub max_delete_percent: Option<f64>,
@@ -146,6 +147,8 @@ pub struct Config {
     pub tls: Tls,
     pub keep: usize,
     pub listing: ListingKind,
+    /// The zone a directory listing's dates are in, when the operator names it.
+    pub listing_timezone: Option<jiff::tz::TimeZone>,
     pub manifest_name: String,
     pub allow_plain_http: bool,
     pub max_delete_percent: f64,
@@ -210,7 +213,7 @@ impl Config {
         let (upstreams, upstream_proxies) = upstream_entries(&keys.upstream.upstreams, &file.upstreams)?;
         let allow_plain_http = keys.upstream.allow_plain_http.or(file.allow_plain_http).unwrap_or(false);
         let (free_space_margin, max_partial_size) = resolve_sizes(&keys.plan, &file)?;
-        let (max_listing_age, seed_from) = resolve_age_and_seeds(&keys.plan, &file)?;
+        let (recheck_after, max_listing_age, seed_from) = resolve_freshness_and_seeds(&keys.plan, &file)?;
         let up = &keys.upstream;
         let config = Config {
             root: expand(keys.root.root.clone().or(file.root.clone()))?,
@@ -223,6 +226,7 @@ impl Config {
             },
             keep: keys.publish.keep.or(file.keep).unwrap_or(3),
             listing: keys.upstream.listing.or(file.listing).unwrap_or(ListingKind::Auto),
+            listing_timezone: zone(up.listing_timezone.clone().or(file.listing_timezone.clone()))?,
             manifest_name: up.manifest_name.clone().or(file.manifest_name.clone()).unwrap_or(MANIFEST.into()),
             allow_plain_http,
             max_delete_percent: keys.plan.max_delete_percent.or(file.max_delete_percent).unwrap_or(10.0),
@@ -246,11 +250,7 @@ impl Config {
             grace: grace(keys.publish.grace.clone().or(file.grace.clone()))?,
             auto_promote: auto_promote(&keys.publish.auto_promote, &file.auto_promote)?,
             versions: versions(&keys.plan.keep_versions, &file.versions)?,
-            recheck_after: duration(
-                "recheck_after",
-                keys.plan.recheck_after.clone().or(file.recheck_after.clone()),
-                "24h",
-            )?,
+            recheck_after,
             max_listing_age,
             seed_from,
             net: resolve_net(&keys.upstream, &file)?,
@@ -323,12 +323,15 @@ impl Config {
     }
 }
 
-/// `free_space_margin` (default 64 MiB) and `max_partial_size` (no default).
-/// `max_listing_age` (off when unset) and the `seed_from` trees.
-fn resolve_age_and_seeds(args: &PlanArgs, file: &FileConfig) -> Result<(Option<Duration>, Vec<PathBuf>), ConfigError> {
+/// `recheck_after`, `max_listing_age` (off when unset) and the `seed_from` trees.
+fn resolve_freshness_and_seeds(
+    args: &PlanArgs,
+    file: &FileConfig,
+) -> Result<(Duration, Option<Duration>, Vec<PathBuf>), ConfigError> {
+    let recheck_after = duration("recheck_after", args.recheck_after.clone().or(file.recheck_after.clone()), "24h")?;
     let age = args.max_listing_age.clone().or(file.max_listing_age.clone());
     let age = age.map(|age| duration("max_listing_age", Some(age), "7d")).transpose()?;
-    Ok((age, paths(&args.seed_from, &file.seed_from)?))
+    Ok((recheck_after, age, paths(&args.seed_from, &file.seed_from)?))
 }
 
 /// A list of paths: the flags' when given, else the file's; `${VAR}` expanded.
@@ -337,6 +340,7 @@ fn paths(flags: &[PathBuf], file: &Option<Vec<PathBuf>>) -> Result<Vec<PathBuf>,
     list.into_iter().map(|p| expand(Some(p)).map(Option::unwrap_or_default)).collect()
 }
 
+/// `free_space_margin` (default 64 MiB) and `max_partial_size` (no default).
 fn resolve_sizes(args: &PlanArgs, file: &FileConfig) -> Result<(u64, Option<u64>), ConfigError> {
     let margin = bytes("free_space_margin", args.free_space_margin.clone().or(file.free_space_margin.clone()), true)?;
     let partial = bytes("max_partial_size", args.max_partial_size.clone().or(file.max_partial_size.clone()), true)?;
@@ -449,6 +453,17 @@ fn versions(flags: &[String], file: &Option<Vec<VersionsEntry>>) -> Result<Vec<c
         rule(pattern.trim(), keep)
     };
     flags.iter().map(parse).collect()
+}
+
+/// `listing_timezone`: a zone of the system's time zone database.
+fn zone(name: Option<String>) -> Result<Option<jiff::tz::TimeZone>, ConfigError> {
+    let Some(name) = name else { return Ok(None) };
+    jiff::tz::TimeZone::get(name.trim()).map(Some).map_err(|e| {
+        ConfigError(format!(
+            "listing_timezone = \"{}\": {e}; name an IANA zone like \"America/New_York\" (the tzdata package holds them)",
+            crate::output::quote(&name, 80)
+        ))
+    })
 }
 
 /// `grace`, which may be zero: no window at all.
@@ -660,6 +675,7 @@ mod tests {
                             || l.starts_with("seed_from")
                             || l.starts_with("openpgp_keyring")
                             || l.starts_with("make_deltas")
+                            || l.starts_with("listing_timezone")
                             || l.starts_with("[[versions]]")
                             || l.starts_with("pattern")
                             || l.starts_with("keep = 2")
@@ -678,6 +694,7 @@ mod tests {
         assert_eq!(f.seed_from, Some(vec![PathBuf::from("/media/vendor-dvd")]));
         assert_eq!(f.openpgp_keyring, Some(vec![PathBuf::from("/etc/upmirror/vendor-archive.asc")]));
         assert_eq!(f.make_deltas.as_deref(), Some("16MiB"));
+        assert!(zone(f.listing_timezone).unwrap().is_some(), "America/New_York");
         assert!(versions(&["releases/{version}/**=x".into()], &None).is_err());
         assert!(auto_promote(&["stable".into()], &None).is_err());
     }

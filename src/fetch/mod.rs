@@ -113,7 +113,13 @@ pub enum Mismatch {
 
 /// What a body's date that differs from the listing's likely means.
 fn mtime_hint(got: i64, want: i64, dates: Dates) -> String {
-    if dates.offset != 0 {
+    if dates.offset != 0 && matches!((got - want).abs(), 1800 | 3600) {
+        format!(
+            " (the listing shows local time {}, found from another file, and this file is off by the change of \
+             daylight saving: name the server's zone, listing_timezone = \"Area/City\")",
+            dates.zone()
+        )
+    } else if dates.offset != 0 {
         format!(" (the listing shows local time {}, found from another file; this file disagrees)", dates.zone())
     } else if want > got {
         " (the listing is ahead of the file: a listing in local time, or a file replaced by an older one?)".into()

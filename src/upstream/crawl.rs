@@ -95,10 +95,7 @@ pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_
         }
     }
     let Crawl { mut found, source, bytes, precision, server, .. } = crawl;
-    let offset = find_offset(up, i, &found, precision, previous).await?;
-    for f in &mut found {
-        f.mtime = f.mtime.map(|t| t - offset);
-    }
+    let offset = set_back(up, i, &mut found, precision, previous).await?;
     let paths: Vec<&RelPath> = found.iter().map(|f| &f.path).collect();
     let (sums, unsigned) = digests(up, i, &paths, bytes).await?;
     let signed_by = (!sums.signers.is_empty()).then(|| sums.signers.join(", "));
@@ -225,6 +222,37 @@ impl Crawl {
 /// previous one and nothing is asked. A file whose dates differ otherwise
 /// (rewritten since it was listed) shows no offset; the download then checks
 /// it as usual.
+/// Set the listed dates back to UTC: by the zone's rules for each date
+/// (daylight saving included) when `listing_timezone` names it, else by the
+/// one offset found from a file's `Last-Modified`, which is returned.
+async fn set_back(
+    up: &Upstreams,
+    i: usize,
+    found: &mut [Found],
+    precision: i64,
+    previous: Option<Previous<'_>>,
+) -> Result<i64> {
+    let offset = match &up.zone {
+        Some(_) => 0,
+        None => find_offset(up, i, found, precision, previous).await?,
+    };
+    for f in found.iter_mut() {
+        f.mtime = f.mtime.map(|wall| match &up.zone {
+            Some(zone) => in_zone(zone, wall),
+            None => wall - offset,
+        });
+    }
+    Ok(offset)
+}
+
+/// The UTC time of `wall`, a listing's date in `zone` read as if it were
+/// UTC; in the hour a clock turns back, the earlier of the two.
+fn in_zone(zone: &jiff::tz::TimeZone, wall: i64) -> i64 {
+    let Ok(at) = jiff::Timestamp::from_second(wall) else { return wall };
+    let civil = jiff::tz::TimeZone::UTC.to_datetime(at);
+    zone.to_ambiguous_timestamp(civil).compatible().map_or(wall, |t| t.as_second())
+}
+
 async fn find_offset(
     up: &Upstreams,
     i: usize,

@@ -205,6 +205,8 @@ pub struct Upstreams {
     trust: String,
     has_client_cert: bool,
     trusted: crate::signature::TrustedKeys,
+    /// The zone a directory listing's dates are in (`listing_timezone`).
+    zone: Option<jiff::tz::TimeZone>,
     /// OpenPGP keys a crawl's `SHA256SUMS` must be signed by, when any.
     keyring: std::sync::Arc<crate::openpgp::Keyring>,
     net: Net,
@@ -245,6 +247,7 @@ impl Upstreams {
             net: cfg.net.clone(),
             trusted: crate::signature::TrustedKeys::load(&cfg.trusted_keys)?,
             keyring: std::sync::Arc::new(crate::openpgp::Keyring::load(&cfg.openpgp_keyring)?),
+            zone: cfg.listing_timezone.clone(),
             client: transport::build_client(cfg)?,
             budget: Budget::new(MIN_RETRY_BUDGET),
             hosts: std::sync::Arc::new(

@@ -244,6 +244,43 @@ fn listings_in_local_time_are_set_back_to_utc() {
 }
 
 #[test]
+fn a_listing_in_a_zone_with_daylight_saving_is_read_by_the_zones_rules_when_named() {
+    let env = crate::support::Env::new();
+    // 2025-01-15 and 2025-07-15, 12:00 UTC: 07:00 EST and 08:00 EDT in New York.
+    let (january, july) = (1_736_942_400, 1_752_580_800);
+    for i in 0..6 {
+        env.write_at(&format!("winter/w{i}.txt"), &pseudo_random(100 + i, i as u64), january);
+        env.write_at(&format!("summer/s{i}.txt"), &pseudo_random(200 + i, 10 + i as u64), july);
+    }
+    let apache = start(&env, Kind::Apache, Some("America/New_York"));
+    // One offset for every date: one season's files are an hour off.
+    let out = env.sync(&apache.url(), &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("daylight saving") && out.stderr.contains("listing_timezone"), "{}", out.stderr);
+    assert!(env.published_id().is_none());
+    let zone = ["--listing-timezone", "America/New_York"];
+    sync(&env, &apache, &zone);
+    assert_same_files(&env);
+    apache.clear_log();
+    sync(&env, &apache, &zone);
+    assert_eq!(env.snapshot_ids().len(), 1);
+    assert!(
+        apache.hits().iter().all(|h| h.method == "GET" && h.uri.ends_with('/') || h.uri == "/upmirror-manifest.json")
+    );
+    let out = env.run(&[
+        "sync",
+        "--root",
+        env.root.to_str().unwrap(),
+        "--upstream",
+        &apache.url(),
+        "--listing-timezone",
+        "Mars/Olympus",
+    ]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("listing_timezone = \"Mars/Olympus\""), "{}", out.stderr);
+}
+
+#[test]
 fn a_dropped_connection_or_a_503_on_a_listing_request_is_retried() {
     let env = crawlable();
     let server = env.serve();
