@@ -25,6 +25,8 @@ done
 /usr/bin/python3 -c 'import fusepy' 2>/dev/null || need+=(python3-fusepy)
 # Time zones with daylight saving, for a server's local-time listing.
 [ -e /usr/share/zoneinfo/America/New_York ] || need+=(tzdata)
+# nginx's fancyindex is a module of its own package.
+[ -e /usr/lib/nginx/modules/ngx_http_fancyindex_module.so ] || need+=(libnginx-mod-http-fancyindex)
 # lighttpd's TLS is a module of its own package.
 [ -e /usr/lib/lighttpd/mod_openssl.so ] || need+=(lighttpd-mod-openssl)
 if [ ${#need[@]} -gt 0 ]; then

@@ -277,11 +277,13 @@ fn row_fields(kind: Kind, tail: &str) -> (Option<i64>, Option<u64>, i64) {
     }
     let text = decode_entities(&strip_tags(tail));
     let tokens: Vec<&str> = text.split_whitespace().collect();
-    let Some((mtime, secs)) = tokens.get(..2).and_then(|t| parse_listing_date(t[0], t[1])) else {
-        return (None, None, 1);
-    };
-    let size = tokens.get(2).and_then(|s| exact(s));
-    (Some(mtime), size, secs)
+    // Date, time, size (nginx, Apache, lighttpd); or size, date, time (nginx's fancyindex).
+    let date_at = |at: usize| tokens.get(at..at + 2).and_then(|t| parse_listing_date(t[0], t[1]));
+    match (date_at(0), date_at(1)) {
+        (Some((mtime, secs)), _) => (Some(mtime), tokens.get(2).and_then(|s| exact(s)), secs),
+        (None, Some((mtime, secs))) => (Some(mtime), exact(tokens[0]), secs),
+        (None, None) => (None, None, 1),
+    }
 }
 
 /// `SHA256SUMS` (`HEX  name`, `HEX *name`, or BSD `SHA256 (name) = HEX`) →
@@ -800,6 +802,17 @@ mod tests {
     fn entities_decode_once() {
         assert_eq!(decode_entities("a&amp;b&#x26;c&#39;d&lt;&amp;lt;&bogus;&"), "a&b&c'd<&lt;&bogus;&");
         assert_eq!(decode_entities("&#1114112;&#xD800;"), "&#1114112;&#xD800;", "not a character");
+    }
+
+    #[test]
+    fn fancyindex_rows_give_the_size_before_the_date() {
+        let page = "<title>Index of /</title><table><tbody><tr><td class=\"link\"><a href=\"sub/\" title=\"sub\">sub/</a></td>\
+                    <td class=\"size\">-</td><td class=\"date\">2025-Jun-15 15:08</td></tr>\n<tr><td class=\"link\">\
+                    <a href=\"a.txt\" title=\"a.txt\">a.txt</a></td><td class=\"size\">      1234</td>\
+                    <td class=\"date\">2026-Dec-05 12:08</td></tr></tbody></table>";
+        let items = parse_html(page, "/").unwrap().items;
+        let a = find(&items, "a.txt");
+        assert_eq!((a.size, a.mtime), (Some(1234), parse_timestamp("2026-12-05T12:08:00Z")));
     }
 
     #[test]

@@ -209,6 +209,11 @@ fn npm_serve_which_sends_no_dates_fails_at_once_naming_the_fix() {
 }
 
 #[test]
+fn nginx_fancyindex_is_mirrored_then_followed_without_a_head() {
+    mirrors_through(Kind::NginxFancy);
+}
+
+#[test]
 fn nginx_xml_listings_are_mirrored_then_followed() {
     mirrors_through(Kind::NginxXml);
 }

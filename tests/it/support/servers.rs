@@ -27,6 +27,8 @@ pub enum Kind {
     Webfs,
     /// nginx with `autoindex_format xml`.
     NginxXml,
+    /// nginx with the fancyindex module (Debian's libnginx-mod-http-fancyindex).
+    NginxFancy,
     /// h2o's `file.dirlisting`: names only, directories without a `/`.
     H2o,
     /// mini_httpd: `.` and `..` listed, directories without a `/`.
@@ -180,14 +182,18 @@ fn command(kind: Kind, root: &Path, pki: &Pki, dir: &Path, port: u16) -> Command
             cmd.arg(dir.join("access.log"));
             cmd
         }
-        Kind::NginxXml => {
+        Kind::NginxXml | Kind::NginxFancy => {
+            let (module, listing) = match kind {
+                Kind::NginxXml => ("", "autoindex on; autoindex_format xml;"),
+                _ => ("load_module /usr/lib/nginx/modules/ngx_http_fancyindex_module.so;\n", "fancyindex on;"),
+            };
             let conf = format!(
-                "daemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\n\
+                "{module}daemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\n\
                  http {{\n  log_format t '$remote_addr \"$request\" $status $body_bytes_sent';\n\
                  access_log {d}/access.log t;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n\
                  fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n\
                  server {{ listen {addr} ssl; ssl_certificate {cert}; ssl_certificate_key {key};\n\
-                 root {r}; autoindex on; autoindex_format xml; }}\n}}\n"
+                 root {r}; {listing} }}\n}}\n"
             );
             std::fs::write(dir.join("nginx.conf"), conf).unwrap();
             let mut cmd = Command::new("nginx");
