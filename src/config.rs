@@ -207,9 +207,6 @@ impl Config {
             None if Path::new(DEFAULT_CONFIG).exists() => load(Path::new(DEFAULT_CONFIG))?,
             None => FileConfig::default(),
         };
-        let list = |flag: &Vec<String>, key: &Option<Vec<String>>| {
-            if flag.is_empty() { key.clone().unwrap_or_default() } else { flag.clone() }
-        };
         let (upstreams, upstream_proxies) = upstream_entries(&keys.upstream.upstreams, &file.upstreams)?;
         let allow_plain_http = keys.upstream.allow_plain_http.or(file.allow_plain_http).unwrap_or(false);
         let (free_space_margin, max_partial_size) = resolve_sizes(&keys.plan, &file)?;
@@ -336,8 +333,12 @@ fn resolve_freshness_and_seeds(
 
 /// A list of paths: the flags' when given, else the file's; `${VAR}` expanded.
 fn paths(flags: &[PathBuf], file: &Option<Vec<PathBuf>>) -> Result<Vec<PathBuf>, ConfigError> {
-    let list = if flags.is_empty() { file.clone().unwrap_or_default() } else { flags.to_vec() };
-    list.into_iter().map(|p| expand(Some(p)).map(Option::unwrap_or_default)).collect()
+    list(flags, file).into_iter().map(|p| expand(Some(p)).map(Option::unwrap_or_default)).collect()
+}
+
+/// A list key: the flags when given (they replace the file's), else the file's.
+fn list<T: Clone>(flags: &[T], file: &Option<Vec<T>>) -> Vec<T> {
+    if flags.is_empty() { file.clone().unwrap_or_default() } else { flags.to_vec() }
 }
 
 /// `free_space_margin` (default 64 MiB) and `max_partial_size` (no default).

@@ -209,6 +209,11 @@ impl Manifest {
         Ok(Manifest { generated_at, files })
     }
 
+    /// The entry at `path`, if the manifest lists it (its files are sorted by path).
+    pub fn get(&self, path: &str) -> Option<&Entry> {
+        self.files.binary_search_by(|e| e.path.as_str().cmp(path)).ok().map(|i| &self.files[i])
+    }
+
     /// The bytes of all files (saturating: only a listing's plan is summed
     /// for a decision, and that with checked arithmetic).
     pub fn total_bytes(&self) -> u64 {

@@ -183,26 +183,23 @@ impl Store {
         alive.then(|| (pid, since.to_owned()))
     }
 
-    /// The id `current` points to, from the link alone (`published` checks
-    /// and reads the whole snapshot).
     /// Each channel and the snapshot its link names, by name.
     pub fn channels(&self) -> Result<Vec<(String, String)>> {
         let mut found = Vec::new();
         for entry in read_dir(&self.root.join("channels"))? {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let target = fs::read_link(entry.path()).ok();
-            let id = target.as_deref().and_then(|t| t.strip_prefix("../snapshots").ok()).and_then(Path::to_str);
-            if let Some(id) = id.filter(|_| crate::channels::valid_name(&name)) {
-                found.push((name, id.to_owned()));
+            if let Some(id) = linked(&entry.path(), "../snapshots").filter(|_| crate::channels::valid_name(&name)) {
+                found.push((name, id));
             }
         }
         found.sort();
         Ok(found)
     }
 
+    /// The id `current` points to, from the link alone (`published` checks
+    /// and reads the whole snapshot).
     pub fn current_id(&self) -> Option<String> {
-        let target = fs::read_link(self.root.join("current")).ok()?;
-        target.strip_prefix("snapshots").ok()?.to_str().filter(|id| is_snapshot_id(id)).map(str::to_owned)
+        linked(&self.root.join("current"), "snapshots").filter(|id| is_snapshot_id(id))
     }
 
     /// Ids of the snapshots on disk, oldest first.
@@ -355,10 +352,9 @@ impl Locked<'_> {
             return Ok(relinked);
         }
         for id in self.snapshot_ids()?.into_iter().filter(|id| id != to) {
-            let listed = read_manifest(&self.snapshots().join(&id))?.files;
+            let listed = read_manifest(&self.snapshots().join(&id))?;
             for (e, damaged_inode) in &broken {
-                let expects =
-                    listed.binary_search_by(|f| f.path.cmp(&e.path)).is_ok_and(|i| listed[i].sha256 == e.sha256);
+                let expects = listed.get(e.path.as_str()).is_some_and(|f| f.sha256 == e.sha256);
                 let path = in_snapshot(&id, e);
                 if !expects || inode(&path) != Some(*damaged_inode) {
                     continue;
@@ -425,9 +421,7 @@ impl Locked<'_> {
     pub fn named_by_channels(&self) -> Result<Vec<String>> {
         let mut ids: Vec<String> = self.channels()?.into_iter().map(|(_, id)| id).collect();
         for entry in read_dir(&self.root.join("channels/.grace"))? {
-            let target = fs::read_link(entry.path()).ok();
-            let id = target.as_deref().and_then(|t| t.strip_prefix("../../snapshots").ok()).and_then(Path::to_str);
-            ids.extend(id.map(str::to_owned));
+            ids.extend(linked(&entry.path(), "../../snapshots"));
         }
         Ok(ids)
     }
@@ -495,6 +489,13 @@ impl Locked<'_> {
         }
         (removed, result)
     }
+}
+
+/// What the symlink at `link` names below `prefix` (`snapshots`, as seen
+/// from where the link is), if it is one.
+fn linked(link: &Path, prefix: &str) -> Option<String> {
+    let target = fs::read_link(link).ok()?;
+    target.strip_prefix(prefix).ok()?.to_str().map(str::to_owned)
 }
 
 /// Make `link` a symlink to `target` in one rename of `tmp` over it (a reader

@@ -79,12 +79,7 @@ pub struct Conditional {
 
 impl State {
     pub fn load(meta: &Path) -> Result<State> {
-        let path = meta.join("state.json");
-        match std::fs::read(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-            Err(e) => Err(e).with_context(|| format!("could not read {}", path.display())),
-            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("{} is damaged", path.display())),
-        }
+        crate::disk::read_json(&meta.join("state.json"))
     }
 
     pub fn save(&self, meta: &Path) -> Result<()> {

@@ -123,14 +123,7 @@ impl Cycle {
     }
 
     pub fn load(meta: &Path) -> anyhow::Result<Cycle> {
-        let path = meta.join(Cycle::FILE);
-        match std::fs::read(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Cycle::default()),
-            Err(e) => Err(anyhow::Error::new(e).context(format!("could not read {}", path.display()))),
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{} is damaged: {e}", path.display()))
-            }
-        }
+        crate::disk::read_json(&meta.join(Cycle::FILE))
     }
 
     pub fn save(&self, meta: &Path) -> anyhow::Result<()> {

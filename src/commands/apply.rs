@@ -287,12 +287,9 @@ fn make_deltas(run: &mut Run, id: &str, plan: &Plan, base: Option<&Published>) {
     let (Some(min), Some(base)) = (run.cfg.make_deltas, base) else { return };
     let dir = run.locked.snapshots().join(id);
     let Ok(new) = crate::snapshot::read_manifest(&dir) else { return };
-    let find = |m: &crate::manifest::Manifest, path: &str| {
-        m.files.binary_search_by(|e| e.path.as_str().cmp(path)).ok().map(|i| m.files[i].clone())
-    };
     let changes: Vec<Change> = (plan.change.iter())
         .filter_map(|(e, _)| {
-            let (old, new) = (find(&base.manifest, e.path.as_str())?, find(&new, e.path.as_str())?);
+            let (old, new) = (base.manifest.get(e.path.as_str())?, new.get(e.path.as_str())?);
             let fits = new.size >= min && old.size <= crate::delta::MAX_BASE;
             fits.then_some(Change { path: e.path.as_str(), from: old.sha256?, to: new.sha256?, size: new.size })
         })

@@ -93,9 +93,7 @@ fn load_base(store: &Store, since: &str) -> Result<(String, String, Manifest)> {
 
 /// The same bytes at the same path in the base.
 fn unchanged(base: &Manifest, e: &Entry) -> bool {
-    base.files.binary_search_by(|b| b.path.cmp(&e.path)).is_ok_and(|i| {
-        base.files[i].size == e.size && base.files[i].sha256.is_some() && base.files[i].sha256 == e.sha256
-    })
+    base.get(e.path.as_str()).is_some_and(|b| b.size == e.size && b.sha256.is_some() && b.sha256 == e.sha256)
 }
 
 /// `to` new, or an empty directory of the caller's that nobody else can

@@ -50,9 +50,9 @@ impl Deltas {
         for d in offered {
             let Some(entry) = wanted.get(d.path.as_str()) else { continue };
             let target = entry.sha256.is_some_and(|s| s.to_string() == d.sha256);
-            let has =
-                manifest.files.binary_search_by(|e| e.path.as_str().cmp(&d.path)).ok().map(|i| &manifest.files[i]);
-            let base = has.filter(|b| b.size <= MAX_BASE && b.sha256.is_some_and(|s| s.to_string() == d.from_sha256));
+            let base = manifest
+                .get(&d.path)
+                .filter(|b| b.size <= MAX_BASE && b.sha256.is_some_and(|s| s.to_string() == d.from_sha256));
             let (Some(_), true, Ok(patch_path), Ok(sha)) =
                 (base, target, RelPath::parse(&d.patch), Digest::parse(&d.patch_sha256))
             else {

@@ -6,13 +6,12 @@
 //! every package it lists, and a `by-hash/SHA256/` file is held to its name.
 
 use std::collections::HashSet;
-use std::time::SystemTime;
 
 use anyhow::{Context, Result, anyhow, bail};
 use sha2::{Digest as _, Sha256};
 
 use super::Upstreams;
-use super::sums::Sums;
+use super::sums::{Sums, verified_text};
 use crate::manifest::{Digest, RelPath};
 
 /// The largest `Release` or `Packages` read.
@@ -25,8 +24,12 @@ const MAX_UNPACKED_BYTES: u64 = 256 << 20;
 pub(super) async fn apt_digests(up: &Upstreams, i: usize, all: &HashSet<&str>) -> Result<Sums> {
     let mut sums = Sums::default();
     for (dir, signed) in releases(all) {
-        let url = up.file_url(i, &rel(dir, signed)?);
-        let (text, signer) = release_text(up, i, dir, signed, all).await?;
+        let path = rel(dir, signed)?;
+        let url = up.file_url(i, &path);
+        let (bytes, _) = up.get_small(&url, MAX_INDEX_BYTES).await.with_context(|| url.to_string())?;
+        // InRelease is clearsigned; Release has Release.gpg beside it.
+        let detached = if signed == "Release" { Some(rel(dir, "Release.gpg")?) } else { None };
+        let (text, signer) = verified_text(up, i, &path, &bytes, detached.as_ref()).await?;
         let release = parse_release(&text).map_err(|e| anyhow!("{url}: {e}"))?;
         sums.digests.extend(release.by_hash_sha512(dir, all));
         let root = dir.find("dists/").map_or("", |at| &dir[..at]);
@@ -37,7 +40,7 @@ pub(super) async fn apt_digests(up: &Upstreams, i: usize, all: &HashSet<&str>) -
         let own = |name: &str| matches!(name, "Release" | "InRelease" | "Release.gpg");
         let listed = release.sha256.into_iter().filter(|(name, _)| !own(name));
         sums.digests.extend(listed.map(|(name, digest)| (format!("{dir}{name}"), digest)));
-        sums.signers.extend(Some(signer).filter(|s| !sums.signers.contains(s)));
+        sums.signed_by(Some(signer));
     }
     for path in all.iter().filter(|p| p.contains("/by-hash/SHA256/")) {
         if let Some(digest) = path.rsplit('/').next().and_then(|hex| Digest::parse(hex).ok()) {
@@ -68,28 +71,6 @@ fn releases<'a>(all: &HashSet<&'a str>) -> Vec<(&'a str, &'static str)> {
 
 fn rel(dir: &str, name: &str) -> Result<RelPath> {
     RelPath::parse(&format!("{dir}{name}")).map_err(|e| anyhow!("{dir}{name}: {e}"))
-}
-
-/// The text of a release whose signature by a keyring key is good, and that key.
-async fn release_text(
-    up: &Upstreams,
-    i: usize,
-    dir: &str,
-    name: &str,
-    all: &HashSet<&str>,
-) -> Result<(String, String)> {
-    let url = up.file_url(i, &rel(dir, name)?);
-    let (bytes, _) = up.get_small(&url, MAX_INDEX_BYTES).await.with_context(|| url.to_string())?;
-    let now = SystemTime::now();
-    let untrusted = |why: crate::openpgp::Untrusted| anyhow!("{url}: not trusted: {why}");
-    if name == "InRelease" {
-        return up.keyring.check_clearsigned(&String::from_utf8_lossy(&bytes), now).map_err(untrusted);
-    }
-    debug_assert!(all.contains(format!("{dir}Release.gpg").as_str()));
-    let sig_url = up.file_url(i, &rel(dir, "Release.gpg")?);
-    let (signature, _) = up.get_small(&sig_url, 64 << 10).await.with_context(|| sig_url.to_string())?;
-    let signer = up.keyring.check_detached(&bytes, &signature, now).map_err(untrusted)?;
-    Ok((String::from_utf8_lossy(&bytes).into_owned(), signer))
 }
 
 /// The `Packages` index at `path` (plain, `.xz` or `.gz`), its sha256

@@ -141,7 +141,7 @@ async fn digests(up: &Upstreams, i: usize, paths: &[&RelPath], listed: u64) -> R
 /// The others keep what was published until their turn.
 fn rechecked(found: &[Found], previous: Option<Previous<'_>>) -> (HashSet<String>, super::Rechecks) {
     let Some(prev) = previous else { return Default::default() };
-    let published = |f: &&Found| prev.manifest.files.binary_search_by(|e| e.path.cmp(&f.path)).is_ok();
+    let published = |f: &&Found| prev.manifest.get(f.path.as_str()).is_some();
     let mut blind: Vec<&str> =
         found.iter().filter(|f| f.shows_nothing()).filter(published).map(|f| f.path.as_str()).collect();
     blind.sort_unstable();
@@ -263,8 +263,7 @@ async fn find_offset(
     let first = found.iter().filter_map(|f| Some((f, f.mtime?))).min_by(|a, b| a.0.path.cmp(&b.0.path));
     let Some((f, listed)) = first else { return Ok(0) };
     if let Some(prev) = previous
-        && prev.manifest.files.binary_search_by(|e| e.path.cmp(&f.path)).is_ok_and(|at| {
-            let e = &prev.manifest.files[at];
+        && prev.manifest.get(f.path.as_str()).is_some_and(|e| {
             e.mtime - e.mtime.rem_euclid(precision) == listed - prev.offset && f.size.is_none_or(|size| size == e.size)
         })
     {
@@ -304,29 +303,22 @@ pub(super) async fn probe_top(up: &Upstreams, i: usize) -> Result<(Source, Optio
 async fn fetch_page(up: &Upstreams, url: &Url) -> Result<Page> {
     let (bytes, server) = up.get_small(url, MAX_PAGE_BYTES).await.with_context(|| url.to_string())?;
     let text = std::str::from_utf8(&bytes).map_err(|_| anyhow!("{url}: listing is not UTF-8"))?;
-    let len = bytes.len() as u64;
-    let page = if text.trim_start().starts_with("<?xml") {
-        let items = parse_xml(text);
-        items.map(|items| Page { items, source: Source::AutoindexXml, precision: 1, server, len, unmarked: false })
-    } else if text.trim_start().starts_with('{') {
-        let items = parse_serve_json(text);
-        items.map(|items| Page { items, source: Source::ServeJson, precision: 1, server, len, unmarked: false })
-    } else if text.trim_start().starts_with('[') {
-        parse_json(text).map(|(items, kind)| {
-            let source = if kind == JsonKind::Caddy { Source::CaddyJson } else { Source::AutoindexJson };
-            Page { items, source, precision: 1, server, len, unmarked: false }
+    let exact = |source| move |items| (items, source, 1, false);
+    let head = text.trim_start();
+    let parsed = if head.starts_with("<?xml") {
+        parse_xml(text).map(exact(Source::AutoindexXml))
+    } else if head.starts_with('{') {
+        parse_serve_json(text).map(exact(Source::ServeJson))
+    } else if head.starts_with('[') {
+        parse_json(text).map(|(items, kind)| match kind {
+            JsonKind::Caddy => exact(Source::CaddyJson)(items),
+            JsonKind::Nginx => exact(Source::AutoindexJson)(items),
         })
     } else {
-        parse_html(text, url.path()).map(|page| Page {
-            items: page.items,
-            source: Source::AutoindexHtml,
-            precision: page.precision,
-            server,
-            len,
-            unmarked: page.unmarked,
-        })
+        parse_html(text, url.path()).map(|page| (page.items, Source::AutoindexHtml, page.precision, page.unmarked))
     };
-    page.map_err(|e| anyhow!("{url}: {e}"))
+    let (items, source, precision, unmarked) = parsed.map_err(|e| anyhow!("{url}: {e}"))?;
+    Ok(Page { items, source, precision, server, len: bytes.len() as u64, unmarked })
 }
 /// On a page that does not mark its directories, ask each name with a
 /// HEAD: a directory is redirected to itself with a `/`; a file's exact

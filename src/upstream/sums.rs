@@ -19,6 +19,8 @@ pub(super) const SUMS_FILE: &str = "SHA256SUMS";
 const SIGNATURES: [&str; 3] = [".gpg", ".sig", ".asc"];
 /// The largest detached signature read.
 const MAX_SIGNATURE_BYTES: u64 = 64 << 10;
+/// How a clearsigned document starts.
+const CLEARSIGNED: &[u8] = b"-----BEGIN PGP SIGNED MESSAGE-----";
 
 /// What the crawl's `SHA256SUMS` files say.
 #[derive(Default)]
@@ -41,12 +43,15 @@ impl Sums {
     /// Add what `other` names.
     pub fn merge(&mut self, other: Sums) {
         self.digests.extend(other.digests);
-        for signer in other.signers {
-            if !self.signers.contains(&signer) {
-                self.signers.push(signer);
-            }
+        other.signers.into_iter().for_each(|signer| self.signed_by(Some(signer)));
+    }
+
+    /// Note a key that signed one of the lists (each key once, in order).
+    pub fn signed_by(&mut self, signer: Option<String>) {
+        if let Some(signer) = signer.filter(|s| !self.signers.contains(s)) {
+            self.signers.push(signer);
+            self.signers.sort();
         }
-        self.signers.sort();
     }
 }
 
@@ -70,9 +75,8 @@ pub(super) async fn fetch_sums(
             bail!("{}: listings and {SUMS_FILE} files larger than {MAX_LISTING_BYTES} bytes in all", up.bases[i]);
         }
         sums.digests.extend(pairs);
-        sums.signers.extend(signer.filter(|s| !sums.signers.contains(s)));
+        sums.signed_by(signer);
     }
-    sums.signers.sort();
     Ok(sums)
 }
 
@@ -111,17 +115,34 @@ async fn signed_text(
     bytes: &[u8],
     all: &HashSet<&str>,
 ) -> Result<(String, String)> {
-    let url = up.file_url(i, path);
-    let now = SystemTime::now();
-    let untrusted = |why: Untrusted| anyhow!("{url}: not trusted: {why}");
-    if bytes.starts_with(b"-----BEGIN PGP SIGNED MESSAGE-----") {
-        return up.keyring.check_clearsigned(&String::from_utf8_lossy(bytes), now).map_err(untrusted);
+    if bytes.starts_with(CLEARSIGNED) {
+        return verified_text(up, i, path, bytes, None).await;
     }
     let Some(sig_path) = SIGNATURES.iter().map(|s| format!("{path}{s}")).find(|p| all.contains(p.as_str())) else {
         let why = "no signature beside it (SHA256SUMS.gpg, .sig or .asc) and it is not clearsigned, but openpgp_keyring requires one";
-        return Err(anyhow!("{url}: not trusted: {why}"));
+        return Err(anyhow!("{}: not trusted: {why}", up.file_url(i, path)));
     };
-    let sig_url = up.file_url(i, &RelPath::parse(&sig_path).map_err(|e| anyhow!("{sig_path}: {e}"))?);
+    let sig_path = RelPath::parse(&sig_path).map_err(|e| anyhow!("{sig_path}: {e}"))?;
+    verified_text(up, i, path, bytes, Some(&sig_path)).await
+}
+
+/// `bytes`, the file at `path`, with a good signature by a keyring key:
+/// the detached one at `detached`, or else its own (clearsigned). Its text
+/// and the key's fingerprint.
+pub(super) async fn verified_text(
+    up: &Upstreams,
+    i: usize,
+    path: &RelPath,
+    bytes: &[u8],
+    detached: Option<&RelPath>,
+) -> Result<(String, String)> {
+    let url = up.file_url(i, path);
+    let now = SystemTime::now();
+    let untrusted = |why: Untrusted| anyhow!("{url}: not trusted: {why}");
+    let Some(sig_path) = detached else {
+        return up.keyring.check_clearsigned(&String::from_utf8_lossy(bytes), now).map_err(untrusted);
+    };
+    let sig_url = up.file_url(i, sig_path);
     let (signature, _) = up.get_small(&sig_url, MAX_SIGNATURE_BYTES).await.with_context(|| sig_url.to_string())?;
     let signer = up.keyring.check_detached(bytes, &signature, now).map_err(untrusted)?;
     Ok((String::from_utf8_lossy(bytes).into_owned(), signer))
