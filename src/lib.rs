@@ -14,6 +14,7 @@ pub mod error;
 pub mod fetch;
 pub mod filter;
 pub mod hooks;
+pub mod ids;
 pub mod interrupt;
 pub mod local_tree;
 pub mod manifest;

@@ -6,7 +6,7 @@
 //! root/.upmirror/                   lock, state, partial downloads, builds
 //! ```
 //!
-//! Crash safety: a snapshot is built in `.upmirror/build-<id>/` (unchanged
+//! Crash safety: a snapshot is built in `.upmirror/build-<pid>/` (unchanged
 //! files hardlinked from the published snapshot, new files renamed in from
 //! staging, its manifest written last), renamed into `snapshots/`, and the
 //! whole filesystem is flushed with `syncfs` before `current` is replaced by
@@ -35,9 +35,8 @@ use crate::signature::Signed;
 /// mirror a valid upstream for the next tier.
 pub const SNAPSHOT_MANIFEST: &str = "upmirror-manifest.json";
 
-/// How many replaced snapshots the nginx site falls back to, newest first
-/// (`grace-1` … `grace-3` beside `current`).
-pub const GRACE_LINKS: usize = 3;
+pub use crate::ids::is_snapshot_id;
+pub use crate::state::GRACE_LINKS;
 
 /// Another sync holds the lock (exit 75).
 #[derive(Debug, thiserror::Error)]
@@ -202,30 +201,16 @@ impl Store {
         linked(&self.root.join("current"), "snapshots").filter(|id| is_snapshot_id(id))
     }
 
-    /// Ids of the snapshots on disk, oldest first.
+    /// Ids of the snapshots on disk, oldest first: in the order they were
+    /// first published.
     pub fn snapshot_ids(&self) -> Result<Vec<String>> {
         let mut ids: Vec<String> = read_dir(&self.snapshots())?
             .into_iter()
             .filter_map(|e| e.file_name().into_string().ok())
             .filter(|n| is_snapshot_id(n))
             .collect();
-        ids.sort_by_key(|id| id_order(id));
+        crate::ids::order(&mut ids, &crate::state::State::load(&self.meta())?);
         Ok(ids)
-    }
-
-    /// A fresh id from the clock that sorts after every snapshot on disk:
-    /// within the same second (or after the clock stepped back) the newest
-    /// stamp gets the next `-N` suffix.
-    fn new_id(&self) -> Result<String> {
-        let now: String = humantime::format_rfc3339_seconds(SystemTime::now())
-            .to_string()
-            .chars()
-            .filter(|c| !matches!(c, '-' | ':'))
-            .collect();
-        Ok(match self.snapshot_ids()?.last().map(|id| id_order(id)) {
-            Some((stamp, n)) if stamp >= now => format!("{stamp}-{}", n + 1),
-            _ => now,
-        })
     }
 }
 
@@ -268,55 +253,80 @@ impl Locked<'_> {
     }
 
     /// Build a complete snapshot from the plan: unchanged files hardlinked from
-    /// `published`, fetched files moved in from staging, manifest last. The
-    /// result is in `snapshots/` but not yet published. A build that fails or
-    /// is interrupted is removed.
+    /// `published`, fetched files moved in from staging, manifest last,
+    /// named by what it holds ([`crate::ids`]). The result is in `snapshots/`
+    /// but not yet published. A build that fails or is interrupted is removed.
     pub fn build(
         &self,
         plan: &Plan,
         verified: Vec<Verified>,
         published: Option<&Published>,
         about: About,
-    ) -> Result<String> {
-        let id = self.new_id()?;
-        let build = self.meta().join(format!("build-{id}"));
+    ) -> Result<Built> {
+        let build = self.meta().join(format!("build-{}", std::process::id()));
         // Private while it is being filled: nobody else can plant anything in it.
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&build)
             .with_context(|| format!("could not create {}", build.display()))?;
         let filled = fill(&build, plan, verified, published, about.generated_at).and_then(|manifest| {
+            let newest = manifest.files.iter().map(|e| e.mtime).max().unwrap_or(0);
+            let origin = about.origin.unwrap_or(std::time::UNIX_EPOCH + std::time::Duration::from_secs(newest as u64));
+            let id = crate::ids::content_id(origin, &manifest.files);
             let trace = crate::trace::extend(about.trace, &id, about.generated_at);
             write_new(&build.join(crate::trace::TRACE_FILE), &crate::trace::render(&trace))?;
-            write_manifest(&build, manifest, about.manifest)
+            write_manifest(&build, manifest, about.manifest)?;
+            Ok(id)
         });
-        let result = filled.and_then(|()| {
+        let result = filled.and_then(|id| {
             fs::set_permissions(&build, fs::Permissions::from_mode(0o755))
                 .with_context(|| format!("could not open up {}", build.display()))?;
             failpoint("build-done");
-            let dest = self.snapshots().join(&id);
-            fs::rename(&build, &dest)
-                .with_context(|| format!("could not move {} to {}", build.display(), dest.display()))
+            let fresh = self.place(&build, &id)?;
+            Ok(Built { id, fresh })
         });
-        if let Err(e) = result {
+        if result.is_err() {
             let _ = fs::remove_dir_all(&build);
-            return Err(e);
         }
-        Ok(id)
+        result
     }
 
-    /// Remove a snapshot this run built and did not publish.
-    pub fn discard(&self, id: &str) {
-        let _ = fs::remove_dir_all(self.snapshots().join(id));
+    /// Move a finished build to `snapshots/<id>`. A snapshot kept under that
+    /// name holds the same files (the upstream went back to a state it had,
+    /// or a repair rebuilt them): the two trees trade places in one rename,
+    /// so a reader of that name never misses a file, and the old tree is
+    /// removed. Returns whether the name was new.
+    fn place(&self, build: &Path, id: &str) -> Result<bool> {
+        let dest = self.snapshots().join(id);
+        if fs::symlink_metadata(&dest).is_err() {
+            fs::rename(build, &dest)
+                .with_context(|| format!("could not move {} to {}", build.display(), dest.display()))?;
+            return Ok(true);
+        }
+        use rustix::fs::{CWD, RenameFlags, renameat_with};
+        renameat_with(CWD, build, CWD, &dest, RenameFlags::EXCHANGE).with_context(|| {
+            format!("could not exchange {} with {}, the snapshot of the same files", build.display(), dest.display())
+        })?;
+        // The old tree; one that stays is the next run's leftover.
+        let _ = fs::remove_dir_all(build);
+        Ok(false)
     }
 
-    /// Publish a snapshot this run built; if that fails before the swap, the
-    /// snapshot is removed again, so no unpublished tree lingers.
-    pub fn publish_new(&self, id: &str) -> Result<()> {
-        let result = self.publish(id);
+    /// Remove a snapshot this run built and did not publish (one it
+    /// rebuilt under a kept name stays: it holds the same files).
+    pub fn discard(&self, built: &Built) {
+        if built.fresh {
+            let _ = fs::remove_dir_all(self.snapshots().join(&built.id));
+        }
+    }
+
+    /// Publish a snapshot this run built; if that fails before the swap, a
+    /// fresh one is removed again, so no unpublished tree lingers.
+    pub fn publish_new(&self, built: &Built) -> Result<()> {
+        let result = self.publish(&built.id);
         let current = fs::read_link(self.root.join("current")).ok();
-        if result.is_err() && current.as_deref() != Some(Path::new("snapshots").join(id).as_path()) {
-            let _ = fs::remove_dir_all(self.snapshots().join(id));
+        if result.is_err() && current.as_deref() != Some(Path::new("snapshots").join(&built.id).as_path()) {
+            self.discard(built);
         }
         result
     }
@@ -335,25 +345,28 @@ impl Locked<'_> {
         root.sync_all().with_context(|| format!("could not flush {}", self.root.display()))
     }
 
-    /// Give every kept snapshot that shares the damaged inode of one of
-    /// `damaged` in snapshot `from` the repaired file of snapshot `to`
-    /// instead (a new link renamed over the old one), where its manifest
-    /// expects the same digest: a rollback can then never publish the damage
-    /// again. Each snapshot's manifest is read once. Returns `PATH in ID` for
-    /// each file mended, and the files that could not be, with why.
-    pub fn relink_shared(&self, from: &str, to: &str, damaged: &[&Entry]) -> Result<Relinked> {
-        use std::os::unix::fs::MetadataExt;
-        let inode = |p: &Path| fs::symlink_metadata(p).ok().filter(|m| m.is_file()).map(|m| (m.dev(), m.ino()));
+    /// The inode of each of `damaged` in snapshot `from`, read before a
+    /// repair replaces them: what [`Locked::relink_shared`] looks for.
+    pub fn inodes<'e>(&self, from: &str, damaged: &[&'e Entry]) -> Vec<(&'e Entry, Inode)> {
+        let dir = self.snapshots().join(from);
+        damaged.iter().filter_map(|e| Some((*e, inode(&dir.join(e.path.as_str()))?))).collect()
+    }
+
+    /// Give every kept snapshot other than `to` that shares the damaged
+    /// inode of one of `broken` the repaired file of snapshot `to` instead
+    /// (a new link renamed over the old one), where its manifest expects the
+    /// same digest: a rollback can then never publish the damage again.
+    /// Each snapshot's manifest is read once. Returns `PATH in ID` for each
+    /// file mended, and the files that could not be, with why.
+    pub fn relink_shared(&self, broken: &[(&Entry, Inode)], to: &str) -> Result<Relinked> {
         let in_snapshot = |id: &str, e: &Entry| self.snapshots().join(id).join(e.path.as_str());
-        let broken: Vec<(&Entry, (u64, u64))> =
-            damaged.iter().filter_map(|e| Some((*e, inode(&in_snapshot(from, e))?))).collect();
         let mut relinked = Relinked::default();
         if broken.is_empty() {
             return Ok(relinked);
         }
         for id in self.snapshot_ids()?.into_iter().filter(|id| id != to) {
             let listed = read_manifest(&self.snapshots().join(&id))?;
-            for (e, damaged_inode) in &broken {
+            for (e, damaged_inode) in broken {
                 let expects = listed.get(e.path.as_str()).is_some_and(|f| f.sha256 == e.sha256);
                 let path = in_snapshot(&id, e);
                 if !expects || inode(&path) != Some(*damaged_inode) {
@@ -491,6 +504,14 @@ impl Locked<'_> {
     }
 }
 
+/// A file's device and inode number.
+pub type Inode = (u64, u64);
+
+fn inode(path: &Path) -> Option<Inode> {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path).ok().filter(|m| m.is_file()).map(|m| (m.dev(), m.ino()))
+}
+
 /// What the symlink at `link` names below `prefix` (`snapshots`, as seen
 /// from where the link is), if it is one.
 fn linked(link: &Path, prefix: &str) -> Option<String> {
@@ -530,9 +551,18 @@ pub fn describes_snapshot(rel: &str) -> bool {
         || rel.strip_prefix(SNAPSHOT_MANIFEST).is_some_and(|rest| rest.is_empty() || rest == crate::signature::SUFFIX)
 }
 
-/// What a new snapshot says of itself: when its listing was generated, how
-/// its manifest is written, and the tiers the listing came down through.
+/// A snapshot a run built: its id, and whether that name was new.
+pub struct Built {
+    pub id: String,
+    pub fresh: bool,
+}
+
+/// What a new snapshot says of itself: when the origin made its listing
+/// (what its id starts with; of a crawl, `None`: its newest file's mtime),
+/// when its listing was generated, how its manifest is written, and the
+/// tiers the listing came down through.
 pub struct About<'a> {
+    pub origin: Option<SystemTime>,
     pub generated_at: SystemTime,
     pub manifest: Describe<'a>,
     pub trace: Vec<crate::trace::Tier>,
@@ -649,45 +679,8 @@ fn write_manifest(build: &Path, manifest: Manifest, describe: Describe) -> Resul
     write_new(&build.join(SNAPSHOT_MANIFEST), &bytes)
 }
 
-/// `YYYYMMDDTHHMMSSZ` with an optional `-N` suffix.
-pub fn is_snapshot_id(s: &str) -> bool {
-    let (stamp, suffix) = s.split_once('-').unwrap_or((s, "1"));
-    let b = stamp.as_bytes();
-    b.len() == 16
-        && b[8] == b'T'
-        && b[15] == b'Z'
-        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
-        && !suffix.is_empty()
-        && suffix.bytes().all(|c| c.is_ascii_digit())
-}
-
-/// Sort key: time stamp, then numeric suffix.
-fn id_order(id: &str) -> (String, u64) {
-    let (stamp, n) = id.split_once('-').unwrap_or((id, "0"));
-    (stamp.to_owned(), n.parse().unwrap_or(0))
-}
-
 pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     let path = dir.join(SNAPSHOT_MANIFEST);
     let bytes = fs::read(&path).with_context(|| format!("could not read {}", path.display()))?;
     Manifest::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn snapshot_ids_are_recognised_and_ordered() {
-        assert!(is_snapshot_id("20261124T190000Z"));
-        assert!(is_snapshot_id("20261124T190000Z-12"));
-        for bad in ["20261124T190000", "2026112T190000Z", "20261124T190000Z-", "20261124T190000Z-x", "../x", "current"]
-        {
-            assert!(!is_snapshot_id(bad), "{bad}");
-        }
-        let mut ids = vec!["20261124T190000Z-10", "20261124T190000Z-2", "20261124T190000Z", "20261123T190000Z"];
-        assert_eq!(id_order("20261124T190000Z"), ("20261124T190000Z".to_owned(), 0));
-        ids.sort_by_key(|id| id_order(id));
-        assert_eq!(ids, ["20261123T190000Z", "20261124T190000Z", "20261124T190000Z-2", "20261124T190000Z-10"]);
-    }
 }

@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::disk::write_private;
 use crate::upstream::Validators;
 
+/// How many replaced snapshots the nginx site falls back to, newest first
+/// (`grace-1` … `grace-3` beside `current`, and as many per channel).
+pub const GRACE_LINKS: usize = 3;
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct State {
@@ -56,6 +60,11 @@ pub struct SnapshotInfo {
     /// When it was first made current: what a channel's cooldown counts from.
     #[serde(default)]
     pub first_published_at: Option<u64>,
+    /// Its place among the snapshots first published since ids name
+    /// contents (1, 2, …): what orders them, whatever their names or the
+    /// clock say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_order: Option<u64>,
     /// When another snapshot replaced it; for `grace` from then it still
     /// serves the paths missing from `current`. Not set for a rolled-back one.
     #[serde(default)]
@@ -93,9 +102,11 @@ impl State {
         if let Some(old) = before.filter(|old| *old != id) {
             self.snapshots.entry(old.to_owned()).or_default().replaced_at = grace.then_some(now);
         }
+        let next = self.snapshots.values().filter_map(|i| i.publish_order).max().unwrap_or(0) + 1;
         let info = self.snapshots.entry(id.to_owned()).or_default();
         (info.published_at, info.replaced_at) = (Some(now), None);
         info.first_published_at.get_or_insert(now);
+        info.publish_order.get_or_insert(next);
     }
 
     /// Note that channel `name` was pointed at `id` at `now`, moved away from
@@ -106,7 +117,7 @@ impl State {
             let left = self.channels_left.entry(name.to_owned()).or_default();
             left.retain(|l| l.snapshot != old && l.snapshot != id);
             left.insert(0, Left { snapshot: old.to_owned(), at: now });
-            left.truncate(crate::snapshot::GRACE_LINKS);
+            left.truncate(GRACE_LINKS);
         }
     }
 

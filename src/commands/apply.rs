@@ -20,7 +20,7 @@ use crate::hooks;
 use crate::manifest::Entry;
 use crate::output::{Progress, Reporter, error_line, human_bytes, rfc3339};
 use crate::plan::Plan;
-use crate::snapshot::{About, Locked, Published, Store};
+use crate::snapshot::{About, Built, Locked, Published, Store};
 use crate::state::State;
 use crate::status::{Kept, RunStatus, Sinks};
 use crate::upstream::Upstreams;
@@ -226,7 +226,7 @@ pub(super) struct Origin<'a> {
 #[derive(Clone, Copy)]
 pub(super) enum Snapshot<'a> {
     /// One this run built: removed again if its publish fails.
-    New(&'a str),
+    New(&'a Built),
     /// One already kept, published again.
     Kept(&'a str),
 }
@@ -361,14 +361,15 @@ pub(super) fn apply(
     run.out.detail(format!("fetched {} files in {:.3} s", verified.len(), clock.elapsed().as_secs_f64()));
     failpoint("fetched");
     let clock = Instant::now();
-    let id = run.locked.build(plan, verified, base, source.about)?;
+    let built = run.locked.build(plan, verified, base, source.about)?;
+    let id = built.id.clone();
     run.out.detail(format!("built snapshot {id} in {:.3} s", clock.elapsed().as_secs_f64()));
     make_deltas(run, &id, plan, base);
     let env = hook_env(run, &id, plan)?;
     if let Some(command) = &run.cfg.hooks.pre_publish
         && let Err(e) = hooks::run("pre_publish", command, &env, run.cfg.hooks.timeout, &run.locked.meta())
     {
-        run.locked.discard(&id);
+        run.locked.discard(&built);
         if e.is::<crate::interrupt::Interrupted>() {
             return Err(e);
         }
@@ -376,7 +377,7 @@ pub(super) fn apply(
         return Err(Refused(format!("{}; snapshot {id} was not published", error_line(&e))).into());
     }
     let clock = Instant::now();
-    publish(run, Snapshot::New(&id), record)?;
+    publish(run, Snapshot::New(&built), record)?;
     run.out.detail(format!("flushed, published and pruned in {:.3} s", clock.elapsed().as_secs_f64()));
     if let Some(command) = &run.cfg.hooks.post_publish
         && let Err(e) = hooks::run("post_publish", command, &env, run.cfg.hooks.timeout, &run.locked.meta())
@@ -414,7 +415,7 @@ fn hook_env(run: &Run, id: &str, plan: &Plan) -> Result<Vec<(&'static str, Strin
 pub(super) fn publish(run: &mut Run, snapshot: Snapshot, record: impl FnOnce(&mut State, &str)) -> Result<()> {
     let before = run.locked.current_id();
     let id = match snapshot {
-        Snapshot::New(id) => run.locked.publish_new(id).map(|()| id)?,
+        Snapshot::New(built) => run.locked.publish_new(built).map(|()| built.id.as_str())?,
         Snapshot::Kept(id) => run.locked.publish(id).map(|()| id)?,
     };
     let meta = run.locked.meta();

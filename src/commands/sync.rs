@@ -135,13 +135,13 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
     }
     let summary = plan.summary();
     run.status.summary = summary;
-    let describe = describe(&listing, &plan, cfg);
-    run.status.snapshot_manifest = describe.label(listing.signed.is_some()).map(Into::into);
+    let about = about(&listing, &plan, cfg);
+    run.status.snapshot_manifest = about.manifest.label(listing.signed.is_some()).map(Into::into);
     let source = Origin {
         upstreams,
         first: listing.upstream,
         dates: listing.dates,
-        about: About { generated_at: listing.manifest.generated_at, manifest: describe, trace: listing.trace.clone() },
+        about,
         rt: &rt,
         deadline,
         progress: out.progress(summary.added + summary.changed, summary.download_bytes),
@@ -367,13 +367,19 @@ fn check_carried(state: &State, published: Option<&Published>, listing: &Listing
     super::export::check_carried(&dir, plan, here)
 }
 
-/// A snapshot that holds exactly what a signed manifest lists keeps that
-/// manifest and its signature; any other gets its own, signed with
-/// `signing_key` when one is configured.
-fn describe<'a>(listing: &'a Listing, plan: &Plan, cfg: &'a Config) -> Describe<'a> {
-    match &listing.signed {
+/// What the new snapshot says of itself. One that holds exactly what a
+/// signed manifest lists keeps that manifest and its signature; any other
+/// gets its own, signed with `signing_key` when one is configured.
+fn about<'a>(listing: &'a Listing, plan: &Plan, cfg: &'a Config) -> About<'a> {
+    let manifest = match &listing.signed {
         Some(signed) if holds_exactly(&listing.manifest, plan) => Describe::AsSigned(signed),
         _ => Describe::Own(cfg.signing_key.as_deref()),
+    };
+    About {
+        origin: (listing.source == Source::Manifest).then_some(listing.manifest.generated_at),
+        generated_at: listing.manifest.generated_at,
+        manifest,
+        trace: listing.trace.clone(),
     }
 }
 
@@ -443,11 +449,7 @@ fn accept(
         ))
         .into());
     }
-    // A crawl is as old as its newest file.
-    let newest = || {
-        listing.manifest.files.iter().map(|e| e.mtime).max().map(|t| UNIX_EPOCH + Duration::from_secs(t.max(0) as u64))
-    };
-    check_age(cfg, &listing.url, if dated { Some(listing.manifest.generated_at) } else { newest() })?;
+    check_age(cfg, &listing.url, (dated || !listing.manifest.files.is_empty()).then(|| listing.origin()))?;
     let own_file_as_dir = |e: &&crate::manifest::Entry| e.path.ancestors().next().is_some_and(describes_snapshot);
     if let Some(e) = listing.manifest.files.iter().find(own_file_as_dir) {
         let name = e.path.ancestors().next().unwrap_or_default();

@@ -125,9 +125,11 @@ fn budgeted(
     Ok((problems, checked))
 }
 
-/// Build a new snapshot from the published one with every bad file fetched
-/// again (a new inode: older snapshots sharing the old one are not touched)
-/// and extra files left out, and publish it.
+/// Build the published snapshot again with every bad file fetched again (a
+/// new inode) and extra files left out, and publish it: the same files
+/// under the same id, so the mended tree takes the damaged one's place (an
+/// older timestamp id gets a new one). Older snapshots that share a damaged
+/// inode are mended too.
 fn repair_snapshot(run: &mut Run, published: &Published, problems: &[Problem]) -> Result<Repaired> {
     if run.locked.published()?.map(|p| p.id).as_deref() != Some(published.id.as_str()) {
         bail!("the published snapshot changed while it was checked; run `upmirror verify` again");
@@ -152,6 +154,8 @@ fn repair_snapshot(run: &mut Run, published: &Published, problems: &[Problem]) -
         first: 0,
         dates: crate::upstream::Dates::EXACT,
         about: About {
+            // The same files from the same origin: the same id.
+            origin: Some(crate::ids::origin_of(&published.id).unwrap_or(m.generated_at)),
             generated_at: m.generated_at,
             manifest: match &signed {
                 Some(signed) => Describe::AsSigned(signed),
@@ -164,6 +168,9 @@ fn repair_snapshot(run: &mut Run, published: &Published, problems: &[Problem]) -
         progress: Progress::hidden(),
         deltas: &[],
     };
+    // Read before the rebuild, which may take the published snapshot's name.
+    let damaged: Vec<&Entry> = m.files.iter().filter(|e| bad.contains(e.path.as_str())).collect();
+    let broken = run.locked.inodes(&published.id, &damaged);
     let result = apply(run, &plan, Some(published), origin, |state, id| {
         if let Some(info) = state.snapshots.get(&published.id).cloned() {
             state.snapshots.insert(id.to_owned(), info);
@@ -172,10 +179,14 @@ fn repair_snapshot(run: &mut Run, published: &Published, problems: &[Problem]) -
     run.status.upstreams = upstreams.health();
     let id = result?;
     run.status.set_published(&id, m.files.len(), m.total_bytes(), m.generated_at);
-    // Older snapshots share the damaged inodes through hardlinks: mend them
-    // too, or a rollback would publish the damage again.
-    let damaged: Vec<&Entry> = m.files.iter().filter(|e| bad.contains(e.path.as_str())).collect();
-    match run.locked.relink_shared(&published.id, &id, &damaged) {
+    mend_older(run, &broken, &id);
+    Ok(Repaired { id })
+}
+
+/// Older snapshots share the damaged inodes through hardlinks: mend them
+/// too, or a rollback would publish the damage again.
+fn mend_older(run: &mut Run, broken: &[(&Entry, crate::snapshot::Inode)], id: &str) {
+    match run.locked.relink_shared(broken, id) {
         Ok(relinked) => {
             if !relinked.mended.is_empty() {
                 run.out.detail(format!("mended in older snapshots: {}", relinked.mended.join(", ")));
@@ -186,5 +197,4 @@ fn repair_snapshot(run: &mut Run, published: &Published, problems: &[Problem]) -
         }
         Err(err) => run.warn(format!("the older snapshots could not be mended: {}", error_line(&err))),
     }
-    Ok(Repaired { id })
 }

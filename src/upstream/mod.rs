@@ -21,6 +21,7 @@ mod tls;
 mod transport;
 
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
@@ -118,6 +119,19 @@ impl Dates {
         let sign = if self.offset < 0 { '-' } else { '+' };
         let minutes = self.offset.abs() / 60;
         format!("UTC{sign}{:02}:{:02}", minutes / 60, minutes % 60)
+    }
+}
+
+impl Listing {
+    /// When the origin made this listing: its `generated_at`, or for a
+    /// crawl, the newest mtime it shows (a crawl is as old as its newest
+    /// file, whenever it is read).
+    pub fn origin(&self) -> SystemTime {
+        let newest = self.manifest.files.iter().map(|e| e.mtime).max();
+        match (&self.source, newest) {
+            (Source::Manifest, _) | (_, None) => self.manifest.generated_at,
+            (_, Some(t)) => UNIX_EPOCH + Duration::from_secs(t.max(0) as u64),
+        }
     }
 }
 

@@ -102,10 +102,12 @@ fn repaired_damage_never_comes_back_and_a_damaged_snapshot_is_not_rolled_back_to
     let server = env.serve();
     let (root, ca) = (env.root.to_str().unwrap(), env.pki.ca.to_str().unwrap());
     assert_eq!(env.sync(&server.url(), &[]).code, 0);
-    env.write("releases/current.json", b"{\"version\":\"11.3\"}\n");
-    env.make_manifest();
-    assert_eq!(env.sync(&server.url(), &[]).code, 0);
-    let v2 = env.published_id().unwrap();
+    for version in ["11.3", "11.4"] {
+        env.write("releases/current.json", format!("{{\"version\":\"{version}\"}}\n").as_bytes());
+        env.make_manifest();
+        assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    }
+    let [v1, v2, v3] = <[String; 3]>::try_from(env.snapshot_ids()).unwrap();
     // p04.deb is one inode shared by both snapshots: damage it in place.
     let shared = env.current().join("pool/p04.deb");
     let mut bytes = fs::read(&shared).unwrap();
@@ -113,6 +115,7 @@ fn repaired_damage_never_comes_back_and_a_damaged_snapshot_is_not_rolled_back_to
     fs::OpenOptions::new().write(true).open(&shared).unwrap().write_all_at(&bytes, 0).unwrap();
     let repair = ["verify", "--repair", "--root", root, "--upstream", &server.url(), "--ca-file", ca];
     assert_eq!(env.run(&repair).code, 0);
+    assert_eq!(env.snapshot_ids(), [v1.clone(), v2.clone(), v3.clone()], "mended in place: the same ids");
     for id in env.snapshot_ids() {
         let got = fs::read(env.root.join("snapshots").join(&id).join("pool/p04.deb")).unwrap();
         assert_eq!(got, fs::read(env.upstream.join("pool/p04.deb")).unwrap(), "{id} was mended too");
@@ -122,7 +125,6 @@ fn repaired_damage_never_comes_back_and_a_damaged_snapshot_is_not_rolled_back_to
     assert_eq!(env.run(&["verify", "--root", root]).code, 0, "the rolled-back-to snapshot is whole");
 
     // A snapshot damaged some other way is refused as a rollback target.
-    let v1 = env.snapshot_ids()[0].clone();
     fs::write(env.root.join("snapshots").join(&v1).join("releases/current.json"), b"{\"ver").unwrap();
     let out = env.run(&["rollback", "--root", root]);
     assert_eq!(out.code, 3, "{out:?}");

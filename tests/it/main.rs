@@ -10,6 +10,7 @@ mod crash;
 mod crawl;
 mod delta;
 mod failures;
+mod fleet;
 mod hostile;
 mod listings;
 mod network;

@@ -112,7 +112,7 @@ fn completions_and_the_version_come_from_the_command_line_definition() {
 fn normalise(text: &str, env: &Env) -> String {
     let mut out = text.replace(env.dir.path().to_str().unwrap(), "TMP");
     for (pattern, with) in [
-        (r"\d{8}T\d{6}Z(-\d+)?", "SNAPSHOT"),
+        (r"\d{8}T\d{6}Z(-[0-9a-f]{12}|-\d+)?", "SNAPSHOT"),
         (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "TIME"),
         (r"127\.0\.0\.1:\d+", "HOST"),
         (r"listing generated [^,\n]+ ago", "listing generated AGE ago"),

@@ -226,11 +226,16 @@ impl Env {
         Some(target.file_name()?.to_str()?.to_owned())
     }
 
+    /// The kept snapshots, in the order they were first published (as the
+    /// store's state says; older ids by name).
     pub fn snapshot_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = std::fs::read_dir(self.root.join("snapshots"))
             .map(|rd| rd.map(|e| e.unwrap().file_name().into_string().unwrap()).collect())
             .unwrap_or_default();
-        ids.sort();
+        let state: serde_json::Value = std::fs::read(self.root.join(".upmirror/state.json"))
+            .map(|b| serde_json::from_slice(&b).unwrap())
+            .unwrap_or_default();
+        ids.sort_by_key(|id| (state["snapshots"][id]["publish_order"].as_u64().unwrap_or(0), id.clone()));
         ids
     }
 
