@@ -272,6 +272,7 @@ fn write_public(sinks: &Sinks, history: &[RunStatus]) -> Result<()> {
     let recent: Vec<&RunStatus> = public.iter().rev().take(PAGE_HISTORY).collect();
     let snapshots = recent.first().map(|r| r.snapshots.as_slice()).unwrap_or_default();
     let doc = serde_json::json!({
+        "host": crate::trace::host_name(),
         "last_run": recent.first(),
         "last_success": last_success(&public),
         "snapshots": snapshots,
@@ -356,6 +357,11 @@ fn timed_metrics(text: &mut String, last: &RunStatus) {
         let help = "How far the published snapshot is behind its origin's listing, at the last run.";
         let name = family(text, "upmirror_origin_lag_seconds", "gauge", help);
         let _ = writeln!(text, "{name} {lag}");
+    }
+    if let Some(current) = last.snapshots.iter().find(|s| s.current) {
+        let help = "The published snapshot's id, as a label: hosts of one fleet that publish one state agree on it.";
+        let name = family(text, "upmirror_published_snapshot_info", "gauge", help);
+        let _ = writeln!(text, "{name}{{snapshot=\"{}\"}} 1", label(&current.id));
     }
     if !last.channels.is_empty() {
         let help = "Seconds from when each channel was last pointed at its snapshot to the last run.";

@@ -69,14 +69,19 @@ pub fn extend(mut tiers: Vec<Tier>, snapshot: &str, generated_at: SystemTime) ->
     let claimed = tiers.first().map(|t| t.origin_generated_at.clone());
     let later = |t: &String| humantime::parse_rfc3339_weak(t).is_ok_and(|t| t > generated_at);
     let origin = claimed.filter(|t| !later(t)).unwrap_or(listed);
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     tiers.push(Tier {
-        name: clip(name.trim(), MAX_FIELD).to_owned(),
+        name: host_name(),
         snapshot: snapshot.to_owned(),
         origin_generated_at: origin,
         published_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
     });
     tiers
+}
+
+/// This host's name, as the kernel has it (empty when unknown).
+pub fn host_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    clip(name.trim(), MAX_FIELD).to_owned()
 }
 
 pub fn render(tiers: &[Tier]) -> Vec<u8> {

@@ -21,10 +21,10 @@ const INDEX: &str = "dists/stable/main/binary-amd64";
 const BY_HASH_KEEP: usize = 3;
 
 /// A Debian repository in the upstream tree: packages by name and version.
-struct Repo {
+pub(crate) struct Repo {
     root: PathBuf,
     work: PathBuf,
-    packages: BTreeMap<String, u32>,
+    pub(crate) packages: BTreeMap<String, u32>,
     /// by-hash names of each index version, oldest first.
     by_hash: Vec<Vec<PathBuf>>,
 }
@@ -36,7 +36,7 @@ fn run(cmd: &mut Command) -> Vec<u8> {
 }
 
 impl Repo {
-    fn new(env: &Env) -> Repo {
+    pub(crate) fn new(env: &Env) -> Repo {
         let packages = (1..=6).map(|i| (format!("vendor-tool{i}"), 1)).collect();
         let work = env.dir.path().join("repo-work");
         fs::create_dir_all(&work).unwrap();
@@ -44,7 +44,7 @@ impl Repo {
     }
 
     /// Write the pool, the indexes, their by-hash copies and the Release file.
-    fn build(&mut self) {
+    pub(crate) fn build(&mut self) {
         // As a vendor does: a package is built once; a new version replaces it.
         let pool = self.root.join("pool/main");
         fs::create_dir_all(&pool).unwrap();
@@ -125,13 +125,15 @@ impl Repo {
 }
 
 /// An apt client with lists and caches of its own.
-struct Apt {
-    dir: PathBuf,
+pub(crate) struct Apt {
+    pub(crate) dir: PathBuf,
     ca: PathBuf,
+    /// More `-o` options.
+    options: Vec<(&'static str, &'static str)>,
 }
 
 impl Apt {
-    fn new(env: &Env, name: &str, port: u16) -> Apt {
+    pub(crate) fn new(env: &Env, name: &str, port: u16) -> Apt {
         Apt::with_source(env, name, &format!("deb [trusted=yes] https://127.0.0.1:{port}/ stable main\n"))
     }
 
@@ -148,10 +150,17 @@ impl Apt {
         }
         fs::write(dir.join("status"), "").unwrap();
         fs::write(dir.join("sources.list"), source).unwrap();
-        Apt { dir, ca: env.pki.ca.clone() }
+        Apt { dir, ca: env.pki.ca.clone(), options: Vec::new() }
     }
 
-    fn apt_get(&self, args: &[&str], limit_kb: Option<u32>) -> (bool, String) {
+    /// A client that takes indices only by hash and never retries: what
+    /// one host serves that another named is never papered over.
+    pub(crate) fn strict(env: &Env, name: &str, port: u16) -> Apt {
+        let apt = Apt::new(env, name, port);
+        Apt { options: vec![("Acquire::By-Hash", "force"), ("Acquire::Retries", "0")], ..apt }
+    }
+
+    pub(crate) fn apt_get(&self, args: &[&str], limit_kb: Option<u32>) -> (bool, String) {
         let d = |sub: &str| self.dir.join(sub).display().to_string();
         let mut cmd = Command::new("apt-get");
         for (key, value) in [
@@ -167,6 +176,9 @@ impl Apt {
             ("APT::Sandbox::User", "root".into()),
             ("Debug::NoLocking", "true".into()),
         ] {
+            cmd.arg("-o").arg(format!("{key}={value}"));
+        }
+        for (key, value) in &self.options {
             cmd.arg("-o").arg(format!("{key}={value}"));
         }
         let out = cmd.args(args).current_dir(self.dir.join("get")).output().expect("apt-get is missing");

@@ -30,21 +30,46 @@ fn start_shipped_site_with(env: &Env, allow: &str, name: &str, tls: (&Path, &Pat
     let (https, http) = (free_port(), free_port());
     let allow_file = env.dir.path().join(format!("{name}-allow.conf"));
     std::fs::write(&allow_file, allow).unwrap();
+    let peers = std::fs::read_to_string(shipped("nginx/upmirror-peers.conf")).unwrap();
+    let site = Site { root: &env.root, allow: &allow_file, tls, ports: (https, http), peers: &peers, name };
+    let text = shipped_site_text(env, &site, &[]);
+    (Nginx::with_servers(&env.dir.path().join(name), &text, https, http), https, http)
+}
+
+/// What one instance of the shipped site is given.
+pub(crate) struct Site<'a> {
+    pub root: &'a Path,
+    pub allow: &'a Path,
+    pub tls: (&'a Path, &'a Path),
+    pub ports: (u16, u16),
+    /// The text of its `upmirror-peers.conf`.
+    pub peers: &'a str,
+    pub name: &'a str,
+}
+
+/// The shipped site's text with only ports, certificate paths, the allow
+/// list, the peers file and the root substituted, then `extra`.
+pub(crate) fn shipped_site_text(env: &Env, site: &Site, extra: &[(&str, String)]) -> String {
+    let (https, http) = site.ports;
+    let peers_file = env.dir.path().join(format!("{}-peers.conf", site.name));
+    std::fs::write(&peers_file, site.peers).unwrap();
     let mut text = std::fs::read_to_string(shipped("nginx/upmirror.conf")).unwrap();
-    for (from, to) in [
+    let substitutions = [
         ("    listen [::]:80;\n", String::new()),
         ("    listen [::]:443 ssl http2;\n", String::new()),
         ("listen 80;", format!("listen 127.0.0.1:{http};")),
         ("listen 443 ssl http2;", format!("listen 127.0.0.1:{https} ssl http2;")),
-        ("/etc/ssl/upmirror/mirror.crt", tls.0.display().to_string()),
-        ("/etc/ssl/upmirror/mirror.key", tls.1.display().to_string()),
-        ("/etc/nginx/upmirror-allow.conf", allow_file.display().to_string()),
-        ("/srv/upmirror", env.root.display().to_string()),
-    ] {
+        ("/etc/ssl/upmirror/mirror.crt", site.tls.0.display().to_string()),
+        ("/etc/ssl/upmirror/mirror.key", site.tls.1.display().to_string()),
+        ("/etc/nginx/upmirror-allow.conf", site.allow.display().to_string()),
+        ("/etc/nginx/upmirror-peers.conf", peers_file.display().to_string()),
+        ("/srv/upmirror", site.root.display().to_string()),
+    ];
+    for (from, to) in substitutions.iter().chain(extra) {
         assert!(text.contains(from), "the shipped config no longer has {from:?}");
-        text = text.replace(from, &to);
+        text = text.replace(from, to);
     }
-    (Nginx::with_servers(&env.dir.path().join(name), &text, https, http), https, http)
+    text
 }
 
 pub(crate) fn client(env: &Env) -> reqwest::Client {
