@@ -4,7 +4,7 @@
 # nginx, Apache, lighttpd, Caddy, rclone, webfs, h2o, mini_httpd, npm's
 # http-server and serve, and python servers, a
 # tinyproxy (behind stunnel for a TLS proxy), HAProxy in front of a
-# three-host fleet, a FUSE case-insensitive file
+# three-host fleet, a single-node Ceph RGW (S3: mon, memstore OSD, radosgw), a FUSE case-insensitive file
 # system, verify the systemd units with systemd-analyze, render the
 # status page in headless Chromium, make certificates and mount tmpfs, and
 # run real apt against a repository built with apt-ftparchive, and sign
@@ -19,7 +19,8 @@ for pair in nginx:nginx chromium:chromium openssl:openssl python3:python3 \
             dpkg-deb:dpkg mkfifo:coreutils tinyproxy:tinyproxy minisign:minisign \
             apache2:apache2 lighttpd:lighttpd caddy:caddy rclone:rclone webfsd:webfs \
             stunnel4:stunnel4 unshare:util-linux getent:libc-bin gpg:gpg gpg-agent:gpg-agent \
-            h2o:h2o mini_httpd:mini-httpd npm:npm haproxy:haproxy; do
+            h2o:h2o mini_httpd:mini-httpd npm:npm haproxy:haproxy curl:curl setpriv:util-linux \
+            ceph-mon:ceph-mon ceph-osd:ceph-osd radosgw:radosgw ceph:ceph-common; do
   have "${pair%%:*}" || need+=("${pair##*:}")
 done
 # The case-insensitive file system of a test is a FUSE one in Python.

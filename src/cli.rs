@@ -253,6 +253,19 @@ pub struct PublishArgs {
     /// Also write Prometheus metrics to this file (node_exporter textfile collector).
     #[arg(long, env = "UPMIRROR_METRICS_FILE", value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,
+    /// Also publish each snapshot to this S3-compatible bucket, s3://BUCKET/PREFIX (repeat).
+    #[arg(long = "publish-to", env = "UPMIRROR_PUBLISH_TO", value_delimiter = ',', value_name = "URL")]
+    pub publish_to: Vec<String>,
+    /// The S3 API endpoint of publish_to (Ceph RGW, Garage, MinIO) [default: AWS].
+    #[arg(long, env = "UPMIRROR_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// The S3 region of publish_to [default: us-east-1].
+    #[arg(long, env = "UPMIRROR_S3_REGION", value_name = "NAME")]
+    pub s3_region: Option<String>,
+    /// An AWS-style ini file with aws_access_key_id and aws_secret_access_key [default: AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY].
+    #[arg(long, env = "UPMIRROR_S3_CREDENTIALS_FILE", value_name = "FILE")]
+    pub s3_credentials_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Args)]

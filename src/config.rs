@@ -79,6 +79,10 @@ pub struct FileConfig {
     pub versions: Option<Vec<VersionsEntry>>,
     pub signing_key: Option<PathBuf>,
     pub make_deltas: Option<String>,
+    pub publish_to: Option<Vec<String>>,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_credentials_file: Option<PathBuf>,
     pub http2: Option<bool>,
     pub include: Option<Vec<String>>,
     pub exclude: Option<Vec<String>>,
@@ -168,6 +172,9 @@ pub struct Config {
     pub signing_key: Option<PathBuf>,
     /// Patches for the tiers below, for changed files of at least this size.
     pub make_deltas: Option<u64>,
+    /// Buckets each snapshot is published to as well, and how to reach them.
+    pub publish_to: Vec<crate::publish_to::Target>,
+    pub s3: Option<crate::publish_to::S3>,
     /// One multiplexed HTTP/2 connection per upstream instead of an HTTP/1.1 pool.
     pub http2: bool,
     /// The proxy every upstream request goes through (`NO_PROXY` still
@@ -212,6 +219,7 @@ impl Config {
         let (free_space_margin, max_partial_size) = resolve_sizes(&keys.plan, &file)?;
         let (recheck_after, max_listing_age, seed_from) = resolve_freshness_and_seeds(&keys.plan, &file)?;
         let up = &keys.upstream;
+        let (publish_to, s3) = resolve_buckets(&keys.publish, &file, allow_plain_http)?;
         let config = Config {
             root: expand(keys.root.root.clone().or(file.root.clone()))?,
             upstreams: upstreams.iter().map(|u| parse_upstream(u, allow_plain_http)).collect::<Result<_, _>>()?,
@@ -235,6 +243,8 @@ impl Config {
             metrics_file: expand(keys.publish.metrics_file.clone().or(file.metrics_file.clone()))?,
             signing_key: expand(keys.publish.signing_key.clone().or(file.signing_key.clone()))?,
             make_deltas: bytes("make_deltas", keys.publish.make_deltas.clone().or(file.make_deltas.clone()), false)?,
+            publish_to,
+            s3,
             http2: keys.upstream.http2.or(file.http2).unwrap_or(false),
             trusted_keys: list(&keys.upstream.trusted_keys, &file.trusted_keys),
             openpgp_keyring: paths(&keys.upstream.openpgp_keyring, &file.openpgp_keyring)?,
@@ -318,6 +328,35 @@ impl Config {
             .as_deref()
             .ok_or_else(|| ConfigError("no mirror root: set root in the config, --root or UPMIRROR_ROOT".into()))
     }
+}
+
+/// The `publish_to` buckets, and with them the endpoint, region and
+/// credentials (needed only then).
+fn resolve_buckets(
+    args: &PublishArgs,
+    file: &FileConfig,
+    allow_plain_http: bool,
+) -> Result<(Vec<crate::publish_to::Target>, Option<crate::publish_to::S3>), ConfigError> {
+    let targets: Vec<crate::publish_to::Target> = list(&args.publish_to, &file.publish_to)
+        .iter()
+        .map(|url| crate::publish_to::Target::parse(url))
+        .collect::<Result<_, _>>()
+        .map_err(ConfigError)?;
+    if targets.is_empty() {
+        return Ok((targets, None));
+    }
+    let endpoint = args.s3_endpoint.clone().or(file.s3_endpoint.clone());
+    if let Some(e) = &endpoint
+        && Url::parse(e).map_or(true, |u| u.scheme() != "https" && (u.scheme() != "http" || !allow_plain_http))
+    {
+        return Err(ConfigError(format!(
+            "s3_endpoint \"{e}\": expected an https:// URL (http:// needs allow_plain_http)"
+        )));
+    }
+    let file_path = expand(args.s3_credentials_file.clone().or(file.s3_credentials_file.clone()))?;
+    let (key_id, secret) = crate::publish_to::credentials(file_path.as_deref()).map_err(ConfigError)?;
+    let region = args.s3_region.clone().or(file.s3_region.clone()).unwrap_or_else(|| "us-east-1".into());
+    Ok((targets, Some(crate::publish_to::S3 { endpoint, region, key_id, secret })))
 }
 
 /// `recheck_after`, `max_listing_age` (off when unset) and the `seed_from` trees.
@@ -677,6 +716,8 @@ mod tests {
                             || l.starts_with("openpgp_keyring")
                             || l.starts_with("make_deltas")
                             || l.starts_with("listing_timezone")
+                            || l.starts_with("publish_to")
+                            || l.starts_with("s3_")
                             || l.starts_with("[[versions]]")
                             || l.starts_with("pattern")
                             || l.starts_with("keep = 2")
@@ -696,6 +737,12 @@ mod tests {
         assert_eq!(f.openpgp_keyring, Some(vec![PathBuf::from("/etc/upmirror/vendor-archive.asc")]));
         assert_eq!(f.make_deltas.as_deref(), Some("16MiB"));
         assert!(zone(f.listing_timezone).unwrap().is_some(), "America/New_York");
+        let targets = f.publish_to.unwrap().iter().map(|u| crate::publish_to::Target::parse(u)).collect::<Vec<_>>();
+        assert_eq!(targets[0].as_ref().map(|t| (t.bucket.as_str(), t.prefix.as_str())), Ok(("updates", "vendor/")));
+        assert_eq!(f.s3_credentials_file, Some(PathBuf::from("/etc/upmirror/s3-credentials")));
+        for bad in ["s3://ab/x", "s3://Upper/x", "https://bucket/x", "s3://bucket/../x"] {
+            assert!(crate::publish_to::Target::parse(bad).is_err(), "{bad}");
+        }
         assert!(versions(&["releases/{version}/**=x".into()], &None).is_err());
         assert!(auto_promote(&["stable".into()], &None).is_err());
     }

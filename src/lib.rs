@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bandwidth;
+pub mod bucket;
 pub mod channels;
 pub mod cli;
 pub mod client_cert;
@@ -21,6 +22,7 @@ pub mod manifest;
 pub mod openpgp;
 pub mod output;
 pub mod plan;
+pub mod publish_to;
 pub mod signature;
 pub mod snapshot;
 pub mod state;

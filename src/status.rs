@@ -50,6 +50,9 @@ pub struct RunStatus {
     /// `SHA256SUMS` covers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unsigned_files: Option<usize>,
+    /// Each `publish_to` bucket as this run left it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buckets: Vec<crate::bucket::Pushed>,
     /// The tiers the published snapshot came down through, this one last.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trace: Vec<crate::trace::Tier>,
@@ -405,6 +408,29 @@ fn per_run_metrics(text: &mut String, last: &RunStatus) {
     let name = family(text, "upmirror_upstream_bytes_total", "counter", help);
     for u in &last.upstreams {
         let _ = writeln!(text, "{name}{{upstream=\"{}\"}} {}", label(&u.url), u.bytes_total);
+    }
+    bucket_metrics(text, &last.buckets);
+}
+
+/// Each `publish_to` bucket: whether the last run published to it, and what it sent.
+fn bucket_metrics(text: &mut String, buckets: &[crate::bucket::Pushed]) {
+    if buckets.is_empty() {
+        return;
+    }
+    let help = "1 when the last run left the bucket's pointer at the published snapshot, 0 when it failed.";
+    let up = family(text, "upmirror_bucket_published", "gauge", help);
+    for b in buckets {
+        let _ = writeln!(text, "{up}{{target=\"{}\"}} {}", label(&b.target), u64::from(b.error.is_none()));
+    }
+    let help = "Bytes the last run uploaded to the bucket (copies inside the bucket not counted).";
+    let bytes = family(text, "upmirror_bucket_uploaded_bytes", "gauge", help);
+    for b in buckets {
+        let _ = writeln!(text, "{bytes}{{target=\"{}\"}} {}", label(&b.target), b.uploaded_bytes);
+    }
+    let help = "Objects the last run copied inside the bucket instead of uploading.";
+    let copied = family(text, "upmirror_bucket_copied_objects", "gauge", help);
+    for b in buckets {
+        let _ = writeln!(text, "{copied}{{target=\"{}\"}} {}", label(&b.target), b.copied_objects);
     }
 }
 

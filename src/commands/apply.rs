@@ -166,7 +166,7 @@ fn refresh_grace(run: &mut Run) {
 
 /// The snapshots the grace links name: those replaced within `grace`,
 /// newest first, kept and not current, at most one per link.
-fn in_grace(run: &Run, state: &State, ids: &[String], now: u64) -> Vec<String> {
+pub(super) fn in_grace(run: &Run, state: &State, ids: &[String], now: u64) -> Vec<String> {
     let current = run.locked.current_id();
     let replaced = state.in_grace(now, run.cfg.grace.as_secs()).into_iter();
     replaced.filter(|id| ids.contains(id) && Some(id) != current.as_ref()).take(crate::snapshot::GRACE_LINKS).collect()

@@ -2,6 +2,7 @@
 //! config → listing → plan → fetch → verify → build → publish → state/status.
 
 mod apply;
+mod buckets;
 mod export;
 mod init;
 mod man;

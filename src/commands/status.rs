@@ -119,6 +119,9 @@ fn check_health(last: Option<&RunStatus>, stale_after: Duration) -> Result<()> {
             _ => return Err(crate::output::Lines { head, lines }.into()),
         }
     }
+    if let Some(b) = last.buckets.iter().find(|b| b.error.is_some()) {
+        bail!("the last run did not publish to {}: {}", b.target, b.error.as_deref().unwrap_or(""));
+    }
     let finished = humantime::parse_rfc3339_weak(&last.finished).map_or(0, unix_seconds);
     let age = unix_seconds(SystemTime::now()).saturating_sub(finished);
     if age > stale_after.as_secs() {

@@ -58,6 +58,9 @@ pub(super) fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
         let upstreams = Upstreams::new(cfg, out)?;
         let result = sync_with(run, args, &upstreams);
         run.status.upstreams = upstreams.health();
+        if result.is_ok() {
+            super::buckets::publish(run);
+        }
         result
     });
     if let (Err(e), Some(command)) = (&result, &cfg.hooks.on_failure)

@@ -3,6 +3,7 @@
 
 mod airgap;
 mod apt;
+mod bucket;
 mod channels;
 mod cli;
 mod consistency;

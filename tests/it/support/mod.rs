@@ -7,6 +7,7 @@ pub mod casefold;
 pub mod nginx;
 pub mod pki;
 pub mod proxy;
+pub mod rgw;
 pub mod server;
 pub mod servers;
 
