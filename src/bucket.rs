@@ -32,7 +32,7 @@ const POINTER_FORMAT: &str = "upmirror-pointer/1";
 const MULTIPART_FROM: u64 = 64 << 20;
 const PART: u64 = 16 << 20;
 /// Objects uploaded or copied at once.
-const IN_FLIGHT: usize = 16;
+const IN_FLIGHT: usize = 64;
 /// The largest pointer read from a bucket.
 const MAX_POINTER: usize = 64 << 10;
 /// The user metadata field that holds an object's sha256.
