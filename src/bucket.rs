@@ -18,7 +18,7 @@ use md5::{Digest as _, Md5};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as Key;
-use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
+use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
@@ -62,6 +62,9 @@ pub struct Pushed {
     /// Objects an interrupted run had already put there.
     pub resumed_objects: u64,
     pub deleted_snapshots: u64,
+    /// When this run wrote the pointer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub published_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -103,7 +106,7 @@ pub async fn publish(store: &AmazonS3, t: &Target, snap: &Snap<'_>, journal: &Jo
         put_files(store, t, snap, before.as_ref(), journal, &mut pushed).await?;
         put_own_files(store, t, snap, &mut pushed).await?;
     }
-    write_pointer(store, t, snap).await?;
+    pushed.published_at = Some(write_pointer(store, t, snap).await?);
     pushed.snapshot = Some(snap.id.to_owned());
     pushed.deleted_snapshots = prune(store, t, snap.kept).await?;
     Ok(pushed)
@@ -125,17 +128,18 @@ async fn read_pointer(store: &AmazonS3, t: &Target) -> Result<Option<Pointer>> {
     Ok(Some(pointer))
 }
 
-async fn write_pointer(store: &AmazonS3, t: &Target, snap: &Snap<'_>) -> Result<()> {
+/// Write the pointer; returns its `published_at`.
+async fn write_pointer(store: &AmazonS3, t: &Target, snap: &Snap<'_>) -> Result<String> {
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let pointer = Pointer {
         format: POINTER_FORMAT.into(),
         snapshot: snap.id.into(),
-        published_at: now,
+        published_at: now.clone(),
         grace: snap.grace.to_vec(),
     };
     let bytes = serde_json::to_vec_pretty(&pointer)?;
     store.put(&t.key(POINTER)?, bytes.into()).await.with_context(|| format!("{}: could not write {POINTER}", t.url))?;
-    Ok(())
+    Ok(now)
 }
 
 /// Path → sha256 of the files of the bucket's snapshot `id`, from its manifest.
@@ -311,7 +315,9 @@ async fn upload_parts(store: &AmazonS3, t: &Target, o: &Outgoing<'_>, journal: &
     let mut upload = match journal.get(&key).filter(ours) {
         Some(u) => u,
         None => {
-            let id = store.create_multipart(to).await.with_context(|| format!("{}: could not start {to}", t.url))?;
+            let options = PutMultipartOptions { attributes: metadata(digest), ..PutMultipartOptions::default() };
+            let started = store.create_multipart_opts(to, options).await;
+            let id = started.with_context(|| format!("{}: could not start {to}", t.url))?;
             Upload { id, size, sha256: digest.to_string(), parts: Vec::new() }
         }
     };
@@ -346,6 +352,22 @@ async fn upload_parts(store: &AmazonS3, t: &Target, o: &Outgoing<'_>, journal: &
     done.with_context(|| format!("{}: could not complete {to}", t.url))?;
     journal.set(&key, None)?;
     Ok(sent)
+}
+
+/// The mirror's public status (`status.json` and its page, from `public`)
+/// under `PREFIX/status/`, for the fronts to serve.
+pub async fn put_status(store: &AmazonS3, t: &Target, public: &Path) -> Result<()> {
+    for (name, kind) in [("status.json", "application/json"), ("index.html", "text/html; charset=utf-8")] {
+        let bytes = std::fs::read(public.join(name)).with_context(|| format!("could not read {name}"))?;
+        let attributes = Attributes::from_iter([(Attribute::ContentType, kind)]);
+        let options = PutOptions { attributes, ..PutOptions::default() };
+        let key = t.key(&format!("status/{name}"))?;
+        store
+            .put_opts(&key, bytes.into(), options)
+            .await
+            .with_context(|| format!("{}: could not write {key}", t.url))?;
+    }
+    Ok(())
 }
 
 /// Delete every snapshot under the prefix that is not kept on disk.

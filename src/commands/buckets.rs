@@ -3,6 +3,7 @@
 //! exit 0) and is tried again by the next run, which goes on from where
 //! this one stopped.
 
+use std::path::Path;
 use std::time::SystemTime;
 
 use anyhow::Context;
@@ -10,7 +11,8 @@ use anyhow::Context;
 use super::apply::{Run, in_grace};
 use super::{runtime, unix_seconds};
 use crate::bucket::{Journal, Pushed, Snap};
-use crate::output::error_line;
+use crate::config::Config;
+use crate::output::{Reporter, error_line};
 use crate::state::State;
 
 /// Publish the published snapshot to every bucket; each outcome goes to the status.
@@ -42,5 +44,20 @@ pub(super) fn publish(run: &mut Run) {
             }
         };
         run.status.buckets.push(pushed);
+    }
+}
+
+/// Once the run's status is recorded, its public copy goes to each bucket
+/// (`PREFIX/status/`) for the fronts. The status is written by then, so a
+/// bucket that fails here is only printed; the next run writes it again.
+pub(super) fn publish_status(cfg: &Config, root: &Path, out: Reporter) {
+    let Some(s3) = cfg.s3.as_ref().filter(|_| !cfg.publish_to.is_empty()) else { return };
+    let Ok(rt) = runtime(false) else { return };
+    for target in &cfg.publish_to {
+        let put = crate::bucket::store(target, s3)
+            .and_then(|store| rt.block_on(crate::bucket::put_status(&store, target, &root.join("public"))));
+        if let Err(e) = put {
+            out.warn(format!("the status was not published to {}: {}", target.url, error_line(&e)));
+        }
     }
 }

@@ -63,6 +63,9 @@ pub(super) fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
         }
         result
     });
+    if result.is_ok() {
+        super::buckets::publish_status(cfg, &store.root, out);
+    }
     if let (Err(e), Some(command)) = (&result, &cfg.hooks.on_failure)
         && Exit::of(e) != Exit::Locked
     {

@@ -15,7 +15,7 @@ use crate::apt::{Apt, Repo};
 use crate::crawl::crawlable;
 use crate::serve::{Site, client, get, runtime, shipped_site_text};
 use crate::support::nginx::free_port;
-use crate::support::{Env, Nginx, Out, wait_listening};
+use crate::support::{Env, Nginx, Out, SetOnDrop, wait_listening};
 
 /// `upmirror sync` of `url` into `root` (another host's), trusting the test CA.
 fn sync_into(env: &Env, root: &Path, url: &str, extra: &[&str]) -> Out {
@@ -302,6 +302,7 @@ fn publishes_under_load(env: &Env, vendor: &mut Vendor, name: &str, peers: bool,
                 rt.block_on(index_pass(&c, &base, &tally));
             }
         });
+        let _stop = SetOnDrop(&done);
         for _ in 0..rounds {
             vendor.publish();
             for host in &hosts {

@@ -388,3 +388,13 @@ pub fn age_snapshots(env: &Env, field: &str, hours: u64) {
     }
     std::fs::write(&file, serde_json::to_vec(&state).unwrap()).unwrap();
 }
+
+/// Sets its flag when dropped: a loop in another thread that waits for the
+/// flag ends even when the thread that should set it panics.
+pub struct SetOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

@@ -12,7 +12,7 @@ use super::pki::Pki;
 pub struct Nginx {
     pub html_port: u16,
     pub json_port: u16,
-    prefix: PathBuf,
+    pub prefix: PathBuf,
     child: Child,
 }
 
@@ -118,6 +118,21 @@ http {{
         for port in [self.html_port, self.json_port] {
             super::wait_listening(port, Duration::from_secs(10), why);
         }
+    }
+
+    /// The worker processes now, each with whether it is shutting down (a
+    /// reload sends the old ones away; they take no new connection then).
+    pub fn workers(&self) -> Vec<(u32, bool)> {
+        let master = self.child.id();
+        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")).unwrap_or_default();
+        children
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .map(|pid: u32| {
+                let title = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                (pid, String::from_utf8_lossy(&title).contains("shutting down"))
+            })
+            .collect()
     }
 
     pub fn html_url(&self) -> String {

@@ -117,10 +117,19 @@ impl Rgw {
 
     /// A new bucket of its own for a test.
     pub fn bucket(&self, name: &str) -> String {
-        let bucket = format!("{name}-{}", BUCKETS.fetch_add(1, Ordering::SeqCst));
+        let bucket = self.unused_name(name);
+        self.create(&bucket);
+        bucket
+    }
+
+    /// A bucket name no test has used, not created.
+    pub fn unused_name(&self, name: &str) -> String {
+        format!("{name}-{}", BUCKETS.fetch_add(1, Ordering::SeqCst))
+    }
+
+    pub fn create(&self, bucket: &str) {
         let out = self.s3(&["-X", "PUT", &format!("{}/{bucket}", self.endpoint)]);
         assert!(out.is_empty(), "create bucket {bucket}: {out}");
-        bucket
     }
 
     /// A signed S3 request with curl; its body.
