@@ -285,7 +285,7 @@ pub(super) async fn probe_top(up: &Upstreams, i: usize) -> Result<(Source, Optio
         bail!("{base}: no manifest");
     }
     let page = fetch_page(up, base).await?;
-    let found: Vec<Found> = page
+    let mut found: Vec<Found> = page
         .items
         .iter()
         .filter(|item| item.kind == Kind::File)
@@ -294,8 +294,9 @@ pub(super) async fn probe_top(up: &Upstreams, i: usize) -> Result<(Source, Optio
             Some(Found { path, size: item.size, mtime: item.mtime, link: false })
         })
         .collect();
-    let offset = find_offset(up, i, &found, page.precision, None).await?;
-    let newest = found.iter().filter_map(|f| f.mtime).max().map(|t| t - offset);
+    // As a sync reads the dates: by listing_timezone when it is set.
+    let offset = set_back(up, i, &mut found, page.precision, None).await?;
+    let newest = found.iter().filter_map(|f| f.mtime).max();
     Ok((page.source, newest, Dates { precision: page.precision, offset }, page.server))
 }
 

@@ -100,7 +100,8 @@ impl Upstreams {
                 let (source, newest, dates, server) = crawl::probe_top(self, i).await?;
                 probe.listing = Some(source.label());
                 probe.age_secs = newest;
-                probe.listing_time_zone = (dates.offset != 0).then(|| dates.zone());
+                let named = self.zone.as_ref().map(|z| format!("{} (listing_timezone)", z.iana_name().unwrap_or("?")));
+                probe.listing_time_zone = named.or_else(|| (dates.offset != 0).then(|| dates.zone()));
                 probe.server = server;
             }
             Ok(ListOutcome::Fetched(l)) => {

@@ -257,6 +257,7 @@ fn a_listing_in_a_zone_with_daylight_saving_is_read_by_the_zones_rules_when_name
         env.write_at(&format!("winter/w{i}.txt"), &pseudo_random(100 + i, i as u64), january);
         env.write_at(&format!("summer/s{i}.txt"), &pseudo_random(200 + i, 10 + i as u64), july);
     }
+    env.write_at("latest.txt", b"top level\n", july);
     let apache = start(&env, Kind::Apache, Some("America/New_York"));
     // One offset for every date: one season's files are an hour off.
     let out = env.sync(&apache.url(), &[]);
@@ -272,6 +273,13 @@ fn a_listing_in_a_zone_with_daylight_saving_is_read_by_the_zones_rules_when_name
     assert!(
         apache.hits().iter().all(|h| h.method == "GET" && h.uri.ends_with('/') || h.uri == "/upmirror-manifest.json")
     );
+    // `mirrors` reads the dates as a sync does: by the zone, no HEAD asked.
+    apache.clear_log();
+    let out =
+        env.run(&["mirrors", "--upstream", &apache.url(), "--ca-file", env.pki.ca.to_str().unwrap(), zone[0], zone[1]]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("America/New_York (listing_timezone)"), "{}", out.stdout);
+    assert!(apache.hits().iter().all(|h| h.method == "GET"), "{:?}", apache.hits());
     let out = env.run(&[
         "sync",
         "--root",
