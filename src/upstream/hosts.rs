@@ -26,7 +26,8 @@ const GAIN: f64 = 1.1;
 
 pub struct HostLimit {
     places: Arc<Semaphore>,
-    cap: usize,
+    /// The most places ever; lowered for a server known to take few.
+    cap: std::sync::atomic::AtomicUsize,
     adaptive: bool,
     state: Mutex<State>,
 }
@@ -79,6 +80,7 @@ impl HostLimit {
         let limit = if adaptive { START.min(cap) } else { cap };
         let (since, best) = (Instant::now(), 0.0);
         let state = State { limit, ceiling: limit, owed: 0, calm: 0, bytes: 0, since, best, slow_start: true };
+        let cap = cap.into();
         Arc::new(HostLimit { places: Arc::new(Semaphore::new(limit)), cap, adaptive, state: Mutex::new(state) })
     }
 
@@ -92,6 +94,23 @@ impl HostLimit {
     pub fn overrun(&self) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let keep = (state.limit / 2).max(1);
+        self.shrink(&mut state, keep);
+    }
+
+    /// The host is a server that takes only a few connections: at most
+    /// `n` places from now on, whatever it answers.
+    pub fn hold_at(&self, n: usize) {
+        let n = n.max(1);
+        self.cap.fetch_min(n, std::sync::atomic::Ordering::Relaxed);
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.ceiling = state.ceiling.min(n);
+        if state.limit > n {
+            self.shrink(&mut state, n);
+        }
+    }
+
+    /// Down to `keep` places; those in use are taken away as they come back.
+    fn shrink(&self, state: &mut State, keep: usize) {
         let cut = state.limit - keep;
         let forgotten = self.places.forget_permits(cut);
         (state.limit, state.owed, state.calm) = (keep, state.owed + cut - forgotten, 0);
@@ -130,9 +149,10 @@ impl HostLimit {
         let better = rate > state.best * GAIN;
         (state.bytes, state.since, state.best) = (0, Instant::now(), state.best.max(rate));
         state.slow_start &= better;
-        if better && self.adaptive && state.limit >= state.ceiling && state.ceiling < self.cap {
+        let cap = self.cap.load(std::sync::atomic::Ordering::Relaxed);
+        if better && self.adaptive && state.limit >= state.ceiling && state.ceiling < cap {
             let step = if state.slow_start { state.ceiling } else { state.ceiling / 4 };
-            let more = step.clamp(1, self.cap - state.ceiling);
+            let more = step.clamp(1, cap - state.ceiling);
             state.ceiling += more;
             self.give(&mut state, more);
         }
@@ -212,5 +232,8 @@ mod tests {
             window(&host, 64 << (30 + i)).await;
         }
         assert_eq!((host.limit(), host.places.available_permits()), (256, 256), "never above the cap");
+        host.hold_at(8);
+        window(&host, 1 << 62).await;
+        assert_eq!((host.limit(), host.places.available_permits()), (8, 8), "held: never more again");
     }
 }

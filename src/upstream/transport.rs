@@ -13,6 +13,17 @@ use super::{Pace, Stalled, Upstreams, host_key, origin, parse_http_date, proxy, 
 use crate::config::Config;
 
 const MAX_REDIRECTS: usize = 5;
+/// Connections at most to a server that takes few (see `few_connections`).
+const FEW_CONNECTIONS: usize = 8;
+
+/// Whether the answer comes from a server that must be given few
+/// connections: webfs (one loop, 32 connections by default) stops
+/// accepting for good once that many TLS handshakes failed, which is what
+/// connections it never accepted become when a client gives up on them.
+fn few_connections(resp: &reqwest::Response) -> bool {
+    let server = resp.headers().get(reqwest::header::SERVER).and_then(|v| v.to_str().ok());
+    server.is_some_and(|s| s.starts_with("webfs/"))
+}
 
 impl Upstreams {
     /// Send a request, unless its host is down for this run.
@@ -31,6 +42,9 @@ impl Upstreams {
             self.answered.lock().unwrap_or_else(|e| e.into_inner()).insert(host_key(resp.url()), addr);
         }
         if let Some(host) = self.hosts.get(&host_key(resp.url())) {
+            if few_connections(&resp) {
+                host.hold_at(FEW_CONNECTIONS);
+            }
             match resp.status().as_u16() {
                 429 | 503 => host.overrun(),
                 _ if resp.status().is_success() => host.calm(),

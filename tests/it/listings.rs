@@ -151,6 +151,25 @@ fn webfs_is_mirrored_by_head_requests() {
     mirrors_through(Kind::Webfs);
 }
 
+/// webfs over TLS stops accepting for good once 32 handshakes failed, which
+/// the connections a client opened past its limit become when the client
+/// gives up on them: run after run, a big tree is mirrored, each run fast.
+#[test]
+fn webfs_over_tls_is_mirrored_run_after_run() {
+    let env = crawlable();
+    for i in 0..400 {
+        env.write(&format!("bulk/b{i:03}.dat"), format!("{i}\n").as_bytes());
+    }
+    let server = start(&env, Kind::WebfsTls, None);
+    for run in 0..3 {
+        env.write_at("pool/p03.deb", &pseudo_random(1000 + run, run as u64), MTIME + 3600 * run as i64);
+        let started = Instant::now();
+        sync(&env, &server, &[]);
+        assert!(started.elapsed().as_secs() < 30, "run {run} took {:?}", started.elapsed());
+        assert_same_files(&env);
+    }
+}
+
 #[test]
 fn caddy_symlinks_are_mirrored_as_what_they_serve_and_a_dangling_one_is_skipped() {
     let env = crawlable();

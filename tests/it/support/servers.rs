@@ -25,6 +25,8 @@ pub enum Kind {
     Rclone,
     Python,
     Webfs,
+    /// webfs with `-S` (TLS, GnuTLS), its default 32 connections.
+    WebfsTls,
     /// nginx with `autoindex_format xml`.
     NginxXml,
     /// nginx with the fancyindex module (Debian's libnginx-mod-http-fancyindex).
@@ -172,14 +174,17 @@ fn command(kind: Kind, root: &Path, pki: &Pki, dir: &Path, port: u16) -> Command
             cmd.args(["--config", &format!("{d}/rclone.conf")]);
             cmd
         }
-        Kind::Webfs => {
-            // Plain HTTP: with -S, webfs does each TLS handshake blocking in
-            // its one loop, and a client's parallel connections stall it.
+        Kind::Webfs | Kind::WebfsTls => {
             // No listing cache: it is keyed by the directory's mtime in
             // seconds, and the tests change a directory within one.
             let mut cmd = Command::new("webfsd");
             cmd.args(["-F", "-4", "-i", "127.0.0.1", "-p", &port.to_string(), "-r", r, "-a", "0", "-L"]);
             cmd.arg(dir.join("access.log"));
+            if kind == Kind::WebfsTls {
+                let both = dir.join("cert-and-key.pem");
+                std::fs::write(&both, [std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()].concat()).unwrap();
+                cmd.arg("-S").arg("-C").arg(both);
+            }
             cmd
         }
         Kind::NginxXml | Kind::NginxFancy => {
