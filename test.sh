@@ -19,7 +19,7 @@ for pair in nginx:nginx chromium:chromium openssl:openssl python3:python3 \
             dpkg-deb:dpkg mkfifo:coreutils tinyproxy:tinyproxy minisign:minisign \
             apache2:apache2 lighttpd:lighttpd caddy:caddy rclone:rclone webfsd:webfs \
             stunnel4:stunnel4 unshare:util-linux getent:libc-bin gpg:gpg gpg-agent:gpg-agent \
-            h2o:h2o mini_httpd:mini-httpd npm:npm haproxy:haproxy curl:curl setpriv:util-linux \
+            h2o:h2o mini_httpd:mini-httpd npm:npm haproxy:haproxy curl:curl setpriv:util-linux busybox:busybox \
             ceph-mon:ceph-mon ceph-osd:ceph-osd radosgw:radosgw ceph:ceph-common; do
   have "${pair%%:*}" || need+=("${pair##*:}")
 done

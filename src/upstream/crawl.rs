@@ -83,7 +83,7 @@ pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_
         let mut pages = stream::iter(std::mem::take(&mut crawl.frontier))
             .map(|prefix| async move {
                 let url = dir_url(base, &prefix);
-                let mut page = fetch_page(up, &url).await?;
+                let mut page = fetch_page(up, &url).await.map_err(|e| unlisted(e, prefix.is_empty()))?;
                 if page.unmarked {
                     mark_dirs(up, &url, &mut page.items).await?;
                 }
@@ -277,6 +277,19 @@ async fn find_offset(
     Ok(if clean { offset } else { 0 })
 }
 
+/// A top directory the server will not list (403, 404), after no manifest
+/// was found: the server lists no directories at all.
+fn unlisted(e: anyhow::Error, top: bool) -> anyhow::Error {
+    let status = e.downcast_ref::<super::errors::HttpStatus>().map(|s| s.status);
+    if !top || !matches!(status, Some(403 | 404)) {
+        return e;
+    }
+    e.context(
+        "no manifest, and the server lists no directories (BusyBox httpd, or listings turned off): publish one \
+         beside the tree with `upmirror manifest DIR`, or turn directory listings on",
+    )
+}
+
 /// The format of the top listing, the newest mtime in it (if it shows
 /// dates), its dates and the server's name.
 pub(super) async fn probe_top(up: &Upstreams, i: usize) -> Result<(Source, Option<i64>, Dates, Option<String>)> {
@@ -284,7 +297,7 @@ pub(super) async fn probe_top(up: &Upstreams, i: usize) -> Result<(Source, Optio
     if base.scheme() == "file" {
         bail!("{base}: no manifest");
     }
-    let page = fetch_page(up, base).await?;
+    let page = fetch_page(up, base).await.map_err(|e| unlisted(e, true))?;
     let mut found: Vec<Found> = page
         .items
         .iter()

@@ -22,7 +22,7 @@ fn start(env: &Env, kind: Kind, tz: Option<&str>) -> FileServer {
 
 fn sync(env: &Env, server: &FileServer, extra: &[&str]) -> crate::support::Out {
     let mut args = extra.to_vec();
-    if matches!(server.kind, Kind::Python | Kind::Webfs) {
+    if matches!(server.kind, Kind::Python | Kind::Webfs | Kind::Busybox) {
         args.push("--allow-plain-http");
     }
     let out = env.sync(&server.url(), &args);
@@ -149,6 +149,27 @@ fn rclone_serve_http_is_mirrored_then_followed() {
 #[test]
 fn webfs_is_mirrored_by_head_requests() {
     mirrors_through(Kind::Webfs);
+}
+
+/// BusyBox's httpd lists no directory: without a manifest the run fails
+/// at once, saying so and naming the fix; with one, it is mirrored.
+#[test]
+fn busybox_which_lists_no_directories_fails_at_once_naming_the_fix() {
+    let env = crawlable();
+    let server = start(&env, Kind::Busybox, None);
+    let started = Instant::now();
+    let out = env.sync(&server.url(), &["--allow-plain-http"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("the server lists no directories") && out.stderr.contains("upmirror manifest"),
+        "{}",
+        out.stderr
+    );
+    assert!(started.elapsed().as_secs() < 2, "{:?}", started.elapsed());
+    assert!(env.published_id().is_none());
+    env.make_manifest();
+    sync(&env, &server, &[]);
+    assert_same_files(&env);
 }
 
 /// webfs over TLS stops accepting for good once 32 handshakes failed, which

@@ -27,6 +27,8 @@ pub enum Kind {
     Webfs,
     /// webfs with `-S` (TLS, GnuTLS), its default 32 connections.
     WebfsTls,
+    /// BusyBox's httpd: plain HTTP, no directory listings at all.
+    Busybox,
     /// nginx with `autoindex_format xml`.
     NginxXml,
     /// nginx with the fancyindex module (Debian's libnginx-mod-http-fancyindex).
@@ -83,7 +85,7 @@ impl FileServer {
     }
 
     pub fn url(&self) -> String {
-        let scheme = if matches!(self.kind, Kind::Python | Kind::Webfs) { "http" } else { "https" };
+        let scheme = if matches!(self.kind, Kind::Python | Kind::Webfs | Kind::Busybox) { "http" } else { "https" };
         format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
@@ -172,6 +174,11 @@ fn command(kind: Kind, root: &Path, pki: &Pki, dir: &Path, port: u16) -> Command
             let mut cmd = Command::new("rclone");
             cmd.args(["serve", "http", r, "--addr", &addr, "--cert", cert, "--key", key, "--dir-cache-time", "0s"]);
             cmd.args(["--config", &format!("{d}/rclone.conf")]);
+            cmd
+        }
+        Kind::Busybox => {
+            let mut cmd = Command::new("busybox");
+            cmd.args(["httpd", "-f", "-v", "-p", &addr, "-h", r]);
             cmd
         }
         Kind::Webfs | Kind::WebfsTls => {
