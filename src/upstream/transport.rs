@@ -13,6 +13,16 @@ use super::{Pace, Stalled, Upstreams, host_key, origin, parse_http_date, proxy, 
 use crate::config::Config;
 
 const MAX_REDIRECTS: usize = 5;
+/// Whether a plain TCP connection to `url`'s host and port opens within
+/// 2 s: after a connect time-out, it tells a server that takes connections
+/// but serves none from one that cannot be reached.
+async fn accepts(url: &Url) -> bool {
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else { return false };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let connect = tokio::net::TcpStream::connect((host, port));
+    matches!(tokio::time::timeout(std::time::Duration::from_secs(2), connect).await, Ok(Ok(_)))
+}
+
 /// Connections at most to a server that takes few (see `few_connections`).
 const FEW_CONNECTIONS: usize = 8;
 
@@ -79,6 +89,17 @@ impl Upstreams {
             return e.context(format!("through the proxy {}", proxy.label));
         }
         let kind = e.downcast_ref::<Transport>().map(|t| t.kind);
+        let e = match kind {
+            Some(TransportKind::ConnectTimeout) if accepts(url).await => {
+                let message = format!(
+                    "{}: it accepts connections but answers none within connect_timeout: a server at its \
+                     connection limit (webfs over TLS stops for good after too many; restart it)",
+                    origin(url)
+                );
+                Transport { kind: TransportKind::ConnectTimeout, message }.into()
+            }
+            _ => e,
+        };
         let down = match kind {
             Some(TransportKind::ConnectTimeout) => true,
             Some(TransportKind::Connect) => self.bases.len() > 1,

@@ -107,6 +107,22 @@ fn a_host_name_that_does_not_resolve_fails_at_once() {
     assert!(started.elapsed() < AT_ONCE, "took {:?}", started.elapsed());
 }
 
+/// A server at its connection limit (webfs over TLS once wedged) takes the
+/// TCP connection and never answers: the message says that, not "no
+/// connection".
+#[test]
+fn a_server_that_takes_connections_but_answers_none_is_named_so() {
+    let env = Env::with_sample_tree();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://127.0.0.1:{}/", listener.local_addr().unwrap().port());
+    let started = Instant::now();
+    let out = env.sync(&url, &["--connect-timeout", "1s", "--retries", "0"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("it accepts connections but answers none within connect_timeout"), "{}", out.stderr);
+    assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
+    drop(listener);
+}
+
 #[test]
 fn a_dead_primary_costs_one_connect_timeout_and_mirrors_says_so() {
     let env = Env::with_sample_tree();
