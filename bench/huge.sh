@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The `huge` profile end to end: 1,000,000 files of 1 B–8 KiB (log-uniform)
+# in 10,000 directories, generated once with the kit's gen-tree.py (seed 7)
+# and given an upmirror manifest, served by the kit's nginx over TLS on
+# loopback. Runs, each with wall time and peak RSS (GNU time): the full
+# sync, a no-op, a 1 % change (the kit's `mutate --pct 1`: 1 % changed,
+# 1 % added, 1 % deleted), `verify` of the published snapshot, and a sync
+# of another 1 % change with --keep 1 (publish, then prune the oldest).
+# Beside it: `find -type f | xargs sha256sum` on the same tree, verify's floor.
+#
+#   bench/huge.sh        # needs: apt-get install -y nginx curl python3 time; ~10 GB of disk
+source "$(dirname "$0")/common.sh"
+T=$BENCH_DIR/trees/huge/base
+if [ ! -e "$T/upmirror-manifest.json" ]; then
+  rm -rf "$T"
+  python3 "$KIT/gen-tree.py" generate custom "$T" --files 1000000 --sizes 1000000:1-8K --depth 2 --fanout 100 --seed 7
+  "$BIN" manifest --quiet "$T"
+fi
+"$KIT/upstream.sh" start "$T" >/dev/null
+"$KIT/upstream.sh" serve "$T" >/dev/null
+trap '"$KIT/upstream.sh" stop >/dev/null' EXIT
+D=$BENCH_DIR/dest/huge
+rm -rf "$D"
+
+run() {
+  local label=$1; shift
+  sync
+  /usr/bin/time -f "%e %M" -o "$BENCH_DIR/huge.time" "$@" >/dev/null
+  read -r wall rss < "$BENCH_DIR/huge.time"
+  printf '| %s | %.2f | %.0f |\n' "$label" "$wall" "$((rss / 1024))"
+}
+sync_args=(sync --quiet --upstream https://127.0.0.1:18444/ --ca-file "$CA" --root "$D" --max-delete-percent 100)
+echo "| huge (1,000,000 files) | wall s | peak RSS MiB |"
+echo "| --- | --- | --- |"
+run "full sync" "$BIN" "${sync_args[@]}"
+run "no-op" "$BIN" "${sync_args[@]}"
+python3 "$KIT/gen-tree.py" mutate "$T" --pct 1 --seed 1 && "$BIN" manifest --quiet "$T"
+run "1 % changed, added and deleted" "$BIN" "${sync_args[@]}"
+run "verify" "$BIN" verify --quiet --root "$D"
+run "find | xargs sha256sum (floor)" sh -c "cd '$D/current' && find . -type f -print0 | xargs -0 -P 2 -n 2000 sha256sum"
+python3 "$KIT/gen-tree.py" mutate "$T" --pct 1 --seed 2 && "$BIN" manifest --quiet "$T"
+run "1 % again, --keep 1 --grace 0 (prunes the two older)" "$BIN" "${sync_args[@]}" --keep 1 --grace 0
+echo "snapshots kept: $(ls "$D/snapshots" | wc -l)"
