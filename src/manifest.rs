@@ -138,6 +138,34 @@ impl Entry {
     }
 }
 
+/// A manifest on disk, read and parsed the first time it is asked for: a
+/// run that ends on a `304` never pays for a million entries.
+pub struct Lazy {
+    path: std::path::PathBuf,
+    cell: std::sync::OnceLock<Manifest>,
+}
+
+impl Lazy {
+    pub fn new(path: std::path::PathBuf) -> Lazy {
+        Lazy { path, cell: std::sync::OnceLock::new() }
+    }
+
+    pub fn get(&self) -> anyhow::Result<&Manifest> {
+        if let Some(m) = self.cell.get() {
+            return Ok(m);
+        }
+        let read = std::fs::read(&self.path);
+        let bytes = anyhow::Context::with_context(read, || format!("could not read {}", self.path.display()))?;
+        let m = Manifest::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))?;
+        Ok(self.cell.get_or_init(|| m))
+    }
+
+    pub fn into_inner(self) -> anyhow::Result<Manifest> {
+        self.get()?;
+        self.cell.into_inner().ok_or_else(|| anyhow::anyhow!("{}: not read", self.path.display()))
+    }
+}
+
 /// A validated listing: entries sorted by path, unique, no file/directory
 /// conflicts.
 #[derive(Clone, Debug)]

@@ -64,6 +64,24 @@ impl std::ops::Deref for Locked<'_> {
     }
 }
 
+/// The published snapshot's id and directory.
+pub struct Current {
+    pub id: String,
+    pub dir: PathBuf,
+}
+
+impl Current {
+    /// Its manifest, read when first asked for.
+    pub fn lazy_manifest(&self) -> crate::manifest::Lazy {
+        crate::manifest::Lazy::new(self.dir.join(SNAPSHOT_MANIFEST))
+    }
+
+    /// With its manifest, read now (if `lazy` has not yet).
+    pub fn with(self, lazy: crate::manifest::Lazy) -> Result<Published> {
+        Ok(Published { id: self.id, dir: self.dir, manifest: lazy.into_inner()? })
+    }
+}
+
 /// The published snapshot: its id, directory and manifest.
 pub struct Published {
     pub id: String,
@@ -148,6 +166,14 @@ impl Store {
     /// The published snapshot, `None` before the first publish. A `current`
     /// that is not a symlink to `snapshots/<id>` is an error, never repaired.
     pub fn published(&self) -> Result<Option<Published>> {
+        let Some(current) = self.current()? else { return Ok(None) };
+        let manifest = read_manifest(&current.dir)?;
+        Ok(Some(Published { id: current.id, dir: current.dir, manifest }))
+    }
+
+    /// The published snapshot's id and directory, checked as for
+    /// [`Store::published`], its manifest not read.
+    pub fn current(&self) -> Result<Option<Current>> {
         let link = self.root.join("current");
         let meta = match fs::symlink_metadata(&link) {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -168,8 +194,7 @@ impl Store {
         if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
             bail!("{} points to {}, which is not a snapshot directory", link.display(), dir.display());
         }
-        let manifest = read_manifest(&dir)?;
-        Ok(Some(Published { id, dir, manifest }))
+        Ok(Some(Current { id, dir }))
     }
 
     /// The run holding the lock, if one does: its pid and start time.

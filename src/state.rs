@@ -72,6 +72,12 @@ pub struct SnapshotInfo {
     /// How far ahead of UTC the dates of its directory listing were.
     #[serde(default)]
     pub listing_offset: i64,
+    /// Its files and their bytes, recorded when a sync built it: what a
+    /// run that ends on a `304` reports without reading its manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 /// Validators, valid only while the published listing is `identity`.

@@ -11,10 +11,10 @@ use crate::cli::SyncArgs;
 use crate::config::Config;
 use crate::error::{Exit, Refused};
 use crate::fetch::{reclaim_staging, staged_bytes};
-use crate::manifest::Manifest;
+use crate::manifest::{Lazy, Manifest};
 use crate::output::{Reporter, human_bytes, rfc3339};
 use crate::plan::{self, Plan, Summary};
-use crate::snapshot::{About, Describe, Published, SNAPSHOT_MANIFEST, Store, describes_snapshot};
+use crate::snapshot::{About, Current, Describe, Published, SNAPSHOT_MANIFEST, Store, describes_snapshot};
 use crate::state::{Conditional, State};
 use crate::upstream::{ListOutcome, Listing, Previous, Recheck, Source, Upstreams};
 
@@ -105,21 +105,23 @@ pub(super) fn sync(cfg: &Config, args: &SyncArgs, out: Reporter) -> Result<()> {
 fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Done> {
     let (cfg, out) = (run.cfg, run.out);
     let mut state = State::load(&run.locked.meta())?;
-    let published = run.locked.published()?;
-    if let Some(p) = &published {
-        run.status.set_published(&p.id, p.manifest.files.len(), p.manifest.total_bytes(), p.manifest.generated_at);
+    let last = Last::of(&run.locked)?;
+    let summary = last.as_ref().map(|l| l.summary(&state)).transpose()?;
+    if let (Some(l), Some((files, bytes, at))) = (&last, summary) {
+        run.status.set_published(&l.current.id, files, bytes, at);
     }
     let rt = runtime(true)?;
     let deadline = tokio::time::Instant::now() + cfg.net.run_timeout;
     let whole = args.plan.is_some() || args.recheck;
-    let listing = match list(&rt, deadline, upstreams, (&state, cfg), published.as_ref(), whole)? {
+    let listing = match list(&rt, deadline, upstreams, (&state, cfg), last.as_ref(), whole)? {
         ListOutcome::Unchanged { url, .. } => {
             run.status.upstream = Some(url.to_string());
-            check_age(cfg, &url, published.as_ref().map(|p| p.manifest.generated_at))?;
+            check_age(cfg, &url, summary.map(|s| s.2))?;
             return Ok(Done::Unchanged { upstream: url.to_string() });
         }
         ListOutcome::Fetched(listing) => listing,
     };
+    let published = last.map(Last::published).transpose()?;
     let upstream = listing.url.to_string();
     note_listing(run, &listing);
     if let Some(reason) = held(&state, &listing, args) {
@@ -134,7 +136,7 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
     }
     if plan.is_empty() {
         if let Some(p) = &published {
-            state.record(&p.id, &listing);
+            state.record(&p.id, &listing, None);
             state.save(&run.locked.meta())?;
         }
         return Ok(Done::Unchanged { upstream });
@@ -153,8 +155,9 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
         progress: out.progress(summary.added + summary.changed, summary.download_bytes),
         deltas: &listing.deltas,
     };
-    let id = apply(run, &plan, published.as_ref(), source, |state, id| state.record(id, &listing))?;
     let bytes = plan.keep.iter().chain(plan.downloads()).map(|e| e.size).sum();
+    let size = Some((plan.result_len(), bytes));
+    let id = apply(run, &plan, published.as_ref(), source, |state, id| state.record(id, &listing, size))?;
     run.status.set_published(&id, plan.result_len(), bytes, listing.manifest.generated_at);
     Ok(Done::Published { id, upstream, summary })
 }
@@ -192,15 +195,16 @@ fn note_listing(run: &mut Run, listing: &Listing) {
 fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Result<()> {
     client_identity(cfg, out)?;
     let state = State::load(&store.meta())?;
-    let published = store.published()?;
+    let last = Last::of(store)?;
     let upstreams = Upstreams::new(cfg, out)?;
     let rt = runtime(false)?;
     let deadline = tokio::time::Instant::now() + cfg.net.run_timeout;
     let whole = args.save_plan.is_some() || args.recheck;
-    let listing = match list(&rt, deadline, &upstreams, (&state, cfg), published.as_ref(), whole)? {
+    let listing = match list(&rt, deadline, &upstreams, (&state, cfg), last.as_ref(), whole)? {
         ListOutcome::Fetched(listing) => listing,
         ListOutcome::Unchanged { url, .. } => {
-            check_age(cfg, &url, published.as_ref().map(|p| p.manifest.generated_at))?;
+            let summary = last.as_ref().map(|l| l.summary(&state)).transpose()?;
+            check_age(cfg, &url, summary.map(|s| s.2))?;
             // The upstream says nothing changed since the published listing.
             let plan = Plan::default();
             print_plan(&plan, out);
@@ -213,6 +217,7 @@ fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Resul
         out.info(format!("held: {reason}"));
         return Ok(());
     }
+    let published = last.map(Last::published).transpose()?;
     let plan = accept(args, &state, published.as_ref(), &listing, cfg, out)?;
     check_carried(&state, published.as_ref(), &listing, &plan)?;
     print_plan(&plan, out);
@@ -342,17 +347,17 @@ fn list(
     deadline: tokio::time::Instant,
     upstreams: &Upstreams,
     (state, cfg): (&State, &Config),
-    published: Option<&Published>,
+    last: Option<&Last>,
     whole: bool,
 ) -> Result<ListOutcome> {
     let recheck_after = cfg.recheck_after;
-    let id = published.map(|p| p.id.as_str()).filter(|_| !whole);
+    let id = last.map(|l| l.current.id.as_str()).filter(|_| !whole);
     let now = unix_seconds(SystemTime::now());
     let known = |url: &url::Url| state.validators_for(url.as_str(), id, now, recheck_after.as_secs());
-    let previous = published.map(|p| {
-        let info = state.snapshots.get(&p.id);
+    let previous = last.map(|l| {
+        let info = state.snapshots.get(&l.current.id);
         Previous {
-            manifest: &p.manifest,
+            manifest: &l.manifest,
             offset: info.map_or(0, |s| s.listing_offset),
             listed_at: info.map_or(0, |s| s.generated_at as i64),
             recheck: Recheck {
@@ -363,6 +368,35 @@ fn list(
     });
     let listing = upstreams.list(known, previous);
     rt.block_on(before(deadline, listing))
+}
+
+/// The published snapshot as a sync first needs it: its id, and its
+/// manifest read only once the listing changed or a crawl compares with it
+/// (a `304` never reads it).
+struct Last {
+    current: Current,
+    manifest: Lazy,
+}
+
+impl Last {
+    fn of(store: &Store) -> Result<Option<Last>> {
+        Ok(store.current()?.map(|current| Last { manifest: current.lazy_manifest(), current }))
+    }
+
+    /// Its files, bytes and listing time: as the state recorded them at
+    /// publish, else from its manifest.
+    fn summary(&self, state: &State) -> Result<(usize, u64, SystemTime)> {
+        let info = state.snapshots.get(&self.current.id);
+        if let Some((info, files, bytes)) = info.and_then(|i| Some((i, i.files?, i.bytes?))) {
+            return Ok((files, bytes, UNIX_EPOCH + Duration::from_secs(info.generated_at)));
+        }
+        let m = self.manifest.get()?;
+        Ok((m.files.len(), m.total_bytes(), m.generated_at))
+    }
+
+    fn published(self) -> Result<Published> {
+        self.current.with(self.manifest)
+    }
 }
 
 /// From a `file://` upstream, every file the plan fetches must be there
@@ -565,7 +599,8 @@ fn check_plan(
 
 impl State {
     /// Remember that snapshot `id` holds `listing`, and its validators.
-    pub(super) fn record(&mut self, id: &str, listing: &Listing) {
+    /// `size`: the snapshot's files and bytes, when it was just built.
+    pub(super) fn record(&mut self, id: &str, listing: &Listing, size: Option<(usize, u64)>) {
         let identity = listing.identity.to_string();
         let generated_at = unix_seconds(listing.manifest.generated_at);
         let upstream = listing.url.to_string();
@@ -574,6 +609,9 @@ impl State {
         let info = self.snapshots.entry(id.to_owned()).or_default();
         (info.identity, info.generated_at, info.upstream) = (identity.clone(), generated_at, upstream.clone());
         info.listing_offset = listing.dates.offset;
+        if let Some((files, bytes)) = size {
+            (info.files, info.bytes) = (Some(files), Some(bytes));
+        }
         if listing.rechecks.asked > 0 {
             self.recheck_from = listing.rechecks.last.clone();
         }

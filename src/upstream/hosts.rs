@@ -28,6 +28,8 @@ pub struct HostLimit {
     places: Arc<Semaphore>,
     /// The most places ever; lowered for a server known to take few.
     cap: std::sync::atomic::AtomicUsize,
+    /// Held at a few places: each request on a connection of its own too.
+    held: std::sync::atomic::AtomicBool,
     adaptive: bool,
     state: Mutex<State>,
 }
@@ -81,7 +83,8 @@ impl HostLimit {
         let (since, best) = (Instant::now(), 0.0);
         let state = State { limit, ceiling: limit, owed: 0, calm: 0, bytes: 0, since, best, slow_start: true };
         let cap = cap.into();
-        Arc::new(HostLimit { places: Arc::new(Semaphore::new(limit)), cap, adaptive, state: Mutex::new(state) })
+        let (places, held) = (Arc::new(Semaphore::new(limit)), false.into());
+        Arc::new(HostLimit { places, cap, held, adaptive, state: Mutex::new(state) })
     }
 
     pub async fn place(self: &Arc<Self>) -> Place {
@@ -101,12 +104,18 @@ impl HostLimit {
     /// `n` places from now on, whatever it answers.
     pub fn hold_at(&self, n: usize) {
         let n = n.max(1);
+        self.held.store(true, std::sync::atomic::Ordering::Relaxed);
         self.cap.fetch_min(n, std::sync::atomic::Ordering::Relaxed);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.ceiling = state.ceiling.min(n);
         if state.limit > n {
             self.shrink(&mut state, n);
         }
+    }
+
+    /// Whether [`HostLimit::hold_at`] held it.
+    pub fn held(&self) -> bool {
+        self.held.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Down to `keep` places; those in use are taken away as they come back.

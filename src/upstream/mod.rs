@@ -168,7 +168,8 @@ pub struct Listing {
 /// and when that listing was last read (seconds since the epoch).
 #[derive(Clone, Copy)]
 pub struct Previous<'a> {
-    pub manifest: &'a Manifest,
+    /// Read only when a crawl needs it.
+    pub manifest: &'a crate::manifest::Lazy,
     pub offset: i64,
     pub listed_at: i64,
     /// Which of its files a listing shows nothing of are asked again.

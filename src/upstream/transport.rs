@@ -29,7 +29,9 @@ const FEW_CONNECTIONS: usize = 8;
 /// Whether the answer comes from a server that must be given few
 /// connections: webfs (one loop, 32 connections by default) stops
 /// accepting for good once that many TLS handshakes failed, which is what
-/// connections it never accepted become when a client gives up on them.
+/// connections it never accepted become when a client gives up on them;
+/// and it drops idle keep-alive connections under load, which a request
+/// that picked one meets as "connection closed before message completed".
 fn few_connections(resp: &reqwest::Response) -> bool {
     let server = resp.headers().get(reqwest::header::SERVER).and_then(|v| v.to_str().ok());
     server.is_some_and(|s| s.starts_with("webfs/"))
@@ -38,8 +40,13 @@ fn few_connections(resp: &reqwest::Response) -> bool {
 impl Upstreams {
     /// Send a request, unless its host is down for this run.
     pub(super) async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let req = req.build().map_err(describe)?;
+        let mut req = req.build().map_err(describe)?;
         let url = req.url().clone();
+        // A server held at a few connections closes idle ones at its own
+        // pace: a request of its own on a connection of its own never meets one.
+        if self.hosts.get(&host_key(&url)).is_some_and(|h| h.held()) {
+            req.headers_mut().insert(reqwest::header::CONNECTION, reqwest::header::HeaderValue::from_static("close"));
+        }
         if self.down.lock().unwrap_or_else(|e| e.into_inner()).contains(&host_key(&url)) {
             let message = format!("{}: skipped, it could not be reached earlier in this run", origin(&url));
             return Err(Transport { kind: TransportKind::HostDown, message }.into());
