@@ -21,16 +21,23 @@ pub fn hash_file(path: &Path) -> Result<(Digest, u64)> {
 
 /// The hash state and length of everything `r` yields, for callers that go
 /// on hashing (a resumed download) or finalise it.
+/// The buffer is the thread's own, reused: a million small files cost no
+/// million allocations of it.
 pub fn hash_reader(mut r: impl Read) -> std::io::Result<(Sha256, u64)> {
-    let (mut hasher, mut len, mut buf) = (Sha256::new(), 0u64, vec![0u8; 1 << 20]);
-    loop {
-        let n = r.read(&mut buf)?;
-        if n == 0 {
-            return Ok((hasher, len));
-        }
-        hasher.update(&buf[..n]);
-        len += n as u64;
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 256 << 10]);
     }
+    BUF.with_borrow_mut(|buf| {
+        let (mut hasher, mut len) = (Sha256::new(), 0u64);
+        loop {
+            let n = r.read(buf)?;
+            if n == 0 {
+                return Ok((hasher, len));
+            }
+            hasher.update(&buf[..n]);
+            len += n as u64;
+        }
+    })
 }
 
 /// Describe every regular file below `dir` except those `skip` names by
