@@ -155,15 +155,15 @@ impl Lazy {
         if let Some(m) = self.cell.get() {
             return Ok(m);
         }
-        let read = std::fs::read(&self.path);
-        let bytes = anyhow::Context::with_context(read, || format!("could not read {}", self.path.display()))?;
-        let m = Manifest::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))?;
+        let m = Manifest::read(&self.path)?;
         Ok(self.cell.get_or_init(|| m))
     }
 
     pub fn into_inner(self) -> anyhow::Result<Manifest> {
-        self.get()?;
-        self.cell.into_inner().ok_or_else(|| anyhow::anyhow!("{}: not read", self.path.display()))
+        match self.cell.into_inner() {
+            Some(m) => Ok(m),
+            None => Manifest::read(&self.path),
+        }
     }
 }
 
@@ -254,6 +254,13 @@ impl Manifest {
             }
         }
         Ok(Manifest { generated_at, files })
+    }
+
+    /// Read and parse the manifest file at `path`; errors name the file.
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Manifest> {
+        let read = std::fs::read(path);
+        let bytes = anyhow::Context::with_context(read, || format!("could not read {}", path.display()))?;
+        Manifest::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
     /// The entry at `path`, if the manifest lists it (its files are sorted by path).

@@ -705,7 +705,5 @@ fn write_manifest(build: &Path, manifest: Manifest, describe: Describe) -> Resul
 }
 
 pub fn read_manifest(dir: &Path) -> Result<Manifest> {
-    let path = dir.join(SNAPSHOT_MANIFEST);
-    let bytes = fs::read(&path).with_context(|| format!("could not read {}", path.display()))?;
-    Manifest::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    Manifest::read(&dir.join(SNAPSHOT_MANIFEST))
 }
