@@ -64,7 +64,10 @@ pub(super) const PAGES_IN_FLIGHT: usize = 16;
 
 pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_>>) -> Result<Listing> {
     let base = &up.bases[i];
-    ready(base, previous.as_ref())?;
+    if base.scheme() == "file" {
+        bail!("{base}: a file:// upstream needs a manifest (write one with `upmirror manifest DIR`)");
+    }
+    let previous = previous.map(Known::of).transpose()?;
     // The crawl's time is when it began: a file rewritten while it ran is
     // then racy for the next run (see `settle_one`).
     let started = SystemTime::now();
@@ -133,34 +136,29 @@ async fn digests(up: &Upstreams, i: usize, paths: &[&RelPath], listed: u64) -> R
     Ok((sums, Some(unsigned)))
 }
 
-/// What a crawl needs before it starts: an http(s) base, and the published
-/// manifest read (once, failing the crawl if it cannot be: past this point
-/// `known` has it).
-fn ready(base: &url::Url, previous: Option<&Previous<'_>>) -> Result<()> {
-    if base.scheme() == "file" {
-        bail!("{base}: a file:// upstream needs a manifest (write one with `upmirror manifest DIR`)");
-    }
-    if let Some(p) = previous {
-        p.manifest.get()?;
-    }
-    Ok(())
+/// The published listing a crawl compares with, its manifest read (the
+/// one time a run reads it for a crawl).
+#[derive(Clone, Copy)]
+struct Known<'a> {
+    manifest: &'a Manifest,
+    offset: i64,
+    listed_at: i64,
+    recheck: super::Recheck<'a>,
 }
 
-/// The published manifest, which `crawl` read first.
-fn known<'a>(prev: &Previous<'a>) -> &'a Manifest {
-    static EMPTY: std::sync::OnceLock<Manifest> = std::sync::OnceLock::new();
-    prev.manifest
-        .get()
-        .unwrap_or_else(|_| EMPTY.get_or_init(|| Manifest { generated_at: std::time::UNIX_EPOCH, files: Vec::new() }))
+impl<'a> Known<'a> {
+    fn of(p: Previous<'a>) -> Result<Known<'a>> {
+        Ok(Known { manifest: p.manifest.get()?, offset: p.offset, listed_at: p.listed_at, recheck: p.recheck })
+    }
 }
 
 /// Of the files the listing shows neither size nor date of and that the
 /// published snapshot holds, those asked again this run: the budget's
 /// worth in path order after where the last run stopped, wrapping around.
 /// The others keep what was published until their turn.
-fn rechecked(found: &[Found], previous: Option<Previous<'_>>) -> (HashSet<String>, super::Rechecks) {
+fn rechecked(found: &[Found], previous: Option<Known<'_>>) -> (HashSet<String>, super::Rechecks) {
     let Some(prev) = previous else { return Default::default() };
-    let published = |f: &&Found| known(&prev).get(f.path.as_str()).is_some();
+    let published = |f: &&Found| prev.manifest.get(f.path.as_str()).is_some();
     let mut blind: Vec<&str> =
         found.iter().filter(|f| f.shows_nothing()).filter(published).map(|f| f.path.as_str()).collect();
     blind.sort_unstable();
@@ -249,7 +247,7 @@ async fn set_back(
     i: usize,
     found: &mut [Found],
     precision: i64,
-    previous: Option<Previous<'_>>,
+    previous: Option<Known<'_>>,
 ) -> Result<i64> {
     let offset = match &up.zone {
         Some(_) => 0,
@@ -277,12 +275,12 @@ async fn find_offset(
     i: usize,
     found: &[Found],
     precision: i64,
-    previous: Option<Previous<'_>>,
+    previous: Option<Known<'_>>,
 ) -> Result<i64> {
     let first = found.iter().filter_map(|f| Some((f, f.mtime?))).min_by(|a, b| a.0.path.cmp(&b.0.path));
     let Some((f, listed)) = first else { return Ok(0) };
     if let Some(prev) = previous
-        && known(&prev).get(f.path.as_str()).is_some_and(|e| {
+        && prev.manifest.get(f.path.as_str()).is_some_and(|e| {
             e.mtime - e.mtime.rem_euclid(precision) == listed - prev.offset && f.size.is_none_or(|size| size == e.size)
         })
     {
@@ -380,12 +378,12 @@ async fn settle(
     up: &Upstreams,
     i: usize,
     found: Vec<Found>,
-    previous: Option<Previous<'_>>,
+    previous: Option<Known<'_>>,
     digests: HashMap<String, Digest>,
     (precision, asked): (i64, &HashSet<String>),
 ) -> Result<Vec<Entry>> {
     let known: HashMap<&str, &Entry> =
-        previous.map(|p| known(&p).files.iter().map(|e| (e.path.as_str(), e)).collect()).unwrap_or_default();
+        previous.map(|p| p.manifest.files.iter().map(|e| (e.path.as_str(), e)).collect()).unwrap_or_default();
     let listed_at = previous.map_or(0, |p| p.listed_at);
     stream::iter(found)
         .map(|f| {
