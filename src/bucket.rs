@@ -177,32 +177,47 @@ async fn put_files(
     pushed: &mut Pushed,
 ) -> Result<()> {
     let there = already_there(store, t, snap.id).await?;
-    let tally = Mutex::new(std::mem::take(pushed));
     let work = snap.manifest.files.iter().map(|e| {
-        let (there, tally) = (&there, &tally);
+        let there = &there;
         async move {
             let rel = e.path.as_str();
             let to = t.snapshot_key(snap.id, rel)?;
-            let count = |f: &dyn Fn(&mut Pushed)| f(&mut tally.lock().unwrap_or_else(|e| e.into_inner()));
             if there.get(rel) == Some(&e.size) {
-                count(&|p| p.resumed_objects += 1);
-            } else if let Some((from, _)) = before.filter(|(_, files)| files.get(rel) == e.sha256.as_ref()) {
+                return Ok(Put::Resumed);
+            }
+            if let Some((from, _)) = before.filter(|(_, files)| files.get(rel) == e.sha256.as_ref()) {
                 let from = t.snapshot_key(from, rel)?;
                 store.copy(&from, &to).await.with_context(|| format!("{}: could not copy {from} to {to}", t.url))?;
-                count(&|p| p.copied_objects += 1);
-            } else {
-                let digest = e.sha256.with_context(|| format!("{rel} has no digest"))?;
-                let file = snap.dir.join(rel);
-                let outgoing = Outgoing { file: &file, to: &to, size: e.size, digest };
-                let sent = upload(store, t, &outgoing, journal).await?;
-                count(&|p| (p.uploaded_objects, p.uploaded_bytes) = (p.uploaded_objects + 1, p.uploaded_bytes + sent));
+                return Ok(Put::Copied);
             }
-            anyhow::Ok(())
+            let digest = e.sha256.with_context(|| format!("{rel} has no digest"))?;
+            let file = snap.dir.join(rel);
+            let outgoing = Outgoing { file: &file, to: &to, size: e.size, digest };
+            anyhow::Ok(Put::Uploaded(upload(store, t, &outgoing, journal).await?))
         }
     });
-    let result = stream::iter(work).buffer_unordered(IN_FLIGHT).try_collect::<Vec<()>>().await;
-    *pushed = tally.into_inner().unwrap_or_else(|e| e.into_inner());
-    result.map(drop)
+    let done: Vec<Put> = stream::iter(work).buffer_unordered(IN_FLIGHT).try_collect().await?;
+    for put in done {
+        match put {
+            Put::Resumed => pushed.resumed_objects += 1,
+            Put::Copied => pushed.copied_objects += 1,
+            Put::Uploaded(sent) => {
+                (pushed.uploaded_objects, pushed.uploaded_bytes) =
+                    (pushed.uploaded_objects + 1, pushed.uploaded_bytes + sent)
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What became of one listed file in the bucket.
+enum Put {
+    /// An interrupted run had put it there.
+    Resumed,
+    /// Copied from the bucket's current snapshot.
+    Copied,
+    /// Uploaded: the bytes sent.
+    Uploaded(u64),
 }
 
 /// The snapshot's own files (everything in its directory the manifest does
@@ -240,11 +255,17 @@ async fn upload(store: &AmazonS3, t: &Target, o: &Outgoing<'_>, journal: &Journa
         return upload_parts(store, t, o, journal).await;
     }
     let bytes = tokio::fs::read(o.file).await.with_context(|| format!("could not read {}", o.file.display()))?;
-    if Digest(sha2::Sha256::digest(&bytes).into()) != o.digest {
-        bail!("{} does not match its manifest's sha256: run `upmirror verify --repair`", o.file.display());
-    }
+    as_listed(o.file, Digest(sha2::Sha256::digest(&bytes).into()), o.digest)?;
     put_checked(store, t, o.to, bytes, o.digest).await?;
     Ok(o.size)
+}
+
+/// The bytes read from the snapshot's `file` must be the listed ones.
+fn as_listed(file: &Path, got: Digest, want: Digest) -> Result<()> {
+    if got != want {
+        bail!("{} does not match its manifest's sha256: run `upmirror verify --repair`", file.display());
+    }
+    Ok(())
 }
 
 /// PUT with the sha256 in the object's metadata; the ETag the store answers
@@ -344,9 +365,7 @@ async fn upload_parts(store: &AmazonS3, t: &Target, o: &Outgoing<'_>, journal: &
             crate::disk::failpoint("bucket-third-part");
         }
     }
-    if Digest(whole.finalize().into()) != digest {
-        bail!("{} does not match its manifest's sha256: run `upmirror verify --repair`", file.display());
-    }
+    as_listed(file, Digest(whole.finalize().into()), digest)?;
     let parts: Vec<PartId> = upload.parts.iter().map(|e| PartId { content_id: e.clone() }).collect();
     let done = store.complete_multipart(to, &upload.id, parts).await;
     done.with_context(|| format!("{}: could not complete {to}", t.url))?;
