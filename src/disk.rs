@@ -98,12 +98,21 @@ fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 
 /// Write a file that must not exist yet.
 pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = File::options()
+    write_new_with(path, |w| w.write_all(bytes))
+}
+
+/// [`write_new`] of what `write` writes, through a buffer.
+pub fn write_new_with(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<File>) -> std::io::Result<()>,
+) -> Result<()> {
+    let f = File::options()
         .write(true)
         .create_new(true)
         .open(path)
         .with_context(|| format!("could not create {}", path.display()))?;
-    f.write_all(bytes).with_context(|| format!("could not write {}", path.display()))
+    let mut w = std::io::BufWriter::with_capacity(256 * 1024, f);
+    write(&mut w).and_then(|()| w.flush()).with_context(|| format!("could not write {}", path.display()))
 }
 
 /// A file a `file://` upstream does not serve: missing, unreadable, not a

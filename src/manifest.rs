@@ -4,7 +4,6 @@
 //! point joins only `RelPath`s onto directories it owns.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::fmt;
 use std::time::SystemTime;
 
@@ -32,8 +31,10 @@ pub const MAX_MTIME: i64 = 253_402_300_799;
 /// assert!(RelPath::parse("releases/11.2/core.zip").is_ok());
 /// assert!(RelPath::parse("a/../../etc/passwd").is_err());
 /// ```
+/// Shared, not copied: the listing, the plan, the downloads and the new
+/// snapshot's manifest name a million paths once.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RelPath(String);
+pub struct RelPath(std::sync::Arc<str>);
 
 impl RelPath {
     pub fn parse(s: &str) -> Result<RelPath, String> {
@@ -60,7 +61,7 @@ impl RelPath {
         };
         match why {
             Some(why) => Err(format!("path \"{}\": {why}", quote(s, 200))),
-            None => Ok(RelPath(s.to_owned())),
+            None => Ok(RelPath(s.into())),
         }
     }
 
@@ -80,7 +81,7 @@ impl RelPath {
 
 impl fmt::Display for RelPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&escape(&self.0))
+        f.pad(&escape(&self.0))
     }
 }
 
@@ -159,11 +160,18 @@ impl Lazy {
         Ok(self.cell.get_or_init(|| m))
     }
 
-    pub fn into_inner(self) -> anyhow::Result<Manifest> {
-        match self.cell.into_inner() {
-            Some(m) => Ok(m),
-            None => Manifest::read(&self.path),
+    /// Each entry in path order: from the manifest when it was read, else
+    /// as its file is read, never held (a manifest upmirror wrote, whose
+    /// paths are in order: see [`Manifest::each_from`]).
+    pub fn each(&self, mut f: impl FnMut(Entry)) -> anyhow::Result<()> {
+        if let Some(m) = self.cell.get() {
+            m.files.iter().cloned().for_each(f);
+            return Ok(());
         }
+        let file = std::fs::File::open(&self.path);
+        let file = anyhow::Context::with_context(file, || format!("could not read {}", self.path.display()))?;
+        let reader = std::io::BufReader::with_capacity(256 * 1024, file);
+        Manifest::each_from(reader, &mut f).map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))
     }
 }
 
@@ -175,17 +183,60 @@ pub struct Manifest {
     pub files: Vec<Entry>,
 }
 
-/// A manifest as parsed: its strings borrowed from the document where they
-/// need no unescaping, so a million entries cost no two million allocations
-/// before they become [`Entry`]s.
-#[derive(Deserialize)]
-struct RawManifest<'a> {
-    #[serde(borrow)]
-    format: Cow<'a, str>,
-    #[serde(borrow)]
-    generated_at: Cow<'a, str>,
-    #[serde(borrow)]
-    files: Vec<RawEntryRef<'a>>,
+/// What a manifest document says of itself beside its files.
+#[derive(Default)]
+struct Head {
+    format: String,
+    generated_at: String,
+}
+
+/// A manifest document as it is read: each file checked, made an [`Entry`]
+/// and handed to the callback, its strings borrowed from the document until
+/// then, so a million entries are never held twice.
+struct Document<'f, F>(&'f mut F);
+
+impl<'de, F: FnMut(Entry) -> Result<(), String>> serde::de::Visitor<'de> for Document<'_, F> {
+    type Value = Head;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a manifest object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Head, A::Error> {
+        let (mut head, mut files) = (Head::default(), false);
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match &*key {
+                "format" => head.format = map.next_value::<Cow<'de, str>>()?.into_owned(),
+                "generated_at" => head.generated_at = map.next_value::<Cow<'de, str>>()?.into_owned(),
+                "files" => files = map.next_value_seed(Document(&mut *self.0)).map(|()| true)?,
+                _ => drop(map.next_value::<serde::de::IgnoredAny>()?),
+            }
+        }
+        match files {
+            true => Ok(head),
+            false => Err(serde::de::Error::missing_field("files")),
+        }
+    }
+}
+
+impl<'de, F: FnMut(Entry) -> Result<(), String>> serde::de::DeserializeSeed<'de> for Document<'_, F> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        struct Files<'f, F>(&'f mut F);
+        impl<'de, F: FnMut(Entry) -> Result<(), String>> serde::de::Visitor<'de> for Files<'_, F> {
+            type Value = ();
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of files")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+                let mut n = 0;
+                while let Some(raw) = seq.next_element::<RawEntryRef>()? {
+                    n += 1;
+                    raw.entry(n).and_then(&mut *self.0).map_err(serde::de::Error::custom)?;
+                }
+                Ok(())
+            }
+        }
+        d.deserialize_seq(Files(self.0))
+    }
 }
 
 #[derive(Deserialize)]
@@ -200,12 +251,21 @@ struct RawEntryRef<'a> {
     local_mtime: Option<i64>,
 }
 
+impl RawEntryRef<'_> {
+    /// The `n`th file of the document, checked.
+    fn entry(&self, n: usize) -> Result<Entry, String> {
+        let path = RelPath::parse(&self.path).map_err(|e| format!("file {n}: {e}"))?;
+        let sha256 = Digest::parse(&self.sha256).map_err(|e| format!("file {n}: {path}: {e}"))?;
+        Ok(Entry { path, size: self.size, mtime: self.mtime, sha256: Some(sha256), local_mtime: self.local_mtime })
+    }
+}
+
 #[derive(Serialize)]
-struct RawEntry {
-    path: String,
+struct RawEntry<'a> {
+    path: &'a str,
     size: u64,
     mtime: i64,
-    sha256: String,
+    sha256: &'a str,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     local_mtime: Option<i64>,
 }
@@ -213,25 +273,59 @@ struct RawEntry {
 impl Manifest {
     /// Parse and validate a manifest document whole; any bad entry rejects it.
     pub fn parse(bytes: &[u8]) -> Result<Manifest, String> {
-        // serde's messages quote the offending value: clip them.
-        let raw: RawManifest = serde_json::from_slice(bytes)
-            .map_err(|e| format!("not a valid manifest: {}", quote(&e.to_string(), 300)))?;
-        if raw.format != FORMAT {
-            return Err(format!("unknown format \"{}\" (expected {FORMAT})", quote(&raw.format, 80)));
-        }
-        let generated_at = humantime::parse_rfc3339_weak(&raw.generated_at)
-            .map_err(|e| format!("generated_at \"{}\": {e}", quote(&raw.generated_at, 80)))?;
-        let files = raw
-            .files
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let path = RelPath::parse(&r.path).map_err(|e| format!("file {}: {e}", i + 1))?;
-                let sha256 = Digest::parse(&r.sha256).map_err(|e| format!("file {}: {path}: {e}", i + 1))?;
-                Ok(Entry { path, size: r.size, mtime: r.mtime, sha256: Some(sha256), local_mtime: r.local_mtime })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
+        Manifest::parse_with(serde_json::Deserializer::from_slice(bytes))
+    }
+
+    /// [`Manifest::parse`] of a document read as it is parsed: a million
+    /// entries without the document in memory beside them.
+    pub fn parse_from(reader: impl std::io::Read) -> Result<Manifest, String> {
+        Manifest::parse_with(serde_json::Deserializer::from_reader(reader))
+    }
+
+    fn parse_with<'de, R: serde_json::de::Read<'de>>(de: serde_json::Deserializer<R>) -> Result<Manifest, String> {
+        let mut files = Vec::new();
+        let head = Manifest::each_with(de, |e| {
+            files.push(e);
+            Ok(())
+        })?;
+        let generated_at = humantime::parse_rfc3339_weak(&head.generated_at)
+            .map_err(|e| format!("generated_at \"{}\": {e}", quote(&head.generated_at, 80)))?;
         Manifest::new(generated_at, files)
+    }
+
+    /// Each file of the document `de`, checked, handed to `f` as it is read;
+    /// what the document says of itself, its format checked.
+    fn each_with<'de, R: serde_json::de::Read<'de>>(
+        mut de: serde_json::Deserializer<R>,
+        mut f: impl FnMut(Entry) -> Result<(), String>,
+    ) -> Result<Head, String> {
+        // serde's messages quote the offending value: clip them.
+        let invalid = |e: serde_json::Error| match e.is_io() {
+            true => format!("could not be read: {e}"),
+            false => format!("not a valid manifest: {}", quote(&e.to_string(), 300)),
+        };
+        let head = serde::Deserializer::deserialize_map(&mut de, Document(&mut f)).map_err(invalid)?;
+        de.end().map_err(invalid)?;
+        if head.format != FORMAT {
+            return Err(format!("unknown format \"{}\" (expected {FORMAT})", quote(&head.format, 80)));
+        }
+        Ok(head)
+    }
+
+    /// Each entry of a manifest upmirror wrote (its paths in order), in
+    /// order, as it is read: a snapshot's manifest is planned against
+    /// without being held. A path out of order is an error.
+    pub fn each_from(reader: impl std::io::Read, mut f: impl FnMut(Entry)) -> Result<(), String> {
+        let mut last: Option<RelPath> = None;
+        let in_order = |e: Entry| {
+            if last.as_ref().is_some_and(|l| *l >= e.path) {
+                return Err(format!("\"{}\" is out of order: it is no manifest upmirror wrote", e.path));
+            }
+            last = Some(e.path.clone());
+            f(e);
+            Ok(())
+        };
+        Manifest::each_with(serde_json::Deserializer::from_reader(reader), in_order).map(drop)
     }
 
     /// Sort `files` and check the listing as a whole: sizes and mtimes in
@@ -247,20 +341,25 @@ impl Manifest {
         if let Some(w) = files.windows(2).find(|w| w[0].path == w[1].path) {
             return Err(format!("path \"{}\" is listed twice", w[0].path));
         }
-        let names: HashSet<&str> = files.iter().map(|e| e.path.as_str()).collect();
+        // Neighbours share directories: each is looked up once per run of them.
+        let is_file = |dir: &str| files.binary_search_by(|f| f.path.as_str().cmp(dir)).is_ok();
+        let mut clear: Vec<&str> = Vec::new();
         for e in &files {
-            if let Some(dir) = e.path.ancestors().find(|a| names.contains(a)) {
+            if let Some(dir) = e.path.ancestors().find(|a| !clear.contains(a) && is_file(a)) {
                 return Err(format!("\"{}\" is listed as a file and as the directory of \"{}\"", escape(dir), e.path));
             }
+            clear.clear();
+            clear.extend(e.path.ancestors());
         }
         Ok(Manifest { generated_at, files })
     }
 
     /// Read and parse the manifest file at `path`; errors name the file.
     pub fn read(path: &std::path::Path) -> anyhow::Result<Manifest> {
-        let read = std::fs::read(path);
-        let bytes = anyhow::Context::with_context(read, || format!("could not read {}", path.display()))?;
-        Manifest::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        let file = std::fs::File::open(path);
+        let file = anyhow::Context::with_context(file, || format!("could not read {}", path.display()))?;
+        let reader = std::io::BufReader::with_capacity(256 * 1024, file);
+        Manifest::parse_from(reader).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
     /// The entry at `path`, if the manifest lists it (its files are sorted by path).
@@ -277,25 +376,25 @@ impl Manifest {
     /// Render the document: one entry per line, sorted, sha256 in lowercase hex.
     /// Every entry must carry its digest.
     pub fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.files.len() * 160);
-        let generated = humantime::format_rfc3339_seconds(self.generated_at);
-        out.extend_from_slice(
-            format!("{{\"format\":\"{FORMAT}\",\"generated_at\":\"{generated}\",\"files\":[").as_bytes(),
-        );
-        for (i, e) in self.files.iter().enumerate() {
-            out.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
-            let raw = RawEntry {
-                path: e.path.as_str().to_owned(),
-                size: e.size,
-                mtime: e.mtime,
-                sha256: e.sha256.map(|d| d.to_string()).unwrap_or_default(),
-                local_mtime: e.local_mtime,
-            };
-            // Serialising a struct of strings and integers cannot fail.
-            serde_json::to_writer(&mut out, &raw).expect("serialise manifest entry");
-        }
-        out.extend_from_slice(b"\n]}\n");
+        let mut out = Vec::with_capacity(64 + self.files.len() * 170);
+        // Writing to memory cannot fail.
+        self.write_json(&mut out).expect("render manifest");
         out
+    }
+
+    /// [`Manifest::to_json`] written as it is rendered: a million entries
+    /// never sit in memory as one document.
+    pub fn write_json(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let generated = humantime::format_rfc3339_seconds(self.generated_at);
+        write!(out, "{{\"format\":\"{FORMAT}\",\"generated_at\":\"{generated}\",\"files\":[")?;
+        for (i, e) in self.files.iter().enumerate() {
+            out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
+            let sha256 = e.sha256.map(|d| d.to_string()).unwrap_or_default();
+            let (path, sha256) = (e.path.as_str(), sha256.as_str());
+            let raw = RawEntry { path, size: e.size, mtime: e.mtime, sha256, local_mtime: e.local_mtime };
+            serde_json::to_writer(&mut *out, &raw)?;
+        }
+        out.write_all(b"\n]}\n")
     }
 }
 
@@ -309,6 +408,21 @@ mod tests {
         assert_eq!(e.identity_line(), "a/b\u{0}3\u{0}7\u{0}");
         e.sha256 = Some(Digest([0xab; 32]));
         assert_eq!(e.identity_line(), format!("a/b\u{0}3\u{0}7\u{0}{}", "ab".repeat(32)));
+    }
+
+    #[test]
+    fn a_file_that_is_also_a_directory_is_found_past_its_sorted_neighbours() {
+        let entry =
+            |p: &str| Entry { path: RelPath::parse(p).unwrap(), size: 1, mtime: 1, sha256: None, local_mtime: None };
+        let at = SystemTime::UNIX_EPOCH;
+        // "a-b" and "a.c" sort between "a" and "a/x"; "x/d/e-1/g" and "x/d/e.1" after "x/d/e".
+        for (paths, dir) in
+            [(&["a/x", "a.c", "a", "a-b"][..], "a"), (&["x/d/e/f", "x/d/e", "x/d/e.1", "x/d/e-1/g"][..], "x/d/e")]
+        {
+            let err = Manifest::new(at, paths.iter().map(|p| entry(p)).collect()).unwrap_err();
+            assert!(err.starts_with(&format!("\"{dir}\" is listed as a file and as the directory")), "{err}");
+        }
+        assert!(Manifest::new(at, ["a/x", "a/y", "a-b/c", "b"].iter().map(|p| entry(p)).collect()).is_ok());
     }
 
     #[test]

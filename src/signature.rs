@@ -87,7 +87,7 @@ impl TrustedKeys {
 /// A detached signature of `manifest` by the minisign secret key in
 /// `key_file` (encrypted keys take their password from
 /// `UPMIRROR_SIGNING_PASSWORD`).
-pub fn sign(manifest: &[u8], key_file: &Path) -> Result<String> {
+pub fn sign(manifest: impl std::io::Read, key_file: &Path) -> Result<String> {
     let text = std::fs::read_to_string(key_file).with_context(|| format!("signing key {}", key_file.display()))?;
     let sealed = SecretKeyBox::from_string(&text)
         .map_err(|e| anyhow!("signing key {}: not a minisign secret key ({e})", key_file.display()))?;
@@ -101,7 +101,7 @@ pub fn sign(manifest: &[u8], key_file: &Path) -> Result<String> {
             key_file.display()
         )
     })?;
-    let sig = minisign::sign(None, &key, Cursor::new(manifest), None, Some("signed by upmirror"))
+    let sig = minisign::sign(None, &key, manifest, None, Some("signed by upmirror"))
         .map_err(|e| anyhow!("could not sign: {e}"))?;
     Ok(sig.into_string())
 }

@@ -24,11 +24,11 @@ use std::time::SystemTime;
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 
-use crate::disk::{ensure_private, ensure_real_dir, failpoint, read_dir, remove_if_exists, write_new};
+use crate::disk::{ensure_private, ensure_real_dir, failpoint, read_dir, remove_if_exists, write_new, write_new_with};
 use crate::fetch::Verified;
 use crate::interrupt;
 use crate::manifest::{Entry, Manifest};
-use crate::plan::Plan;
+use crate::plan::handing_back;
 use crate::signature::Signed;
 
 /// Every snapshot carries its own manifest under this name, which makes each
@@ -76,9 +76,23 @@ impl Current {
         crate::manifest::Lazy::new(self.dir.join(SNAPSHOT_MANIFEST))
     }
 
-    /// With its manifest, read now (if `lazy` has not yet).
-    pub fn with(self, lazy: crate::manifest::Lazy) -> Result<Published> {
-        Ok(Published { id: self.id, dir: self.dir, manifest: lazy.into_inner()? })
+    /// With its manifest, read when first asked for (if `lazy` has not yet).
+    pub fn with(self, manifest: crate::manifest::Lazy) -> Published {
+        Published { id: self.id, dir: self.dir, manifest }
+    }
+}
+
+impl Published {
+    /// Each of its files in path order. Its manifest is read as it is
+    /// planned against, never held, when upmirror wrote it unsigned; a
+    /// signed one may be a vendor's, kept as it came, in any order: that
+    /// one is read whole.
+    pub fn each_file(&self, mut f: impl FnMut(Entry)) -> Result<()> {
+        if self.dir.join(crate::signature::beside(SNAPSHOT_MANIFEST)).exists() {
+            self.manifest.get()?.files.iter().cloned().for_each(&mut f);
+            return Ok(());
+        }
+        self.manifest.each(f)
     }
 }
 
@@ -86,7 +100,7 @@ impl Current {
 pub struct Published {
     pub id: String,
     pub dir: PathBuf,
-    pub manifest: Manifest,
+    pub manifest: crate::manifest::Lazy,
 }
 
 pub struct Store {
@@ -167,8 +181,9 @@ impl Store {
     /// that is not a symlink to `snapshots/<id>` is an error, never repaired.
     pub fn published(&self) -> Result<Option<Published>> {
         let Some(current) = self.current()? else { return Ok(None) };
-        let manifest = read_manifest(&current.dir)?;
-        Ok(Some(Published { id: current.id, dir: current.dir, manifest }))
+        let manifest = current.lazy_manifest();
+        manifest.get()?;
+        Ok(Some(current.with(manifest)))
     }
 
     /// The published snapshot's id and directory, checked as for
@@ -283,7 +298,7 @@ impl Locked<'_> {
     /// but not yet published. A build that fails or is interrupted is removed.
     pub fn build(
         &self,
-        plan: &Plan,
+        keep: Vec<Entry>,
         verified: Vec<Verified>,
         published: Option<&Published>,
         about: About,
@@ -294,15 +309,17 @@ impl Locked<'_> {
             .mode(0o700)
             .create(&build)
             .with_context(|| format!("could not create {}", build.display()))?;
-        let filled = fill(&build, plan, verified, published, about.generated_at).and_then(|manifest| {
-            let newest = manifest.files.iter().map(|e| e.mtime).max().unwrap_or(0);
-            let origin = about.origin.unwrap_or(std::time::UNIX_EPOCH + std::time::Duration::from_secs(newest as u64));
-            let id = crate::ids::content_id(origin, &manifest.files);
-            let trace = crate::trace::extend(about.trace, &id, about.generated_at);
-            write_new(&build.join(crate::trace::TRACE_FILE), &crate::trace::render(&trace))?;
-            write_manifest(&build, manifest, about.manifest)?;
-            Ok(id)
-        });
+        let filled =
+            fill((&build, &self.partial_dir()), keep, verified, published, about.generated_at).and_then(|manifest| {
+                let newest = manifest.files.iter().map(|e| e.mtime).max().unwrap_or(0);
+                let origin =
+                    about.origin.unwrap_or(std::time::UNIX_EPOCH + std::time::Duration::from_secs(newest as u64));
+                let id = crate::ids::content_id(origin, &manifest.files);
+                let trace = crate::trace::extend(about.trace, &id, about.generated_at);
+                write_new(&build.join(crate::trace::TRACE_FILE), &crate::trace::render(&trace))?;
+                write_manifest(&build, manifest, about.manifest)?;
+                Ok(id)
+            });
         let result = filled.and_then(|id| {
             fs::set_permissions(&build, fs::Permissions::from_mode(0o755))
                 .with_context(|| format!("could not open up {}", build.display()))?;
@@ -619,13 +636,13 @@ impl Describe<'_> {
 /// Fill a fresh build directory: directories first, then hardlinks and
 /// renames in parallel; the manifest of what it holds.
 fn fill(
-    build: &Path,
-    plan: &Plan,
+    (build, staging): (&Path, &Path),
+    keep: Vec<Entry>,
     verified: Vec<Verified>,
     published: Option<&Published>,
     generated_at: SystemTime,
 ) -> Result<Manifest> {
-    let keep: &[Entry] = if published.is_some() { &plan.keep } else { &[] };
+    let keep = if published.is_some() { keep } else { Vec::new() };
     let mut dirs: Vec<&str> =
         keep.iter().chain(verified.iter().map(Verified::entry)).filter_map(|e| e.path.ancestors().last()).collect();
     dirs.sort_unstable();
@@ -654,14 +671,14 @@ fn fill(
     // Linked, then unlinked from staging: unlike a rename, a link never
     // replaces a name the file system takes for the same one.
     verified.par_iter().try_for_each(|v| {
-        let (from, to) = (v.file(), build.join(v.entry().path.as_str()));
-        fs::hard_link(from, &to)
-            .and_then(|()| fs::remove_file(from))
+        let (from, to) = (v.file(staging), build.join(v.entry().path.as_str()));
+        fs::hard_link(&from, &to)
+            .and_then(|()| fs::remove_file(&from))
             .map_err(|err| collision(build, &v.entry().path, &err))
             .with_context(|| format!("could not move {} to {}", from.display(), to.display()))
     })?;
     interrupt::check()?;
-    let files = keep.iter().cloned().chain(verified.into_iter().map(Verified::into_entry)).collect();
+    let files = handing_back(keep).chain(handing_back(verified).map(Verified::into_entry)).collect();
     Manifest::new(generated_at, files).map_err(anyhow::Error::msg)
 }
 
@@ -690,18 +707,20 @@ fn collision(build: &Path, path: &crate::manifest::RelPath, err: &std::io::Error
 
 /// The snapshot's manifest, and its signature when it has one.
 fn write_manifest(build: &Path, manifest: Manifest, describe: Describe) -> Result<()> {
-    let (bytes, signature) = match describe {
-        Describe::AsSigned(signed) => (signed.manifest.clone(), Some(signed.signature.clone())),
-        Describe::Own(key) => {
-            let bytes = manifest.to_json();
-            let signature = key.map(|key| crate::signature::sign(&bytes, key)).transpose()?;
-            (bytes, signature.map(String::into_bytes))
+    let path = build.join(SNAPSHOT_MANIFEST);
+    let signature = match describe {
+        Describe::AsSigned(signed) => {
+            write_new(&path, &signed.manifest)?;
+            signed.signature.clone()
+        }
+        Describe::Own(None) => return write_new_with(&path, |w| manifest.write_json(w)),
+        Describe::Own(Some(key)) => {
+            write_new_with(&path, |w| manifest.write_json(w))?;
+            let written = File::open(&path).with_context(|| format!("could not read {}", path.display()))?;
+            crate::signature::sign(std::io::BufReader::new(written), key)?.into_bytes()
         }
     };
-    if let Some(signature) = signature {
-        write_new(&build.join(crate::signature::beside(SNAPSHOT_MANIFEST)), &signature)?;
-    }
-    write_new(&build.join(SNAPSHOT_MANIFEST), &bytes)
+    write_new(&build.join(crate::signature::beside(SNAPSHOT_MANIFEST)), &signature)
 }
 
 pub fn read_manifest(dir: &Path) -> Result<Manifest> {

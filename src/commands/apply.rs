@@ -15,11 +15,11 @@ use crate::config::Config;
 use crate::delta::{Change, write_patches};
 use crate::disk::failpoint;
 use crate::error::{Exit, Refused};
-use crate::fetch::{DeltaStats, Deltas, Job, SeedStats, Seeds, fetch_all};
+use crate::fetch::{DeltaStats, Deltas, Job, SeedStats, Seeds, Verified, fetch_all};
 use crate::hooks;
-use crate::manifest::Entry;
+use crate::manifest::{Entry, RelPath};
 use crate::output::{Progress, Reporter, error_line, human_bytes, rfc3339};
-use crate::plan::Plan;
+use crate::plan::{Plan, handing_back};
 use crate::snapshot::{About, Built, Locked, Published, Store};
 use crate::state::State;
 use crate::status::{Kept, RunStatus, Sinks};
@@ -256,12 +256,12 @@ pub(super) fn intact(run: &Run, id: &str, what: &str) -> Result<crate::manifest:
 
 /// The seeds of `seed_from` for these downloads; a seed that is no
 /// directory is left out, with a warning.
-fn seeds(run: &mut Run, downloads: &[Entry]) -> Option<Arc<Seeds>> {
+fn seeds<'a>(run: &mut Run, downloads: impl Iterator<Item = &'a Entry>) -> Option<Arc<Seeds>> {
     let (dirs, missing): (Vec<PathBuf>, Vec<PathBuf>) = run.cfg.seed_from.iter().cloned().partition(|d| d.is_dir());
     for dir in missing {
         run.warn(format!("seed_from {} is not a directory; not used this run", dir.display()));
     }
-    (!dirs.is_empty() && !downloads.is_empty()).then(|| Arc::new(Seeds::new(&dirs, downloads)))
+    (!dirs.is_empty()).then(|| Arc::new(Seeds::new(&dirs, downloads)))
 }
 
 /// Say what the seeds gave, in the output and the status.
@@ -283,15 +283,15 @@ const MAKE_DELTAS_BUDGET: std::time::Duration = std::time::Duration::from_secs(6
 /// snapshot's changed files of at least that size, written into it before
 /// it is published, on one thread at the lowest priority, within
 /// [`MAKE_DELTAS_BUDGET`]. A failure leaves the snapshot without patches.
-fn make_deltas(run: &mut Run, id: &str, plan: &Plan, base: Option<&Published>) {
+fn make_deltas(run: &mut Run, id: &str, changed: &[RelPath], base: Option<&Published>) {
     let (Some(min), Some(base)) = (run.cfg.make_deltas, base) else { return };
     let dir = run.locked.snapshots().join(id);
-    let Ok(new) = crate::snapshot::read_manifest(&dir) else { return };
-    let changes: Vec<Change> = (plan.change.iter())
-        .filter_map(|(e, _)| {
-            let (old, new) = (base.manifest.get(e.path.as_str())?, new.get(e.path.as_str())?);
+    let (Ok(new), Ok(old)) = (crate::snapshot::read_manifest(&dir), base.manifest.get()) else { return };
+    let changes: Vec<Change> = (changed.iter())
+        .filter_map(|path| {
+            let (old, new) = (old.get(path.as_str())?, new.get(path.as_str())?);
             let fits = new.size >= min && old.size <= crate::delta::MAX_BASE;
-            fits.then_some(Change { path: e.path.as_str(), from: old.sha256?, to: new.sha256?, size: new.size })
+            fits.then_some(Change { path: path.as_str(), from: old.sha256?, to: new.sha256?, size: new.size })
         })
         .collect();
     if changes.is_empty() {
@@ -329,43 +329,28 @@ fn note_patched(run: &mut Run, deltas: Option<&Deltas>) {
 
 /// Fetch and verify the plan's downloads, build a snapshot of them beside
 /// the kept files of `base`, and publish it. `record` notes it in the state.
+/// The plan's entries move into the new snapshot's manifest, never copied.
 pub(super) fn apply(
     run: &mut Run,
-    plan: &Plan,
+    plan: Plan,
     base: Option<&Published>,
     source: Origin,
     record: impl FnOnce(&mut State, &str),
 ) -> Result<String> {
-    let partial = run.locked.partial_dir();
-    let downloads: Vec<Entry> = plan.downloads().cloned().collect();
-    let seeds = seeds(run, &downloads);
-    let deltas = base.map(|b| Arc::new(Deltas::new(source.deltas, &downloads, (&b.dir, &b.manifest))));
-    let deltas = deltas.filter(|d| !d.is_empty());
-    let job = Job {
-        first: source.first,
-        dates: source.dates,
-        staging: &partial,
-        concurrency: run.cfg.files_in_flight(),
-        net: &run.cfg.net,
-        progress: source.progress.clone(),
-        seeds: seeds.clone(),
-        deltas: deltas.clone(),
+    let changed = changed_files(run, &plan)?;
+    let patchable: Vec<RelPath> = match (run.cfg.make_deltas, base) {
+        (Some(_), Some(_)) => plan.change.iter().map(|(e, _)| e.path.clone()).collect(),
+        _ => Vec::new(),
     };
-    let clock = Instant::now();
-    let fetch = fetch_all(source.upstreams, downloads, job);
-    let fetched = source.rt.block_on(before(source.deadline, fetch));
-    source.progress.finish();
-    note_seeded(run, seeds.as_deref());
-    note_patched(run, deltas.as_deref());
-    let verified = fetched?;
-    run.out.detail(format!("fetched {} files in {:.3} s", verified.len(), clock.elapsed().as_secs_f64()));
+    let Plan { add, change, keep, .. } = plan;
+    let verified = fetch(run, (add, change), base, &source)?;
     failpoint("fetched");
     let clock = Instant::now();
-    let built = run.locked.build(plan, verified, base, source.about)?;
+    let built = run.locked.build(keep, verified, base, source.about)?;
     let id = built.id.clone();
     run.out.detail(format!("built snapshot {id} in {:.3} s", clock.elapsed().as_secs_f64()));
-    make_deltas(run, &id, plan, base);
-    let env = hook_env(run, &id, plan)?;
+    make_deltas(run, &id, &patchable, base);
+    let env = hook_env(run, &id, changed);
     if let Some(command) = &run.cfg.hooks.pre_publish
         && let Err(e) = hooks::run("pre_publish", command, &env, run.cfg.hooks.timeout, &run.locked.meta())
     {
@@ -388,24 +373,69 @@ pub(super) fn apply(
     Ok(id)
 }
 
-/// What a hook is told of the snapshot: the root, its id and directory, and
-/// a file of the added and changed paths, NUL-separated.
-fn hook_env(run: &Run, id: &str, plan: &Plan) -> Result<Vec<(&'static str, String)>> {
+/// Fetch and verify the added and changed files, which move into the
+/// downloads as they start: seeds and patches first, the upstreams else.
+fn fetch(
+    run: &mut Run,
+    (add, change): (Vec<Entry>, Vec<(Entry, u64)>),
+    base: Option<&Published>,
+    source: &Origin,
+) -> Result<Vec<Verified>> {
+    let partial = run.locked.partial_dir();
+    let wanted = || add.iter().chain(change.iter().map(|(e, _)| e));
+    let count = add.len() + change.len();
+    let seeds = if count == 0 { None } else { seeds(run, wanted()) };
+    let deltas = match base.filter(|_| !source.deltas.is_empty()) {
+        Some(b) => Some(Arc::new(Deltas::new(source.deltas, wanted(), (&b.dir, b.manifest.get()?)))),
+        None => None,
+    };
+    let deltas = deltas.filter(|d| !d.is_empty());
+    let job = Job {
+        first: source.first,
+        dates: source.dates,
+        staging: &partial,
+        concurrency: run.cfg.files_in_flight(),
+        net: &run.cfg.net,
+        progress: source.progress.clone(),
+        seeds: seeds.clone(),
+        deltas: deltas.clone(),
+    };
+    let clock = Instant::now();
+    let entries = handing_back(add).chain(handing_back(change).map(|(e, _)| e));
+    let fetched = source.rt.block_on(before(source.deadline, fetch_all(source.upstreams, entries, count, job)));
+    source.progress.finish();
+    note_seeded(run, seeds.as_deref());
+    note_patched(run, deltas.as_deref());
+    let verified = fetched?;
+    run.out.detail(format!("fetched {} files in {:.3} s", verified.len(), clock.elapsed().as_secs_f64()));
+    Ok(verified)
+}
+
+/// For the hooks, a file of the added and changed paths, NUL-separated;
+/// none without hooks.
+fn changed_files(run: &Run, plan: &Plan) -> Result<Option<PathBuf>> {
     let hooks = &run.cfg.hooks;
     if hooks.pre_publish.is_none() && hooks.post_publish.is_none() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let list = run.locked.meta().join("changed-files");
     let names: Vec<u8> = plan.downloads().flat_map(|e| [e.path.as_str().as_bytes(), b"\0"].concat()).collect();
     crate::disk::write_private(&list, &names)?;
+    Ok(Some(list))
+}
+
+/// What a hook is told of the snapshot: the root, its id and directory, and
+/// the file of the added and changed paths.
+fn hook_env(run: &Run, id: &str, changed: Option<PathBuf>) -> Vec<(&'static str, String)> {
+    let Some(list) = changed else { return Vec::new() };
     let root = run.locked.root.display().to_string();
     let dir = run.locked.root.join("snapshots").join(id).display().to_string();
-    Ok(vec![
+    vec![
         ("UPMIRROR_ROOT", root),
         ("UPMIRROR_SNAPSHOT_ID", id.to_owned()),
         ("UPMIRROR_SNAPSHOT_DIR", dir),
         ("UPMIRROR_CHANGED_FILES", list.display().to_string()),
-    ])
+    ]
 }
 
 /// Make `snapshot` current; then note it in the state with `record`, save

@@ -27,8 +27,11 @@ pub(super) fn publish(run: &mut Run) {
     };
     let grace = in_grace(run, &state, &kept, unix_seconds(SystemTime::now()));
     let journal = Journal::load(&run.locked.meta());
-    let snap =
-        Snap { id: &published.id, dir: &published.dir, manifest: &published.manifest, kept: &kept, grace: &grace };
+    let manifest = match published.manifest.get() {
+        Ok(manifest) => manifest,
+        Err(e) => return run.warn(format!("nothing was published to the buckets: {}", error_line(&e))),
+    };
+    let snap = Snap { id: &published.id, dir: &published.dir, manifest, kept: &kept, grace: &grace };
     for target in run.cfg.publish_to.clone() {
         let done = crate::bucket::store(&target, &s3)
             .and_then(|store| rt.block_on(crate::bucket::publish(&store, &target, &snap, &journal)));

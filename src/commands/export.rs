@@ -43,8 +43,9 @@ pub(super) fn export(cfg: &Config, to: &Path, since: Option<&str>, link: bool, o
     })?;
     let base = since.map(|s| load_base(&store, s)).transpose()?;
     start_empty(to)?;
+    let manifest = published.manifest.get()?;
     let wanted: Vec<&Entry> =
-        published.manifest.files.iter().filter(|e| base.as_ref().is_none_or(|(_, _, m)| !unchanged(m, e))).collect();
+        manifest.files.iter().filter(|e| base.as_ref().is_none_or(|(_, _, m)| !unchanged(m, e))).collect();
     for e in &wanted {
         copy_file(&published.dir.join(e.path.as_str()), &to.join(e.path.as_str()), link)?;
     }
@@ -68,7 +69,7 @@ pub(super) fn export(cfg: &Config, to: &Path, since: Option<&str>, link: bool, o
         published.id,
         escape(&to.display().to_string()),
         bundle.files,
-        published.manifest.files.len(),
+        manifest.files.len(),
         human_bytes(bundle.bytes),
         bundle.base.as_ref().map(|b| format!(", since {}", escape(b))).unwrap_or_default()
     ));

@@ -20,7 +20,7 @@ pub(super) fn manifest(dir: &Path, sign: Option<&Path>, deltas: Option<(PathBuf,
     let bytes = manifest.to_json();
     // The signature first: a reader never finds a new manifest beside an old signature that fails.
     if let Some(key) = sign {
-        let signature = crate::signature::sign(&bytes, key)?;
+        let signature = crate::signature::sign(&bytes[..], key)?;
         let sig_path = dir.join(&signature_name);
         remove_if_exists(&sig_path)?;
         write_atomic(&path, &bytes)?;

@@ -30,38 +30,41 @@ pub(super) fn status(cfg: &Config, check: Option<Duration>, out: Reporter) -> Re
     let ids = store.snapshot_ids()?;
     let size = mirror_bytes(&store.root.join("snapshots"));
     if out.json {
-        let current = published.as_ref().map(|p| {
-            serde_json::json!({
+        let current = published.as_ref().map(|p| -> Result<serde_json::Value> {
+            let m = p.manifest.get()?;
+            Ok(serde_json::json!({
                 "id": p.id,
-                "files": p.manifest.files.len(),
-                "bytes": p.manifest.total_bytes(),
-                "generated_at": humantime::format_rfc3339_seconds(p.manifest.generated_at).to_string(),
-            })
+                "files": m.files.len(),
+                "bytes": m.total_bytes(),
+                "generated_at": humantime::format_rfc3339_seconds(m.generated_at).to_string(),
+            }))
         });
+        let current = current.transpose()?;
         let running = running.map(|(pid, since)| serde_json::json!({"pid": pid, "since": since}));
         let doc = serde_json::json!({"published": current, "running": running, "last_run": last, "snapshots": ids, "mirror_bytes": size});
         crate::outln!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
-    print_status(published.as_ref(), running, last.as_ref(), &ids);
+    let manifest = published.as_ref().map(|p| p.manifest.get()).transpose()?;
+    print_status(published.as_ref().zip(manifest), running, last.as_ref(), &ids);
     crate::outln!("mirror size {}", human_bytes(size));
     Ok(())
 }
 
 fn print_status(
-    published: Option<&Published>,
+    published: Option<(&Published, &crate::manifest::Manifest)>,
     running: Option<(u32, String)>,
     last: Option<&RunStatus>,
     ids: &[String],
 ) {
     match published {
-        Some(p) => {
-            let age = unix_seconds(SystemTime::now()).saturating_sub(unix_seconds(p.manifest.generated_at));
+        Some((p, m)) => {
+            let age = unix_seconds(SystemTime::now()).saturating_sub(unix_seconds(m.generated_at));
             crate::outln!(
                 "published   {}: {} files, {}, listing generated {} ago",
                 p.id,
-                p.manifest.files.len(),
-                human_bytes(p.manifest.total_bytes()),
+                m.files.len(),
+                human_bytes(m.total_bytes()),
                 human_duration(age)
             );
         }
@@ -100,7 +103,7 @@ fn print_status(
     if let Some(cycle) = last.and_then(|r| r.verify.as_ref()) {
         crate::outln!("verify      {}", cycle.describe());
     }
-    let current = published.map(|p| &p.id);
+    let current = published.map(|(p, _)| &p.id);
     let marked: Vec<String> =
         ids.iter().map(|id| if Some(id) == current { format!("{id} (current)") } else { id.clone() }).collect();
     crate::outln!("snapshots   {} kept: {}", ids.len(), marked.join(", "));

@@ -11,7 +11,7 @@ use crate::cli::SyncArgs;
 use crate::config::Config;
 use crate::error::{Exit, Refused};
 use crate::fetch::{reclaim_staging, staged_bytes};
-use crate::manifest::{Lazy, Manifest};
+use crate::manifest::Lazy;
 use crate::output::{Reporter, human_bytes, rfc3339};
 use crate::plan::{self, Plan, Summary};
 use crate::snapshot::{About, Current, Describe, Published, SNAPSHOT_MANIFEST, Store, describes_snapshot};
@@ -113,7 +113,7 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
     let rt = runtime(true)?;
     let deadline = tokio::time::Instant::now() + cfg.net.run_timeout;
     let whole = args.plan.is_some() || args.recheck;
-    let listing = match list(&rt, deadline, upstreams, (&state, cfg), last.as_ref(), whole)? {
+    let mut listing = match list(&rt, deadline, upstreams, (&state, cfg), last.as_ref(), whole)? {
         ListOutcome::Unchanged { url, .. } => {
             run.status.upstream = Some(url.to_string());
             check_age(cfg, &url, summary.map(|s| s.2))?;
@@ -121,16 +121,16 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
         }
         ListOutcome::Fetched(listing) => listing,
     };
-    let published = last.map(Last::published).transpose()?;
+    let published = last.map(Last::published);
     let upstream = listing.url.to_string();
     note_listing(run, &listing);
     if let Some(reason) = held(&state, &listing, args) {
         run.status.held = Some(reason.clone());
         return Ok(Done::Held { reason });
     }
-    let plan = accept(args, &state, published.as_ref(), &listing, cfg, out)?;
+    let (plan, exact) = accept(args, &state, published.as_ref(), &mut listing, cfg, out)?;
     check_carried(&state, published.as_ref(), &listing, &plan)?;
-    ready_staging(run, args, &plan, published.as_ref())?;
+    ready_staging(run, args, &plan)?;
     if let Some(file) = &args.plan {
         SavedPlan::load(file)?.check(&listing, published.as_ref(), &plan, file)?;
     }
@@ -143,7 +143,7 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
     }
     let summary = plan.summary();
     run.status.summary = summary;
-    let about = about(&listing, &plan, cfg);
+    let about = about(&listing, exact, cfg);
     run.status.snapshot_manifest = about.manifest.label(listing.signed.is_some()).map(Into::into);
     let source = Origin {
         upstreams,
@@ -156,23 +156,24 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
         deltas: &listing.deltas,
     };
     let bytes = plan.keep.iter().chain(plan.downloads()).map(|e| e.size).sum();
-    let size = Some((plan.result_len(), bytes));
-    let id = apply(run, &plan, published.as_ref(), source, |state, id| state.record(id, &listing, size))?;
-    run.status.set_published(&id, plan.result_len(), bytes, listing.manifest.generated_at);
+    let files = plan.result_len();
+    let id =
+        apply(run, plan, published.as_ref(), source, |state, id| state.record(id, &listing, Some((files, bytes))))?;
+    run.status.set_published(&id, files, bytes, listing.manifest.generated_at);
     Ok(Done::Published { id, upstream, summary })
 }
 
 /// Clear from staging what the plan does not want (or what passes
 /// `max_partial_size`), then hold the plan to the guards, counting what
 /// staging already holds.
-fn ready_staging(run: &Run, args: &SyncArgs, plan: &Plan, published: Option<&Published>) -> Result<()> {
+fn ready_staging(run: &Run, args: &SyncArgs, plan: &Plan) -> Result<()> {
     let (cfg, out, partial) = (run.cfg, run.out, run.locked.partial_dir());
     let freed = reclaim_staging(&partial, plan.downloads(), cfg.max_partial_size)?;
     if freed > 0 {
         out.detail(format!("removed {} of partial downloads (unneeded, or past max_partial_size)", human_bytes(freed)));
     }
     let staged = staged_bytes(&partial, plan.downloads());
-    check_plan(cfg, args, plan, (published_count(published), staged), &run.locked.root)
+    check_plan(cfg, args, plan, (plan.published_len(), staged), &run.locked.root)
 }
 
 /// What the status says of the listing: where it came from, who signed it,
@@ -200,7 +201,7 @@ fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Resul
     let rt = runtime(false)?;
     let deadline = tokio::time::Instant::now() + cfg.net.run_timeout;
     let whole = args.save_plan.is_some() || args.recheck;
-    let listing = match list(&rt, deadline, &upstreams, (&state, cfg), last.as_ref(), whole)? {
+    let mut listing = match list(&rt, deadline, &upstreams, (&state, cfg), last.as_ref(), whole)? {
         ListOutcome::Fetched(listing) => listing,
         ListOutcome::Unchanged { url, .. } => {
             let summary = last.as_ref().map(|l| l.summary(&state)).transpose()?;
@@ -217,14 +218,14 @@ fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Resul
         out.info(format!("held: {reason}"));
         return Ok(());
     }
-    let published = last.map(Last::published).transpose()?;
-    let plan = accept(args, &state, published.as_ref(), &listing, cfg, out)?;
+    let published = last.map(Last::published);
+    let (plan, _) = accept(args, &state, published.as_ref(), &mut listing, cfg, out)?;
     check_carried(&state, published.as_ref(), &listing, &plan)?;
     print_plan(&plan, out);
     print_seeds(cfg, &plan, out);
     print_deltas(&plan, &listing, published.as_ref(), out);
     let staged = staged_bytes(&store.meta().join("partial"), plan.downloads());
-    check_plan(cfg, args, &plan, (published_count(published.as_ref()), staged), &store.root)?;
+    check_plan(cfg, args, &plan, (plan.published_len(), staged), &store.root)?;
     if let Some(file) = &args.save_plan {
         SavedPlan::new(&listing, published.as_ref(), &plan).save(file)?;
         out.info(format!("plan saved to {}; apply it with `upmirror sync --plan {}`", file.display(), file.display()));
@@ -235,10 +236,10 @@ fn dry_run(cfg: &Config, args: &SyncArgs, store: &Store, out: Reporter) -> Resul
 /// The changed files a patch from the published snapshot would make.
 fn print_deltas(plan: &Plan, listing: &Listing, published: Option<&Published>, out: Reporter) {
     let Some(p) = published.filter(|_| !listing.deltas.is_empty()) else { return };
-    let downloads: Vec<crate::manifest::Entry> = plan.downloads().cloned().collect();
-    let deltas = crate::fetch::Deltas::new(&listing.deltas, &downloads, (&p.dir, &p.manifest));
+    let Ok(manifest) = p.manifest.get() else { return };
+    let deltas = crate::fetch::Deltas::new(&listing.deltas, plan.downloads(), (&p.dir, manifest));
     let (mut patches, mut whole) = (0, 0);
-    for e in &downloads {
+    for e in plan.downloads() {
         if let Some(size) = deltas.patch_size(e.path.as_str()) {
             out.info(format!(
                 "~ {} (delta {} of {})",
@@ -261,10 +262,9 @@ fn print_seeds(cfg: &Config, plan: &Plan, out: Reporter) {
     if dirs.is_empty() {
         return;
     }
-    let downloads: Vec<crate::manifest::Entry> = plan.downloads().cloned().collect();
-    let seeds = crate::fetch::Seeds::new(&dirs, &downloads);
+    let seeds = crate::fetch::Seeds::new(&dirs, plan.downloads());
     let (files, bytes) =
-        downloads.iter().filter(|e| !seeds.candidates(e).is_empty()).fold((0, 0), |(n, b), e| (n + 1, b + e.size));
+        plan.downloads().filter(|e| !seeds.candidates(e).is_empty()).fold((0, 0), |(n, b), e| (n + 1, b + e.size));
     let rest = plan.summary().download_bytes.saturating_sub(bytes);
     out.info(format!(
         "seed_from may give {files} files ({}), each checked by its sha256 when taken; the rest, {}, is downloaded",
@@ -394,7 +394,7 @@ impl Last {
         Ok((m.files.len(), m.total_bytes(), m.generated_at))
     }
 
-    fn published(self) -> Result<Published> {
+    fn published(self) -> Published {
         self.current.with(self.manifest)
     }
 }
@@ -407,12 +407,12 @@ fn check_carried(state: &State, published: Option<&Published>, listing: &Listing
     super::export::check_carried(&dir, plan, here)
 }
 
-/// What the new snapshot says of itself. One that holds exactly what a
+/// What the new snapshot says of itself. One that holds `exact`ly what a
 /// signed manifest lists keeps that manifest and its signature; any other
 /// gets its own, signed with `signing_key` when one is configured.
-fn about<'a>(listing: &'a Listing, plan: &Plan, cfg: &'a Config) -> About<'a> {
+fn about<'a>(listing: &'a Listing, exact: bool, cfg: &'a Config) -> About<'a> {
     let manifest = match &listing.signed {
-        Some(signed) if holds_exactly(&listing.manifest, plan) => Describe::AsSigned(signed),
+        Some(signed) if exact => Describe::AsSigned(signed),
         _ => Describe::Own(cfg.signing_key.as_deref()),
     };
     About {
@@ -421,17 +421,6 @@ fn about<'a>(listing: &'a Listing, plan: &Plan, cfg: &'a Config) -> About<'a> {
         manifest,
         trace: listing.trace.clone(),
     }
-}
-
-/// Whether the snapshot `plan` builds holds exactly the listing's files:
-/// the same paths (the same count is not enough), none skipped by the
-/// filters, so that none is kept as it was published instead.
-fn holds_exactly(listing: &Manifest, plan: &Plan) -> bool {
-    let mut paths: Vec<&str> = plan.keep.iter().chain(plan.downloads()).map(|e| e.path.as_str()).collect();
-    paths.sort_unstable();
-    plan.skipped == 0
-        && paths.len() == listing.files.len()
-        && paths.iter().zip(&listing.files).all(|(p, e)| *p == e.path.as_str())
 }
 
 /// Why the mirror holds what it has: the upstream still offers the listing
@@ -449,15 +438,16 @@ fn held(state: &State, listing: &Listing, args: &SyncArgs) -> Option<String> {
 }
 
 /// Check the listing against the freshness guards and plan it against the
-/// published snapshot.
+/// published snapshot; its files move into the plan. With the plan, whether
+/// the snapshot it builds holds exactly the listed files.
 fn accept(
     args: &SyncArgs,
     state: &State,
     published: Option<&Published>,
-    listing: &Listing,
+    listing: &mut Listing,
     cfg: &Config,
     out: Reporter,
-) -> Result<Plan> {
+) -> Result<(Plan, bool)> {
     let generated = unix_seconds(listing.manifest.generated_at);
     let dated = listing.source == Source::Manifest;
     if !dated {
@@ -495,15 +485,19 @@ fn accept(
         let name = e.path.ancestors().next().unwrap_or_default();
         anyhow::bail!("{} lists \"{}\": {name} is each snapshot's own file, not a directory", listing.url, e.path);
     }
-    let files: Vec<_> =
-        listing.manifest.files.iter().filter(|e| !describes_snapshot(e.path.as_str())).cloned().collect();
-    if files.len() < listing.manifest.files.len() {
+    let files = std::mem::take(&mut listing.manifest.files);
+    let listed = files.len();
+    let files: Vec<_> = files.into_iter().filter(|e| !describes_snapshot(e.path.as_str())).collect();
+    if files.len() < listed {
         out.warn(format!(
             "{} lists {SNAPSHOT_MANIFEST} or its signature, which each snapshot writes itself; not mirrored",
             listing.url
         ));
     }
-    Ok(plan_of(files, published, cfg, out))
+    let plan = plan_of(files, published, cfg, out)?;
+    // Every path it holds is listed (none kept from outside the filters), and as many.
+    let exact = plan.skipped == 0 && plan.unlisted == 0 && plan.result_len() == listed;
+    Ok((plan, exact))
 }
 
 /// Refuse a listing generated longer than `max_listing_age` before now: a
@@ -527,20 +521,23 @@ fn check_age(cfg: &Config, url: &url::Url, generated: Option<SystemTime>) -> Res
 /// The plan of the listed `files` against the published snapshot: the
 /// `versions` rules first (what they drop is never fetched, and goes from
 /// the mirror), then the filters.
-fn plan_of(files: Vec<crate::manifest::Entry>, published: Option<&Published>, cfg: &Config, out: Reporter) -> Plan {
+fn plan_of(
+    files: Vec<crate::manifest::Entry>,
+    published: Option<&Published>,
+    cfg: &Config,
+    out: Reporter,
+) -> Result<Plan> {
     let (files, series) = crate::versions::select(&cfg.versions, files);
     for s in series.iter().filter(|s| !s.dropped.is_empty()) {
         let name = if s.series.is_empty() { String::new() } else { format!(" {}", crate::output::escape(&s.series)) };
         let (kept, dropped) = (s.kept.join(", "), s.dropped.join(", "));
         out.info(format!("versions {}:{name} keeps {kept}; leaves out {dropped}", s.pattern));
     }
-    let empty = Manifest { generated_at: UNIX_EPOCH, files: Vec::new() };
-    let current = published.map_or(&empty, |p| &p.manifest);
-    plan::diff(&files, &current.files, &cfg.filter)
-}
-
-fn published_count(published: Option<&Published>) -> usize {
-    published.map_or(0, |p| p.manifest.files.len())
+    let mut differ = plan::Differ::new(plan::handing_back(files), &cfg.filter);
+    if let Some(p) = published {
+        p.each_file(|old| differ.old(old))?;
+    }
+    Ok(differ.finish())
 }
 
 /// The delete guard and the free-space guard; of the bytes to download,

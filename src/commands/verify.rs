@@ -30,8 +30,9 @@ impl Outcome for Repaired {
 pub(super) fn verify(cfg: &Config, repair: bool, budget: Option<u64>, out: Reporter) -> Result<()> {
     let store = Store::new(cfg.root()?);
     let published = store.published()?.context("nothing is published yet")?;
+    let manifest = published.manifest.get()?;
     let (problems, checked) = match budget {
-        None => (check_tree(&published.dir, &published.manifest), None),
+        None => (check_tree(&published.dir, manifest), None),
         Some(budget) => budgeted(cfg, &store, &published, budget, out).map(|(p, c)| (p, Some(c)))?,
     };
     if out.json {
@@ -43,7 +44,7 @@ pub(super) fn verify(cfg: &Config, repair: bool, budget: Option<u64>, out: Repor
     match &checked {
         Some(c) => out.info(format!("{}: {}", published.id, c.describe())),
         None if problems.is_empty() => {
-            out.info(format!("{}: all {} files match the manifest", published.id, published.manifest.files.len()))
+            out.info(format!("{}: all {} files match the manifest", published.id, manifest.files.len()))
         }
         None => {}
     }
@@ -105,10 +106,11 @@ fn budgeted(
     if starts {
         cycle.cycle_started_at = Some(now_rfc3339());
     }
-    let (files, ends) = slice(&published.manifest.files, cycle.position.as_deref(), budget);
+    let manifest = published.manifest.get()?;
+    let (files, ends) = slice(&manifest.files, cycle.position.as_deref(), budget);
     let mut problems = check_files(&published.dir, files);
     if starts {
-        problems.extend(extras(&published.dir, &published.manifest));
+        problems.extend(extras(&published.dir, manifest));
     }
     cycle.position = if ends { None } else { files.last().map(|e| e.path.to_string()) };
     if ends {
@@ -134,7 +136,7 @@ fn repair_snapshot(run: &mut Run, published: &Published, problems: &[Problem]) -
     if run.locked.published()?.map(|p| p.id).as_deref() != Some(published.id.as_str()) {
         bail!("the published snapshot changed while it was checked; run `upmirror verify` again");
     }
-    let m = &published.manifest;
+    let m = published.manifest.get()?;
     run.status.set_published(&published.id, m.files.len(), m.total_bytes(), m.generated_at);
     let bad: HashSet<&str> = problems.iter().filter_map(Problem::path).collect();
     let mut plan = Plan::default();
@@ -171,7 +173,7 @@ fn repair_snapshot(run: &mut Run, published: &Published, problems: &[Problem]) -
     // Read before the rebuild, which may take the published snapshot's name.
     let damaged: Vec<&Entry> = m.files.iter().filter(|e| bad.contains(e.path.as_str())).collect();
     let broken = run.locked.inodes(&published.id, &damaged);
-    let result = apply(run, &plan, Some(published), origin, |state, id| {
+    let result = apply(run, plan, Some(published), origin, |state, id| {
         if let Some(info) = state.snapshots.get(&published.id).cloned() {
             state.snapshots.insert(id.to_owned(), info);
         }

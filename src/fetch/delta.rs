@@ -43,9 +43,16 @@ struct Usable {
 impl Deltas {
     /// Of `offered`, the patches from the published file at the same path
     /// (in `published`, a snapshot at `dir`) to a listed download.
-    pub fn new(offered: &[Delta], downloads: &[Entry], published: (&Path, &Manifest)) -> Deltas {
+    pub fn new<'a>(
+        offered: &[Delta],
+        downloads: impl Iterator<Item = &'a Entry>,
+        published: (&Path, &Manifest),
+    ) -> Deltas {
         let (dir, manifest) = published;
-        let wanted: HashMap<&str, &Entry> = downloads.iter().map(|e| (e.path.as_str(), e)).collect();
+        let wanted: HashMap<&str, &Entry> = match offered.is_empty() {
+            true => HashMap::new(),
+            false => downloads.map(|e| (e.path.as_str(), e)).collect(),
+        };
         let mut by_path = HashMap::new();
         for d in offered {
             let Some(entry) = wanted.get(d.path.as_str()) else { continue };

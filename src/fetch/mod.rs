@@ -23,6 +23,7 @@ mod delta;
 mod seed;
 mod segmented;
 
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::ops::Range;
 use std::os::unix::fs::OpenOptionsExt;
@@ -53,12 +54,46 @@ use segmented::Segmented;
 /// ```compile_fail
 /// # use upmirror::{fetch::Verified, manifest::{Entry, RelPath}};
 /// let entry = Entry { path: RelPath::parse("a").unwrap(), size: 1, mtime: 0, sha256: None, local_mtime: None };
-/// let forged = Verified { entry, file: "/tmp/a".into() }; // private fields: does not compile
+/// let forged = Verified { entry, staged: "/tmp/a".into() }; // private fields: does not compile
 /// ```
 #[derive(Debug)]
 pub struct Verified {
     entry: Entry,
-    file: PathBuf,
+    /// Where the bytes wait, below staging (a million of these are held
+    /// until the snapshot is built).
+    staged: Staged,
+}
+
+/// A file in staging: by its name, as [`staging_name`] makes them (16
+/// bytes, no allocation), or by its path when it has another.
+#[derive(Debug)]
+enum Staged {
+    Name([u8; 16]),
+    Path(Box<Path>),
+}
+
+impl Staged {
+    fn of(file: PathBuf) -> Staged {
+        let mut name = [0u8; 16];
+        let named = file.file_name().and_then(|n| n.to_str()).filter(|n| n.len() == 32);
+        let sharded = file.parent().and_then(Path::file_name).and_then(|s| s.to_str());
+        match (named, sharded) {
+            (Some(n), Some(shard)) if n.starts_with(shard) && hex::decode_to_slice(n, &mut name).is_ok() => {
+                Staged::Name(name)
+            }
+            _ => Staged::Path(file.into_boxed_path()),
+        }
+    }
+
+    fn path(&self, staging: &Path) -> PathBuf {
+        match self {
+            Staged::Name(name) => {
+                let name = hex::encode(name);
+                staging.join(&name[..2]).join(name)
+            }
+            Staged::Path(path) => path.to_path_buf(),
+        }
+    }
 }
 
 impl Verified {
@@ -73,7 +108,7 @@ impl Verified {
             return Err(Mismatch::Digest { want, got: digest });
         }
         entry.sha256 = Some(digest);
-        Ok(Verified { entry, file })
+        Ok(Verified { entry, staged: Staged::of(file) })
     }
 
     /// The listed entry, with its digest.
@@ -81,9 +116,9 @@ impl Verified {
         &self.entry
     }
 
-    /// Where the verified bytes wait.
-    pub fn file(&self) -> &Path {
-        &self.file
+    /// Where the verified bytes wait in `staging`.
+    pub fn file(&self, staging: &Path) -> PathBuf {
+        self.staged.path(staging)
     }
 
     /// The entry, once the file has been moved into a snapshot.
@@ -180,14 +215,19 @@ pub struct Job<'a> {
 /// Fetch every entry into `job.staging`, trying upstream `job.first` before
 /// the others. An entry without a digest is accepted only if the body's
 /// `Last-Modified`, cut to the listing's resolution, equals its listed mtime.
-pub async fn fetch_all(up: &Upstreams, entries: Vec<Entry>, job: Job<'_>) -> Result<Vec<Verified>> {
+pub async fn fetch_all(
+    up: &Upstreams,
+    entries: impl Iterator<Item = Entry>,
+    count: usize,
+    job: Job<'_>,
+) -> Result<Vec<Verified>> {
     let staging = job.staging;
     // 256 shards: thousands of files created at once in one directory
     // contend for its lock and crowd one inode group.
     for shard in 0..=255u8 {
         ensure_real_dir(&staging.join(format!("{shard:02x}")))?;
     }
-    up.budget.grant(entries.len());
+    up.budget.grant(count);
     let fetcher = Arc::new(Fetcher {
         up: up.clone(),
         order: std::iter::once(job.first).chain((0..up.bases.len()).filter(|&i| i != job.first)).collect(),
@@ -209,7 +249,8 @@ pub async fn fetch_all(up: &Upstreams, entries: Vec<Entry>, job: Job<'_>) -> Res
             tokio::spawn(async move { fetcher.fetch_one(entry).await })
         })
         .buffer_unordered(job.concurrency);
-    let (mut staged, mut failures) = (Vec::new(), Vec::new());
+    // Sized once: doubling a million entries would hold both copies a while.
+    let (mut staged, mut failures) = (Vec::with_capacity(count), Vec::new());
     while let Some(joined) = results.next().await {
         let result = joined.unwrap_or_else(|e| Err(anyhow!("a download task failed: {e}")));
         match result {
@@ -277,10 +318,10 @@ impl Fetcher {
     async fn apply_patch(&self, entry: &Entry, base: PathBuf, patch: Entry) -> Result<Verified> {
         let staged = self.staged(entry);
         let fetched = self.fetch_retrying_to(patch, staged.with_extension("patch.zst")).await?;
-        let (entry, patch_file) = (entry.clone(), fetched.file().to_path_buf());
+        let (entry, patch_file) = (entry.clone(), fetched.file(&self.staging));
         let apply = move || delta::make_from(&base, &patch_file, entry, staged);
         let made = tokio::task::spawn_blocking(apply).await.map_err(|e| anyhow!("patch task failed: {e}"))?;
-        let _ = std::fs::remove_file(fetched.file());
+        let _ = std::fs::remove_file(fetched.file(&self.staging));
         made
     }
 
@@ -611,23 +652,24 @@ fn staging_name(e: &Entry) -> String {
 /// upstream that fails each run differently grows staging until the
 /// free-space guard refuses every run.
 pub fn reclaim_staging<'a>(staging: &Path, wanted: impl Iterator<Item = &'a Entry>, cap: Option<u64>) -> Result<u64> {
-    let keep: std::collections::HashSet<String> = wanted.map(staging_name).collect();
-    let (mut freed, mut kept) = (0, Vec::new());
+    let mut files = Vec::new();
     let shards = crate::disk::read_dir(staging)?.into_iter().filter(|d| d.file_type().is_ok_and(|t| t.is_dir()));
     for shard in shards {
-        for file in crate::disk::read_dir(&shard.path())? {
-            let name = file.file_name().to_string_lossy().into_owned();
-            let meta = file.metadata().ok();
-            let len = meta.as_ref().map_or(0, |m| m.len());
-            // A partial file, its validator, its record of pieces.
-            if keep.contains(name.split('.').next().unwrap_or_default()) {
-                let modified = meta.and_then(|m| m.modified().ok()).unwrap_or(std::time::UNIX_EPOCH);
-                kept.push((modified, len, file.path()));
-                continue;
-            }
-            crate::disk::remove_if_exists(&file.path())?;
-            freed += len;
+        files.extend(crate::disk::read_dir(&shard.path())?);
+    }
+    let keep = wanted_among(&files, wanted);
+    let (mut freed, mut kept) = (0, Vec::new());
+    for file in files {
+        let meta = file.metadata().ok();
+        let len = meta.as_ref().map_or(0, |m| m.len());
+        // A partial file, its validator, its record of pieces.
+        if keep.contains(stem(&file).as_str()) {
+            let modified = meta.and_then(|m| m.modified().ok()).unwrap_or(std::time::UNIX_EPOCH);
+            kept.push((modified, len, file.path()));
+            continue;
         }
+        crate::disk::remove_if_exists(&file.path())?;
+        freed += len;
     }
     let Some(cap) = cap else { return Ok(freed) };
     kept.sort();
@@ -642,13 +684,32 @@ pub fn reclaim_staging<'a>(staging: &Path, wanted: impl Iterator<Item = &'a Entr
     Ok(freed)
 }
 
+/// A staged file's name up to its first dot: the staging name it belongs to.
+fn stem(file: &std::fs::DirEntry) -> String {
+    let name = file.file_name().to_string_lossy().into_owned();
+    name.split('.').next().unwrap_or_default().to_owned()
+}
+
+/// The staging names of `wanted` that some of `files` carry. Staging holds
+/// few files, the plan maybe millions: only the few are held in a set, and
+/// an empty staging costs no name at all.
+fn wanted_among<'a>(files: &[std::fs::DirEntry], wanted: impl Iterator<Item = &'a Entry>) -> HashSet<String> {
+    let present: HashSet<String> = files.iter().map(stem).collect();
+    if present.is_empty() {
+        return HashSet::new();
+    }
+    wanted.map(staging_name).filter(|name| present.contains(name)).collect()
+}
+
 /// Bytes already downloaded of `wanted` (their partial files in `staging`):
 /// room the free-space guard need not find again.
 pub fn staged_bytes<'a>(staging: &Path, wanted: impl Iterator<Item = &'a Entry>) -> u64 {
-    let wanted: std::collections::HashSet<String> = wanted.map(staging_name).collect();
     let shards = crate::disk::read_dir(staging).unwrap_or_default();
-    let files = shards.iter().flat_map(|shard| crate::disk::read_dir(&shard.path()).unwrap_or_default());
+    let files: Vec<_> =
+        shards.iter().flat_map(|shard| crate::disk::read_dir(&shard.path()).unwrap_or_default()).collect();
+    let wanted = wanted_among(&files, wanted);
     files
+        .iter()
         .filter(|f| wanted.contains(f.file_name().to_string_lossy().as_ref()))
         .filter_map(|f| f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len()))
         .sum()
@@ -709,5 +770,31 @@ impl Limiter {
             start
         };
         tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_staged_file_is_found_again_by_its_name_or_its_path() {
+        let staging = Path::new("/srv/m/.upmirror/partial");
+        let e = Entry {
+            path: crate::manifest::RelPath::parse("a/b").unwrap(),
+            size: 1,
+            mtime: 1,
+            sha256: None,
+            local_mtime: None,
+        };
+        let name = staging_name(&e);
+        let file = staging.join(&name[..2]).join(&name);
+        let staged = Staged::of(file.clone());
+        assert!(matches!(staged, Staged::Name(_)));
+        assert_eq!(staged.path(staging), file);
+        let patch = file.with_extension("patch.zst");
+        assert_eq!(Staged::of(patch.clone()).path(staging), patch);
+        let elsewhere = staging.join("zz").join(&name);
+        assert_eq!(Staged::of(elsewhere.clone()).path(staging), elsewhere);
     }
 }

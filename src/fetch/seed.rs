@@ -45,10 +45,10 @@ pub struct Seeds {
 
 impl Seeds {
     /// Seeds for a run that downloads `entries` (those with a digest only).
-    pub fn new(dirs: &[PathBuf], entries: &[Entry]) -> Seeds {
+    pub fn new<'a>(dirs: &[PathBuf], entries: impl Iterator<Item = &'a Entry>) -> Seeds {
         Seeds {
             dirs: dirs.to_vec(),
-            wanted: entries.iter().filter(|e| e.sha256.is_some()).map(|e| e.size).collect(),
+            wanted: entries.filter(|e| e.sha256.is_some()).map(|e| e.size).collect(),
             by_size: OnceLock::new(),
             stats: Mutex::new(SeedStats::default()),
         }

@@ -25,6 +25,12 @@ pub struct HttpStatus {
 #[error("larger than {0} bytes")]
 pub struct TooLarge(pub u64);
 
+/// This machine could not keep what the upstream sent (the temporary file
+/// of a listing): retrying the request cannot help.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Spool(pub String);
+
 /// Map a non-success status to an error that says what it likely means.
 pub(super) fn check_status(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
     let status = resp.status();

@@ -8,7 +8,7 @@ use reqwest::header::{DATE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIE
 use sha2::{Digest as _, Sha256};
 use url::Url;
 
-use super::errors::check_status;
+use super::errors::{Spool, check_status};
 use super::{Dates, ListOutcome, Listing, MAX_LISTING_BYTES, Source, Upstreams, Validators, file_path};
 use crate::manifest::{Digest, Manifest};
 
@@ -19,22 +19,25 @@ impl Upstreams {
         url: &Url,
         known: Option<Validators>,
     ) -> Result<ListOutcome> {
-        let (bytes, validators) = if url.scheme() == "file" {
-            (
-                read_local(&file_path(&self.bases[upstream])?, &self.manifest_name, MAX_LISTING_BYTES).await?,
-                Validators::default(),
-            )
+        let (doc, validators) = if url.scheme() == "file" {
+            let bytes = read_local(&file_path(&self.bases[upstream])?, &self.manifest_name, MAX_LISTING_BYTES).await?;
+            (Document::of(&bytes)?, Validators::default())
         } else {
             match self.retrying(|| self.get_manifest(url, known.as_ref())).await? {
                 Some(fetched) => fetched,
                 None => return Ok(ListOutcome::Unchanged { upstream, url: url.clone() }),
             }
         };
-        let signature = self.check_signature(upstream, &bytes).await?;
-        let manifest = Manifest::parse(&bytes).map_err(anyhow::Error::msg)?;
+        // A signed manifest is kept whole, to be checked and then published as it came.
+        let bytes = if self.trusted.is_empty() { None } else { Some(doc.bytes()?) };
+        let signature = match &bytes {
+            Some(bytes) => Some(self.check_signature(upstream, bytes).await?),
+            None => None,
+        };
+        let manifest = doc.parse()?;
         let trace = self.fetch_trace(upstream).await;
         let deltas = self.fetch_deltas(upstream).await;
-        let identity = Digest(Sha256::digest(&bytes).into());
+        let identity = doc.sha256;
         Ok(ListOutcome::Fetched(Box::new(Listing {
             upstream,
             url: url.clone(),
@@ -44,7 +47,9 @@ impl Upstreams {
             manifest,
             signed_by: signature.as_ref().map(|(id, _)| id.clone()),
             unsigned_files: None,
-            signed: signature.map(|(_, signature)| crate::signature::Signed { manifest: bytes, signature }),
+            signed: signature
+                .zip(bytes)
+                .map(|((_, signature), manifest)| crate::signature::Signed { manifest, signature }),
             dates: Dates::EXACT,
             server: None,
             rechecks: Default::default(),
@@ -55,7 +60,7 @@ impl Upstreams {
 
     /// The manifest's bytes and validators, or `None` when the upstream
     /// answers 304 to the validators we sent.
-    async fn get_manifest(&self, url: &Url, known: Option<&Validators>) -> Result<Option<(Vec<u8>, Validators)>> {
+    async fn get_manifest(&self, url: &Url, known: Option<&Validators>) -> Result<Option<(Document, Validators)>> {
         let _slot = self.slot(url).await;
         let mut req = self.client.get(url.clone());
         if let Some(v) = known {
@@ -73,7 +78,7 @@ impl Upstreams {
         let resp = check_status(resp)?;
         let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let validators = Validators::of(header(ETAG), header(LAST_MODIFIED), header(DATE).as_deref());
-        Ok(Some((self.read_capped(resp, MAX_LISTING_BYTES).await?, validators)))
+        Ok(Some((self.spool_capped(resp, MAX_LISTING_BYTES).await?, validators)))
     }
 
     /// The trace of the tiers beside upstream `i`'s manifest; none when there
@@ -110,10 +115,7 @@ impl Upstreams {
     /// With trusted keys, the manifest's detached signature must verify by
     /// one of them; the key's id and the signature. Nothing is asked
     /// without trusted keys.
-    async fn check_signature(&self, upstream: usize, bytes: &[u8]) -> Result<Option<(String, Vec<u8>)>> {
-        if self.trusted.is_empty() {
-            return Ok(None);
-        }
+    async fn check_signature(&self, upstream: usize, bytes: &[u8]) -> Result<(String, Vec<u8>)> {
         let name = crate::signature::beside(&self.manifest_name);
         let signature = self.read_beside(upstream, &name, crate::signature::MAX_SIGNATURE_BYTES).await;
         // A new error, not a context: a missing signature must not read as a missing manifest.
@@ -124,7 +126,65 @@ impl Upstreams {
             )
         })?;
         let id = self.trusted.verify(bytes, &signature)?;
-        Ok(Some((id, signature)))
+        Ok((id, signature))
+    }
+}
+
+/// A manifest document as it came: in an unnamed temporary file, with its
+/// sha256 (the listing's identity). Parsed from there, so a million entries
+/// are never held beside the document.
+pub(super) struct Document {
+    file: std::fs::File,
+    len: u64,
+    hasher: Sha256,
+    pub sha256: Digest,
+}
+
+impl Document {
+    pub fn new() -> Result<Document> {
+        let file = tempfile::tempfile().map_err(|e| Spool(format!("no temporary file for the listing: {e}")))?;
+        Ok(Document { file, len: 0, hasher: Sha256::new(), sha256: Digest([0; 32]) })
+    }
+
+    /// A document of `bytes` read whole (a `file://` upstream's).
+    fn of(bytes: &[u8]) -> Result<Document> {
+        let mut doc = Document::new()?;
+        doc.write(bytes)?;
+        doc.finish()
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+        std::io::Write::write_all(&mut self.file, bytes)
+            .map_err(|e| Spool(format!("could not keep the listing in a temporary file: {e}")).into())
+    }
+
+    pub fn finish(mut self) -> Result<Document> {
+        self.sha256 = Digest(self.hasher.finalize_reset().into());
+        Ok(self)
+    }
+
+    /// From the start, through a buffer.
+    fn reader(&self) -> Result<std::io::BufReader<std::fs::File>> {
+        let mut file = self.file.try_clone().map_err(|e| Spool(format!("could not read the listing back: {e}")))?;
+        std::io::Seek::rewind(&mut file).map_err(|e| Spool(format!("could not read the listing back: {e}")))?;
+        Ok(std::io::BufReader::with_capacity(256 * 1024, file))
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.len as usize);
+        std::io::Read::read_to_end(&mut self.reader()?, &mut out)
+            .map_err(|e| Spool(format!("could not read the listing back: {e}")))?;
+        Ok(out)
+    }
+
+    fn parse(&self) -> Result<Manifest> {
+        Manifest::parse_from(self.reader()?).map_err(anyhow::Error::msg)
     }
 }
 

@@ -159,6 +159,25 @@ impl Upstreams {
         }
     }
 
+    /// [`Self::read_capped`] into an unnamed temporary file, hashed as it
+    /// arrives: a listing of a million files never sits in memory whole.
+    pub(super) async fn spool_capped(&self, mut resp: reqwest::Response, cap: u64) -> Result<super::listing::Document> {
+        let mut doc = super::listing::Document::new()?;
+        let mut pace = Pace::new(&self.net);
+        loop {
+            let chunk = tokio::time::timeout(self.net.idle_timeout, resp.chunk())
+                .await
+                .map_err(|_| Stalled::Idle(self.net.idle_timeout))?
+                .map_err(describe)?;
+            let Some(chunk) = chunk else { return doc.finish() };
+            if doc.len() + chunk.len() as u64 > cap {
+                return Err(TooLarge(cap).into());
+            }
+            pace.add(chunk.len())?;
+            doc.write(&chunk)?;
+        }
+    }
+
     /// The exact length and `Last-Modified` of a file, from a HEAD request;
     /// a server that sends no length on HEAD (Apache, for an empty file) is
     /// asked with a GET whose body is left unread.
