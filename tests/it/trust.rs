@@ -365,3 +365,56 @@ fn a_replayed_old_signed_manifest_is_refused_past_max_listing_age() {
     assert_eq!(env.sync(&server.url(), &max_age).code, 0);
     assert_ne!(env.published_id(), published);
 }
+
+/// A vendor's signed manifest listing its files in another order than
+/// upmirror's: kept as it came, and a later sync still plans against it
+/// (read whole, not streamed); upmirror's own manifest out of order is a
+/// damaged store, named, and nothing is published.
+#[test]
+fn a_vendors_signed_manifest_in_any_order_is_planned_against_and_a_disordered_own_one_is_refused() {
+    let env = Env::with_sample_tree();
+    let (public, secret, _) = keypair(&env, "vendor");
+    let text = fs::read_to_string(&secret).unwrap();
+    let key = minisign::SecretKeyBox::from_string(&text).unwrap().into_unencrypted_secret_key().unwrap();
+    let manifest = env.upstream.join("upmirror-manifest.json");
+    let sign_reversed = || {
+        env.make_manifest();
+        let mut doc: serde_json::Value = serde_json::from_slice(&fs::read(&manifest).unwrap()).unwrap();
+        doc["files"].as_array_mut().unwrap().reverse();
+        let bytes = serde_json::to_vec(&doc).unwrap();
+        let sig = minisign::sign(None, &key, std::io::Cursor::new(&bytes), None, None).unwrap();
+        fs::write(&manifest, &bytes).unwrap();
+        fs::write(env.upstream.join("upmirror-manifest.json.minisig"), sig.into_string()).unwrap();
+        bytes
+    };
+    let server = env.serve();
+    let trust = ["--trusted-key", public.to_str().unwrap()];
+    let vendor = sign_reversed();
+    assert_eq!(env.sync(&server.url(), &trust).code, 0);
+    let kept = env.root.join("current/upmirror-manifest.json");
+    assert_eq!(fs::read(&kept).unwrap(), vendor, "the vendor's manifest is kept as it came");
+    env.write("releases/current.json", b"{\"version\":\"11.7\"}\n");
+    sign_reversed();
+    let out = env.sync(&server.url(), &trust);
+    assert_eq!(out.code, 0, "{out:?}");
+    env.assert_mirrors_upstream();
+
+    // Unsigned, the snapshot's manifest is upmirror's own, streamed: out of order, it is damage.
+    fs::remove_file(env.upstream.join("upmirror-manifest.json.minisig")).unwrap();
+    env.write("releases/current.json", b"{\"version\":\"11.8\"}\n");
+    env.make_manifest();
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    let published = env.published_id().unwrap();
+    assert!(!env.root.join("current/upmirror-manifest.json.minisig").exists());
+    let own = fs::canonicalize(&kept).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_slice(&fs::read(&own).unwrap()).unwrap();
+    doc["files"].as_array_mut().unwrap().swap(0, 1);
+    fs::write(&own, serde_json::to_vec(&doc).unwrap()).unwrap();
+    env.write("releases/current.json", b"{\"version\":\"11.9\"}\n");
+    env.make_manifest();
+    let out = env.sync(&server.url(), &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("is out of order: it is no manifest upmirror wrote"), "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("snapshots/{published}/upmirror-manifest.json")), "{}", out.stderr);
+    assert_eq!(env.published_id(), Some(published));
+}
