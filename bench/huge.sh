@@ -6,9 +6,14 @@
 # sync, a no-op, a 1 % change (the kit's `mutate --pct 1`: 1 % changed,
 # 1 % added, 1 % deleted), `verify` of the published snapshot, and a sync
 # of another 1 % change with --keep 1 (publish, then prune the oldest).
-# Beside it: `find -type f | xargs sha256sum` on the same tree, verify's floor.
+# Beside it: `find -type f | xargs sha256sum` on the same tree, verify's
+# floor, and rclone's full sync of the same tree (as the kit runs it).
+# Each full sync writes into a file system of its own, made fresh (ext4 on
+# a loop device): ext4 allocates inodes slowly for a while after a million
+# files were deleted (`recently_deleted`), which a deleted earlier run
+# would otherwise charge to whichever tool comes next.
 #
-#   bench/huge.sh        # needs: apt-get install -y nginx curl python3 time; ~10 GB of disk
+#   bench/huge.sh        # as root; needs: apt-get install -y nginx curl python3 time rclone; ~20 GB of disk
 source "$(dirname "$0")/common.sh"
 T=$BENCH_DIR/trees/huge/base
 if [ ! -e "$T/upmirror-manifest.json" ]; then
@@ -18,9 +23,21 @@ if [ ! -e "$T/upmirror-manifest.json" ]; then
 fi
 "$KIT/upstream.sh" start "$T" >/dev/null
 "$KIT/upstream.sh" serve "$T" >/dev/null
-trap '"$KIT/upstream.sh" stop >/dev/null' EXIT
+# fresh_fs DIR: an empty ext4 file system of its own mounted at DIR.
+fresh_fs() {
+  local dir=$1 img=$1.img
+  if mountpoint -q "$dir"; then umount "$dir"; fi
+  rm -rf "$dir" "$img"
+  mkdir -p "$dir"
+  truncate -s 16G "$img"
+  mkfs.ext4 -q -F -N 4000000 -E lazy_itable_init=0,lazy_journal_init=0 "$img"
+  mount -o loop "$img" "$dir"
+}
 D=$BENCH_DIR/dest/huge
-rm -rf "$D"
+R=$BENCH_DIR/dest/huge-rclone
+trap '"$KIT/upstream.sh" stop >/dev/null; umount "$D" "$R" 2>/dev/null || true' EXIT
+fresh_fs "$D"
+fresh_fs "$R"
 
 run() {
   local label=$1; shift
@@ -33,6 +50,9 @@ sync_args=(sync --quiet --upstream https://127.0.0.1:18444/ --ca-file "$CA" --ro
 echo "| huge (1,000,000 files) | wall s | peak RSS MiB |"
 echo "| --- | --- | --- |"
 run "full sync" "$BIN" "${sync_args[@]}"
+: > "$BENCH_DIR/rclone.conf"
+run "rclone full sync (crawls the HTML listings)" rclone sync --config "$BENCH_DIR/rclone.conf" -q \
+  --http-url https://127.0.0.1:18443/ --ca-cert "$CA" --transfers 8 --checkers 16 :http: "$R"
 run "no-op" "$BIN" "${sync_args[@]}"
 python3 "$KIT/gen-tree.py" mutate "$T" --pct 1 --seed 1 && "$BIN" manifest --quiet "$T"
 run "1 % changed, added and deleted" "$BIN" "${sync_args[@]}"
