@@ -112,9 +112,9 @@ impl Upstreams {
         Ok(self.get_small(&url, cap).await?.0)
     }
 
-    /// With trusted keys, the manifest's detached signature must verify by
-    /// one of them; the key's id and the signature. Nothing is asked
-    /// without trusted keys.
+    /// The manifest's detached signature, which must verify by one of the
+    /// trusted keys: the key's id and the signature. Asked only with
+    /// trusted keys.
     async fn check_signature(&self, upstream: usize, bytes: &[u8]) -> Result<(String, Vec<u8>)> {
         let name = crate::signature::beside(&self.manifest_name);
         let signature = self.read_beside(upstream, &name, crate::signature::MAX_SIGNATURE_BYTES).await;
