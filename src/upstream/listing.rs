@@ -153,10 +153,6 @@ impl Document {
         doc.finish()
     }
 
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
     pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.hasher.update(bytes);
         self.len += bytes.len() as u64;

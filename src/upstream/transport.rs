@@ -143,38 +143,45 @@ impl Upstreams {
     }
 
     /// A whole small body, at most `cap` bytes, at the pace every transfer keeps.
-    pub(super) async fn read_capped(&self, mut resp: reqwest::Response, cap: u64) -> Result<Vec<u8>> {
-        let (mut out, mut pace) = (Vec::new(), Pace::new(&self.net));
-        loop {
-            let chunk = tokio::time::timeout(self.net.idle_timeout, resp.chunk())
-                .await
-                .map_err(|_| Stalled::Idle(self.net.idle_timeout))?
-                .map_err(describe)?;
-            let Some(chunk) = chunk else { return Ok(out) };
-            if out.len() as u64 + chunk.len() as u64 > cap {
-                return Err(TooLarge(cap).into());
-            }
-            pace.add(chunk.len())?;
-            out.extend_from_slice(&chunk);
-        }
+    pub(super) async fn read_capped(&self, resp: reqwest::Response, cap: u64) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read_into(resp, cap, |chunk| {
+            out.extend_from_slice(chunk);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
     }
 
     /// [`Self::read_capped`] into an unnamed temporary file, hashed as it
     /// arrives: a listing of a million files never sits in memory whole.
-    pub(super) async fn spool_capped(&self, mut resp: reqwest::Response, cap: u64) -> Result<super::listing::Document> {
+    pub(super) async fn spool_capped(&self, resp: reqwest::Response, cap: u64) -> Result<super::listing::Document> {
         let mut doc = super::listing::Document::new()?;
-        let mut pace = Pace::new(&self.net);
+        self.read_into(resp, cap, |chunk| doc.write(chunk)).await?;
+        doc.finish()
+    }
+
+    /// Each chunk of a body of at most `cap` bytes to `sink`, at the pace
+    /// every transfer keeps.
+    async fn read_into(
+        &self,
+        mut resp: reqwest::Response,
+        cap: u64,
+        mut sink: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let (mut len, mut pace) = (0u64, Pace::new(&self.net));
         loop {
             let chunk = tokio::time::timeout(self.net.idle_timeout, resp.chunk())
                 .await
                 .map_err(|_| Stalled::Idle(self.net.idle_timeout))?
                 .map_err(describe)?;
-            let Some(chunk) = chunk else { return doc.finish() };
-            if doc.len() + chunk.len() as u64 > cap {
+            let Some(chunk) = chunk else { return Ok(()) };
+            len += chunk.len() as u64;
+            if len > cap {
                 return Err(TooLarge(cap).into());
             }
             pace.add(chunk.len())?;
-            doc.write(&chunk)?;
+            sink(&chunk)?;
         }
     }
 
