@@ -10,7 +10,7 @@ use super::{before, client_identity, runtime, unix_seconds};
 use crate::cli::SyncArgs;
 use crate::config::Config;
 use crate::error::{Exit, Refused};
-use crate::fetch::{reclaim_staging, staged_bytes};
+use crate::fetch::{Reclaimed, reclaim_staging, staged_bytes};
 use crate::manifest::Lazy;
 use crate::output::{Reporter, human_bytes, rfc3339};
 use crate::plan::{self, Plan, Summary};
@@ -168,11 +168,10 @@ fn sync_with(run: &mut Run, args: &SyncArgs, upstreams: &Upstreams) -> Result<Do
 /// staging already holds.
 fn ready_staging(run: &Run, args: &SyncArgs, plan: &Plan) -> Result<()> {
     let (cfg, out, partial) = (run.cfg, run.out, run.locked.partial_dir());
-    let freed = reclaim_staging(&partial, plan.downloads(), cfg.max_partial_size)?;
+    let Reclaimed { freed, staged } = reclaim_staging(&partial, plan.downloads(), cfg.max_partial_size)?;
     if freed > 0 {
         out.detail(format!("removed {} of partial downloads (unneeded, or past max_partial_size)", human_bytes(freed)));
     }
-    let staged = staged_bytes(&partial, plan.downloads());
     check_plan(cfg, args, plan, (plan.published_len(), staged), &run.locked.root)
 }
 

@@ -648,10 +648,14 @@ fn staging_name(e: &Entry) -> String {
 
 /// Remove from `staging` what the plan no longer needs — any file but the
 /// partial downloads of `wanted` — and then, past `cap` bytes, the oldest of
-/// those too (they start over). Returns the bytes freed. Without this, an
-/// upstream that fails each run differently grows staging until the
-/// free-space guard refuses every run.
-pub fn reclaim_staging<'a>(staging: &Path, wanted: impl Iterator<Item = &'a Entry>, cap: Option<u64>) -> Result<u64> {
+/// those too (they start over). Without this, an upstream that fails each
+/// run differently grows staging until the free-space guard refuses every
+/// run.
+pub fn reclaim_staging<'a>(
+    staging: &Path,
+    wanted: impl Iterator<Item = &'a Entry>,
+    cap: Option<u64>,
+) -> Result<Reclaimed> {
     let mut files = Vec::new();
     let shards = crate::disk::read_dir(staging)?.into_iter().filter(|d| d.file_type().is_ok_and(|t| t.is_dir()));
     for shard in shards {
@@ -663,25 +667,32 @@ pub fn reclaim_staging<'a>(staging: &Path, wanted: impl Iterator<Item = &'a Entr
         let meta = file.metadata().ok();
         let len = meta.as_ref().map_or(0, |m| m.len());
         // A partial file, its validator, its record of pieces.
-        if keep.contains(stem(&file).as_str()) {
+        let stem = stem(&file);
+        if keep.contains(stem.as_str()) {
+            let partial = meta.as_ref().is_some_and(|m| m.is_file()) && file.file_name() == stem.as_str();
             let modified = meta.and_then(|m| m.modified().ok()).unwrap_or(std::time::UNIX_EPOCH);
-            kept.push((modified, len, file.path()));
+            kept.push((modified, len, file.path(), partial));
             continue;
         }
         crate::disk::remove_if_exists(&file.path())?;
         freed += len;
     }
-    let Some(cap) = cap else { return Ok(freed) };
     kept.sort();
-    let mut total: u64 = kept.iter().map(|(_, len, _)| len).sum();
-    for (_, len, path) in kept {
-        if total <= cap {
-            break;
-        }
-        crate::disk::remove_if_exists(&path)?;
-        (total, freed) = (total - len, freed + len);
+    let mut total: u64 = kept.iter().map(|k| k.1).sum();
+    let mut dropped = 0;
+    while let Some((_, len, path, _)) = kept.get(dropped).filter(|_| cap.is_some_and(|cap| total > cap)) {
+        crate::disk::remove_if_exists(path)?;
+        (total, freed, dropped) = (total - len, freed + len, dropped + 1);
     }
-    Ok(freed)
+    let staged = kept[dropped..].iter().filter(|k| k.3).map(|k| k.1).sum();
+    Ok(Reclaimed { freed, staged })
+}
+
+/// What [`reclaim_staging`] did: the bytes it freed, and the bytes of the
+/// partial downloads it kept (room the free-space guard need not find again).
+pub struct Reclaimed {
+    pub freed: u64,
+    pub staged: u64,
 }
 
 /// A staged file's name up to its first dot: the staging name it belongs to.
