@@ -20,3 +20,18 @@ kit_tree() {
   fi
   echo "$t"
 }
+
+# fresh_fs DIR [INODES]: an empty ext4 file system of its own (a sparse
+# 16 GiB image on a loop device) mounted at DIR; needs root. ext4 allocates
+# inodes slowly for a while after many files were deleted
+# (`recently_deleted`), which a deleted earlier run would otherwise charge
+# to whichever tool writes next.
+fresh_fs() {
+  local dir=$1 img=$1.img
+  if mountpoint -q "$dir"; then umount "$dir"; fi
+  rm -rf "$dir" "$img"
+  mkdir -p "$dir"
+  truncate -s 16G "$img"
+  mkfs.ext4 -q -F ${2:+-N "$2"} -E lazy_itable_init=0,lazy_journal_init=0 "$img"
+  mount -o loop "$img" "$dir"
+}

@@ -23,21 +23,11 @@ if [ ! -e "$T/upmirror-manifest.json" ]; then
 fi
 "$KIT/upstream.sh" start "$T" >/dev/null
 "$KIT/upstream.sh" serve "$T" >/dev/null
-# fresh_fs DIR: an empty ext4 file system of its own mounted at DIR.
-fresh_fs() {
-  local dir=$1 img=$1.img
-  if mountpoint -q "$dir"; then umount "$dir"; fi
-  rm -rf "$dir" "$img"
-  mkdir -p "$dir"
-  truncate -s 16G "$img"
-  mkfs.ext4 -q -F -N 4000000 -E lazy_itable_init=0,lazy_journal_init=0 "$img"
-  mount -o loop "$img" "$dir"
-}
 D=$BENCH_DIR/dest/huge
 R=$BENCH_DIR/dest/huge-rclone
 trap '"$KIT/upstream.sh" stop >/dev/null; umount "$D" "$R" 2>/dev/null || true' EXIT
-fresh_fs "$D"
-fresh_fs "$R"
+fresh_fs "$D" 4000000
+fresh_fs "$R" 4000000
 
 run() {
   local label=$1; shift

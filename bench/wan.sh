@@ -16,16 +16,13 @@
 # profiles are the kit's, crawled from their JSON listings, or with
 # MANIFEST=1 served with an upmirror manifest (a hardlinked copy of the tree).
 #
+# Each full sync writes into an ext4 file system of its own, made fresh
+# (bench/common.sh's fresh_fs; as root).
+#
 # Needs: apt-get install -y nginx rclone lftp curl
-set -euo pipefail
-cd "$(dirname "$0")/.."
-KIT=${KIT:-$(cd ../shared/bench && pwd)}
-export BENCH_DIR=${BENCH_DIR:-/tmp/upmirror-bench}
+source "$(dirname "$0")/common.sh"
 PROFILE=${PROFILE:-small} RUNS=${RUNS:-3} TOOLS=${TOOLS:-"upmirror rclone lftp"}
 RTT=${WAN_RTT_MS:-50} MBIT=${WAN_MBIT:-400} WINDOW=${WAN_WINDOW_KIB:-4096}
-
-cargo build --release --quiet
-BIN=$PWD/target/release/upmirror
 TREE=$BENCH_DIR/trees/$PROFILE/base
 if [ ! -d "$TREE" ]; then
   case $PROFILE in
@@ -43,8 +40,8 @@ python3 "$KIT/wan-proxy.py" 29443 18443 --rtt-ms "$RTT" --mbit "$MBIT" --window-
 html=$!
 python3 "$KIT/wan-proxy.py" 29444 18444 --rtt-ms "$RTT" --mbit "$MBIT" --window-kib "$WINDOW" >/dev/null 2>&1 &
 json=$!
-trap 'kill $html $json 2>/dev/null; "$KIT/upstream.sh" stop >/dev/null' EXIT
-CA=$BENCH_DIR/pki/ca.crt DEST=$BENCH_DIR/dest/wan
+DEST=$BENCH_DIR/dest/wan
+trap 'kill $html $json 2>/dev/null; "$KIT/upstream.sh" stop >/dev/null; umount "$DEST"/* 2>/dev/null || true' EXIT
 touch "$BENCH_DIR/rclone.conf"
 until curl -sf --cacert "$CA" -o /dev/null https://127.0.0.1:29444/; do sleep 0.1; done
 
@@ -64,7 +61,7 @@ echo "| tool | run | full s | no-op s |"
 echo "| --- | --- | --- | --- |"
 for run in $(seq "$RUNS"); do
   for tool in $TOOLS; do
-    rm -rf "${DEST:?}/$tool"; mkdir -p "$DEST/$tool"
+    fresh_fs "$DEST/$tool"
     full=$(seconds "$(command_of "$tool")")
     noop=$(seconds "$(command_of "$tool")")
     echo "| $tool | $run | $full | $noop |"

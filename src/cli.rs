@@ -330,14 +330,14 @@ pub struct UpstreamArgs {
     #[arg(long, env = "UPMIRROR_ALLOW_PLAIN_HTTP", num_args = 0..=1,
           default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
     pub allow_plain_http: Option<bool>,
-    /// Multiplex all transfers over one HTTP/2 connection instead of a pool of HTTP/1.1 ones.
+    /// Offer HTTP/2 and carry a host's requests over a few HTTP/2 connections when it accepts [default: true].
     #[arg(long, env = "UPMIRROR_HTTP2", num_args = 0..=1,
           default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
     pub http2: Option<bool>,
     /// Downloads in flight at once, fixed [default: adaptive, per host up to max_connections_per_host].
     #[arg(long, env = "UPMIRROR_CONCURRENCY", value_name = "N")]
     pub concurrency: Option<usize>,
-    /// Requests in flight to one upstream host at most [default: 64].
+    /// Connections to one upstream host at most (over HTTP/2, up to 50 requests each) [default: 64].
     #[arg(long, env = "UPMIRROR_MAX_CONNECTIONS_PER_HOST", value_name = "N")]
     pub max_connections_per_host: Option<usize>,
     /// Files a crawl asks again with a HEAD per run when their listing shows neither size nor date,

@@ -31,6 +31,12 @@ pub struct VersionsEntry {
 
 /// The manifest's file name unless `manifest_name` says otherwise.
 const MANIFEST: &str = "upmirror-manifest.json";
+/// HTTP/2 connections to one host at most, beside the one that asked first
+/// (fewer when `max_connections_per_host` is lower).
+const H2_CONNECTIONS: usize = 8;
+/// Requests in flight on one HTTP/2 connection at most: the concurrent
+/// streams RFC 9113 asks a server to allow (nginx allows 128).
+pub const H2_STREAMS: usize = 50;
 
 /// An `upstreams` entry: a URL, or `{ url = "...", proxy = "http://…" | "direct" }`.
 #[derive(Debug, Clone, Deserialize)]
@@ -245,7 +251,7 @@ impl Config {
             make_deltas: bytes("make_deltas", keys.publish.make_deltas.clone().or(file.make_deltas.clone()), false)?,
             publish_to,
             s3,
-            http2: keys.upstream.http2.or(file.http2).unwrap_or(false),
+            http2: keys.upstream.http2.or(file.http2).unwrap_or(true),
             trusted_keys: list(&keys.upstream.trusted_keys, &file.trusted_keys),
             openpgp_keyring: paths(&keys.upstream.openpgp_keyring, &file.openpgp_keyring)?,
             hooks: resolve_hooks(&keys.publish, &file)?,
@@ -319,7 +325,21 @@ impl Config {
     /// Files in flight at once: the fixed `concurrency`, else as many as
     /// the upstream hosts could take (each host's limit decides).
     pub fn files_in_flight(&self) -> usize {
-        self.concurrency.unwrap_or(self.max_connections_per_host * self.upstreams.len().max(1))
+        self.concurrency.unwrap_or(self.requests_per_host() * self.upstreams.len().max(1))
+    }
+
+    /// HTTP/2 connections to one host that answered over HTTP/2, beside
+    /// the one that asked first: one fewer than `max_connections_per_host`
+    /// allows, at most [`H2_CONNECTIONS`].
+    pub fn h2_connections(&self) -> usize {
+        if self.http2 { H2_CONNECTIONS.min(self.max_connections_per_host.saturating_sub(1)) } else { 0 }
+    }
+
+    /// Requests in flight to one host at most: one on each HTTP/1.1
+    /// connection, [`H2_STREAMS`] on each HTTP/2 one.
+    pub fn requests_per_host(&self) -> usize {
+        let streams = if self.http2 { self.h2_connections().max(1) * H2_STREAMS } else { 0 };
+        self.max_connections_per_host.max(streams)
     }
 
     /// The root, which every command but `manifest` needs.

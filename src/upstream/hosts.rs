@@ -1,10 +1,11 @@
 //! How many requests go to one upstream host at once. Adaptive (without a
 //! fixed `concurrency`), a host starts with [`START`] places and earns more
 //! each time the bytes it sends per second beat the best rate seen before,
-//! up to `max_connections_per_host`: twice as many while every window beats
-//! the last (a slow start), a quarter more after the first that did not. A
-//! long link gets the requests in flight it needs to be filled, a short one
-//! stays where more would not help. A host that answers 429 or 503 is
+//! up to `max_connections_per_host` (a host that answers over HTTP/2: from
+//! 128 up to 50 streams on each of its connections): twice as many while
+//! every window beats the last (a slow start), a quarter more after the
+//! first that did not. A long link gets the requests in flight it needs to
+//! be filled, a short one stays where more would not help. A host that answers 429 or 503 is
 //! overrun: its places are halved (the requests that wait for a place then
 //! go fewer at a time instead of retrying into the same wall), and given
 //! back one for every `4 × limit` answers without complaint.
@@ -19,8 +20,11 @@ use tokio::time::Instant;
 const GROWTH: usize = 4;
 /// The places an adaptive host starts with.
 pub const START: usize = 32;
+/// The places of an adaptive host that answered over HTTP/2: streams cost
+/// a server far less than connections (a browser opens 100 on one).
+const MULTIPLEXED_START: usize = 128;
 /// Throughput is compared over windows this long.
-const WINDOW: Duration = Duration::from_millis(500);
+const WINDOW: Duration = Duration::from_millis(250);
 /// How much a window's rate must beat the best before it to earn places.
 const GAIN: f64 = 1.1;
 
@@ -30,6 +34,8 @@ pub struct HostLimit {
     cap: std::sync::atomic::AtomicUsize,
     /// Held at a few places: each request on a connection of its own too.
     held: std::sync::atomic::AtomicBool,
+    /// It answered over HTTP/2: its requests share a few connections.
+    multiplexed: std::sync::atomic::AtomicBool,
     adaptive: bool,
     state: Mutex<State>,
 }
@@ -84,7 +90,8 @@ impl HostLimit {
         let state = State { limit, ceiling: limit, owed: 0, calm: 0, bytes: 0, since, best, slow_start: true };
         let cap = cap.into();
         let (places, held) = (Arc::new(Semaphore::new(limit)), false.into());
-        Arc::new(HostLimit { places, cap, held, adaptive, state: Mutex::new(state) })
+        let multiplexed = false.into();
+        Arc::new(HostLimit { places, cap, held, multiplexed, adaptive, state: Mutex::new(state) })
     }
 
     pub async fn place(self: &Arc<Self>) -> Place {
@@ -111,6 +118,29 @@ impl HostLimit {
         if state.limit > n {
             self.shrink(&mut state, n);
         }
+    }
+
+    /// The host answered over HTTP/2: its requests are streams of a few
+    /// connections, so up to `cap` of them may be in flight: at once when
+    /// the number is fixed, else from [`MULTIPLEXED_START`] on as the
+    /// throughput grows.
+    pub fn multiplexes(&self, cap: usize) {
+        if self.held() || self.multiplexed.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        self.cap.fetch_max(cap, std::sync::atomic::Ordering::Relaxed);
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let start = if self.adaptive { MULTIPLEXED_START.min(cap) } else { cap };
+        if state.limit == state.ceiling && state.limit < start {
+            let more = start - state.limit;
+            state.ceiling += more;
+            self.give(&mut state, more);
+        }
+    }
+
+    /// Whether it answered over HTTP/2.
+    pub fn multiplexed(&self) -> bool {
+        self.multiplexed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether [`HostLimit::hold_at`] held it.

@@ -17,13 +17,17 @@ pub struct Nginx {
 }
 
 /// One line of the access log.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Hit {
     pub method: String,
     pub status: u16,
     pub uri: String,
     /// Body bytes sent.
     pub bytes: u64,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub protocol: String,
+    /// nginx's serial number of the connection it came on.
+    pub connection: u64,
 }
 
 pub fn free_port() -> u16 {
@@ -86,7 +90,7 @@ events {{ worker_connections 256; }}
 http {{
     {mime}
     default_type application/octet-stream;
-    log_format t '$request_method $status $body_bytes_sent "$request_uri"';
+    log_format t '$request_method $status $body_bytes_sent $server_protocol $connection "$request_uri"';
     access_log {p}/logs/access.log t;
     client_body_temp_path {p}/body; proxy_temp_path {p}/proxy; fastcgi_temp_path {p}/fastcgi;
     uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;
@@ -150,11 +154,13 @@ http {{
         let text = std::fs::read_to_string(self.prefix.join("logs/access.log")).unwrap_or_default();
         text.lines()
             .filter_map(|l| {
-                let mut parts = l.splitn(4, ' ');
+                let mut parts = l.splitn(6, ' ');
                 Some(Hit {
                     method: parts.next()?.to_owned(),
                     status: parts.next()?.parse().ok()?,
                     bytes: parts.next()?.parse().ok()?,
+                    protocol: parts.next()?.to_owned(),
+                    connection: parts.next()?.parse().ok()?,
                     uri: parts.next()?.trim_matches('"').to_owned(),
                 })
             })

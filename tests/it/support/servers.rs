@@ -310,7 +310,7 @@ fn common_hit(line: &str) -> Option<Hit> {
     let mut fields = rest.split_whitespace();
     let status = fields.next()?.parse().ok()?;
     let bytes = fields.next().and_then(|b| b.parse().ok()).unwrap_or(0);
-    Some(Hit { method, status, uri, bytes })
+    Some(Hit { method, status, uri, bytes, ..Hit::default() })
 }
 
 /// A request as npm's http-server (`[time]  "GET /path" "agent"`) or serve
@@ -321,7 +321,7 @@ fn node_hit(line: &str) -> Option<Hit> {
         None => line.strip_prefix(" HTTP ")?.split(" 127.0.0.1 ").nth(1)?.to_owned(),
     };
     let (method, uri) = request.split_once(' ').filter(|(m, _)| matches!(*m, "GET" | "HEAD"))?;
-    Some(Hit { method: method.to_owned(), status: 200, uri: uri.to_owned(), bytes: 0 })
+    Some(Hit { method: method.to_owned(), status: 200, uri: uri.to_owned(), ..Hit::default() })
 }
 
 /// Caddy's JSON access log line.
@@ -332,5 +332,6 @@ fn caddy_hit(line: &str) -> Option<Hit> {
         status: v["status"].as_u64()? as u16,
         uri: v["request"]["uri"].as_str()?.to_owned(),
         bytes: v["size"].as_u64().unwrap_or(0),
+        ..Hit::default()
     })
 }
