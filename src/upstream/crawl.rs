@@ -46,8 +46,9 @@ impl Found {
 }
 
 /// One directory page: its items, the format, the resolution of its dates,
-/// the `Server` header and its length in bytes.
+/// the `Server` header and its length in bytes; one of the pages held.
 struct Page {
+    _held: Option<tokio::sync::OwnedSemaphorePermit>,
     items: Vec<Item>,
     source: Source,
     precision: i64,
@@ -57,10 +58,14 @@ struct Page {
     unmarked: bool,
 }
 
-/// Listing pages in flight at once without a fixed `concurrency`: each may
-/// be held whole (up to 16 MiB) while it is parsed, so this bounds a
-/// hostile crawl's memory.
-pub(super) const PAGES_IN_FLIGHT: usize = 16;
+/// Listing pages held whole at once (up to 16 MiB each) while they are
+/// parsed and taken: this bounds a hostile crawl's memory.
+pub(super) const PAGES_HELD: usize = 16;
+/// Listing pages asked at once without a fixed `concurrency`, each spooled
+/// to an unnamed temporary file as it arrives: a long link needs many in
+/// flight, and 32 × 16 MiB keep the temporary space within the 512 MiB a
+/// manifest may take.
+pub(super) const PAGES_ASKED: usize = 32;
 
 pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_>>) -> Result<Listing> {
     let base = &up.bases[i];
@@ -90,7 +95,7 @@ pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_
                 }
                 Ok::<_, anyhow::Error>((page, prefix))
             })
-            .buffer_unordered(up.concurrency);
+            .buffer_unordered(up.pages_asked);
         while let Some((page, prefix)) = pages.try_next().await? {
             crawl.take(up, base, &prefix, page)?;
         }
@@ -332,7 +337,10 @@ pub(super) async fn probe_top(up: &Upstreams, i: usize) -> Result<(Source, Optio
 
 /// One directory page, parsed by its format.
 async fn fetch_page(up: &Upstreams, url: &Url) -> Result<Page> {
-    let (bytes, server) = up.get_small(url, MAX_PAGE_BYTES).await.with_context(|| url.to_string())?;
+    let (doc, server) = up.get_spooled(url, MAX_PAGE_BYTES).await.with_context(|| url.to_string())?;
+    let held = up.pages_held.clone().acquire_owned().await.ok();
+    let bytes = doc.bytes()?;
+    drop(doc);
     let text = std::str::from_utf8(&bytes).map_err(|_| anyhow!("{url}: listing is not UTF-8"))?;
     let exact = |source| move |items| (items, source, 1, false);
     let head = text.trim_start();
@@ -349,7 +357,7 @@ async fn fetch_page(up: &Upstreams, url: &Url) -> Result<Page> {
         parse_html(text, url.path()).map(|page| (page.items, Source::AutoindexHtml, page.precision, page.unmarked))
     };
     let (items, source, precision, unmarked) = parsed.map_err(|e| anyhow!("{url}: {e}"))?;
-    Ok(Page { items, source, precision, server, len: bytes.len() as u64, unmarked })
+    Ok(Page { _held: held, items, source, precision, server, len: bytes.len() as u64, unmarked })
 }
 /// On a page that does not mark its directories, ask each name with a
 /// HEAD: a directory is redirected to itself with a `/`; a file's exact

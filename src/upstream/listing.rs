@@ -172,7 +172,7 @@ impl Document {
         Ok(std::io::BufReader::with_capacity(256 * 1024, file))
     }
 
-    fn bytes(&self) -> Result<Vec<u8>> {
+    pub fn bytes(&self) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(self.len as usize);
         std::io::Read::read_to_end(&mut self.reader()?, &mut out)
             .map_err(|e| Spool(format!("could not read the listing back: {e}")))?;

@@ -212,6 +212,9 @@ pub struct Upstreams {
     manifest_name: String,
     listing: ListingKind,
     concurrency: usize,
+    /// Listing pages asked at once, and held whole at once.
+    pages_asked: usize,
+    pages_held: std::sync::Arc<tokio::sync::Semaphore>,
     /// The proxy each upstream's requests go through.
     proxies: Vec<Option<proxy::Via>>,
     /// What the mirror carries: a crawl lists nothing else.
@@ -258,7 +261,9 @@ impl Upstreams {
             bases: cfg.upstreams.clone(),
             manifest_name: cfg.manifest_name.clone(),
             listing: cfg.listing,
-            concurrency: cfg.concurrency.unwrap_or(crawl::PAGES_IN_FLIGHT),
+            concurrency: cfg.concurrency.unwrap_or(crawl::PAGES_HELD),
+            pages_asked: cfg.concurrency.unwrap_or(crawl::PAGES_ASKED),
+            pages_held: std::sync::Arc::new(tokio::sync::Semaphore::new(crawl::PAGES_HELD)),
             filter: cfg.filter.clone(),
             proxies: (0..cfg.upstreams.len()).map(|i| proxy::via(cfg, i)).collect(),
             trust: cfg.tls.ca_file.as_ref().map_or("system roots".to_owned(), |f| format!("pinned {}", f.display())),

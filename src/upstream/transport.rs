@@ -9,6 +9,7 @@ use url::Url;
 
 use super::errors::{TooLarge, Transport, TransportKind, check_status, describe};
 use super::hosts::{HostLimit, Place};
+use super::listing::Document;
 use super::{Pace, Stalled, Upstreams, host_key, origin, parse_http_date, proxy, resolve, tls};
 use crate::config::Config;
 
@@ -135,13 +136,27 @@ impl Upstreams {
     /// for JSON first: Caddy answers it, other servers send their HTML.
     /// Also gives the `Server` header, clipped and escaped.
     pub(super) async fn get_small(&self, url: &Url, cap: u64) -> Result<(Vec<u8>, Option<String>)> {
+        self.get_with(url, |resp| self.read_capped(resp, cap)).await
+    }
+
+    /// [`Self::get_small`] into an unnamed temporary file: many asked at
+    /// once do not hold their bodies in memory.
+    pub(super) async fn get_spooled(&self, url: &Url, cap: u64) -> Result<(Document, Option<String>)> {
+        self.get_with(url, |resp| self.spool_capped(resp, cap)).await
+    }
+
+    async fn get_with<T, F, Fut>(&self, url: &Url, read: F) -> Result<(T, Option<String>)>
+    where
+        F: Fn(reqwest::Response) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         self.retrying(|| async {
             let _slot = self.slot(url).await;
             let req = self.client.get(url.clone()).header(ACCEPT, "application/json, text/html;q=0.9, */*;q=0.8");
             let resp = check_status(self.send(req).await?)?;
             let server =
                 resp.headers().get(SERVER).map(|v| crate::output::quote(&String::from_utf8_lossy(v.as_bytes()), 80));
-            Ok((self.read_capped(resp, cap).await?, server))
+            Ok((read(resp).await?, server))
         })
         .await
     }
@@ -159,8 +174,8 @@ impl Upstreams {
 
     /// [`Self::read_capped`] into an unnamed temporary file, hashed as it
     /// arrives: a listing of a million files never sits in memory whole.
-    pub(super) async fn spool_capped(&self, resp: reqwest::Response, cap: u64) -> Result<super::listing::Document> {
-        let mut doc = super::listing::Document::new()?;
+    pub(super) async fn spool_capped(&self, resp: reqwest::Response, cap: u64) -> Result<Document> {
+        let mut doc = Document::new()?;
         self.read_into(resp, cap, |chunk| doc.write(chunk)).await?;
         doc.finish()
     }
