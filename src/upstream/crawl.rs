@@ -61,7 +61,7 @@ struct Page {
 /// Listing pages held whole at once (up to 16 MiB each) while they are
 /// parsed and taken: this bounds a hostile crawl's memory.
 pub(super) const PAGES_HELD: usize = 16;
-/// Listing pages asked at once without a fixed `concurrency`, each spooled
+/// Listing pages asked at once (fewer with a lower fixed `concurrency`), each spooled
 /// to an unnamed temporary file as it arrives: a long link needs many in
 /// flight, and 32 × 16 MiB keep the temporary space within the 512 MiB a
 /// manifest may take.

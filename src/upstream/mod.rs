@@ -262,7 +262,7 @@ impl Upstreams {
             manifest_name: cfg.manifest_name.clone(),
             listing: cfg.listing,
             concurrency: cfg.concurrency.unwrap_or(crawl::PAGES_HELD),
-            pages_asked: cfg.concurrency.unwrap_or(crawl::PAGES_ASKED),
+            pages_asked: cfg.concurrency.map_or(crawl::PAGES_ASKED, |n| n.min(crawl::PAGES_ASKED)),
             pages_held: std::sync::Arc::new(tokio::sync::Semaphore::new(crawl::PAGES_HELD)),
             filter: cfg.filter.clone(),
             proxies: (0..cfg.upstreams.len()).map(|i| proxy::via(cfg, i)).collect(),
