@@ -50,7 +50,7 @@ impl Upstreams {
                 req = req.header(IF_RANGE, v);
             }
         }
-        let resp = check_status(self.send(req).await?)?;
+        let resp = check_status(self.send(req, true).await?)?;
         let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let content_range = if resp.status() == StatusCode::PARTIAL_CONTENT {
             let parsed = header(CONTENT_RANGE).as_deref().and_then(ContentRange::parse);

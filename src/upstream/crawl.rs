@@ -8,6 +8,7 @@
 //! name digests to verify.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicU64;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -18,7 +19,7 @@ use url::Url;
 use super::autoindex::{Item, JsonKind, Kind, parse_html, parse_json, parse_serve_json, parse_xml};
 use super::sums::{Sums, fetch_sums};
 use super::transport::Probed;
-use super::{Dates, Listing, MAX_LISTING_BYTES, Previous, Source, Upstreams, Validators};
+use super::{Dates, Listing, Previous, Source, Upstreams, Validators};
 use crate::manifest::{Digest, Entry, MAX_DEPTH, Manifest, RelPath};
 use crate::output::quote;
 
@@ -61,11 +62,11 @@ struct Page {
 /// Listing pages held whole at once (up to 16 MiB each) while they are
 /// parsed and taken: this bounds a hostile crawl's memory.
 pub(super) const PAGES_HELD: usize = 16;
-/// Listing pages asked at once (fewer with a lower fixed `concurrency`), each spooled
-/// to an unnamed temporary file as it arrives: a long link needs many in
-/// flight, and 32 × 16 MiB keep the temporary space within the 512 MiB a
-/// manifest may take.
-pub(super) const PAGES_ASKED: usize = 32;
+/// Listing pages asked at once (fewer with a lower fixed `concurrency`),
+/// each spooled to an unnamed temporary file as it arrives: a long link
+/// needs many in flight. Together they stop at the 512 MiB a listing may
+/// take, in flight or read.
+pub(super) const PAGES_ASKED: usize = 128;
 
 pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_>>) -> Result<Listing> {
     let base = &up.bases[i];
@@ -77,6 +78,7 @@ pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_
     // then racy for the next run (see `settle_one`).
     let started = SystemTime::now();
     let mut crawl = Crawl { frontier: vec![String::new()], precision: 1, ..Crawl::default() };
+    let spooled = &AtomicU64::new(0);
     for depth in 0.. {
         if crawl.frontier.is_empty() {
             break;
@@ -89,7 +91,8 @@ pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_
         let mut pages = stream::iter(std::mem::take(&mut crawl.frontier))
             .map(|prefix| async move {
                 let url = dir_url(base, &prefix);
-                let mut page = fetch_page(up, &url).await.map_err(|e| unlisted(e, prefix.is_empty()))?;
+                let page = fetch_page(up, &url, spooled).await;
+                let mut page = page.map_err(|e| unlisted(e, prefix.is_empty()))?;
                 if page.unmarked {
                     mark_dirs(up, &url, &mut page.items).await?;
                 }
@@ -209,9 +212,6 @@ impl Crawl {
             let (pages, files) = (self.pages, self.found.len());
             up.out.progress_line(format!("listing {base}: {pages} directories read, {files} files found so far"));
         }
-        if self.bytes > MAX_LISTING_BYTES {
-            bail!("{base}: directory listings larger than {MAX_LISTING_BYTES} bytes in all");
-        }
         let url = || dir_url(base, prefix);
         let mut names = HashSet::with_capacity(page.items.len());
         if let Some(twice) = page.items.iter().find(|item| !names.insert(item.name.as_str())) {
@@ -319,7 +319,7 @@ pub(super) async fn probe_top(up: &Upstreams, i: usize) -> Result<(Source, Optio
     if base.scheme() == "file" {
         bail!("{base}: no manifest");
     }
-    let page = fetch_page(up, base).await.map_err(|e| unlisted(e, true))?;
+    let page = fetch_page(up, base, &Default::default()).await.map_err(|e| unlisted(e, true))?;
     let mut found: Vec<Found> = page
         .items
         .iter()
@@ -336,8 +336,10 @@ pub(super) async fn probe_top(up: &Upstreams, i: usize) -> Result<(Source, Optio
 }
 
 /// One directory page, parsed by its format.
-async fn fetch_page(up: &Upstreams, url: &Url) -> Result<Page> {
-    let (doc, server) = up.get_spooled(url, MAX_PAGE_BYTES).await.with_context(|| url.to_string())?;
+/// A listing page, spooled (its bytes counted in `spooled`), then held
+/// whole while it is parsed.
+async fn fetch_page(up: &Upstreams, url: &Url, spooled: &AtomicU64) -> Result<Page> {
+    let (doc, server) = up.get_spooled(url, MAX_PAGE_BYTES, spooled).await.with_context(|| url.to_string())?;
     let held = up.pages_held.clone().acquire_owned().await.ok();
     let bytes = doc.bytes()?;
     drop(doc);

@@ -25,6 +25,11 @@ pub struct HttpStatus {
 #[error("larger than {0} bytes")]
 pub struct TooLarge(pub u64);
 
+/// The listing documents of a run larger than their cap together.
+#[derive(Debug, thiserror::Error)]
+#[error("directory listings larger than {0} bytes in all")]
+pub struct ListingsTooLarge(pub u64);
+
 /// This machine could not keep what the upstream sent (the temporary file
 /// of a listing): retrying the request cannot help.
 #[derive(Debug, thiserror::Error)]

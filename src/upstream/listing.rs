@@ -71,14 +71,14 @@ impl Upstreams {
                 req = req.header(IF_MODIFIED_SINCE, lm);
             }
         }
-        let resp = self.send(req).await?;
+        let resp = self.send(req, false).await?;
         if resp.status() == StatusCode::NOT_MODIFIED && known.is_some() {
             return Ok(None);
         }
         let resp = check_status(resp)?;
         let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let validators = Validators::of(header(ETAG), header(LAST_MODIFIED), header(DATE).as_deref());
-        Ok(Some((self.spool_capped(resp, MAX_LISTING_BYTES).await?, validators)))
+        Ok(Some((self.spool_capped(resp, MAX_LISTING_BYTES, &Default::default()).await?, validators)))
     }
 
     /// The trace of the tiers beside upstream `i`'s manifest; none when there

@@ -25,7 +25,11 @@ pub enum Verdict {
 
 /// The verdict on a request's error, from its type.
 pub fn verdict(e: &anyhow::Error) -> Verdict {
-    if e.is::<TooLarge>() || e.is::<crate::disk::NotServed>() || e.is::<super::errors::Spool>() {
+    if e.is::<TooLarge>()
+        || e.is::<super::errors::ListingsTooLarge>()
+        || e.is::<crate::disk::NotServed>()
+        || e.is::<super::errors::Spool>()
+    {
         return Verdict::Fatal;
     }
     if let Some(s) = e.downcast_ref::<HttpStatus>() {

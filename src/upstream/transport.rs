@@ -2,15 +2,17 @@
 //! https-only, same-origin redirects, proxies), the requests in flight per
 //! host, and small whole answers: listing pages, sums, HEADs.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use anyhow::{Context, Result, anyhow};
 use reqwest::Client;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, LAST_MODIFIED, SERVER};
 use url::Url;
 
-use super::errors::{TooLarge, Transport, TransportKind, check_status, describe};
+use super::errors::{ListingsTooLarge, TooLarge, Transport, TransportKind, check_status, describe};
 use super::hosts::{HostLimit, Place};
 use super::listing::Document;
-use super::{Pace, Stalled, Upstreams, host_key, origin, parse_http_date, proxy, resolve, tls};
+use super::{MAX_LISTING_BYTES, Pace, Stalled, Upstreams, host_key, origin, parse_http_date, proxy, resolve, tls};
 use crate::config::Config;
 
 const MAX_REDIRECTS: usize = 5;
@@ -39,8 +41,10 @@ fn few_connections(resp: &reqwest::Response) -> bool {
 }
 
 impl Upstreams {
-    /// Send a request, unless its host is down for this run.
-    pub(super) async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+    /// Send a request, unless its host is down for this run: a download
+    /// (`spread`) to a host that answered over HTTP/2 over the next of its
+    /// HTTP/2 connections, anything else over the first client's.
+    pub(super) async fn send(&self, req: reqwest::RequestBuilder, spread: bool) -> Result<reqwest::Response> {
         let mut req = req.build().map_err(describe)?;
         let url = req.url().clone();
         // A server held at a few connections closes idle ones at its own
@@ -53,7 +57,7 @@ impl Upstreams {
             return Err(Transport { kind: TransportKind::HostDown, message }.into());
         }
         let host = self.hosts.get(&host_key(&url));
-        let resp = match self.clients.pick(host.map(|h| &**h)).execute(req).await {
+        let resp = match self.clients.pick(host.map(|h| &**h), spread).execute(req).await {
             Ok(resp) => resp,
             Err(e) => return Err(self.failed(e, &url).await),
         };
@@ -140,9 +144,15 @@ impl Upstreams {
     }
 
     /// [`Self::get_small`] into an unnamed temporary file: many asked at
-    /// once do not hold their bodies in memory.
-    pub(super) async fn get_spooled(&self, url: &Url, cap: u64) -> Result<(Document, Option<String>)> {
-        self.get_with(url, |resp| self.spool_capped(resp, cap)).await
+    /// once do not hold their bodies in memory. `spooled` counts the bytes
+    /// of a run's documents together (see [`Self::spool_capped`]).
+    pub(super) async fn get_spooled(
+        &self,
+        url: &Url,
+        cap: u64,
+        spooled: &AtomicU64,
+    ) -> Result<(Document, Option<String>)> {
+        self.get_with(url, |resp| self.spool_capped(resp, cap, spooled)).await
     }
 
     async fn get_with<T, F, Fut>(&self, url: &Url, read: F) -> Result<(T, Option<String>)>
@@ -153,7 +163,7 @@ impl Upstreams {
         self.retrying(|| async {
             let _slot = self.slot(url).await;
             let req = self.client.get(url.clone()).header(ACCEPT, "application/json, text/html;q=0.9, */*;q=0.8");
-            let resp = check_status(self.send(req).await?)?;
+            let resp = check_status(self.send(req, false).await?)?;
             let server =
                 resp.headers().get(SERVER).map(|v| crate::output::quote(&String::from_utf8_lossy(v.as_bytes()), 80));
             Ok((read(resp).await?, server))
@@ -174,9 +184,23 @@ impl Upstreams {
 
     /// [`Self::read_capped`] into an unnamed temporary file, hashed as it
     /// arrives: a listing of a million files never sits in memory whole.
-    pub(super) async fn spool_capped(&self, resp: reqwest::Response, cap: u64) -> Result<Document> {
+    /// Its bytes are added to `spooled`, the documents of a run together,
+    /// which stop at [`MAX_LISTING_BYTES`] (so does the temporary space).
+    pub(super) async fn spool_capped(
+        &self,
+        resp: reqwest::Response,
+        cap: u64,
+        spooled: &AtomicU64,
+    ) -> Result<Document> {
         let mut doc = Document::new()?;
-        self.read_into(resp, cap, |chunk| doc.write(chunk)).await?;
+        self.read_into(resp, cap, |chunk| {
+            let len = chunk.len() as u64;
+            if spooled.fetch_add(len, Ordering::Relaxed) + len > MAX_LISTING_BYTES {
+                return Err(ListingsTooLarge(MAX_LISTING_BYTES).into());
+            }
+            doc.write(chunk)
+        })
+        .await?;
         doc.finish()
     }
 
@@ -220,12 +244,12 @@ impl Upstreams {
     pub(super) async fn head_kind(&self, url: &Url) -> Result<Probed> {
         self.retrying(|| async {
             let _slot = self.slot(url).await;
-            let mut resp = check_status(self.send(self.client.head(url.clone())).await?)?;
+            let mut resp = check_status(self.send(self.client.head(url.clone()), false).await?)?;
             if resp.url().path() == format!("{}/", url.path()) {
                 return Ok(Probed::Dir);
             }
             if !resp.headers().contains_key(CONTENT_LENGTH) {
-                resp = check_status(self.send(self.client.get(url.clone())).await?)?;
+                resp = check_status(self.send(self.client.get(url.clone()), false).await?)?;
             }
             let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
             let len = header(CONTENT_LENGTH).and_then(|v| v.parse().ok());
@@ -251,9 +275,9 @@ const H2_STREAM_WINDOW: u32 = 2 << 20;
 const H2_CONNECTION_WINDOW: u32 = 4 << 20;
 
 /// The clients requests go through: the first negotiates HTTP/1.1 or
-/// HTTP/2 with each host (ALPN); the others speak HTTP/2 alone, each over
-/// one connection per host, and carry in turn the requests to a host that
-/// answered over HTTP/2. A connection whose protocol is known is opened
+/// HTTP/2 with each host (ALPN) and asks for listings; the others speak
+/// HTTP/2 alone, each over one connection per host, and carry in turn the
+/// downloads from a host that answered over HTTP/2. A connection whose protocol is known is opened
 /// once, where a burst of requests on one not yet known would each open
 /// their own (and all but one be dropped after the handshake).
 pub(super) struct Clients {
@@ -271,10 +295,11 @@ impl Clients {
         Ok(Clients { first: build_client(cfg, false)?, multiplexed, streams, next: 0.into() })
     }
 
-    /// The client for a request to `host`.
-    fn pick(&self, host: Option<&HostLimit>) -> &Client {
+    /// The client for a request to `host`: the next HTTP/2 one for a
+    /// download (`spread`) from a host that answered over HTTP/2.
+    fn pick(&self, host: Option<&HostLimit>, spread: bool) -> &Client {
         match host {
-            Some(host) if host.multiplexed() && !self.multiplexed.is_empty() => {
+            Some(host) if spread && host.multiplexed() && !self.multiplexed.is_empty() => {
                 let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 &self.multiplexed[i % self.multiplexed.len()]
             }
