@@ -405,7 +405,7 @@ impl Fetcher {
         let validator = if big && have > 0 { read_validator(&meta_path) } else { None };
         let resumable = big && have > 0 && have < entry.size && (entry.sha256.is_some() || validator.is_some());
         let from = if resumable { have } else { 0 };
-        let open = self.up.open(i, &entry.path, from, validator.as_deref());
+        let open = self.up.open(i, &entry.path, (from, entry.size.saturating_sub(from)), validator.as_deref());
         let body = match tokio::time::timeout(self.net.idle_timeout, open).await {
             Err(_) => return Err(Stalled::Idle(self.net.idle_timeout).into()),
             Ok(Err(e)) if e.downcast_ref::<HttpStatus>().is_some_and(|s| s.status == 416) => {

@@ -12,37 +12,55 @@ use tokio::io::AsyncReadExt;
 
 use super::errors::{check_status, describe};
 use super::hosts::Place;
+use super::transport::Route;
 use super::{Upstreams, file_path, parse_http_date};
 use crate::manifest::RelPath;
+
+/// A body from this size on comes over an HTTP/1.1 connection of its own
+/// from a host that answered over HTTP/2 (see [`Route::Bulk`]).
+const BULK: u64 = 8 << 20;
 
 impl Upstreams {
     /// Open the body of `rel` on upstream `i`, from byte `from` onwards.
     /// A resumed request (`from > 0`) sends `If-Range: validator` when one is
     /// given; the answer says whether it resumed (206) or starts over (200).
-    pub async fn open(&self, i: usize, rel: &RelPath, from: u64, validator: Option<&str>) -> Result<Body> {
+    /// `len` is the bytes expected from `from` on.
+    pub async fn open(
+        &self,
+        i: usize,
+        rel: &RelPath,
+        (from, len): (u64, u64),
+        validator: Option<&str>,
+    ) -> Result<Body> {
         let range = (from > 0).then(|| (format!("bytes={from}-"), validator));
-        self.open_with(i, rel, from..u64::MAX, range).await
+        self.open_with(i, rel, (from..u64::MAX, len), range).await
     }
 
     /// Open bytes `range` of `rel` on upstream `i` (a segment of a large
     /// file); the caller checks the answer's `content_range`.
     pub async fn open_range(&self, i: usize, rel: &RelPath, range: std::ops::Range<u64>) -> Result<Body> {
         let header = format!("bytes={}-{}", range.start, range.end.saturating_sub(1));
-        self.open_with(i, rel, range, Some((header, None))).await
+        let len = range.end.saturating_sub(range.start);
+        self.open_with(i, rel, (range, len), Some((header, None))).await
     }
 
     async fn open_with(
         &self,
         i: usize,
         rel: &RelPath,
-        range: std::ops::Range<u64>,
+        (range, len): (std::ops::Range<u64>, u64),
         header: Option<(String, Option<&str>)>,
     ) -> Result<Body> {
         let url = self.file_url(i, rel);
         if url.scheme() == "file" {
             return open_local(file_path(&self.bases[i])?, rel, range).await;
         }
-        let slot = self.slot(&url).await;
+        let mut slot = self.slot(&url).await;
+        let bulk = match slot.as_mut() {
+            Some(slot) if len >= BULK => slot.take_bulk().await,
+            _ => false,
+        };
+        let route = if bulk { Route::Bulk } else { Route::Spread };
         let mut req = self.client.get(url);
         if let Some((range, validator)) = header {
             req = req.header(RANGE, range);
@@ -50,7 +68,7 @@ impl Upstreams {
                 req = req.header(IF_RANGE, v);
             }
         }
-        let resp = check_status(self.send(req, true).await?)?;
+        let resp = check_status(self.send(req, route).await?)?;
         let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let content_range = if resp.status() == StatusCode::PARTIAL_CONTENT {
             let parsed = header(CONTENT_RANGE).as_deref().and_then(ContentRange::parse);

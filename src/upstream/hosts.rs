@@ -5,10 +5,11 @@
 //! 128 up to 50 streams on each of its connections): twice as many while
 //! every window beats the last (a slow start), a quarter more after the
 //! first that did not. A long link gets the requests in flight it needs to
-//! be filled, a short one stays where more would not help. A host that answers 429 or 503 is
-//! overrun: its places are halved (the requests that wait for a place then
-//! go fewer at a time instead of retrying into the same wall), and given
-//! back one for every `4 × limit` answers without complaint.
+//! be filled, a short one stays where more would not help. A host that
+//! answers 429 or 503 is overrun: its places are halved (the requests that
+//! wait for a place then go fewer at a time instead of retrying into the
+//! same wall), and given back one for every `4 × limit` answers without
+//! complaint.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,6 +37,8 @@ pub struct HostLimit {
     held: std::sync::atomic::AtomicBool,
     /// It answered over HTTP/2: its requests share a few connections.
     multiplexed: std::sync::atomic::AtomicBool,
+    /// The connections left beside those, if any: each a large body's own.
+    bulk: Option<Arc<Semaphore>>,
     adaptive: bool,
     state: Mutex<State>,
 }
@@ -60,6 +63,8 @@ struct State {
 /// A place among the requests in flight to one host.
 pub struct Place {
     permit: Option<OwnedSemaphorePermit>,
+    /// One of the host's bulk connections, when the request has one.
+    bulk: Option<OwnedSemaphorePermit>,
     host: Arc<HostLimit>,
 }
 
@@ -76,6 +81,16 @@ impl Drop for Place {
 }
 
 impl Place {
+    /// Hold one of the bulk connections of a host that answered over
+    /// HTTP/2 as well, until the answer is read whole: whether it has any.
+    pub async fn take_bulk(&mut self) -> bool {
+        match &self.host.bulk {
+            Some(bulk) if self.host.multiplexed() => self.bulk = bulk.clone().acquire_owned().await.ok(),
+            _ => return false,
+        }
+        self.bulk.is_some()
+    }
+
     /// `n` bytes of an answer arrived.
     pub fn received(&self, n: usize) {
         self.host.received(n);
@@ -83,20 +98,21 @@ impl Place {
 }
 
 impl HostLimit {
-    /// At most `cap` places; adaptive, [`START`] of them at first.
-    pub fn new(cap: usize, adaptive: bool) -> Arc<HostLimit> {
+    /// At most `cap` places; adaptive, [`START`] of them at first; `bulk`
+    /// connections for large bodies once it answered over HTTP/2.
+    pub fn new(cap: usize, adaptive: bool, bulk: usize) -> Arc<HostLimit> {
         let limit = if adaptive { START.min(cap) } else { cap };
         let (since, best) = (Instant::now(), 0.0);
         let state = State { limit, ceiling: limit, owed: 0, calm: 0, bytes: 0, since, best, slow_start: true };
         let cap = cap.into();
         let (places, held) = (Arc::new(Semaphore::new(limit)), false.into());
-        let multiplexed = false.into();
-        Arc::new(HostLimit { places, cap, held, multiplexed, adaptive, state: Mutex::new(state) })
+        let (multiplexed, bulk) = (false.into(), (bulk > 0).then(|| Arc::new(Semaphore::new(bulk))));
+        Arc::new(HostLimit { places, cap, held, multiplexed, bulk, adaptive, state: Mutex::new(state) })
     }
 
     pub async fn place(self: &Arc<Self>) -> Place {
         let permit = self.places.clone().acquire_owned().await.ok();
-        Place { permit, host: self.clone() }
+        Place { permit, bulk: None, host: self.clone() }
     }
 
     /// The host said it is overrun (429, 503): halve the places, never
@@ -217,7 +233,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_overrun_host_gets_fewer_places_then_more_again() {
-        let host = HostLimit::new(8, false);
+        let host = HostLimit::new(8, false, 1);
         let held: Vec<Place> = futures_util::future::join_all((0..6).map(|_| host.place())).await;
         host.overrun();
         assert_eq!(host.limit(), 4);
@@ -238,6 +254,25 @@ mod tests {
         assert_eq!(host.limit(), 8, "never above the cap");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_host_that_answers_over_http2_gets_its_streams() {
+        let host = HostLimit::new(64, true, 1);
+        host.multiplexes(400);
+        assert_eq!((host.limit(), host.places.available_permits()), (128, 128), "adaptive: from 128");
+        window(&host, 1 << 20).await;
+        window(&host, 4 << 20).await;
+        assert_eq!(host.limit(), 400, "then up to the streams of its connections");
+        host.multiplexes(800);
+        assert_eq!(host.limit(), 400, "once");
+        let fixed = HostLimit::new(64, false, 1);
+        fixed.multiplexes(400);
+        assert_eq!(fixed.limit(), 400, "a fixed number: all at once");
+        let webfs = HostLimit::new(64, true, 1);
+        webfs.hold_at(8);
+        webfs.multiplexes(400);
+        assert_eq!(webfs.limit(), 8, "a host held at a few stays there");
+    }
+
     /// One window in which `bytes` arrive.
     async fn window(host: &HostLimit, bytes: usize) {
         host.received(bytes);
@@ -247,7 +282,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_adaptive_host_earns_places_while_its_rate_grows_and_holds_when_it_stops() {
-        let host = HostLimit::new(256, true);
+        let host = HostLimit::new(256, true, 1);
         window(&host, 1 << 20).await;
         assert_eq!(host.limit(), 64, "the first window beats nothing: twice as many");
         window(&host, 2 << 20).await;

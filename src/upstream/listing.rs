@@ -71,7 +71,7 @@ impl Upstreams {
                 req = req.header(IF_MODIFIED_SINCE, lm);
             }
         }
-        let resp = self.send(req, false).await?;
+        let resp = self.send(req, super::transport::Route::First).await?;
         if resp.status() == StatusCode::NOT_MODIFIED && known.is_some() {
             return Ok(None);
         }

@@ -278,7 +278,10 @@ impl Upstreams {
             hosts: std::sync::Arc::new(
                 cfg.upstreams
                     .iter()
-                    .map(|url| (host_key(url), HostLimit::new(cfg.max_connections_per_host, cfg.concurrency.is_none())))
+                    .map(|url| {
+                        let bulk = cfg.max_connections_per_host.saturating_sub(1 + cfg.h2_connections());
+                        (host_key(url), HostLimit::new(cfg.max_connections_per_host, cfg.concurrency.is_none(), bulk))
+                    })
                     .collect(),
             ),
             health: Health::new(&cfg.upstreams),

@@ -42,7 +42,7 @@ pub fn client_config(cfg: &Config) -> Result<rustls::ClientConfig, ConfigError> 
         .map_err(|e| ConfigError(format!("TLS: {e}")))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(ByName { proxy, upstream: (upstream, trust) }));
-    let mut tls = match (&cfg.tls.client_cert, &cfg.tls.client_key) {
+    let tls = match (&cfg.tls.client_cert, &cfg.tls.client_key) {
         (Some(cert), Some(key)) => {
             let both = || format!("client_cert {} / client_key {}", cert.display(), key.display());
             let certs = CertificateDer::pem_file_iter(cert)
@@ -52,10 +52,6 @@ pub fn client_config(cfg: &Config) -> Result<rustls::ClientConfig, ConfigError> 
             builder.with_client_auth_cert(certs, key).map_err(|e| ConfigError(format!("{}: {e}", both())))?
         }
         _ => builder.with_no_client_auth(),
-    };
-    tls.alpn_protocols = match cfg.http2 {
-        true => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
-        false => vec![b"http/1.1".to_vec()],
     };
     Ok(tls)
 }

@@ -41,10 +41,9 @@ fn few_connections(resp: &reqwest::Response) -> bool {
 }
 
 impl Upstreams {
-    /// Send a request, unless its host is down for this run: a download
-    /// (`spread`) to a host that answered over HTTP/2 over the next of its
-    /// HTTP/2 connections, anything else over the first client's.
-    pub(super) async fn send(&self, req: reqwest::RequestBuilder, spread: bool) -> Result<reqwest::Response> {
+    /// Send a request over the connections `route` names, unless its host
+    /// is down for this run.
+    pub(super) async fn send(&self, req: reqwest::RequestBuilder, route: Route) -> Result<reqwest::Response> {
         let mut req = req.build().map_err(describe)?;
         let url = req.url().clone();
         // A server held at a few connections closes idle ones at its own
@@ -57,7 +56,7 @@ impl Upstreams {
             return Err(Transport { kind: TransportKind::HostDown, message }.into());
         }
         let host = self.hosts.get(&host_key(&url));
-        let resp = match self.clients.pick(host.map(|h| &**h), spread).execute(req).await {
+        let resp = match self.clients.pick(host.map(|h| &**h), route).execute(req).await {
             Ok(resp) => resp,
             Err(e) => return Err(self.failed(e, &url).await),
         };
@@ -163,7 +162,7 @@ impl Upstreams {
         self.retrying(|| async {
             let _slot = self.slot(url).await;
             let req = self.client.get(url.clone()).header(ACCEPT, "application/json, text/html;q=0.9, */*;q=0.8");
-            let resp = check_status(self.send(req, false).await?)?;
+            let resp = check_status(self.send(req, Route::First).await?)?;
             let server =
                 resp.headers().get(SERVER).map(|v| crate::output::quote(&String::from_utf8_lossy(v.as_bytes()), 80));
             Ok((read(resp).await?, server))
@@ -244,12 +243,12 @@ impl Upstreams {
     pub(super) async fn head_kind(&self, url: &Url) -> Result<Probed> {
         self.retrying(|| async {
             let _slot = self.slot(url).await;
-            let mut resp = check_status(self.send(self.client.head(url.clone()), false).await?)?;
+            let mut resp = check_status(self.send(self.client.head(url.clone()), Route::First).await?)?;
             if resp.url().path() == format!("{}/", url.path()) {
                 return Ok(Probed::Dir);
             }
             if !resp.headers().contains_key(CONTENT_LENGTH) {
-                resp = check_status(self.send(self.client.get(url.clone()), false).await?)?;
+                resp = check_status(self.send(self.client.get(url.clone()), Route::First).await?)?;
             }
             let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
             let len = header(CONTENT_LENGTH).and_then(|v| v.parse().ok());
@@ -283,6 +282,9 @@ const H2_CONNECTION_WINDOW: u32 = 4 << 20;
 pub(super) struct Clients {
     pub first: Client,
     multiplexed: Vec<Client>,
+    /// HTTP/1.1 alone, for large bodies from a host that answered over
+    /// HTTP/2: a stream's frames cost twice the CPU of a plain connection.
+    bulk: Client,
     /// Requests in flight at most to a host that answered over HTTP/2.
     pub streams: usize,
     next: std::sync::atomic::AtomicUsize,
@@ -290,25 +292,48 @@ pub(super) struct Clients {
 
 impl Clients {
     pub fn new(cfg: &Config) -> Result<Clients> {
-        let multiplexed = (0..cfg.h2_connections()).map(|_| build_client(cfg, true)).collect::<Result<_>>()?;
-        let streams = cfg.requests_per_host();
-        Ok(Clients { first: build_client(cfg, false)?, multiplexed, streams, next: 0.into() })
+        let h2 = |_| build_client(cfg, Protocol::Http2);
+        let multiplexed = (0..cfg.h2_connections()).map(h2).collect::<Result<_>>()?;
+        let (first, bulk) = (build_client(cfg, Protocol::Negotiated)?, build_client(cfg, Protocol::Http1)?);
+        Ok(Clients { first, multiplexed, bulk, streams: cfg.requests_per_host(), next: 0.into() })
     }
 
-    /// The client for a request to `host`: the next HTTP/2 one for a
-    /// download (`spread`) from a host that answered over HTTP/2.
-    fn pick(&self, host: Option<&HostLimit>, spread: bool) -> &Client {
-        match host {
-            Some(host) if spread && host.multiplexed() && !self.multiplexed.is_empty() => {
+    /// The client for a request to `host` (see [`Route`]).
+    fn pick(&self, host: Option<&HostLimit>, route: Route) -> &Client {
+        match (host, route) {
+            (Some(host), Route::Spread) if host.multiplexed() && !self.multiplexed.is_empty() => {
                 let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 &self.multiplexed[i % self.multiplexed.len()]
             }
+            (Some(host), Route::Bulk) if host.multiplexed() && !self.multiplexed.is_empty() => &self.bulk,
             _ => &self.first,
         }
     }
 }
 
-fn build_client(cfg: &Config, h2_only: bool) -> Result<Client> {
+/// Which connections a request goes over to a host that answered over
+/// HTTP/2 (to any other host: the first client's).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Route {
+    /// The first client's connection: listings, HEADs.
+    First,
+    /// The next HTTP/2 connection: a download.
+    Spread,
+    /// An HTTP/1.1 connection of its own, one of those the host's
+    /// connections left over allow: a large body.
+    Bulk,
+}
+
+/// What a client speaks.
+#[derive(Clone, Copy)]
+enum Protocol {
+    /// HTTP/2 when the host offers it (ALPN), else HTTP/1.1.
+    Negotiated,
+    Http2,
+    Http1,
+}
+
+fn build_client(cfg: &Config, protocol: Protocol) -> Result<Client> {
     // One process-wide crypto provider; a second install is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut builder = Client::builder()
@@ -332,18 +357,21 @@ fn build_client(cfg: &Config, h2_only: bool) -> Result<Client> {
                 attempt.follow()
             }
         }));
-    builder = match cfg.http2 {
-        false => builder.http1_only(),
-        true => builder
-            .http2_initial_stream_window_size(H2_STREAM_WINDOW)
-            .http2_initial_connection_window_size(H2_CONNECTION_WINDOW),
+    let mut tls = tls::client_config(cfg)?;
+    (builder, tls.alpn_protocols) = match (cfg.http2, protocol) {
+        (false, _) | (_, Protocol::Http1) => (builder.http1_only(), vec![b"http/1.1".to_vec()]),
+        (true, Protocol::Negotiated) => (h2_windows(builder), vec![b"h2".to_vec(), b"http/1.1".to_vec()]),
+        (true, Protocol::Http2) => (h2_windows(builder).http2_prior_knowledge(), vec![b"h2".to_vec()]),
     };
-    if h2_only {
-        builder = builder.http2_prior_knowledge();
-    }
     if let Some(proxy) = proxy::client_proxy(cfg)? {
         builder = builder.proxy(proxy);
     }
-    builder = builder.tls_backend_preconfigured(tls::client_config(cfg)?);
+    builder = builder.tls_backend_preconfigured(tls);
     builder.build().map_err(|e| anyhow!("could not build the HTTPS client: {}", describe(e)))
+}
+
+fn h2_windows(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+    builder
+        .http2_initial_stream_window_size(H2_STREAM_WINDOW)
+        .http2_initial_connection_window_size(H2_CONNECTION_WINDOW)
 }
