@@ -2,14 +2,14 @@
 //! fixed `concurrency`), a host starts with [`START`] places and earns more
 //! each time the bytes it sends per second beat the best rate seen before,
 //! up to `max_connections_per_host` (a host that answers over HTTP/2: from
-//! 128 up to 50 streams on each of its connections): twice as many while
-//! every window beats the last (a slow start), a quarter more after the
-//! first that did not. A long link gets the requests in flight it needs to
-//! be filled, a short one stays where more would not help. A host that
-//! answers 429 or 503 is overrun: its places are halved (the requests that
-//! wait for a place then go fewer at a time instead of retrying into the
-//! same wall), and given back one for every `4 × limit` answers without
-//! complaint.
+//! 128 up to 50 streams on each of its connections, as many as its round
+//! trip needs): twice as many while every window beats the last (a slow
+//! start), a quarter more after the first that did not. A long link gets
+//! the requests in flight it needs to be filled, a short one stays where
+//! more would not help. A host that answers 429 or 503 is overrun: its
+//! places are halved (the requests that wait for a place then go fewer at
+//! a time instead of retrying into the same wall), and given back one for
+//! every `4 × limit` answers without complaint.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,6 +58,10 @@ struct State {
     best: f64,
     /// Every window so far beat the one before: places double.
     slow_start: bool,
+    /// Answers since `since`, and the shortest wait for one seen: a round
+    /// trip to the host.
+    answers: u64,
+    round_trip: Option<Duration>,
 }
 
 /// A place among the requests in flight to one host.
@@ -103,7 +107,18 @@ impl HostLimit {
     pub fn new(cap: usize, adaptive: bool, bulk: usize) -> Arc<HostLimit> {
         let limit = if adaptive { START.min(cap) } else { cap };
         let (since, best) = (Instant::now(), 0.0);
-        let state = State { limit, ceiling: limit, owed: 0, calm: 0, bytes: 0, since, best, slow_start: true };
+        let state = State {
+            limit,
+            ceiling: limit,
+            owed: 0,
+            calm: 0,
+            bytes: 0,
+            since,
+            best,
+            slow_start: true,
+            answers: 0,
+            round_trip: None,
+        };
         let cap = cap.into();
         let (places, held) = (Arc::new(Semaphore::new(limit)), false.into());
         let (multiplexed, bulk) = (false.into(), (bulk > 0).then(|| Arc::new(Semaphore::new(bulk))));
@@ -171,10 +186,12 @@ impl HostLimit {
         (state.limit, state.owed, state.calm) = (keep, state.owed + cut - forgotten, 0);
     }
 
-    /// An answer without complaint: after `GROWTH × limit` of them, one
-    /// place more.
-    pub fn calm(&self) {
+    /// An answer without complaint, `waited` after it was asked: after
+    /// `GROWTH × limit` of them, one place more.
+    pub fn calm(&self, waited: Duration) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.answers += 1;
+        state.round_trip = Some(state.round_trip.map_or(waited, |r| r.min(waited)));
         if state.limit >= state.ceiling {
             return;
         }
@@ -201,8 +218,9 @@ impl HostLimit {
             return;
         }
         let rate = state.bytes as f64 / elapsed.as_secs_f64();
-        let better = rate > state.best * GAIN;
+        let better = rate > state.best * GAIN && self.needs_more(&state, elapsed);
         (state.bytes, state.since, state.best) = (0, Instant::now(), state.best.max(rate));
+        state.answers = 0;
         state.slow_start &= better;
         let cap = self.cap.load(std::sync::atomic::Ordering::Relaxed);
         if better && self.adaptive && state.limit >= state.ceiling && state.ceiling < cap {
@@ -211,6 +229,17 @@ impl HostLimit {
             state.ceiling += more;
             self.give(&mut state, more);
         }
+    }
+
+    /// Whether more places could carry more: always over HTTP/1.1 (the
+    /// cap is the connections); over HTTP/2, past [`MULTIPLEXED_START`],
+    /// only while the places are fewer than twice the answers of one round
+    /// trip (Little's law: the requests a link of this rate and this delay
+    /// holds). On a short link, more streams only queue.
+    fn needs_more(&self, state: &State, elapsed: Duration) -> bool {
+        let Some(round_trip) = state.round_trip.filter(|_| self.multiplexed()) else { return true };
+        let in_one_trip = state.answers as f64 / elapsed.as_secs_f64() * round_trip.as_secs_f64();
+        state.ceiling < MULTIPLEXED_START || (state.ceiling as f64) < 2.0 * in_one_trip
     }
 
     /// `more` places back, first to cancel places owed.
@@ -245,25 +274,41 @@ mod tests {
         host.overrun();
         assert_eq!((host.limit(), host.places.available_permits()), (1, 1), "never below one");
         for _ in 0..GROWTH * (1 + 2 + 3) {
-            host.calm();
+            host.calm(Duration::ZERO);
         }
         assert_eq!((host.limit(), host.places.available_permits()), (4, 4), "one more after 4 × `limit` calm answers");
         for _ in 0..100 {
-            host.calm();
+            host.calm(Duration::ZERO);
         }
         assert_eq!(host.limit(), 8, "never above the cap");
     }
 
+    /// A window of 0.25 s in which 2,000 answers come, each `waited`
+    /// after it was asked, with `bytes`.
+    async fn answers(host: &HostLimit, waited: Duration, bytes: usize) {
+        for _ in 0..2000 {
+            host.calm(waited);
+        }
+        window(host, bytes).await;
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_host_that_answers_over_http2_gets_its_streams() {
-        let host = HostLimit::new(64, true, 1);
-        host.multiplexes(400);
-        assert_eq!((host.limit(), host.places.available_permits()), (128, 128), "adaptive: from 128");
-        window(&host, 1 << 20).await;
-        window(&host, 4 << 20).await;
-        assert_eq!(host.limit(), 400, "then up to the streams of its connections");
-        host.multiplexes(800);
-        assert_eq!(host.limit(), 400, "once");
+    async fn a_host_that_answers_over_http2_gets_the_streams_its_round_trip_needs() {
+        let far = HostLimit::new(64, true, 1);
+        far.multiplexes(400);
+        assert_eq!((far.limit(), far.places.available_permits()), (128, 128), "adaptive: from 128");
+        for mib in [1, 2, 4, 8] {
+            answers(&far, Duration::from_millis(50), mib << 20).await;
+        }
+        assert_eq!(far.limit(), 400, "8,000 answers a second 50 ms away: 400 in one trip; up to the cap");
+        far.multiplexes(800);
+        assert_eq!(far.limit(), 400, "once");
+        let near = HostLimit::new(64, true, 1);
+        near.multiplexes(400);
+        for mib in [1, 2, 4, 8] {
+            answers(&near, Duration::from_micros(200), mib << 20).await;
+        }
+        assert_eq!(near.limit(), 128, "0.2 ms away, two in one trip: more streams would only queue");
         let fixed = HostLimit::new(64, false, 1);
         fixed.multiplexes(400);
         assert_eq!(fixed.limit(), 400, "a fixed number: all at once");
@@ -299,7 +344,7 @@ mod tests {
         window(&host, 64 << 20).await;
         assert_eq!(host.limit(), 80, "no growth while recovering from an overrun");
         for _ in 0..GROWTH * 160 * 160 {
-            host.calm();
+            host.calm(Duration::ZERO);
         }
         assert_eq!(host.limit(), 160, "calm answers give back what the overrun took");
         for i in 0..10 {

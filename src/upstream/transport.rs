@@ -56,6 +56,7 @@ impl Upstreams {
             return Err(Transport { kind: TransportKind::HostDown, message }.into());
         }
         let host = self.hosts.get(&host_key(&url));
+        let asked = std::time::Instant::now();
         let resp = match self.clients.pick(host.map(|h| &**h), route).execute(req).await {
             Ok(resp) => resp,
             Err(e) => return Err(self.failed(e, &url).await),
@@ -72,7 +73,7 @@ impl Upstreams {
             }
             match resp.status().as_u16() {
                 429 | 503 => host.overrun(),
-                _ if resp.status().is_success() => host.calm(),
+                _ if resp.status().is_success() => host.calm(asked.elapsed()),
                 _ => {}
             }
         }
