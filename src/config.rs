@@ -36,7 +36,7 @@ const MANIFEST: &str = "upmirror-manifest.json";
 const H2_CONNECTIONS: usize = 8;
 /// Requests in flight on one HTTP/2 connection at most: the concurrent
 /// streams RFC 9113 asks a server to allow (nginx allows 128).
-pub const H2_STREAMS: usize = 50;
+const H2_STREAMS: usize = 50;
 
 /// An `upstreams` entry: a URL, or `{ url = "...", proxy = "http://…" | "direct" }`.
 #[derive(Debug, Clone, Deserialize)]

@@ -1,4 +1,4 @@
-//! Upstreams: the ordered list of base URLs, the one HTTPS client shared by
+//! Upstreams: the ordered list of base URLs, the HTTPS clients shared by
 //! every request (CA pin, mutual TLS, https-only, same-origin redirects) and
 //! `file://` roots. Fetches listings — a manifest (conditionally) or a crawl
 //! of directory listings — and opens file bodies; it never writes to disk.
@@ -205,7 +205,7 @@ pub enum ListOutcome {
     Fetched(Box<Listing>),
 }
 
-/// Cheap to clone: the client and the health record are shared.
+/// Cheap to clone: the clients and the health record are shared.
 #[derive(Clone)]
 pub struct Upstreams {
     pub bases: Vec<Url>,

@@ -1,6 +1,7 @@
-//! The one HTTPS client every request goes through (CA pin, mutual TLS,
-//! https-only, same-origin redirects, proxies), the requests in flight per
-//! host, and small whole answers: listing pages, sums, HEADs.
+//! The HTTPS clients every request goes through (CA pin, mutual TLS,
+//! https-only, same-origin redirects, proxies; HTTP/2 where a host takes
+//! it), the requests in flight per host, and small whole answers: listing
+//! pages, sums, HEADs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
