@@ -61,7 +61,7 @@ impl Upstreams {
             _ => false,
         };
         let route = if bulk { Route::Bulk } else { Route::Spread };
-        let mut req = self.client.get(url);
+        let mut req = self.clients.first.get(url);
         if let Some((range, validator)) = header {
             req = req.header(RANGE, range);
             if let Some(v) = validator {

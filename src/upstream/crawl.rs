@@ -335,9 +335,8 @@ pub(super) async fn probe_top(up: &Upstreams, i: usize) -> Result<(Source, Optio
     Ok((page.source, newest, Dates { precision: page.precision, offset }, page.server))
 }
 
-/// One directory page, parsed by its format.
-/// A listing page, spooled (its bytes counted in `spooled`), then held
-/// whole while it is parsed.
+/// One directory page, spooled (its bytes counted in `spooled`), then held
+/// whole while it is parsed by its format.
 async fn fetch_page(up: &Upstreams, url: &Url, spooled: &AtomicU64) -> Result<Page> {
     let (doc, server) = up.get_spooled(url, MAX_PAGE_BYTES, spooled).await.with_context(|| url.to_string())?;
     let held = up.pages_held.clone().acquire_owned().await.ok();

@@ -62,7 +62,7 @@ impl Upstreams {
     /// answers 304 to the validators we sent.
     async fn get_manifest(&self, url: &Url, known: Option<&Validators>) -> Result<Option<(Document, Validators)>> {
         let _slot = self.slot(url).await;
-        let mut req = self.client.get(url.clone());
+        let mut req = self.clients.first.get(url.clone());
         if let Some(v) = known {
             if let Some(etag) = &v.etag {
                 req = req.header(IF_NONE_MATCH, etag);

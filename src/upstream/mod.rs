@@ -228,9 +228,8 @@ pub struct Upstreams {
     /// OpenPGP keys a crawl's `SHA256SUMS` must be signed by, when any.
     keyring: std::sync::Arc<crate::openpgp::Keyring>,
     net: Net,
-    /// The client requests are built with: [`transport::Clients`] picks
-    /// the one each is sent by.
-    client: reqwest::Client,
+    /// Requests are built with the first; [`transport::Clients`] picks the
+    /// one each is sent by.
     clients: std::sync::Arc<transport::Clients>,
     /// Retry rounds left for the whole run, shared by every request.
     pub budget: Budget,
@@ -256,7 +255,6 @@ impl Upstreams {
             )
             .into());
         }
-        let clients = transport::Clients::new(cfg)?;
         Ok(Upstreams {
             bases: cfg.upstreams.clone(),
             manifest_name: cfg.manifest_name.clone(),
@@ -272,8 +270,7 @@ impl Upstreams {
             trusted: crate::signature::TrustedKeys::load(&cfg.trusted_keys)?,
             keyring: std::sync::Arc::new(crate::openpgp::Keyring::load(&cfg.openpgp_keyring)?),
             zone: cfg.listing_timezone.clone(),
-            client: clients.first.clone(),
-            clients: std::sync::Arc::new(clients),
+            clients: std::sync::Arc::new(transport::Clients::new(cfg)?),
             budget: Budget::new(MIN_RETRY_BUDGET),
             hosts: std::sync::Arc::new(
                 cfg.upstreams

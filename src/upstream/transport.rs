@@ -163,7 +163,8 @@ impl Upstreams {
     {
         self.retrying(|| async {
             let _slot = self.slot(url).await;
-            let req = self.client.get(url.clone()).header(ACCEPT, "application/json, text/html;q=0.9, */*;q=0.8");
+            let req =
+                self.clients.first.get(url.clone()).header(ACCEPT, "application/json, text/html;q=0.9, */*;q=0.8");
             let resp = check_status(self.send(req, Route::First).await?)?;
             let server =
                 resp.headers().get(SERVER).map(|v| crate::output::quote(&String::from_utf8_lossy(v.as_bytes()), 80));
@@ -245,12 +246,12 @@ impl Upstreams {
     pub(super) async fn head_kind(&self, url: &Url) -> Result<Probed> {
         self.retrying(|| async {
             let _slot = self.slot(url).await;
-            let mut resp = check_status(self.send(self.client.head(url.clone()), Route::First).await?)?;
+            let mut resp = check_status(self.send(self.clients.first.head(url.clone()), Route::First).await?)?;
             if resp.url().path() == format!("{}/", url.path()) {
                 return Ok(Probed::Dir);
             }
             if !resp.headers().contains_key(CONTENT_LENGTH) {
-                resp = check_status(self.send(self.client.get(url.clone()), Route::First).await?)?;
+                resp = check_status(self.send(self.clients.first.get(url.clone()), Route::First).await?)?;
             }
             let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
             let len = header(CONTENT_LENGTH).and_then(|v| v.parse().ok());
