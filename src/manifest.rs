@@ -168,10 +168,7 @@ impl Lazy {
             m.files.iter().cloned().for_each(f);
             return Ok(());
         }
-        let file = std::fs::File::open(&self.path);
-        let file = anyhow::Context::with_context(file, || format!("could not read {}", self.path.display()))?;
-        let reader = std::io::BufReader::with_capacity(256 * 1024, file);
-        Manifest::each_from(reader, &mut f).map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))
+        Manifest::each_from(open(&self.path)?, &mut f).map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))
     }
 }
 
@@ -356,10 +353,7 @@ impl Manifest {
 
     /// Read and parse the manifest file at `path`; errors name the file.
     pub fn read(path: &std::path::Path) -> anyhow::Result<Manifest> {
-        let file = std::fs::File::open(path);
-        let file = anyhow::Context::with_context(file, || format!("could not read {}", path.display()))?;
-        let reader = std::io::BufReader::with_capacity(256 * 1024, file);
-        Manifest::parse_from(reader).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        Manifest::parse_from(open(path)?).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
     /// The entry at `path`, if the manifest lists it (its files are sorted by path).
@@ -396,6 +390,13 @@ impl Manifest {
         }
         out.write_all(b"\n]}\n")
     }
+}
+
+/// The manifest file at `path`, to be read through a buffer.
+fn open(path: &std::path::Path) -> anyhow::Result<std::io::BufReader<std::fs::File>> {
+    let file = std::fs::File::open(path);
+    let file = anyhow::Context::with_context(file, || format!("could not read {}", path.display()))?;
+    Ok(std::io::BufReader::with_capacity(256 * 1024, file))
 }
 
 #[cfg(test)]
