@@ -656,11 +656,7 @@ pub fn reclaim_staging<'a>(
     wanted: impl Iterator<Item = &'a Entry>,
     cap: Option<u64>,
 ) -> Result<Reclaimed> {
-    let mut files = Vec::new();
-    let shards = crate::disk::read_dir(staging)?.into_iter().filter(|d| d.file_type().is_ok_and(|t| t.is_dir()));
-    for shard in shards {
-        files.extend(crate::disk::read_dir(&shard.path())?);
-    }
+    let files = staged_files(staging)?;
     let keep = wanted_among(&files, wanted);
     let (mut freed, mut kept) = (0, Vec::new());
     for file in files {
@@ -695,6 +691,16 @@ pub struct Reclaimed {
     pub staged: u64,
 }
 
+/// Every file in the shards of `staging`.
+fn staged_files(staging: &Path) -> Result<Vec<std::fs::DirEntry>> {
+    let mut files = Vec::new();
+    let shards = crate::disk::read_dir(staging)?.into_iter().filter(|d| d.file_type().is_ok_and(|t| t.is_dir()));
+    for shard in shards {
+        files.extend(crate::disk::read_dir(&shard.path())?);
+    }
+    Ok(files)
+}
+
 /// A staged file's name up to its first dot: the staging name it belongs to.
 fn stem(file: &std::fs::DirEntry) -> String {
     let name = file.file_name().to_string_lossy().into_owned();
@@ -715,9 +721,7 @@ fn wanted_among<'a>(files: &[std::fs::DirEntry], wanted: impl Iterator<Item = &'
 /// Bytes already downloaded of `wanted` (their partial files in `staging`):
 /// room the free-space guard need not find again.
 pub fn staged_bytes<'a>(staging: &Path, wanted: impl Iterator<Item = &'a Entry>) -> u64 {
-    let shards = crate::disk::read_dir(staging).unwrap_or_default();
-    let files: Vec<_> =
-        shards.iter().flat_map(|shard| crate::disk::read_dir(&shard.path()).unwrap_or_default()).collect();
+    let files = staged_files(staging).unwrap_or_default();
     let wanted = wanted_among(&files, wanted);
     files
         .iter()
