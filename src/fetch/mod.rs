@@ -74,14 +74,11 @@ enum Staged {
 
 impl Staged {
     fn of(file: PathBuf) -> Staged {
-        let mut name = [0u8; 16];
-        let named = file.file_name().and_then(|n| n.to_str()).filter(|n| n.len() == 32);
-        let sharded = file.parent().and_then(Path::file_name).and_then(|s| s.to_str());
-        match (named, sharded) {
-            (Some(n), Some(shard)) if n.starts_with(shard) && hex::decode_to_slice(n, &mut name).is_ok() => {
-                Staged::Name(name)
-            }
-            _ => Staged::Path(file.into_boxed_path()),
+        let shard = file.parent().and_then(Path::file_name).and_then(|s| s.to_str());
+        let named = file.file_name().and_then(|n| n.to_str()).filter(|n| shard.is_some_and(|s| n.starts_with(s)));
+        match named.and_then(name_bytes) {
+            Some(name) => Staged::Name(name),
+            None => Staged::Path(file.into_boxed_path()),
         }
     }
 
@@ -170,6 +167,8 @@ struct Tries {
     failures: Vec<String>,
     /// The wait before the next round; `None`: no round will help.
     wait: Option<Duration>,
+    /// Nothing is staged for this file: no run or try left a part of it.
+    fresh: bool,
 }
 
 /// A local disk error: the run stops, no retry helps.
@@ -193,6 +192,7 @@ struct Fetcher {
     progress: Progress,
     seeds: Option<Arc<Seeds>>,
     deltas: Option<Arc<Deltas>>,
+    present: Present,
 }
 
 /// How one run fetches.
@@ -238,6 +238,7 @@ pub async fn fetch_all(
         progress: job.progress,
         seeds: job.seeds,
         deltas: job.deltas,
+        present: Present::list(staging)?,
     });
     // Each download is a task of its own, so hashing and writing spread over
     // the runtime's threads. Every file is tried even when one fails, so the
@@ -331,11 +332,14 @@ impl Fetcher {
     }
 
     async fn fetch_retrying_to(&self, entry: Entry, file: PathBuf) -> Result<Verified> {
-        let mut tries = Tries { ruled_out: vec![false; self.up.bases.len()], failures: Vec::new(), wait: None };
+        let ruled_out = vec![false; self.up.bases.len()];
+        let fresh = !self.present.holds(&file);
+        let mut tries = Tries { ruled_out, failures: Vec::new(), wait: None, fresh };
         let mut segmented = segmented::fits(&self.up, &entry);
         for round in 0..=self.net.retries {
             tries.wait = None;
             if segmented {
+                tries.fresh = false;
                 match self.segmented(&entry, &file, &mut tries).await? {
                     Segmented::Done(verified) => return Ok(verified),
                     Segmented::Again => {}
@@ -365,7 +369,8 @@ impl Fetcher {
             if tries.ruled_out[i] {
                 continue;
             }
-            match self.attempt(i, entry, file).await {
+            let fresh = std::mem::replace(&mut tries.fresh, false);
+            match self.attempt(i, entry, file, fresh).await {
                 Ok(verified) => {
                     self.up.note(i, None);
                     self.up.delivered(i, verified.entry.size);
@@ -390,11 +395,12 @@ impl Fetcher {
         tries.failures.push(failure);
     }
 
-    /// One try on upstream `i`: resume the partial file if there is one, and
-    /// return it once the whole file matches the listing.
-    async fn attempt(&self, i: usize, entry: &Entry, file: &Path) -> Result<Verified> {
+    /// One try on upstream `i`: resume the partial file if there is one
+    /// (none when `fresh`), and return it once the whole file matches the
+    /// listing.
+    async fn attempt(&self, i: usize, entry: &Entry, file: &Path, fresh: bool) -> Result<Verified> {
         let meta_path = file.with_extension("validator");
-        let existing = own_file(file, &meta_path)?;
+        let existing = if fresh { None } else { own_file(file, &meta_path)? };
         if existing.is_some_and(|have| have >= entry.size)
             && let Some(verified) = self.check_complete(entry, file).await?
         {
@@ -586,11 +592,14 @@ async fn start_output(
 /// Create a staging file afresh: whatever was at `path` is unlinked (never
 /// followed, never written through), and the new file is created exclusively.
 fn create_nofollow(path: &Path) -> std::io::Result<std::fs::File> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
+    let create = || std::fs::File::options().write(true).create_new(true).custom_flags(nofollow()).open(path);
+    match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(path)?;
+            create()
+        }
+        created => created,
     }
-    std::fs::File::options().write(true).create_new(true).custom_flags(nofollow()).open(path)
 }
 
 /// The length of the partial file at `file`, if it is one this process
@@ -699,6 +708,33 @@ fn staged_files(staging: &Path) -> Result<Vec<std::fs::DirEntry>> {
         files.extend(crate::disk::read_dir(&shard.path())?);
     }
     Ok(files)
+}
+
+/// The staging names that had a file in staging when the fetch began,
+/// sorted: a file of another name has nothing to resume, and costs no
+/// lookup (a million on a first sync).
+struct Present(Vec<[u8; 16]>);
+
+impl Present {
+    fn list(staging: &Path) -> Result<Present> {
+        let mut names: Vec<[u8; 16]> = staged_files(staging)?.iter().filter_map(|f| name_bytes(&stem(f))).collect();
+        names.sort_unstable();
+        names.dedup();
+        Ok(Present(names))
+    }
+
+    /// Whether something may be staged at `file` (a name not made by
+    /// [`staging_name`] may always be).
+    fn holds(&self, file: &Path) -> bool {
+        let name = file.file_name().and_then(|n| n.to_str()).and_then(name_bytes);
+        name.is_none_or(|n| self.0.binary_search(&n).is_ok())
+    }
+}
+
+/// The 16 bytes a staging name spells in hex.
+fn name_bytes(name: &str) -> Option<[u8; 16]> {
+    let mut bytes = [0u8; 16];
+    hex::decode_to_slice(name, &mut bytes).ok().map(|()| bytes)
 }
 
 /// A staged file's name up to its first dot: the staging name it belongs to.
