@@ -335,6 +335,12 @@ impl Config {
         if self.http2 { H2_CONNECTIONS.min(self.max_connections_per_host.saturating_sub(1)) } else { 0 }
     }
 
+    /// HTTP/1.1 connections to such a host for large bodies: those
+    /// `max_connections_per_host` leaves beside the HTTP/2 ones.
+    pub fn bulk_connections(&self) -> usize {
+        self.max_connections_per_host.saturating_sub(1 + self.h2_connections())
+    }
+
     /// Requests in flight to one host at most: one on each HTTP/1.1
     /// connection, [`H2_STREAMS`] on each HTTP/2 one.
     pub fn requests_per_host(&self) -> usize {

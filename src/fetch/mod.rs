@@ -666,13 +666,13 @@ pub fn reclaim_staging<'a>(
     cap: Option<u64>,
 ) -> Result<Reclaimed> {
     let files = staged_files(staging)?;
-    let keep = wanted_among(&files, wanted);
+    let stems: Vec<String> = files.iter().map(stem).collect();
+    let keep = wanted_among(&stems, wanted);
     let (mut freed, mut kept) = (0, Vec::new());
-    for file in files {
+    // A partial file, its validator, its record of pieces.
+    for (file, stem) in files.into_iter().zip(stems) {
         let meta = file.metadata().ok();
         let len = meta.as_ref().map_or(0, |m| m.len());
-        // A partial file, its validator, its record of pieces.
-        let stem = stem(&file);
         if keep.contains(stem.as_str()) {
             let partial = meta.as_ref().is_some_and(|m| m.is_file()) && file.file_name() == stem.as_str();
             let modified = meta.and_then(|m| m.modified().ok()).unwrap_or(std::time::UNIX_EPOCH);
@@ -743,22 +743,22 @@ fn stem(file: &std::fs::DirEntry) -> String {
     name.split('.').next().unwrap_or_default().to_owned()
 }
 
-/// The staging names of `wanted` that some of `files` carry. Staging holds
-/// few files, the plan maybe millions: only the few are held in a set, and
-/// an empty staging costs no name at all.
-fn wanted_among<'a>(files: &[std::fs::DirEntry], wanted: impl Iterator<Item = &'a Entry>) -> HashSet<String> {
-    let present: HashSet<String> = files.iter().map(stem).collect();
+/// The staging names of `wanted` among `stems`, those of the files in
+/// staging. Staging holds few files, the plan maybe millions: only the few
+/// are held in a set, and an empty staging costs no name at all.
+fn wanted_among<'a>(stems: &[String], wanted: impl Iterator<Item = &'a Entry>) -> HashSet<String> {
+    let present: HashSet<&str> = stems.iter().map(String::as_str).collect();
     if present.is_empty() {
         return HashSet::new();
     }
-    wanted.map(staging_name).filter(|name| present.contains(name)).collect()
+    wanted.map(staging_name).filter(|name| present.contains(name.as_str())).collect()
 }
 
 /// Bytes already downloaded of `wanted` (their partial files in `staging`):
 /// room the free-space guard need not find again.
 pub fn staged_bytes<'a>(staging: &Path, wanted: impl Iterator<Item = &'a Entry>) -> u64 {
     let files = staged_files(staging).unwrap_or_default();
-    let wanted = wanted_among(&files, wanted);
+    let wanted = wanted_among(&files.iter().map(stem).collect::<Vec<_>>(), wanted);
     files
         .iter()
         .filter(|f| wanted.contains(f.file_name().to_string_lossy().as_ref()))

@@ -276,8 +276,12 @@ impl Upstreams {
                 cfg.upstreams
                     .iter()
                     .map(|url| {
-                        let bulk = cfg.max_connections_per_host.saturating_sub(1 + cfg.h2_connections());
-                        (host_key(url), HostLimit::new(cfg.max_connections_per_host, cfg.concurrency.is_none(), bulk))
+                        let limit = HostLimit::new(
+                            cfg.max_connections_per_host,
+                            cfg.concurrency.is_none(),
+                            cfg.bulk_connections(),
+                        );
+                        (host_key(url), limit)
                     })
                     .collect(),
             ),
