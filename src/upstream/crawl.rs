@@ -1,18 +1,20 @@
 //! The listing of an upstream without a manifest: its directory listings
-//! crawled breadth first from the base URL, a bounded number of pages at a
-//! time, with caps on page size, depth and entry count, and never into a
+//! crawled from the base URL down, a bounded number of pages at a time
+//! (each directory asked as soon as its parent's page is read), with caps
+//! on page size, depth and entry count, and never into a
 //! directory the filters exclude. Sizes a listing shows rounded are taken
 //! from the published snapshot when the mtime is unchanged; sizes and dates
 //! a listing does not show come from a HEAD request. A listing in local time
 //! is found from one file's `Last-Modified` and set right; `SHA256SUMS` files
 //! name digests to verify.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::AtomicU64;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result, anyhow, bail};
-use futures_util::{StreamExt, TryStreamExt, stream};
+use futures_util::stream::{self, FuturesUnordered};
+use futures_util::{StreamExt, TryStreamExt};
 use sha2::{Digest as _, Sha256};
 use url::Url;
 
@@ -77,32 +79,8 @@ pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_
     // The crawl's time is when it began: a file rewritten while it ran is
     // then racy for the next run (see `settle_one`).
     let started = SystemTime::now();
-    let mut crawl = Crawl { frontier: vec![String::new()], precision: 1, ..Crawl::default() };
-    let spooled = &AtomicU64::new(0);
-    for depth in 0.. {
-        if crawl.frontier.is_empty() {
-            break;
-        }
-        if depth >= MAX_DEPTH {
-            bail!("{base}: directories nested deeper than {MAX_DEPTH} levels (a symlink loop?)");
-        }
-        // Pages are taken as they arrive and counted at once: a hostile
-        // level is stopped at the first page past a cap, not held whole.
-        let mut pages = stream::iter(std::mem::take(&mut crawl.frontier))
-            .map(|prefix| async move {
-                let url = dir_url(base, &prefix);
-                let page = fetch_page(up, &url, spooled).await;
-                let mut page = page.map_err(|e| unlisted(e, prefix.is_empty()))?;
-                if page.unmarked {
-                    mark_dirs(up, &url, &mut page.items).await?;
-                }
-                Ok::<_, anyhow::Error>((page, prefix))
-            })
-            .buffer_unordered(up.pages_asked);
-        while let Some((page, prefix)) = pages.try_next().await? {
-            crawl.take(up, base, &prefix, page)?;
-        }
-    }
+    let mut crawl = Crawl { frontier: VecDeque::from([(String::new(), 0)]), precision: 1, ..Crawl::default() };
+    list_all(up, base, &mut crawl).await?;
     let Crawl { mut found, source, bytes, precision, server, .. } = crawl;
     let offset = set_back(up, i, &mut found, precision, previous).await?;
     let paths: Vec<&RelPath> = found.iter().map(|f| &f.path).collect();
@@ -127,6 +105,46 @@ pub(super) async fn crawl(up: &Upstreams, i: usize, previous: Option<Previous<'_
         rechecks,
         deltas: Vec::new(),
     })
+}
+
+/// Every directory from the base down, up to `pages_asked` pages in
+/// flight, each asked as soon as its parent's page is read: levels overlap,
+/// so a deep tree pays no round trip per level. Pages are taken as they
+/// arrive and counted at once: a hostile page is stopped at the first cap
+/// it passes, not held whole.
+async fn list_all(up: &Upstreams, base: &Url, crawl: &mut Crawl) -> Result<()> {
+    let spooled = &AtomicU64::new(0);
+    let mut pages = FuturesUnordered::new();
+    loop {
+        while pages.len() < up.pages_asked
+            && let Some((prefix, depth)) = crawl.frontier.pop_front()
+        {
+            if depth >= MAX_DEPTH {
+                bail!("{base}: directories nested deeper than {MAX_DEPTH} levels (a symlink loop?)");
+            }
+            pages.push(list_dir(up, base, prefix, depth, spooled));
+        }
+        let Some(listed) = pages.next().await else { return Ok(()) };
+        let (page, prefix, depth) = listed?;
+        crawl.take(up, base, (&prefix, depth), page)?;
+    }
+}
+
+/// The page of the directory at `prefix`, its directories marked.
+async fn list_dir(
+    up: &Upstreams,
+    base: &Url,
+    prefix: String,
+    depth: usize,
+    spooled: &AtomicU64,
+) -> Result<(Page, String, usize)> {
+    let url = dir_url(base, &prefix);
+    let page = fetch_page(up, &url, spooled).await;
+    let mut page = page.map_err(|e| unlisted(e, prefix.is_empty()))?;
+    if page.unmarked {
+        mark_dirs(up, &url, &mut page.items).await?;
+    }
+    Ok((page, prefix, depth))
 }
 
 /// The digests the crawl's lists name (`SHA256SUMS`; with a keyring, signed
@@ -182,8 +200,9 @@ fn rechecked(found: &[Found], previous: Option<Known<'_>>) -> (HashSet<String>, 
 #[derive(Default)]
 struct Crawl {
     found: Vec<Found>,
-    /// Directories of the next level, as path prefixes ending in `/`.
-    frontier: Vec<String>,
+    /// Directories found and not yet asked, as path prefixes ending in
+    /// `/`, each with its depth.
+    frontier: VecDeque<(String, usize)>,
     source: Option<Source>,
     server: Option<String>,
     /// The coarsest resolution of the dates seen, in seconds.
@@ -196,9 +215,10 @@ struct Crawl {
 }
 
 impl Crawl {
-    /// Add one page's items below `prefix`, checking every cap as it goes;
-    /// directories and files the filters leave out are dropped here.
-    fn take(&mut self, up: &Upstreams, base: &Url, prefix: &str, page: Page) -> Result<()> {
+    /// Add the items of one page, at `prefix` and `depth`, checking every
+    /// cap as it goes; directories and files the filters leave out are
+    /// dropped here.
+    fn take(&mut self, up: &Upstreams, base: &Url, (prefix, depth): (&str, usize), page: Page) -> Result<()> {
         self.source.get_or_insert(page.source);
         if self.server.is_none() {
             self.server = page.server;
@@ -221,7 +241,7 @@ impl Crawl {
             let path = format!("{prefix}{}", item.name);
             let rel = RelPath::parse(&path).map_err(|e| anyhow!("{}: {e}", url()))?;
             match item.kind {
-                Kind::Dir if up.filter.may_hold(&path) => self.frontier.push(format!("{path}/")),
+                Kind::Dir if up.filter.may_hold(&path) => self.frontier.push_back((format!("{path}/"), depth + 1)),
                 Kind::File | Kind::Link if up.filter.allows(&path) => {
                     let link = item.kind == Kind::Link;
                     self.found.push(Found { path: rel, size: item.size, mtime: item.mtime, link })
