@@ -653,19 +653,7 @@ fn fill(
     }
     interrupt::check()?;
     if let Some(p) = published {
-        keep.par_iter().enumerate().try_for_each(|(n, e)| {
-            if n == keep.len() / 2 {
-                failpoint("build-link");
-            }
-            let (from, to) = (p.dir.join(e.path.as_str()), build.join(e.path.as_str()));
-            fs::hard_link(&from, &to).map_err(|err| collision(build, &e.path, &err)).with_context(|| {
-                format!(
-                    "could not hardlink {} to {} (`upmirror verify --repair` mends the published snapshot)",
-                    from.display(),
-                    to.display()
-                )
-            })
-        })?;
+        link_kept(&p.dir, build, &keep)?;
     }
     interrupt::check()?;
     // Linked, then unlinked from staging: unlike a rename, a link never
@@ -680,6 +668,47 @@ fn fill(
     interrupt::check()?;
     let files = handing_back(keep).chain(handing_back(verified).map(Verified::into_entry)).collect();
     Manifest::new(generated_at, files).map_err(anyhow::Error::msg)
+}
+
+/// What mends a published snapshot a build could not link from.
+const REPAIR: &str = "`upmirror verify --repair` mends the published snapshot";
+
+/// Hardlink each of `keep` from `published` into `build`, a directory at a
+/// time: each directory opened once on either side and each file linked by
+/// its name alone, not walked to from the root a million times.
+fn link_kept(published: &Path, build: &Path, keep: &[Entry]) -> Result<()> {
+    let dirs: Vec<&[Entry]> = keep.chunk_by(|a, b| dir_of(a) == dir_of(b)).collect();
+    let linked = std::sync::atomic::AtomicUsize::new(0);
+    dirs.par_iter().try_for_each(|files| {
+        let dir = dir_of(&files[0]);
+        let (from, to) = (published.join(dir), build.join(dir));
+        let from = open_dir(&from).with_context(|| format!("could not open {} ({REPAIR})", from.display()))?;
+        let to = open_dir(&to).with_context(|| format!("could not open {}", to.display()))?;
+        for e in files.iter() {
+            if linked.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == keep.len() / 2 {
+                failpoint("build-link");
+            }
+            let name = e.path.as_str().rsplit('/').next().unwrap_or_default();
+            rustix::fs::linkat(&from, name, &to, name, rustix::fs::AtFlags::empty())
+                .map_err(|err| collision(build, &e.path, &err.into()))
+                .with_context(|| {
+                    let (from, to) = (published.join(e.path.as_str()), build.join(e.path.as_str()));
+                    format!("could not hardlink {} to {} ({REPAIR})", from.display(), to.display())
+                })?;
+        }
+        Ok(())
+    })
+}
+
+/// The directory `e` is in, relative to the snapshot.
+fn dir_of(e: &Entry) -> &str {
+    e.path.as_str().rsplit_once('/').map_or("", |(dir, _)| dir)
+}
+
+/// A directory to link from or into, by a handle.
+fn open_dir(path: &Path) -> std::io::Result<rustix::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    Ok(rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?)
 }
 
 /// A link that found its name taken: on a case-insensitive or normalising

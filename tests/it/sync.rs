@@ -66,6 +66,36 @@ fn a_new_manifest_with_the_same_files_makes_no_snapshot_and_no_file_request() {
 }
 
 #[test]
+fn a_published_file_or_directory_gone_fails_the_next_build_naming_it_and_the_repair() {
+    let env = Env::with_sample_tree();
+    let server = env.serve();
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    let published = env.current().canonicalize().unwrap();
+    let ids = env.snapshot_ids();
+    env.write("releases/current.json", b"{\"version\":\"11.3\"}\n");
+    env.make_manifest();
+    fs::remove_file(published.join("pool/p01.deb")).unwrap();
+    let out = env.sync(&server.url(), &[]);
+    assert_ne!(out.code, 0, "{out:?}");
+    for part in ["could not hardlink", "pool/p01.deb", "`upmirror verify --repair` mends the published snapshot"] {
+        assert!(out.stderr.contains(part), "{part}: {}", out.stderr);
+    }
+    fs::remove_dir_all(published.join("pool")).unwrap();
+    let out = env.sync(&server.url(), &[]);
+    assert_ne!(out.code, 0, "{out:?}");
+    for part in ["could not open", "/pool (`upmirror verify --repair` mends the published snapshot)"] {
+        assert!(out.stderr.contains(part), "{part}: {}", out.stderr);
+    }
+    assert_eq!(env.current().canonicalize().unwrap(), published, "nothing published changes");
+    assert_eq!(env.snapshot_ids(), ids, "no build is left behind");
+    let (root, ca) = (env.root.to_str().unwrap(), env.pki.ca.to_str().unwrap());
+    let out = env.run(&["verify", "--repair", "--root", root, "--upstream", &server.url(), "--ca-file", ca]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(env.sync(&server.url(), &[]).code, 0);
+    env.assert_mirrors_upstream();
+}
+
+#[test]
 fn dry_run_lists_exactly_the_changes_and_sync_then_shares_unchanged_inodes() {
     let env = Env::with_sample_tree();
     let server = env.serve();
