@@ -1,8 +1,8 @@
 //! The listing of an upstream without a manifest: its directory listings
 //! crawled from the base URL down, a bounded number of pages at a time
 //! (each directory asked as soon as its parent's page is read), with caps
-//! on page size, depth and entry count, and never into a
-//! directory the filters exclude. Sizes a listing shows rounded are taken
+//! on page size, depth and entry count, and never into a directory the
+//! filters exclude. Sizes a listing shows rounded are taken
 //! from the published snapshot when the mtime is unchanged; sizes and dates
 //! a listing does not show come from a HEAD request. A listing in local time
 //! is found from one file's `Last-Modified` and set right; `SHA256SUMS` files
